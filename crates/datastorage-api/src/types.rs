@@ -1,0 +1,400 @@
+//! JSON shapes of the audit API, named as in the upstream contract.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Value stored for `retention_days` when a client omits it (seven years, as upstream).
+pub const DEFAULT_RETENTION_DAYS: i32 = 2555;
+
+/// Default page size of `GET /api/v1/audit/events`.
+pub const DEFAULT_PAGE_LIMIT: u32 = 50;
+
+/// Largest page size of `GET /api/v1/audit/events`.
+pub const MAX_PAGE_LIMIT: u32 = 1000;
+
+/// Default of `server.maxBatchSize`: the most events one batch request may carry.
+pub const DEFAULT_MAX_BATCH_SIZE: usize = 500;
+
+macro_rules! string_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            /// Every value, in contract order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The wire form of this value.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+
+            /// Parses the wire form, ignoring ASCII case (filters are case-insensitive).
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $(if s.eq_ignore_ascii_case($text) { return Ok($name::$variant); })+
+                Err(format!(
+                    "must be one of: {}",
+                    [$($text),+].join(", ")
+                ))
+            }
+        }
+    };
+}
+
+string_enum! {
+    /// Domain of an event (`event_category`), the contract's closed set. Metrics label events
+    /// by it, so the label set stays bounded.
+    EventCategory {
+        /// Gateway signal and CRD lifecycle events.
+        Gateway => "gateway",
+        /// Notification delivery and escalation events.
+        Notification => "notification",
+        /// AI analysis, agent calls and rego evaluation events.
+        Analysis => "analysis",
+        /// AI agent provider events.
+        AiAgent => "aiagent",
+        /// Signal processing service events.
+        SignalProcessing => "signalprocessing",
+        /// Workflow catalog and discovery events.
+        Workflow => "workflow",
+        /// Workflow execution lifecycle events.
+        WorkflowExecution => "workflowexecution",
+        /// Remediation orchestration lifecycle events.
+        Orchestration => "orchestration",
+        /// Remediation approval decisions.
+        Approval => "approval",
+        /// Effectiveness assessment events.
+        Effectiveness => "effectiveness",
+        /// ActionType taxonomy lifecycle events.
+        ActionType => "actiontype",
+        /// API frontend events.
+        ApiFrontend => "apifrontend",
+        /// Cross-cutting security control events.
+        Security => "security",
+        /// AgentSession admission events.
+        AgentSession => "agentsession",
+    }
+}
+
+string_enum! {
+    /// Result of the audited action (`event_outcome`).
+    EventOutcome {
+        /// The action succeeded.
+        Success => "success",
+        /// The action failed.
+        Failure => "failure",
+        /// The action has not finished.
+        Pending => "pending",
+    }
+}
+
+/// One audit event as a client sends it (`AuditEventRequest` in the contract).
+///
+/// `event_id` is an extension: a client that supplies it makes the write idempotent. The server
+/// validates the JSON it receives field by field (see [`crate::validate_event`]), so this typed
+/// form is for clients that build events; it serializes to exactly the contract's shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEventRequest {
+    /// Client-chosen id (UUID, ideally v7). Absent: the server assigns a UUIDv7.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<Uuid>,
+    /// Schema version, e.g. `"1.0"`.
+    pub version: String,
+    /// Event type, e.g. `gateway.signal.received`.
+    pub event_type: String,
+    /// When the event happened.
+    pub event_timestamp: DateTime<Utc>,
+    /// Business domain of the event.
+    pub event_category: EventCategory,
+    /// Action performed.
+    pub event_action: String,
+    /// Outcome of the action.
+    pub event_outcome: EventOutcome,
+    /// Kind of actor (`service`, `user`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_type: Option<String>,
+    /// Who acted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_id: Option<String>,
+    /// Client source IP address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor_ip: Option<String>,
+    /// Kind of the resource acted upon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_type: Option<String>,
+    /// Id of the resource acted upon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_id: Option<String>,
+    /// Correlation id; one hash chain per value.
+    pub correlation_id: String,
+    /// Parent event, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_event_id: Option<Uuid>,
+    /// The parent event's timestamp, as upstream clients send it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_event_date: Option<DateTime<Utc>>,
+    /// Kubernetes namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Cluster identifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    /// Severity, free text such as `critical`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<String>,
+    /// Duration of the action in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<i64>,
+    /// Error code, for failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    /// Error message, for failures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    /// Retention override in days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<i32>,
+    /// Whether the event holds sensitive data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_sensitive: Option<bool>,
+    /// Service-specific payload: a JSON object.
+    pub event_data: serde_json::Map<String, serde_json::Value>,
+}
+
+impl AuditEventRequest {
+    /// A minimal event with the required fields; set the optional ones on the result.
+    pub fn new(
+        event_type: impl Into<String>,
+        category: EventCategory,
+        action: impl Into<String>,
+        outcome: EventOutcome,
+        correlation_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            event_id: None,
+            version: "1.0".to_owned(),
+            event_type: event_type.into(),
+            event_timestamp: Utc::now(),
+            event_category: category,
+            event_action: action.into(),
+            event_outcome: outcome,
+            actor_type: None,
+            actor_id: None,
+            actor_ip: None,
+            resource_type: None,
+            resource_id: None,
+            correlation_id: correlation_id.into(),
+            parent_event_id: None,
+            parent_event_date: None,
+            namespace: None,
+            cluster_id: None,
+            severity: None,
+            duration_ms: None,
+            error_code: None,
+            error_message: None,
+            retention_days: None,
+            is_sensitive: None,
+            event_data: serde_json::Map::new(),
+        }
+    }
+}
+
+/// One stored audit event (`AuditEvent` in the contract): the request's fields with the values
+/// actually stored, plus the id, the date and the hash-chain fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// The event's id.
+    pub event_id: Uuid,
+    /// Schema version.
+    pub version: String,
+    /// Event type.
+    pub event_type: String,
+    /// When the event happened (microsecond precision, UTC).
+    pub event_timestamp: DateTime<Utc>,
+    /// UTC date of `event_timestamp`, `YYYY-MM-DD`.
+    pub event_date: String,
+    /// Business domain.
+    pub event_category: EventCategory,
+    /// Action performed.
+    pub event_action: String,
+    /// Outcome.
+    pub event_outcome: EventOutcome,
+    /// Kind of actor.
+    pub actor_type: Option<String>,
+    /// Who acted.
+    pub actor_id: Option<String>,
+    /// Client source IP.
+    pub actor_ip: Option<String>,
+    /// Kind of resource.
+    pub resource_type: Option<String>,
+    /// Resource id.
+    pub resource_id: Option<String>,
+    /// Correlation id.
+    pub correlation_id: String,
+    /// Parent event.
+    pub parent_event_id: Option<Uuid>,
+    /// Parent event timestamp.
+    pub parent_event_date: Option<DateTime<Utc>>,
+    /// Kubernetes namespace.
+    pub namespace: Option<String>,
+    /// Cluster identifier.
+    pub cluster_id: Option<String>,
+    /// Severity.
+    pub severity: Option<String>,
+    /// Duration in milliseconds.
+    pub duration_ms: Option<i64>,
+    /// Error code.
+    pub error_code: Option<String>,
+    /// Error message.
+    pub error_message: Option<String>,
+    /// Retention in days (the default when the client sent none).
+    pub retention_days: i32,
+    /// Whether the event holds sensitive data.
+    pub is_sensitive: bool,
+    /// The payload.
+    pub event_data: serde_json::Map<String, serde_json::Value>,
+    /// Position in the correlation id's hash chain, from 1 (extension).
+    pub chain_sequence: i64,
+    /// This event's chain hash (hex).
+    pub event_hash: String,
+    /// The previous event's chain hash (hex), empty for the first event of a chain.
+    pub previous_event_hash: String,
+    /// Hash algorithm of this row (`sha256` or `hmac-sha256`) (extension).
+    pub hash_algorithm: String,
+    /// Legal hold flag (contract field; legal hold is not built yet, so always false).
+    pub legal_hold: bool,
+}
+
+/// Answer to `POST /api/v1/audit/events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEventResponse {
+    /// The event's id (the client's, on a replay).
+    pub event_id: Uuid,
+    /// The stored timestamp.
+    pub event_timestamp: DateTime<Utc>,
+    /// Human-readable result.
+    pub message: String,
+}
+
+/// Answer to `POST /api/v1/audit/events/batch`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchAuditEventResponse {
+    /// Ids in request order.
+    pub event_ids: Vec<Uuid>,
+    /// Human-readable result.
+    pub message: String,
+}
+
+/// Pagination block of a query answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pagination {
+    /// Page size used.
+    pub limit: u32,
+    /// Offset used (0 when a cursor was given).
+    pub offset: u64,
+    /// Number of events matching the filters, all pages together.
+    pub total: u64,
+    /// Whether more events follow this page.
+    pub has_more: bool,
+    /// Opaque cursor for the next page (extension); absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Answer to `GET /api/v1/audit/events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEventsQueryResponse {
+    /// The page, newest first.
+    pub data: Vec<AuditEvent>,
+    /// Where the page sits.
+    pub pagination: Pagination,
+}
+
+/// Body of `POST /api/v1/audit/verify-chain`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifyChainRequest {
+    /// The chain to verify.
+    pub correlation_id: String,
+}
+
+/// One broken link found by verification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TamperedEvent {
+    /// The event whose link is broken (empty when a whole row is missing).
+    pub event_id: String,
+    /// Its timestamp, when the row exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_timestamp: Option<DateTime<Utc>>,
+    /// The hash recomputed from the row's content.
+    pub expected_hash: String,
+    /// The hash stored in the row.
+    pub actual_hash: String,
+    /// The previous hash the row links to.
+    pub previous_hash: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Answer to `POST /api/v1/audit/verify-chain`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerifyChainResponse {
+    /// The chain verified.
+    pub correlation_id: String,
+    /// True when every link holds.
+    pub is_valid: bool,
+    /// Rows in the chain.
+    pub total_events: u64,
+    /// Rows whose link holds.
+    pub verified_events: u64,
+    /// Broken links.
+    #[serde(default)]
+    pub tampered_events: Vec<TamperedEvent>,
+    /// When the verification ran.
+    pub verification_time: DateTime<Utc>,
+    /// Human-readable result.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn categories_parse_case_insensitively_and_reject_unknown_values() {
+        assert_eq!("GateWay".parse::<EventCategory>(), Ok(EventCategory::Gateway));
+        let err = "nope".parse::<EventCategory>().unwrap_err();
+        assert!(err.contains("gateway"), "{err}");
+        assert_eq!(EventCategory::ALL.len(), 14);
+    }
+
+    #[test]
+    fn request_serializes_without_absent_optional_fields() {
+        let e = AuditEventRequest::new(
+            "a.b",
+            EventCategory::Workflow,
+            "run",
+            EventOutcome::Success,
+            "c",
+        );
+        let v = serde_json::to_value(&e).unwrap();
+        assert!(v.get("actor_id").is_none());
+        assert_eq!(v["event_category"], "workflow");
+    }
+}

@@ -1,0 +1,417 @@
+//! The connection pool: built once, every knob from [`DatabaseSettings`], every event counted.
+//!
+//! It is a [`deadpool`] pool of plain sqlx connections, with the parts Go's `database/sql` has and
+//! sqlx's own pool lacks: a cap on idle connections (`maxIdleConns`), and real measurements of
+//! waiting (Go `DBStats` parity). The rules:
+//!
+//! - At most `maxOpenConns` connections exist, in use or idle.
+//! - Acquiring first tries without waiting. Only if every connection is in use does it count one
+//!   wait and time it until a connection frees up, so `wait_count`/`wait_duration` measure real
+//!   waiting, as Go defines them. Waiting ends at `acquireTimeout` with [`AcquireError::Timeout`]
+//!   (the API answers 503 with `Retry-After`).
+//! - A connection handed back while `maxIdleConns` are already idle is closed.
+//! - A reaper closes idle connections past `connMaxIdleTime` or `connMaxLifetime`, and opens
+//!   connections up to `minIdleConns`; a connection past its lifetime is also refused when it is
+//!   next taken out.
+//! - Per-session settings (PostgreSQL timeouts) are part of each backend's connect options, sent
+//!   when the connection starts, never concatenated into a DSN.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool::managed::{self, Metrics as ObjectMetrics, PoolError, RecycleError, RecycleResult, TimeoutType, Timeouts};
+use sqlx::{ConnectOptions, Connection};
+
+use crate::config::DatabaseSettings;
+use crate::metrics::PoolCounters;
+
+/// Why no connection could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum AcquireError {
+    /// Every connection stayed in use for `acquireTimeout`.
+    #[error("no database connection became free within {0:?} (database.acquireTimeout)")]
+    Timeout(Duration),
+    /// Opening a new connection failed.
+    #[error("cannot connect to the database: {0}")]
+    Connect(#[source] sqlx::Error),
+    /// Opening a new connection took longer than `connectTimeout`.
+    #[error("connecting to the database took longer than {0:?} (database.connectTimeout)")]
+    ConnectTimeout(Duration),
+    /// The pool is shut down.
+    #[error("the connection pool is closed")]
+    Closed,
+}
+
+/// Pool limits, taken from [`DatabaseSettings`].
+#[derive(Debug, Clone, Copy)]
+pub struct PoolLimits {
+    /// `maxOpenConns`.
+    pub max_open: u32,
+    /// `maxIdleConns`.
+    pub max_idle: u32,
+    /// `minIdleConns`.
+    pub min_idle: u32,
+    /// `connMaxLifetime`, `None` for unlimited.
+    pub max_lifetime: Option<Duration>,
+    /// `connMaxIdleTime`, `None` for unlimited.
+    pub max_idle_time: Option<Duration>,
+    /// `acquireTimeout`.
+    pub acquire_timeout: Duration,
+    /// `connectTimeout`.
+    pub connect_timeout: Duration,
+}
+
+impl PoolLimits {
+    /// Reads the limits from the settings; `0s` durations mean unlimited.
+    pub fn from_settings(db: &DatabaseSettings) -> Self {
+        let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+        Self {
+            max_open: db.max_open_conns,
+            max_idle: db.max_idle_conns,
+            min_idle: db.min_idle_conns,
+            max_lifetime: nonzero(db.conn_max_lifetime),
+            max_idle_time: nonzero(db.conn_max_idle_time),
+            acquire_timeout: db.acquire_timeout,
+            connect_timeout: db.connect_timeout,
+        }
+    }
+}
+
+/// A point-in-time view of the pool, for `/metrics` and `check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSnapshot {
+    /// `maxOpenConns`.
+    pub max_open: u32,
+    /// `maxIdleConns`.
+    pub max_idle: u32,
+    /// Open connections.
+    pub open: usize,
+    /// Connections in use.
+    pub in_use: usize,
+    /// Idle connections.
+    pub idle: usize,
+    /// Acquirers waiting now.
+    pub waiting: usize,
+}
+
+/// Opens connections and decides whether an idle one may be reused.
+pub struct ConnManager<C: Connection + 'static> {
+    options: <C as Connection>::Options,
+    limits: PoolLimits,
+    counters: PoolCounters,
+}
+
+impl<C: Connection + 'static> managed::Manager for ConnManager<C> {
+    type Type = C;
+    type Error = sqlx::Error;
+
+    async fn create(&self) -> Result<C, sqlx::Error> {
+        self.options.connect().await
+    }
+
+    async fn recycle(&self, _conn: &mut C, m: &ObjectMetrics) -> RecycleResult<sqlx::Error> {
+        // The reaper closes expired idle connections in the background; this catches the ones
+        // that expired since its last pass, before they are handed out.
+        match expiry(&self.limits, m) {
+            Some(Expiry::Lifetime) => {
+                self.counters.max_lifetime_closed.inc();
+                Err(RecycleError::message("connMaxLifetime reached"))
+            }
+            Some(Expiry::IdleTime) => {
+                self.counters.max_idle_time_closed.inc();
+                Err(RecycleError::message("connMaxIdleTime reached"))
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+enum Expiry {
+    Lifetime,
+    IdleTime,
+}
+
+fn expiry(limits: &PoolLimits, m: &ObjectMetrics) -> Option<Expiry> {
+    if limits.max_lifetime.is_some_and(|max| m.age() >= max) {
+        Some(Expiry::Lifetime)
+    } else if limits.max_idle_time.is_some_and(|max| m.last_used() >= max) {
+        Some(Expiry::IdleTime)
+    } else {
+        None
+    }
+}
+
+struct Shared<C: Connection + 'static> {
+    inner: managed::Pool<ConnManager<C>>,
+    limits: PoolLimits,
+    counters: PoolCounters,
+    in_use: AtomicUsize,
+    waiting: AtomicUsize,
+}
+
+/// A pool of `C` connections. Cheap to clone.
+pub struct Pool<C: Connection + 'static> {
+    shared: Arc<Shared<C>>,
+}
+
+impl<C: Connection + 'static> Clone for Pool<C> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<C: Connection + 'static> std::fmt::Debug for Pool<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("snapshot", &self.snapshot()).finish()
+    }
+}
+
+impl<C: Connection + 'static> Pool<C> {
+    /// Builds the pool. No connection is opened until one is needed (or the reaper tops up
+    /// `minIdleConns`); the reaper task runs until the pool is closed.
+    pub fn new(options: <C as Connection>::Options, limits: PoolLimits, counters: PoolCounters) -> Self {
+        let manager = ConnManager {
+            options,
+            limits,
+            counters: counters.clone(),
+        };
+        let inner = managed::Pool::builder(manager)
+            .max_size(limits.max_open as usize)
+            .runtime(deadpool::Runtime::Tokio1)
+            // Waiting is bounded per call (see `acquire`); creating is bounded here.
+            .create_timeout(Some(limits.connect_timeout))
+            .recycle_timeout(Some(limits.connect_timeout))
+            .build()
+            .expect("a runtime is configured, so building cannot fail");
+        let pool = Self {
+            shared: Arc::new(Shared {
+                inner,
+                limits,
+                counters,
+                in_use: AtomicUsize::new(0),
+                waiting: AtomicUsize::new(0),
+            }),
+        };
+        tokio::spawn(reaper(Arc::downgrade(&pool.shared)));
+        pool
+    }
+
+    /// Takes a connection, waiting at most `acquireTimeout` for one to free up.
+    pub async fn acquire(&self) -> Result<PooledConn<C>, AcquireError> {
+        let start = Instant::now();
+        let object = match self.get_now().await? {
+            Some(object) => object,
+            None => self.wait_for_connection(start).await?,
+        };
+        Ok(self.hand_out(object, start))
+    }
+
+    /// Takes a connection if one is free or can be opened now; `None` when all are in use.
+    pub async fn try_acquire(&self) -> Result<Option<PooledConn<C>>, AcquireError> {
+        let start = Instant::now();
+        Ok(self.get_now().await?.map(|object| self.hand_out(object, start)))
+    }
+
+    async fn get_now(&self) -> Result<Option<managed::Object<ConnManager<C>>>, AcquireError> {
+        let s = &*self.shared;
+        let no_wait = Timeouts {
+            wait: Some(Duration::ZERO),
+            ..s.inner.timeouts()
+        };
+        match s.inner.timeout_get(&no_wait).await {
+            Ok(object) => Ok(Some(object)),
+            Err(PoolError::Timeout(TimeoutType::Wait)) => Ok(None),
+            Err(e) => Err(self.map_error(e)),
+        }
+    }
+
+    fn hand_out(&self, object: managed::Object<ConnManager<C>>, start: Instant) -> PooledConn<C> {
+        let s = &*self.shared;
+        s.counters.acquire_duration.observe(start.elapsed().as_secs_f64());
+        s.in_use.fetch_add(1, Ordering::Relaxed);
+        PooledConn {
+            object: Some(object),
+            pool: self.clone(),
+        }
+    }
+
+    async fn wait_for_connection(&self, start: Instant) -> Result<managed::Object<ConnManager<C>>, AcquireError> {
+        let s = &*self.shared;
+        s.counters.wait_count.inc();
+        s.waiting.fetch_add(1, Ordering::Relaxed);
+        let timeouts = Timeouts {
+            wait: Some(s.limits.acquire_timeout),
+            ..s.inner.timeouts()
+        };
+        let result = s.inner.timeout_get(&timeouts).await;
+        s.waiting.fetch_sub(1, Ordering::Relaxed);
+        s.counters.wait_duration_seconds.inc_by(start.elapsed().as_secs_f64());
+        result.map_err(|e| self.map_error(e))
+    }
+
+    fn map_error(&self, e: PoolError<sqlx::Error>) -> AcquireError {
+        let limits = &self.shared.limits;
+        match e {
+            PoolError::Timeout(TimeoutType::Wait) => {
+                self.shared.counters.acquire_timeouts.inc();
+                AcquireError::Timeout(limits.acquire_timeout)
+            }
+            PoolError::Timeout(_) => AcquireError::ConnectTimeout(limits.connect_timeout),
+            PoolError::Backend(e) => AcquireError::Connect(e),
+            PoolError::Closed | PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_) => AcquireError::Closed,
+        }
+    }
+
+    /// Counts of the moment.
+    pub fn snapshot(&self) -> PoolSnapshot {
+        let s = &*self.shared;
+        let status = s.inner.status();
+        let in_use = s.in_use.load(Ordering::Relaxed).min(status.size);
+        PoolSnapshot {
+            max_open: s.limits.max_open,
+            max_idle: s.limits.max_idle,
+            open: status.size,
+            in_use,
+            idle: status.size - in_use,
+            waiting: s.waiting.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Closes idle connections and refuses new acquisitions; connections in use close when
+    /// handed back.
+    pub async fn close(&self) {
+        self.shared.inner.close();
+        let removed = self.shared.inner.retain(|_, _| false).removed;
+        for conn in removed {
+            let _ = conn.close().await;
+        }
+    }
+
+    /// Limits in force.
+    pub fn limits(&self) -> PoolLimits {
+        self.shared.limits
+    }
+
+    fn release(&self, object: managed::Object<ConnManager<C>>) {
+        let s = &*self.shared;
+        s.in_use.fetch_sub(1, Ordering::Relaxed);
+        let status = s.inner.status();
+        let idle_now = status.size.saturating_sub(s.in_use.load(Ordering::Relaxed) + 1);
+        // Hand the connection straight back when someone waits for it; otherwise keep at most
+        // maxIdleConns idle, as Go's database/sql does.
+        if s.waiting.load(Ordering::Relaxed) == 0 && idle_now >= s.limits.max_idle as usize {
+            s.counters.max_idle_closed.inc();
+            let conn = managed::Object::take(object);
+            tokio::spawn(async move {
+                let _ = conn.close().await;
+            });
+        }
+    }
+}
+
+/// A connection taken from the pool; handed back on drop.
+pub struct PooledConn<C: Connection + 'static> {
+    object: Option<managed::Object<ConnManager<C>>>,
+    pool: Pool<C>,
+}
+
+impl<C: Connection + 'static> PooledConn<C> {
+    /// Closes this connection instead of handing it back (after an error left it unusable).
+    pub fn discard(mut self) {
+        if let Some(object) = self.object.take() {
+            self.pool.shared.in_use.fetch_sub(1, Ordering::Relaxed);
+            drop(managed::Object::take(object));
+        }
+    }
+}
+
+impl<C: Connection + 'static> Deref for PooledConn<C> {
+    type Target = C;
+
+    fn deref(&self) -> &C {
+        self.object.as_ref().expect("present until drop")
+    }
+}
+
+impl<C: Connection + 'static> DerefMut for PooledConn<C> {
+    fn deref_mut(&mut self) -> &mut C {
+        self.object.as_mut().expect("present until drop")
+    }
+}
+
+impl<C: Connection + 'static> Drop for PooledConn<C> {
+    fn drop(&mut self) {
+        if let Some(object) = self.object.take() {
+            self.pool.release(object);
+        }
+    }
+}
+
+/// Closes idle connections past their idle time or lifetime and opens up to `minIdleConns`.
+async fn reaper<C: Connection + 'static>(shared: std::sync::Weak<Shared<C>>) {
+    let period = {
+        let Some(s) = shared.upgrade() else { return };
+        let shortest = [s.limits.max_idle_time, s.limits.max_lifetime]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(Duration::from_secs(60));
+        (shortest / 4).clamp(Duration::from_millis(100), Duration::from_secs(30))
+    };
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(s) = shared.upgrade() else { return };
+        if s.inner.is_closed() {
+            return;
+        }
+        let mut expired = Vec::new();
+        let removed = s
+            .inner
+            .retain(|_, m| {
+                let e = expiry(&s.limits, &m);
+                let keep = e.is_none();
+                if let Some(e) = e {
+                    expired.push(e);
+                }
+                keep
+            })
+            .removed;
+        for e in expired {
+            match e {
+                Expiry::Lifetime => s.counters.max_lifetime_closed.inc(),
+                Expiry::IdleTime => s.counters.max_idle_time_closed.inc(),
+            };
+        }
+        for conn in removed {
+            let _ = conn.close().await;
+        }
+        top_up_min_idle(&s).await;
+    }
+}
+
+async fn top_up_min_idle<C: Connection + 'static>(s: &Shared<C>) {
+    let status = s.inner.status();
+    let idle = status.size.saturating_sub(s.in_use.load(Ordering::Relaxed));
+    let missing = (s.limits.min_idle as usize).saturating_sub(idle);
+    let room = (s.limits.max_open as usize).saturating_sub(status.size);
+    let mut opened = Vec::new();
+    for _ in 0..missing.min(room) {
+        let no_wait = Timeouts {
+            wait: Some(Duration::ZERO),
+            ..s.inner.timeouts()
+        };
+        match s.inner.timeout_get(&no_wait).await {
+            Ok(obj) => opened.push(obj),
+            Err(e) => {
+                tracing::debug!(error = ?e, "could not open a connection for minIdleConns");
+                break;
+            }
+        }
+    }
+    // Dropping hands them back to the idle queue.
+    drop(opened);
+}

@@ -1,0 +1,136 @@
+//! The one error type of the HTTP layer and its mapping to RFC 7807 problem documents.
+//!
+//! Every handler returns [`ApiError`]; [`IntoResponse`] is the single place that picks the
+//! status, the problem `type` and the `Retry-After` header. Internals never leak into bodies:
+//! a 5xx body says what class of trouble happened, and the cause chain goes to the log, once,
+//! inside the request span.
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use datastorage_api::problem::PROBLEM_CONTENT_TYPE;
+use datastorage_api::{FieldErrors, Problem, ProblemType};
+use uuid::Uuid;
+
+use crate::db::DbError;
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Fields broke rules.
+    #[error("validation failed: {}", .0.summary())]
+    Validation(FieldErrors),
+    /// A batch larger than `server.maxBatchSize`.
+    #[error("batch of {got} events exceeds server.maxBatchSize ({max})")]
+    BatchTooLarge {
+        /// The limit.
+        max: usize,
+        /// Events sent.
+        got: usize,
+    },
+    /// The body is not JSON.
+    #[error("request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    /// The body is larger than `server.maxBodySize`.
+    #[error("request body exceeds server.maxBodySize ({0} bytes)")]
+    PayloadTooLarge(u64),
+    /// The body's content type is not JSON.
+    #[error("content type must be application/json")]
+    UnsupportedMediaType,
+    /// The body did not arrive in time.
+    #[error("request body did not arrive within server.readTimeout ({0:?})")]
+    BodyTimeout(Duration),
+    /// Nothing here.
+    #[error("{0}")]
+    NotFound(String),
+    /// The method is not allowed on this route.
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    /// A client-supplied id is stored with other content.
+    #[error("event_id {0} is already stored with different content; a replay must carry the same event")]
+    Conflict(Uuid),
+    /// The database cannot serve now.
+    #[error("{message}")]
+    Unavailable {
+        /// Safe description.
+        message: String,
+        /// Suggested wait.
+        retry_after: Duration,
+    },
+    /// The request took longer than `server.writeTimeout`.
+    #[error("request did not finish within server.writeTimeout ({0:?})")]
+    Timeout(Duration),
+    /// A bug.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Unavailable { message, retry_after } => ApiError::Unavailable { message, retry_after },
+            DbError::Conflict(id) => ApiError::Conflict(id),
+            DbError::Data(message) => {
+                let mut errors = FieldErrors::default();
+                errors.add("(body)", message);
+                ApiError::Validation(errors)
+            }
+            DbError::Internal(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+impl ApiError {
+    fn kind(&self) -> ProblemType {
+        match self {
+            ApiError::Validation(_) => ProblemType::Validation,
+            ApiError::BatchTooLarge { .. } => ProblemType::BatchSizeExceeded,
+            ApiError::MalformedJson(_) => ProblemType::MalformedJson,
+            ApiError::PayloadTooLarge(_) => ProblemType::PayloadTooLarge,
+            ApiError::UnsupportedMediaType => ProblemType::UnsupportedMediaType,
+            ApiError::BodyTimeout(_) => ProblemType::BodyTimeout,
+            ApiError::NotFound(_) => ProblemType::NotFound,
+            ApiError::MethodNotAllowed => ProblemType::MethodNotAllowed,
+            ApiError::Conflict(_) => ProblemType::EventIdConflict,
+            ApiError::Unavailable { .. } => ProblemType::ServiceUnavailable,
+            ApiError::Timeout(_) => ProblemType::Timeout,
+            ApiError::Internal(_) => ProblemType::Internal,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::Unavailable { retry_after, .. } => Some(*retry_after),
+            ApiError::Timeout(_) => Some(crate::db::RETRY_AFTER_BUSY),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let kind = self.kind();
+        let mut problem = Problem::new(kind, self.to_string());
+        match &self {
+            ApiError::Validation(errors) => problem.field_errors = errors.0.clone(),
+            ApiError::BatchTooLarge { max, got } => {
+                problem
+                    .field_errors
+                    .insert("(body)".into(), format!("a batch must hold at most {max} events (got {got})"));
+            }
+            ApiError::Internal(e) => tracing::error!(error = ?e, "request failed with an internal error"),
+            ApiError::Unavailable { message, .. } => tracing::warn!(%message, "request answered 503"),
+            _ => {}
+        }
+        let status = StatusCode::from_u16(kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&problem).expect("a problem serializes");
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
+        if let Some(wait) = self.retry_after() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
+        }
+        response
+    }
+}

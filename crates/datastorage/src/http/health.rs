@@ -1,0 +1,55 @@
+//! `/healthz` (alive, no I/O) and `/readyz` (can accept writes now).
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use super::AppState;
+
+/// Longest a readiness probe waits on the database.
+const READY_PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Both probes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(get_healthz))
+        .route("/readyz", get(get_readyz))
+}
+
+async fn get_healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Ready: not shutting down, migrations applied (checked before the listener opened), and the
+/// database answers. A saturated pool still counts as answering, so load never takes the
+/// service out of rotation.
+async fn get_readyz(State(state): State<AppState>) -> Response {
+    let not_ready = |status: &str| {
+        state.metrics.ready.set(0);
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            Json(json!({ "status": status })),
+        )
+            .into_response()
+    };
+    if state.shutting_down() {
+        return not_ready("shutting down");
+    }
+    match tokio::time::timeout(READY_PING_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => {
+            state.metrics.ready.set(1);
+            Json(json!({ "status": "ready" })).into_response()
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness: database unavailable");
+            not_ready("database unavailable")
+        }
+        Err(_) => not_ready("database did not answer in time"),
+    }
+}

@@ -1,0 +1,256 @@
+//! Every metric the service exports, declared and documented in one place.
+//!
+//! Label values come only from bounded sets: route templates (never raw paths), HTTP methods
+//! the router knows, status codes the service emits, the contract's 14 event categories, the
+//! write kinds `single`/`batch`, and the pool name. Nothing from a request body or query string
+//! becomes a label value (an upstream defect).
+//!
+//! Pool gauges are read from the pool when `/metrics` is scraped; pool counters are incremented by
+//! the pool itself (see [`crate::db::pool`]).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::db::pool::PoolSnapshot;
+
+/// Name of the one pool, the `pool` label's value.
+pub const POOL_NAME: &str = "primary";
+
+/// Labels of pool metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    /// Pool name.
+    pub pool: &'static str,
+}
+
+/// Labels of HTTP metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// Request method.
+    pub method: String,
+    /// Matched route template, or `unmatched`.
+    pub route: String,
+    /// Status code.
+    pub status: u16,
+}
+
+/// Labels of events-written counters.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CategoryLabels {
+    /// Contract category.
+    pub category: &'static str,
+}
+
+/// Labels of write latency.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    /// `single` or `batch`.
+    pub kind: &'static str,
+}
+
+/// Labels of the build info gauge.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    /// Crate version.
+    pub version: &'static str,
+}
+
+/// Counters the pool increments (Go `DBStats` parity).
+#[derive(Debug, Clone)]
+pub struct PoolCounters {
+    /// Acquisitions that had to wait because every connection was in use.
+    pub wait_count: Counter,
+    /// Total seconds spent waiting.
+    pub wait_duration_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// Connections closed because idle connections exceeded `maxIdleConns`.
+    pub max_idle_closed: Counter,
+    /// Connections closed for exceeding `connMaxIdleTime`.
+    pub max_idle_time_closed: Counter,
+    /// Connections closed for exceeding `connMaxLifetime`.
+    pub max_lifetime_closed: Counter,
+    /// Acquisitions that gave up after `acquireTimeout`.
+    pub acquire_timeouts: Counter,
+    /// Time to get a connection, waiting and connecting included.
+    pub acquire_duration: Histogram,
+}
+
+/// The registry and handles to every metric.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Pool counters, shared with the pool.
+    pub pool: PoolCounters,
+    pool_max_open: Gauge,
+    pool_max_idle: Gauge,
+    pool_open: Gauge,
+    pool_in_use: Gauge,
+    pool_idle: Gauge,
+    pool_waiting: Gauge,
+    http_requests: Family<HttpLabels, Counter>,
+    http_duration: Family<HttpLabels, Histogram>,
+    events_written: Family<CategoryLabels, Counter>,
+    write_duration: Family<WriteLabels, Histogram>,
+    /// 1 while the service accepts traffic.
+    pub ready: Gauge,
+    /// Capacity figures (PostgreSQL only), see [`crate::db::capacity`].
+    pub capacity: CapacityGauges,
+}
+
+/// Gauges of the connection budget check.
+#[derive(Debug, Clone, Default)]
+pub struct CapacityGauges {
+    /// Server `max_connections`.
+    pub max_connections: Gauge,
+    /// Slots reserved for superusers and `pg_use_reserved_connections`.
+    pub reserved_connections: Gauge,
+    /// Connections held by other clients when checked.
+    pub other_connections: Gauge,
+    /// Connections this service may use: the tightest limit minus reserved and others.
+    pub available_connections: Gauge,
+    /// What the service needs: replicas × maxOpenConns + headroom.
+    pub budget_connections: Gauge,
+    /// Peak replicas the budget counts.
+    pub replicas: Gauge,
+    /// 1 when the budget does not fit.
+    pub violated: Gauge,
+}
+
+fn seconds_histogram() -> Histogram {
+    // 0.5 ms .. ~16 s
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Metrics {
+    /// Declares every metric. `capacity` says whether the capacity gauges apply (PostgreSQL).
+    pub fn new(capacity: bool) -> Self {
+        let mut registry = Registry::default();
+        let pool_labels = PoolLabels { pool: POOL_NAME };
+        macro_rules! pool_metric {
+            ($name:literal, $help:literal, $metric:expr) => {{
+                let m = $metric;
+                registry.register($name, $help, LabelledPool(pool_labels.clone(), m.clone()));
+                m
+            }};
+        }
+        let pool = PoolCounters {
+            wait_count: pool_metric!("datastorage_db_pool_wait_count", "Acquisitions that waited because every connection was in use (Go DBStats.WaitCount).", Counter::default()),
+            wait_duration_seconds: pool_metric!("datastorage_db_pool_wait_duration_seconds", "Total seconds spent waiting for a connection (Go DBStats.WaitDuration).", Counter::<f64, std::sync::atomic::AtomicU64>::default()),
+            max_idle_closed: pool_metric!("datastorage_db_pool_max_idle_closed", "Connections closed because idle connections exceeded maxIdleConns (Go DBStats.MaxIdleClosed).", Counter::default()),
+            max_idle_time_closed: pool_metric!("datastorage_db_pool_max_idle_time_closed", "Connections closed for exceeding connMaxIdleTime (Go DBStats.MaxIdleTimeClosed).", Counter::default()),
+            max_lifetime_closed: pool_metric!("datastorage_db_pool_max_lifetime_closed", "Connections closed for exceeding connMaxLifetime (Go DBStats.MaxLifetimeClosed).", Counter::default()),
+            acquire_timeouts: pool_metric!("datastorage_db_pool_acquire_timeouts", "Acquisitions that gave up after acquireTimeout and answered 503.", Counter::default()),
+            acquire_duration: pool_metric!("datastorage_db_pool_acquire_duration_seconds", "Time to get a connection from the pool, waiting and connecting included.", seconds_histogram()),
+        };
+        let pool_max_open = pool_metric!("datastorage_db_pool_max_open_connections", "Configured maxOpenConns (Go DBStats.MaxOpenConnections).", Gauge::default());
+        let pool_max_idle = pool_metric!("datastorage_db_pool_max_idle_connections", "Configured maxIdleConns.", Gauge::default());
+        let pool_open = pool_metric!("datastorage_db_pool_open_connections", "Connections open now, in use + idle (Go DBStats.OpenConnections).", Gauge::default());
+        let pool_in_use = pool_metric!("datastorage_db_pool_in_use_connections", "Connections in use now (Go DBStats.InUse).", Gauge::default());
+        let pool_idle = pool_metric!("datastorage_db_pool_idle_connections", "Idle connections now (Go DBStats.Idle).", Gauge::default());
+        let pool_waiting = pool_metric!("datastorage_db_pool_waiting", "Acquirers waiting for a connection now.", Gauge::default());
+
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register("datastorage_http_requests", "HTTP requests by method, matched route and status.", http_requests.clone());
+        let http_duration = Family::<HttpLabels, Histogram>::new_with_constructor(seconds_histogram as fn() -> Histogram);
+        registry.register("datastorage_http_request_duration_seconds", "HTTP request latency by method, matched route and status.", http_duration.clone());
+        let events_written = Family::<CategoryLabels, Counter>::default();
+        registry.register("datastorage_audit_events_written", "Audit events committed, by contract category (replays not counted).", events_written.clone());
+        let write_duration = Family::<WriteLabels, Histogram>::new_with_constructor(seconds_histogram as fn() -> Histogram);
+        registry.register("datastorage_audit_write_duration_seconds", "Time to commit a write, pool acquisition included, by kind (single or batch).", write_duration.clone());
+
+        let build = Family::<BuildLabels, Gauge>::default();
+        build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
+        registry.register("datastorage_build_info", "Build information; always 1.", build);
+        let ready = Gauge::default();
+        registry.register("datastorage_ready", "1 while the service accepts traffic (database reachable, migrations applied, not shutting down).", ready.clone());
+
+        let cap = CapacityGauges::default();
+        if capacity {
+            let sub = &mut registry;
+            sub.register("datastorage_db_capacity_max_connections", "PostgreSQL max_connections.", cap.max_connections.clone());
+            sub.register("datastorage_db_capacity_reserved_connections", "Connection slots reserved for superusers and pg_use_reserved_connections.", cap.reserved_connections.clone());
+            sub.register("datastorage_db_capacity_other_connections", "Connections held by other clients when the budget was checked.", cap.other_connections.clone());
+            sub.register("datastorage_db_capacity_available_connections", "Connections this service may use: the tightest limit minus reserved slots and other clients.", cap.available_connections.clone());
+            sub.register("datastorage_db_capacity_budget_connections", "Connections this service needs: replicas x maxOpenConns + headroom.", cap.budget_connections.clone());
+            sub.register("datastorage_db_capacity_replicas", "Peak replicas counted by the budget.", cap.replicas.clone());
+            sub.register("datastorage_db_capacity_violated", "1 when the connection budget does not fit the server.", cap.violated.clone());
+        }
+
+        // Pre-create the per-category series so a dashboard shows zeros instead of gaps.
+        for c in datastorage_api::EventCategory::ALL {
+            let _ = events_written.get_or_create(&CategoryLabels { category: c.as_str() });
+        }
+        Self {
+            registry,
+            pool,
+            pool_max_open,
+            pool_max_idle,
+            pool_open,
+            pool_in_use,
+            pool_idle,
+            pool_waiting,
+            http_requests,
+            http_duration,
+            events_written,
+            write_duration,
+            ready,
+            capacity: cap,
+        }
+    }
+
+    /// Records one finished HTTP request.
+    pub fn observe_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        let labels = HttpLabels {
+            method: method.to_owned(),
+            route: route.to_owned(),
+            status,
+        };
+        self.http_requests.get_or_create(&labels).inc();
+        self.http_duration.get_or_create(&labels).observe(seconds);
+    }
+
+    /// Records committed events and the write's latency.
+    pub fn observe_write(&self, kind: &'static str, categories: impl IntoIterator<Item = &'static str>, seconds: f64) {
+        for category in categories {
+            self.events_written.get_or_create(&CategoryLabels { category }).inc();
+        }
+        self.write_duration.get_or_create(&WriteLabels { kind }).observe(seconds);
+    }
+
+    /// Encodes everything in the Prometheus/OpenMetrics text format, reading pool gauges first.
+    pub fn encode(&self, pool: Option<PoolSnapshot>) -> String {
+        if let Some(p) = pool {
+            self.pool_max_open.set(i64::from(p.max_open));
+            self.pool_max_idle.set(i64::from(p.max_idle));
+            self.pool_open.set(p.open as i64);
+            self.pool_in_use.set(p.in_use as i64);
+            self.pool_idle.set(p.idle as i64);
+            self.pool_waiting.set(p.waiting as i64);
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// A single metric with a constant label set, encoded like a one-member family.
+#[derive(Debug)]
+struct LabelledPool<M>(PoolLabels, M);
+
+impl<M: prometheus_client::encoding::EncodeMetric> prometheus_client::encoding::EncodeMetric for LabelledPool<M> {
+    fn encode(&self, mut encoder: prometheus_client::encoding::MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.1.encode(encoder.encode_family(&self.0)?)
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        self.1.metric_type()
+    }
+}
+
+impl<M: prometheus_client::metrics::TypedMetric> prometheus_client::metrics::TypedMetric for LabelledPool<M> {
+    const TYPE: prometheus_client::metrics::MetricType = M::TYPE;
+}

@@ -1,0 +1,152 @@
+//! Start-up and shutdown: the one `run` that both `main` and the tests call.
+//!
+//! Order at start: migrations (or a check that they are applied), the capacity check
+//! (PostgreSQL), the pool, the listeners; readiness turns on last. Order at shutdown: readiness
+//! turns 503, `shutdownDelay` passes (load balancers stop routing here), the listeners stop
+//! accepting, in-flight requests finish within `shutdownTimeout`, the pool closes.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use tokio::net::TcpListener;
+
+use crate::config::{CapacityPolicy, Driver, Settings};
+use crate::db::{capacity, Store};
+use crate::http::{api_router, metrics_router, AppState};
+use crate::metrics::Metrics;
+
+/// Runs the service until `shutdown` resolves, then shuts down in order. Returns once the pool
+/// is closed.
+pub async fn run(
+    settings: Settings,
+    api: TcpListener,
+    metrics_listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let db = &settings.database;
+    let driver = db.effective_driver();
+    for section in settings.inactive_sections() {
+        tracing::info!(section, "config section accepted but inactive: not built yet");
+    }
+    if db.password.is_some() && db.secrets_file.is_none() && std::env::var_os("DATASTORAGE_DATABASE__PASSWORD").is_none() {
+        tracing::warn!("database.password is written in the config file; prefer database.secretsFile or DATASTORAGE_DATABASE__PASSWORD");
+    }
+
+    if db.migrate_on_start {
+        let applied = Store::migrate(db).await?;
+        tracing::info!(applied, driver = ?driver, "migrations up to date");
+    } else {
+        Store::check_migrations(db).await?;
+    }
+
+    let metrics = Arc::new(Metrics::new(driver == Driver::Postgres));
+    if driver == Driver::Postgres {
+        let cap = capacity::check(db).await?;
+        cap.export(&metrics.capacity);
+        if cap.violated() {
+            if db.capacity.policy == CapacityPolicy::Fail {
+                bail!("refusing to start (database.capacity.policy is fail): {cap}");
+            }
+            tracing::warn!(capacity = %cap, "connection budget does not fit the server");
+        } else {
+            tracing::info!(capacity = %cap, "connection budget checked");
+        }
+    } else {
+        tracing::info!("capacity check does not apply to SQLite");
+    }
+
+    let store = Store::open(db, metrics.pool.clone()).context("cannot build the connection pool")?;
+    tracing::info!(
+        driver = store.driver_name(),
+        max_open_conns = db.max_open_conns,
+        max_idle_conns = db.max_idle_conns,
+        min_idle_conns = db.min_idle_conns,
+        conn_max_lifetime = ?db.conn_max_lifetime,
+        conn_max_idle_time = ?db.conn_max_idle_time,
+        acquire_timeout = ?db.acquire_timeout,
+        connect_timeout = ?db.connect_timeout,
+        statement_timeout = ?db.statement_timeout,
+        lock_timeout = ?db.lock_timeout,
+        idle_in_transaction_timeout = ?db.idle_in_transaction_timeout,
+        "connection pool settings in effect"
+    );
+
+    let settings = Arc::new(settings);
+    let accepting = Arc::new(AtomicBool::new(true));
+    let state = AppState {
+        store: store.clone(),
+        metrics: Arc::clone(&metrics),
+        settings: Arc::clone(&settings),
+        accepting: Arc::clone(&accepting),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    tracing::info!(api = %api.local_addr()?, metrics = %metrics_listener.local_addr()?, "listening");
+    let api_server = tokio::spawn(std::future::IntoFuture::into_future(
+        axum::serve(api, api_router(state.clone()))
+            .with_graceful_shutdown(stopped(stop_rx.clone())),
+    ));
+    let metrics_server = tokio::spawn(std::future::IntoFuture::into_future(
+        axum::serve(metrics_listener, metrics_router(state))
+            .with_graceful_shutdown(stopped(stop_rx)),
+    ));
+    metrics.ready.set(1);
+
+    shutdown.await;
+    let server = &settings.server;
+    tracing::info!(delay = ?server.shutdown_delay, "shutdown: readiness now 503");
+    accepting.store(false, Ordering::Relaxed);
+    metrics.ready.set(0);
+    tokio::time::sleep(server.shutdown_delay).await;
+    tracing::info!(timeout = ?server.shutdown_timeout, "shutdown: listeners closed, draining requests");
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(server.shutdown_timeout, async {
+        let _ = api_server.await;
+        let _ = metrics_server.await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("shutdown: requests still running after server.shutdownTimeout; closing anyway");
+    }
+    store.close().await;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+/// Binds both listeners from the settings.
+pub async fn bind(settings: &Settings) -> anyhow::Result<(TcpListener, TcpListener)> {
+    let s = &settings.server;
+    let api = TcpListener::bind((s.host, s.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{} (server.host, server.port)", s.host, s.port))?;
+    let metrics = TcpListener::bind((s.metrics_host, s.metrics_port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{} (server.metricsHost, server.metricsPort)", s.metrics_host, s.metrics_port))?;
+    Ok((api, metrics))
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}
