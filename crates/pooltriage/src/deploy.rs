@@ -1,0 +1,289 @@
+//! Pool values written into Kubernetes manifests and Helm templates.
+//!
+//! Rules: a YAML file is deploy YAML when it sits under a `templates/` directory (Helm) or reads
+//! as a Kubernetes manifest (top-level `apiVersion:` and `kind:`). Helm values files
+//! (`values*.yaml`) are where values belong and are never scanned for pool keys. Within deploy
+//! YAML a pool key is recognised by name, whatever its spelling (`DB_MAX_OPEN_CONNS`,
+//! `maxOpenConns`, `max-open-conns`): as a mapping key, as an env entry (`name:` then `value:` or
+//! `valueFrom:`), as a `KEY=VALUE` line in an embedded env file, or as a `--flag=value` argument.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use crate::value::{classify_yaml_scalar, ValueSource};
+
+/// Name endings (lower-case, separators removed) that identify a connection-pool setting.
+/// PostgreSQL's own server-side `max_connections` is deliberately absent: it is not a pool.
+const POOL_KEY_ENDINGS: &[&str] = &[
+    "maxopenconns",
+    "maxidleconns",
+    "connmaxlifetime",
+    "connmaxidletime",
+    "maxconns",
+    "minconns",
+    "maxconnlifetime",
+    "maxconnidletime",
+    "poolsize",
+    "poolmaxsize",
+    "poolminsize",
+    "maximumpoolsize",
+    "minimumidle",
+    "maxoverflow",
+    "poolmax",
+    "poolmin",
+    "poolmaxconnections",
+    "dbmaxconnections",
+    "databasemaxconnections",
+];
+
+/// A pool value found in deploy YAML.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct YamlHit {
+    /// 1-based line of the value.
+    pub line: usize,
+    /// 1-based column of the value.
+    pub column: usize,
+    /// The key or environment variable name as written.
+    pub setting: String,
+    /// The value as written.
+    pub value: String,
+    /// Whether the value is written there or templated.
+    pub source: ValueSource,
+}
+
+/// True when `key`, with case and separators ignored, names a connection-pool setting.
+pub fn is_pool_key(key: &str) -> bool {
+    let norm: String = key
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    POOL_KEY_ENDINGS.iter().any(|e| norm.ends_with(e))
+}
+
+/// True for Helm values files (`values.yaml`, `values-prod.yml`, ...), which are allowed to hold
+/// literal values.
+pub fn is_values_file(rel_path: &str) -> bool {
+    let name = rel_path
+        .rsplit('/')
+        .next()
+        .unwrap_or(rel_path)
+        .to_ascii_lowercase();
+    name.starts_with("values") && (name.ends_with(".yaml") || name.ends_with(".yml"))
+}
+
+/// True when a YAML file is a Helm template or a Kubernetes manifest (and not a values file).
+pub fn is_deploy_yaml(rel_path: &str, text: &str) -> bool {
+    static API_VERSION: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"(?m)^apiVersion:\s*\S").expect("pattern compiles"));
+    static KIND: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"(?m)^kind:\s*\S").expect("pattern compiles"));
+    if is_values_file(rel_path) {
+        return false;
+    }
+    rel_path.split('/').any(|c| c == "templates")
+        || (API_VERSION.is_match(text) && KIND.is_match(text))
+}
+
+static KEY: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r#"^(\s*(?:-\s+)?)["']?([A-Za-z0-9_.\-]+)["']?\s*:(?:\s+(.*?))?\s*$"#)
+        .expect("pattern compiles")
+});
+static ENV_LINE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^(\s*)([A-Za-z_][A-Za-z0-9_.]*)=(\S.*?)\s*$").expect("pattern compiles")
+});
+static FLAG: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"--([a-z][a-z0-9.\-]*)=([^\s'\x22,\]]+)").expect("pattern compiles")
+});
+
+fn unquote(s: &str) -> &str {
+    let s = s.trim();
+    for q in ['"', '\''] {
+        if s.len() >= 2 && s.starts_with(q) && s.ends_with(q) {
+            return &s[1..s.len() - 1];
+        }
+    }
+    s
+}
+
+fn is_scalar(value: &str) -> bool {
+    let v = value.trim();
+    !v.is_empty() && !matches!(v.as_bytes()[0], b'|' | b'>' | b'&' | b'*' | b'{' | b'[')
+        || v.starts_with("{{")
+}
+
+/// Scans the code view of a deploy YAML file (comments already blanked) for pool values.
+pub fn scan_yaml(code: &str) -> Vec<YamlHit> {
+    let lines: Vec<&str> = code.lines().collect();
+    let mut hits = Vec::new();
+    for (idx, line) in lines.iter().enumerate() {
+        for caps in FLAG.captures_iter(line) {
+            if is_pool_key(&caps[1]) {
+                let m = caps.get(2).expect("group 2 always participates");
+                hits.push(hit(idx, m.start(), &caps[1], m.as_str()));
+            }
+        }
+        if let Some(caps) = ENV_LINE.captures(line) {
+            if is_pool_key(&caps[2]) {
+                let m = caps.get(3).expect("group 3 always participates");
+                hits.push(hit(idx, m.start(), &caps[2], m.as_str()));
+            }
+            continue;
+        }
+        let Some(caps) = KEY.captures(line) else {
+            continue;
+        };
+        let key_col = caps.get(1).map_or(0, |m| m.end());
+        let key = &caps[2];
+        let value = caps.get(3);
+        if key == "name" {
+            let Some(name) = value.map(|v| unquote(v.as_str())) else {
+                continue;
+            };
+            if !is_pool_key(name) {
+                continue;
+            }
+            if let Some(h) = env_value(&lines, idx, key_col, name) {
+                hits.push(h);
+            }
+        } else if is_pool_key(key) {
+            if let Some(v) = value.filter(|v| is_scalar(v.as_str())) {
+                hits.push(hit(idx, v.start(), key, v.as_str()));
+            }
+        }
+    }
+    hits
+}
+
+/// Finds the `value:` / `valueFrom:` sibling of an env entry's `name:` line.
+fn env_value(lines: &[&str], name_idx: usize, key_col: usize, name: &str) -> Option<YamlHit> {
+    for (j, line) in lines.iter().enumerate().skip(name_idx + 1).take(8) {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        if indent < key_col
+            || (indent == key_col.saturating_sub(2) && line.trim_start().starts_with('-'))
+        {
+            return None;
+        }
+        let caps = KEY.captures(line)?;
+        if caps[1].contains('-') {
+            return None; // the next list item
+        }
+        match &caps[2] {
+            "value" => {
+                let v = caps.get(3)?;
+                return Some(hit(j, v.start(), name, v.as_str()));
+            }
+            "valueFrom" => {
+                let col = caps.get(2).map_or(0, |m| m.start());
+                return Some(YamlHit {
+                    line: j + 1,
+                    column: col + 1,
+                    setting: name.to_string(),
+                    value: "valueFrom".to_string(),
+                    source: ValueSource::Config,
+                });
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn hit(idx: usize, col: usize, setting: &str, value: &str) -> YamlHit {
+    YamlHit {
+        line: idx + 1,
+        column: col + 1,
+        setting: setting.to_string(),
+        value: value.trim().to_string(),
+        source: classify_yaml_scalar(value),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_keys_match_in_any_spelling_but_not_server_max_connections() {
+        for k in [
+            "DB_MAX_OPEN_CONNS",
+            "maxOpenConns",
+            "max-idle-conns",
+            "pool_size",
+            "maximumPoolSize",
+        ] {
+            assert!(is_pool_key(k), "{k}");
+        }
+        for k in ["max_connections", "replicas", "maxSurge", "name"] {
+            assert!(!is_pool_key(k), "{k}");
+        }
+    }
+
+    #[test]
+    fn env_entries_config_keys_and_flags_are_found_with_their_source() {
+        let yaml = "\
+spec:
+  containers:
+    - name: app
+      args: [\"--max-open-conns=40\"]
+      env:
+        - name: DB_MAX_OPEN_CONNS
+          value: \"100\"
+        - name: DB_MAX_IDLE_CONNS
+          valueFrom:
+            configMapKeyRef: {name: db, key: idle}
+        - name: LOG_LEVEL
+          value: debug
+data:
+  config.yaml: |
+    database:
+      maxOpenConns: 100
+      maxIdleConns: {{ .Values.database.maxIdleConns }}
+  app.env: |
+    POOL_SIZE=7
+";
+        let hits = scan_yaml(yaml);
+        let got: Vec<_> = hits
+            .iter()
+            .map(|h| (h.line, h.setting.as_str(), h.value.as_str(), h.source))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (4, "max-open-conns", "40", ValueSource::Literal),
+                (7, "DB_MAX_OPEN_CONNS", "\"100\"", ValueSource::Literal),
+                (9, "DB_MAX_IDLE_CONNS", "valueFrom", ValueSource::Config),
+                (16, "maxOpenConns", "100", ValueSource::Literal),
+                (
+                    17,
+                    "maxIdleConns",
+                    "{{ .Values.database.maxIdleConns }}",
+                    ValueSource::Config
+                ),
+                (19, "POOL_SIZE", "7", ValueSource::Literal),
+            ]
+        );
+    }
+
+    #[test]
+    fn values_files_are_not_deploy_yaml_but_templates_and_manifests_are() {
+        assert!(!is_deploy_yaml(
+            "charts/ds/values.yaml",
+            "apiVersion: v1\nkind: X\n"
+        ));
+        assert!(!is_deploy_yaml("charts/ds/values-prod.yml", ""));
+        assert!(is_deploy_yaml("charts/ds/templates/cm.yaml", "data: {}\n"));
+        assert!(is_deploy_yaml(
+            "deploy/ds.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\n"
+        ));
+        assert!(!is_deploy_yaml(
+            "config/app.yaml",
+            "database:\n  maxOpenConns: 25\n"
+        ));
+    }
+}

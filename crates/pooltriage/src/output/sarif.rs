@@ -1,0 +1,77 @@
+//! SARIF 2.1.0: one rule per [`ViolationRule`], one result per violation. Allowlisted
+//! violations are kept as results with an external suppression carrying the reason, so
+//! code-scanning UIs show them as dismissed rather than losing them.
+
+use serde_json::{json, Value};
+
+use crate::policy::ViolationRule;
+use crate::report::Report;
+
+/// The SARIF schema URI written into every log.
+pub const SARIF_SCHEMA: &str = "https://json.schemastore.org/sarif-2.1.0.json";
+
+pub(super) fn render(report: &Report) -> Value {
+    let rules: Vec<Value> = ViolationRule::ALL
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.id(),
+                "name": r.id(),
+                "shortDescription": { "text": r.title() },
+                "fullDescription": { "text": r.title() },
+                "help": { "text": r.help() },
+                "defaultConfiguration": { "level": "error" },
+            })
+        })
+        .collect();
+    let results: Vec<Value> = report
+        .violations
+        .iter()
+        .map(|v| {
+            let rule_index = ViolationRule::ALL.iter().position(|r| *r == v.rule).unwrap_or(0);
+            let f = &v.finding;
+            let mut result = json!({
+                "ruleId": v.rule.id(),
+                "ruleIndex": rule_index,
+                "level": "error",
+                "message": { "text": v.message },
+                "locations": [{
+                    "physicalLocation": {
+                        "artifactLocation": { "uri": f.file, "uriBaseId": "%SRCROOT%" },
+                        "region": {
+                            "startLine": f.line,
+                            "startColumn": f.column,
+                            "snippet": { "text": f.snippet },
+                        },
+                    },
+                }],
+                "partialFingerprints": {
+                    "pooltriage/v1": format!("{}:{}:{}:{}", v.rule.id(), f.file, f.detector, f.snippet),
+                },
+                "properties": {
+                    "services": v.services,
+                    "detector": f.detector,
+                    "category": f.category.as_str(),
+                },
+            });
+            if let Some(reason) = &v.allowed_reason {
+                result["suppressions"] = json!([{ "kind": "external", "justification": reason }]);
+            }
+            result
+        })
+        .collect();
+    json!({
+        "$schema": SARIF_SCHEMA,
+        "version": "2.1.0",
+        "runs": [{
+            "tool": {
+                "driver": {
+                    "name": report.tool,
+                    "version": report.version,
+                    "rules": rules,
+                },
+            },
+            "results": results,
+        }],
+    })
+}
