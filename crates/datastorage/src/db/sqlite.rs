@@ -62,7 +62,7 @@ pub async fn migrate(db: &DatabaseSettings) -> anyhow::Result<usize> {
         .await
         .with_context(|| format!("cannot open SQLite database {}", db.sqlite_path.display()))?;
     let before = applied_versions(&mut conn).await?;
-    MIGRATOR.run(&mut conn).await.context("migration failed")?;
+    MIGRATOR.run_direct(&mut conn).await.context("migration failed")?;
     let after = applied_versions(&mut conn).await?;
     conn.close().await.ok();
     Ok(after.len().saturating_sub(before.len()))

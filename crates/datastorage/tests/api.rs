@@ -1,0 +1,396 @@
+//! The API suite, run against both backends: every test body is a function of the backend, and
+//! the `both!` macro instantiates it for PostgreSQL and SQLite.
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::*;
+use serde_json::{json, Value};
+
+macro_rules! both {
+    ($($name:ident),+ $(,)?) => {
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Backend::Postgres).await }) +
+        }
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(super::Backend::Sqlite).await }) +
+        }
+    };
+}
+
+both!(
+    post_then_get_returns_the_stored_event,
+    batch_is_atomic_and_names_the_bad_item,
+    batch_over_the_limit_is_rejected_with_its_own_slug,
+    over_long_correlation_id_is_rejected_naming_the_field,
+    malformed_oversized_and_non_json_bodies_get_their_own_problems,
+    client_event_id_replay_writes_nothing_and_conflicting_content_is_409,
+    duplicate_ids_inside_one_batch_are_rejected,
+    queries_filter_paginate_newest_first_and_page_by_cursor,
+    bad_query_parameters_are_named,
+    verify_reports_sql_tampering_but_not_late_events,
+    concurrent_writers_to_one_chain_keep_it_valid_and_lose_nothing,
+    unknown_ids_routes_and_methods_get_problems,
+    probes_openapi_and_metrics_are_served,
+);
+
+async fn post_then_get_returns_the_stored_event(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut e = event("rr-1");
+    e["event_data"] = json!({"nested": {"a": [1, 2.5, "x"]}, "task_id": "t-9"});
+    let r = app.post_event(&e).await;
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    let id = created["event_id"].as_str().unwrap().to_owned();
+    assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 7, "server ids are UUIDv7");
+
+    let got: Value = app.http.get(format!("{}/api/v1/audit/events/{id}", app.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(got["event_id"], id.as_str());
+    assert_eq!(got["correlation_id"], "rr-1");
+    assert_eq!(got["event_data"], e["event_data"]);
+    assert_eq!(got["retention_days"], 2555);
+    assert_eq!(got["chain_sequence"], 1);
+    assert_eq!(got["previous_event_hash"], "");
+    assert_eq!(got["event_hash"].as_str().unwrap().len(), 64);
+    app.stop().await;
+}
+
+async fn batch_is_atomic_and_names_the_bad_item(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut bad = event("b-1");
+    bad["correlation_id"] = json!("");
+    let r = app.post_batch(&json!([event("b-1"), bad, event("b-1")])).await;
+    assert_eq!(r.status(), 400);
+    let p: Value = r.json().await.unwrap();
+    assert!(p["type"].as_str().unwrap().ends_with("/validation-error"));
+    assert!(p["field_errors"]["[1].correlation_id"].as_str().unwrap().contains("empty"), "{p}");
+    let q: Value = app.query("correlation_id=b-1").await.json().await.unwrap();
+    assert_eq!(q["pagination"]["total"], 0, "nothing of a refused batch is stored");
+
+    // A good batch, with a parent event inside the same batch (an upstream defect refused it).
+    let parent_id = uuid::Uuid::now_v7().to_string();
+    let mut parent = event("b-1");
+    parent["event_id"] = json!(parent_id);
+    let mut child = event("b-1");
+    child["parent_event_id"] = json!(parent_id);
+    let r = app.post_batch(&json!([parent, child, event("b-2")])).await;
+    assert_eq!(r.status(), 201);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["event_ids"].as_array().unwrap().len(), 3);
+    assert_eq!(body["event_ids"][0], parent_id.as_str());
+    let v = app.verify("b-1").await;
+    assert_eq!((v["is_valid"].as_bool(), v["total_events"].as_u64()), (Some(true), Some(2)));
+    app.stop().await;
+}
+
+async fn batch_over_the_limit_is_rejected_with_its_own_slug(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| s.server.max_batch_size = 3).await;
+    let r = app.post_batch(&json!([event("c"), event("c"), event("c"), event("c")])).await;
+    assert_eq!(r.status(), 400);
+    let p: Value = r.json().await.unwrap();
+    assert!(p["type"].as_str().unwrap().ends_with("/batch-size-exceeded"), "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("maxBatchSize (3)"), "{p}");
+    let r = app.post_batch(&json!([])).await;
+    assert_eq!(r.status(), 400);
+    let r = app.post_batch(&json!({"not": "an array"})).await;
+    assert_eq!(r.status(), 400);
+    app.stop().await;
+}
+
+async fn over_long_correlation_id_is_rejected_naming_the_field(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let r = app.post_event(&event(&"x".repeat(300))).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["status"], 400);
+    let msg = p["field_errors"]["correlation_id"].as_str().unwrap();
+    assert!(msg.contains("correlation_id") && msg.contains("255") && msg.contains("300"), "{msg}");
+    // Table of other bad inputs, each naming its field.
+    let cases = [
+        ("event_category", json!("bogus")),
+        ("event_outcome", json!("meh")),
+        ("event_timestamp", json!("2025-13-45")),
+        ("event_data", json!("text")),
+        ("actor_ip", json!("1".repeat(46))),
+        ("duration_ms", json!(-5)),
+    ];
+    for (field, value) in cases {
+        let mut e = event("v");
+        e[field] = value.clone();
+        let p: Value = app.post_event(&e).await.json().await.unwrap();
+        assert!(p["field_errors"].get(field).is_some(), "{field}={value}: {p}");
+    }
+    app.stop().await;
+}
+
+async fn malformed_oversized_and_non_json_bodies_get_their_own_problems(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| s.server.max_body_size = 1024 * 1024).await;
+    let url = format!("{}/api/v1/audit/events", app.base);
+    let r = app.http.post(&url).header("content-type", "application/json").body("{\"version\": ").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let p: Value = r.json().await.unwrap();
+    assert!(p["type"].as_str().unwrap().ends_with("/malformed-json"), "{p}");
+
+    let mut big = event("big");
+    big["event_data"] = json!({"blob": "y".repeat(1024 * 1024)});
+    let r = app.post_event(&big).await;
+    assert_eq!(r.status(), 413);
+    let p: Value = r.json().await.unwrap();
+    assert!(p["type"].as_str().unwrap().ends_with("/payload-too-large"), "{p}");
+
+    let r = app.http.post(&url).header("content-type", "text/plain").body(event("t").to_string()).send().await.unwrap();
+    assert_eq!(r.status(), 415);
+    app.stop().await;
+}
+
+async fn client_event_id_replay_writes_nothing_and_conflicting_content_is_409(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let id = uuid::Uuid::now_v7().to_string();
+    let mut e = event("idem");
+    e["event_id"] = json!(id);
+    for _ in 0..3 {
+        let r = app.post_event(&e).await;
+        assert_eq!(r.status(), 201);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["event_id"], id.as_str());
+    }
+    // The same event inside a batch replays too.
+    let r = app.post_batch(&json!([e.clone(), event("idem")])).await;
+    assert_eq!(r.status(), 201);
+    let q: Value = app.query("correlation_id=idem").await.json().await.unwrap();
+    assert_eq!(q["pagination"]["total"], 2, "three replays wrote nothing");
+
+    let mut changed = e.clone();
+    changed["event_action"] = json!("other");
+    let r = app.post_event(&changed).await;
+    assert_eq!(r.status(), 409);
+    let p: Value = r.json().await.unwrap();
+    assert!(p["type"].as_str().unwrap().ends_with("/event-id-conflict"), "{p}");
+    assert!(app.verify("idem").await["is_valid"].as_bool().unwrap());
+    app.stop().await;
+}
+
+async fn duplicate_ids_inside_one_batch_are_rejected(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let id = uuid::Uuid::now_v7().to_string();
+    let mut a = event("dup");
+    a["event_id"] = json!(id);
+    let r = app.post_batch(&json!([a.clone(), event("dup"), a])).await;
+    assert_eq!(r.status(), 400);
+    let p: Value = r.json().await.unwrap();
+    assert!(p["field_errors"]["[2].event_id"].as_str().unwrap().contains("[0].event_id"), "{p}");
+    let q: Value = app.query("correlation_id=dup").await.json().await.unwrap();
+    assert_eq!(q["pagination"]["total"], 0);
+    app.stop().await;
+}
+
+async fn queries_filter_paginate_newest_first_and_page_by_cursor(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let base = chrono::Utc::now() - chrono::Duration::hours(1);
+    let mut batch = Vec::new();
+    for i in 0..25 {
+        let mut e = event(if i % 2 == 0 { "even" } else { "odd" });
+        // Five events share a timestamp, so ordering needs the event_id tiebreak.
+        e["event_timestamp"] = json!((base + chrono::Duration::seconds(i / 5)).to_rfc3339());
+        e["event_outcome"] = json!(if i < 5 { "failure" } else { "success" });
+        e["event_data"] = json!({"task_id": format!("task-{i}")});
+        batch.push(e);
+    }
+    let mut old = event("even");
+    old["event_timestamp"] = json!((base - chrono::Duration::days(3)).to_rfc3339());
+    batch.push(old);
+    assert_eq!(app.post_batch(&Value::Array(batch)).await.status(), 201);
+
+    let q: Value = app.query("limit=10&offset=0").await.json().await.unwrap();
+    assert_eq!(q["pagination"], json!({"limit": 10, "offset": 0, "total": 26, "has_more": true, "next_cursor": q["pagination"]["next_cursor"]}));
+    let rows = q["data"].as_array().unwrap();
+    for w in rows.windows(2) {
+        let key = |e: &Value| (e["event_timestamp"].as_str().unwrap().to_owned(), e["event_id"].as_str().unwrap().to_owned());
+        let (a, b) = (key(&w[0]), key(&w[1]));
+        let (ta, tb) = (chrono::DateTime::parse_from_rfc3339(&a.0).unwrap(), chrono::DateTime::parse_from_rfc3339(&b.0).unwrap());
+        assert!(ta > tb || (ta == tb && a.1 > b.1), "newest first, event_id descending: {a:?} then {b:?}");
+    }
+    let last: Value = app.query("limit=10&offset=20").await.json().await.unwrap();
+    assert_eq!(last["pagination"]["has_more"], false);
+    assert_eq!(last["data"].as_array().unwrap().len(), 6);
+
+    // Cursor paging visits every event exactly once.
+    let mut seen = HashSet::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let q = match &cursor {
+            Some(c) => format!("limit=7&cursor={c}"),
+            None => "limit=7".to_owned(),
+        };
+        let page: Value = app.query(&q).await.json().await.unwrap();
+        for e in page["data"].as_array().unwrap() {
+            assert!(seen.insert(e["event_id"].as_str().unwrap().to_owned()), "no duplicates across pages");
+        }
+        cursor = page["pagination"]["next_cursor"].as_str().map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 26);
+
+    let count = |q: Value| q["pagination"]["total"].as_u64().unwrap();
+    assert_eq!(count(app.query("correlation_id=odd").await.json().await.unwrap()), 12);
+    assert_eq!(count(app.query("event_outcome=FAILURE").await.json().await.unwrap()), 5, "case-insensitive enum filter");
+    assert_eq!(count(app.query("severity=Critical").await.json().await.unwrap()), 26);
+    assert_eq!(count(app.query("event_category=gateway&since=2d").await.json().await.unwrap()), 25, "relative since excludes the 3-day-old event");
+    assert_eq!(count(app.query("since=-2d").await.json().await.unwrap()), 25, "-2d means 2 days ago, not the future");
+    let until = (base - chrono::Duration::days(1)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    assert_eq!(count(app.query(&format!("until={until}")).await.json().await.unwrap()), 1);
+    assert_eq!(count(app.query("detail_key=task_id&detail_value=task-7").await.json().await.unwrap()), 1);
+    assert_eq!(count(app.query("actor_id=gateway-service&resource_type=Signal&resource_id=fp-abc123").await.json().await.unwrap()), 26);
+    app.stop().await;
+}
+
+async fn bad_query_parameters_are_named(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("offset=-1", "offset"),
+        ("since=yesterday", "since"),
+        ("event_outcome=maybe", "event_outcome"),
+        ("detail_key=a.b&detail_value=x", "detail_key"),
+        ("detail_key=a", "detail_value"),
+        ("cursor=zzz", "cursor"),
+        ("correlationId=x", "correlationId"),
+    ] {
+        let r = app.query(query).await;
+        assert_eq!(r.status(), 400, "{query}");
+        let p: Value = r.json().await.unwrap();
+        assert!(p["field_errors"].get(field).is_some(), "{query}: {p}");
+    }
+    app.stop().await;
+}
+
+async fn verify_reports_sql_tampering_but_not_late_events(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for i in 0..5 {
+        let mut e = event("chain");
+        e["event_data"] = json!({"i": i});
+        assert_eq!(app.post_event(&e).await.status(), 201);
+    }
+    // A late event: its timestamp is older than the chain head's.
+    let mut late = event("chain");
+    late["event_timestamp"] = json!("2020-01-01T00:00:00Z");
+    assert_eq!(app.post_event(&late).await.status(), 201);
+    let v = app.verify("chain").await;
+    assert_eq!(v["is_valid"], true, "{v}");
+    assert_eq!(v["total_events"], 6);
+
+    // Tamper: edit one row's payload directly in the database.
+    let (disable, enable) = match backend {
+        Backend::Postgres => (
+            "ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only",
+            "ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only",
+        ),
+        Backend::Sqlite => ("DROP TRIGGER audit_events_append_only", "SELECT 1"),
+    };
+    let edit = match backend {
+        Backend::Postgres => "UPDATE audit_events SET event_data = '{\"i\": 99}' WHERE correlation_id = 'chain' AND chain_sequence = 3",
+        Backend::Sqlite => "UPDATE audit_events SET event_data = '{\"i\": 99}' WHERE correlation_id = 'chain' AND chain_sequence = 3",
+    };
+    app.sql(&[disable, edit, enable]).await;
+    let v = app.verify("chain").await;
+    assert_eq!(v["is_valid"], false, "{v}");
+    let tampered = v["tampered_events"].as_array().unwrap();
+    assert_eq!(tampered.len(), 1, "{v}");
+    assert!(tampered[0]["message"].as_str().unwrap().contains("content changed"), "{v}");
+    assert_eq!(v["verified_events"], 5);
+
+    // Deleting the last row is caught by the head.
+    let del = "DELETE FROM audit_events WHERE correlation_id = 'chain' AND chain_sequence = 6";
+    app.sql(&[del]).await;
+    let v = app.verify("chain").await;
+    assert!(v["tampered_events"].as_array().unwrap().iter().any(|t| t["message"].as_str().unwrap().contains("removed from the end")), "{v}");
+    app.stop().await;
+}
+
+async fn concurrent_writers_to_one_chain_keep_it_valid_and_lose_nothing(backend: Backend) {
+    let app = std::sync::Arc::new(TestApp::spawn(backend).await);
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..15 {
+                let r = if i % 3 == 0 {
+                    app.post_batch(&json!([event("hot"), event("hot"), event(&format!("cold-{w}"))])).await
+                } else {
+                    app.post_event(&event("hot")).await
+                };
+                assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+                let body: Value = r.json().await.unwrap();
+                match body.get("event_ids") {
+                    Some(ids_v) => ids.extend(ids_v.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned())),
+                    None => ids.push(body["event_id"].as_str().unwrap().to_owned()),
+                }
+            }
+            ids
+        }));
+    }
+    let mut acknowledged = HashSet::new();
+    for t in tasks {
+        acknowledged.extend(t.await.unwrap());
+    }
+    let v = app.verify("hot").await;
+    assert_eq!(v["is_valid"], true, "{v}");
+    // 8 writers x (5 batches x 2 + 10 singles) = 160 events on the hot chain.
+    assert_eq!(v["total_events"], 160);
+    let q: Value = app.query("limit=1").await.json().await.unwrap();
+    assert_eq!(q["pagination"]["total"].as_u64().unwrap() as usize, acknowledged.len());
+    assert_eq!(acknowledged.len(), 200);
+    std::sync::Arc::into_inner(app).unwrap().stop().await;
+}
+
+async fn unknown_ids_routes_and_methods_get_problems(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let r = app.http.get(format!("{}/api/v1/audit/events/{}", app.base, uuid::Uuid::now_v7())).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let r = app.http.get(format!("{}/api/v1/audit/events/not-a-uuid", app.base)).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = app.http.get(format!("{}/api/v2/nothing", app.base)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let r = app.http.delete(format!("{}/api/v1/audit/events", app.base)).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    let r = app.http.post(format!("{}/api/v1/audit/verify-chain", app.base)).json(&json!({})).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let p: Value = r.json().await.unwrap();
+    assert!(p["field_errors"]["correlation_id"].is_string(), "{p}");
+    let v = app.verify("never-written").await;
+    assert_eq!((v["total_events"].as_u64(), v["is_valid"].as_bool()), (Some(0), Some(true)));
+    app.stop().await;
+}
+
+async fn probes_openapi_and_metrics_are_served(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for base in [&app.base, &app.metrics_base] {
+        assert_eq!(app.http.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
+        assert_eq!(app.http.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
+    }
+    let spec: Value = app.http.get(format!("{}/openapi.json", app.base)).send().await.unwrap().json().await.unwrap();
+    assert!(spec["paths"]["/api/v1/audit/events/batch"].is_object());
+    assert_eq!(app.post_event(&event("m")).await.status(), 201);
+    assert_eq!(app.post_event(&event(&"x".repeat(300))).await.status(), 400);
+    let text = app.metrics().await;
+    assert_eq!(metric_value(&text, "datastorage_audit_events_written_total{category=\"gateway\"}"), Some(1.0), "{text}");
+    assert!(text.contains("datastorage_http_requests_total{method=\"POST\",route=\"/api/v1/audit/events\",status=\"201\"} 1"), "{text}");
+    assert!(text.contains("datastorage_http_requests_total{method=\"POST\",route=\"/api/v1/audit/events\",status=\"400\"} 1"), "{text}");
+    assert!(text.contains("datastorage_audit_write_duration_seconds_count{kind=\"single\"} 1"), "{text}");
+    assert!(text.contains("datastorage_db_pool_max_open_connections{pool=\"primary\"} 25"), "{text}");
+    assert!(metric_value(&text, "datastorage_db_pool_open_connections{pool=\"primary\"}").unwrap() >= 1.0);
+    // Raw paths never become labels.
+    let _ = app.http.get(format!("{}/api/v1/audit/events/{}", app.base, uuid::Uuid::now_v7())).send().await.unwrap();
+    let text = app.metrics().await;
+    assert!(text.contains("route=\"/api/v1/audit/events/{event_id}\""), "{text}");
+    app.stop().await;
+}
