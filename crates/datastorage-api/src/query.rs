@@ -174,7 +174,9 @@ impl EventQueryParams {
                 Ok(n) if (1..=MAX_PAGE_LIMIT).contains(&n) => f.limit = n,
                 _ => errors.add(
                     "limit",
-                    format!("limit must be an integer between 1 and {MAX_PAGE_LIMIT} (got {raw:?})"),
+                    format!(
+                        "limit must be an integer between 1 and {MAX_PAGE_LIMIT} (got {raw:?})"
+                    ),
                 ),
             }
         }
@@ -190,7 +192,10 @@ impl EventQueryParams {
         if let Some(raw) = &self.cursor {
             match Cursor::decode(raw) {
                 Some(c) => f.cursor = Some(c),
-                None => errors.add("cursor", "cursor must be a next_cursor value from a previous page"),
+                None => errors.add(
+                    "cursor",
+                    "cursor must be a next_cursor value from a previous page",
+                ),
             }
             if f.offset > 0 {
                 errors.add("offset", "offset cannot be combined with cursor");
@@ -210,7 +215,9 @@ impl EventQueryParams {
                     );
                 }
             }
-            (Some(_), None) => errors.add("detail_value", "detail_value is required with detail_key"),
+            (Some(_), None) => {
+                errors.add("detail_value", "detail_value is required with detail_key")
+            }
             (None, Some(_)) => errors.add("detail_key", "detail_key is required with detail_value"),
             (None, None) => {}
         }
@@ -277,10 +284,22 @@ mod tests {
 
     #[test]
     fn relative_times_are_in_the_past_with_or_without_minus() {
-        assert_eq!(parse_time("24h", now()).unwrap(), "2026-01-09T12:00:00Z".parse::<DateTime<Utc>>().unwrap());
-        assert_eq!(parse_time("-1d", now()).unwrap(), parse_time("1d", now()).unwrap());
-        assert_eq!(parse_time("1h30m", now()).unwrap(), "2026-01-10T10:30:00Z".parse::<DateTime<Utc>>().unwrap());
-        assert_eq!(parse_time("2025-12-18", now()).unwrap(), "2025-12-18T00:00:00Z".parse::<DateTime<Utc>>().unwrap());
+        assert_eq!(
+            parse_time("24h", now()).unwrap(),
+            "2026-01-09T12:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        assert_eq!(
+            parse_time("-1d", now()).unwrap(),
+            parse_time("1d", now()).unwrap()
+        );
+        assert_eq!(
+            parse_time("1h30m", now()).unwrap(),
+            "2026-01-10T10:30:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        assert_eq!(
+            parse_time("2025-12-18", now()).unwrap(),
+            "2025-12-18T00:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
         assert!(parse_time("soon", now()).is_err());
         assert!(parse_time("5y", now()).is_err());
     }

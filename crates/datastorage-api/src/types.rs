@@ -378,7 +378,10 @@ mod tests {
 
     #[test]
     fn categories_parse_case_insensitively_and_reject_unknown_values() {
-        assert_eq!("GateWay".parse::<EventCategory>(), Ok(EventCategory::Gateway));
+        assert_eq!(
+            "GateWay".parse::<EventCategory>(),
+            Ok(EventCategory::Gateway)
+        );
         let err = "nope".parse::<EventCategory>().unwrap_err();
         assert!(err.contains("gateway"), "{err}");
         assert_eq!(EventCategory::ALL.len(), 14);

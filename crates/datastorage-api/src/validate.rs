@@ -237,13 +237,16 @@ impl Fields<'_> {
     fn string(&mut self, field: &str, min: usize, max: usize) -> Option<String> {
         let value = self.get(field)?;
         let Some(s) = value.as_str() else {
-            self.errors
-                .add(field, format!("{field} must be a string (got {})", kind(value)));
+            self.errors.add(
+                field,
+                format!("{field} must be a string (got {})", kind(value)),
+            );
             return None;
         };
         let len = s.chars().count();
         if len < min {
-            self.errors.add(field, format!("{field} is required and must not be empty"));
+            self.errors
+                .add(field, format!("{field} is required and must not be empty"));
             None
         } else if len > max {
             self.errors.add(
@@ -294,7 +297,9 @@ impl Fields<'_> {
             Err(e) => {
                 self.errors.add(
                     field,
-                    format!("{field} must be an RFC 3339 date-time such as 2025-12-13T02:00:00Z ({e})"),
+                    format!(
+                        "{field} must be an RFC 3339 date-time such as 2025-12-13T02:00:00Z ({e})"
+                    ),
                 );
                 None
             }
@@ -312,8 +317,12 @@ impl Fields<'_> {
         match s.parse::<T>() {
             Ok(v) if s.chars().all(|c| !c.is_ascii_uppercase()) => Some(v),
             Ok(_) | Err(_) => {
-                let rule = s.parse::<T>().err().unwrap_or_else(|| "must be lower case".into());
-                self.errors.add(field, format!("{field} {rule} (got {s:?})"));
+                let rule = s
+                    .parse::<T>()
+                    .err()
+                    .unwrap_or_else(|| "must be lower case".into());
+                self.errors
+                    .add(field, format!("{field} {rule} (got {s:?})"));
                 None
             }
         }
@@ -333,8 +342,10 @@ impl Fields<'_> {
                 None
             }
             None => {
-                self.errors
-                    .add(field, format!("{field} must be an integer (got {})", kind(value)));
+                self.errors.add(
+                    field,
+                    format!("{field} must be an integer (got {})", kind(value)),
+                );
                 None
             }
         }
@@ -344,8 +355,10 @@ impl Fields<'_> {
         let value = self.get(field)?;
         let b = value.as_bool();
         if b.is_none() {
-            self.errors
-                .add(field, format!("{field} must be a boolean (got {})", kind(value)));
+            self.errors.add(
+                field,
+                format!("{field} must be a boolean (got {})", kind(value)),
+            );
         }
         b
     }
@@ -353,7 +366,8 @@ impl Fields<'_> {
     fn event_data(&mut self) -> Option<Map<String, Value>> {
         const FIELD: &str = "event_data";
         let Some(value) = self.get(FIELD) else {
-            self.errors.add(FIELD, "event_data is required (a JSON object)");
+            self.errors
+                .add(FIELD, "event_data is required (a JSON object)");
             return None;
         };
         let Some(map) = value.as_object() else {
@@ -372,8 +386,10 @@ impl Fields<'_> {
             return None;
         }
         if has_nul(value) {
-            self.errors
-                .add(FIELD, "event_data must not contain NUL characters in keys or strings");
+            self.errors.add(
+                FIELD,
+                "event_data must not contain NUL characters in keys or strings",
+            );
             return None;
         }
         let size = serde_json::to_vec(value).map_or(usize::MAX, |b| b.len());
@@ -459,29 +475,71 @@ mod tests {
         let long = |n: usize| Value::String("x".repeat(n));
         let deep = (0..11).fold(json!(1), |acc, _| json!({ "a": acc }));
         let cases: Vec<(Value, &str, &str)> = vec![
-            (json!({"correlation_id": long(300)}), "correlation_id", "at most 255"),
-            (json!({"correlation_id": ""}), "correlation_id", "must not be empty"),
+            (
+                json!({"correlation_id": long(300)}),
+                "correlation_id",
+                "at most 255",
+            ),
+            (
+                json!({"correlation_id": ""}),
+                "correlation_id",
+                "must not be empty",
+            ),
             (json!({"version": long(21)}), "version", "at most 20"),
-            (json!({"event_type": long(101)}), "event_type", "at most 100"),
-            (json!({"event_action": long(51)}), "event_action", "at most 50"),
+            (
+                json!({"event_type": long(101)}),
+                "event_type",
+                "at most 100",
+            ),
+            (
+                json!({"event_action": long(51)}),
+                "event_action",
+                "at most 50",
+            ),
             (json!({"actor_ip": long(46)}), "actor_ip", "at most 45"),
-            (json!({"event_category": "nope"}), "event_category", "must be one of"),
-            (json!({"event_outcome": "ok"}), "event_outcome", "must be one of"),
-            (json!({"event_timestamp": "yesterday"}), "event_timestamp", "RFC 3339"),
+            (
+                json!({"event_category": "nope"}),
+                "event_category",
+                "must be one of",
+            ),
+            (
+                json!({"event_outcome": "ok"}),
+                "event_outcome",
+                "must be one of",
+            ),
+            (
+                json!({"event_timestamp": "yesterday"}),
+                "event_timestamp",
+                "RFC 3339",
+            ),
             (json!({"event_id": "not-a-uuid"}), "event_id", "UUID"),
             (json!({"duration_ms": -1}), "duration_ms", "at least 0"),
             (json!({"duration_ms": 1.5}), "duration_ms", "integer"),
-            (json!({"retention_days": 0}), "retention_days", "between 1 and 36500"),
+            (
+                json!({"retention_days": 0}),
+                "retention_days",
+                "between 1 and 36500",
+            ),
             (json!({"is_sensitive": "yes"}), "is_sensitive", "boolean"),
             (json!({"event_data": [1]}), "event_data", "JSON object"),
-            (json!({"event_data": deep}), "event_data", "nested at most 10"),
+            (
+                json!({"event_data": deep}),
+                "event_data",
+                "nested at most 10",
+            ),
             (json!({"event_data": {"a": "x\u{0}y"}}), "event_data", "NUL"),
             (json!({"actor_id": "a\u{0}"}), "actor_id", "NUL"),
-            (json!({"event_data": {"a": long(MAX_EVENT_DATA_BYTES)}}), "event_data", "bytes"),
+            (
+                json!({"event_data": {"a": long(MAX_EVENT_DATA_BYTES)}}),
+                "event_data",
+                "bytes",
+            ),
         ];
         for (patch, field, rule) in cases {
             let errors = errors_for(patch.clone());
-            let msg = errors.get(field).unwrap_or_else(|| panic!("{patch}: {errors:?}"));
+            let msg = errors
+                .get(field)
+                .unwrap_or_else(|| panic!("{patch}: {errors:?}"));
             assert!(msg.contains(rule), "{patch}: {msg}");
         }
     }

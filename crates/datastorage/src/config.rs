@@ -382,7 +382,9 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
         return Ok(Duration::ZERO);
     }
     humantime::parse_duration(t).map_err(|e| {
-        format!("invalid duration {s:?}: {e} (use a Go-style duration such as 500ms, 30s, 5m or 1h30m)")
+        format!(
+            "invalid duration {s:?}: {e} (use a Go-style duration such as 500ms, 30s, 5m or 1h30m)"
+        )
     })
 }
 
@@ -396,7 +398,9 @@ fn int_or_string<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<u64, D:
     match IntOrString::deserialize(d)? {
         IntOrString::Int(n) => Ok(n),
         IntOrString::Str(s) => s.trim().parse().map_err(|_| {
-            serde::de::Error::custom(format!("expected a plain integer number of bytes, got {s:?}"))
+            serde::de::Error::custom(format!(
+                "expected a plain integer number of bytes, got {s:?}"
+            ))
         }),
     }
 }
@@ -429,7 +433,10 @@ impl Settings {
                 match value {
                     Value::Null => Value::Mapping(Default::default()),
                     v @ Value::Mapping(_) => v,
-                    _ => bail!("config file {}: the top level must be a mapping of sections", path.display()),
+                    _ => bail!(
+                        "config file {}: the top level must be a mapping of sections",
+                        path.display()
+                    ),
                 }
             }
             None => Value::Mapping(Default::default()),
@@ -441,7 +448,9 @@ impl Settings {
         let mut env: Vec<(String, String)> = env.into_iter().collect();
         env.sort();
         for (name, raw) in env {
-            let Some(path) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let Some(path) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
             if name == ENV_CONFIG_FILE || path.starts_with("TEST_") || is_service_link(path) {
                 continue;
             }
@@ -454,8 +463,9 @@ impl Settings {
                 let default = lookup(&known, &keys);
                 let value = match default {
                     Some(Value::Number(_) | Value::Bool(_) | Value::Sequence(_)) => {
-                        serde_norway::from_str(&raw)
-                            .with_context(|| format!("environment variable {name}: cannot parse {raw:?}"))?
+                        serde_norway::from_str(&raw).with_context(|| {
+                            format!("environment variable {name}: cannot parse {raw:?}")
+                        })?
                     }
                     _ => Value::String(raw),
                 };
@@ -470,11 +480,10 @@ impl Settings {
         if let Some(p) = env_password {
             settings.database.password = Some(p);
         } else if let Some(secrets) = &settings.database.secrets_file {
-            settings.database.password = Some(read_secret(secrets, &settings.database.password_key)?);
+            settings.database.password =
+                Some(read_secret(secrets, &settings.database.password_key)?);
         }
-        settings
-            .validate()
-            .map_err(|e| anyhow!("{source}: {e}"))?;
+        settings.validate().map_err(|e| anyhow!("{source}: {e}"))?;
         Ok(Loaded {
             settings,
             file: file.map(Path::to_path_buf),
@@ -488,15 +497,26 @@ impl Settings {
         let db = &self.database;
         let mut problems = Vec::new();
         if s.port == s.metrics_port {
-            problems.push(format!("server.port and server.metricsPort must differ (both {})", s.port));
+            problems.push(format!(
+                "server.port and server.metricsPort must differ (both {})",
+                s.port
+            ));
         }
         if !(1..=MAX_MAX_BATCH_SIZE).contains(&s.max_batch_size) {
-            problems.push(format!("server.maxBatchSize must be between 1 and {MAX_MAX_BATCH_SIZE} (got {})", s.max_batch_size));
+            problems.push(format!(
+                "server.maxBatchSize must be between 1 and {MAX_MAX_BATCH_SIZE} (got {})",
+                s.max_batch_size
+            ));
         }
         if !(MIN_MAX_BODY_SIZE..=MAX_MAX_BODY_SIZE).contains(&s.max_body_size) {
             problems.push(format!("server.maxBodySize must be between {MIN_MAX_BODY_SIZE} and {MAX_MAX_BODY_SIZE} bytes (got {})", s.max_body_size));
         }
-        for (key, d) in [("server.readTimeout", s.read_timeout), ("server.writeTimeout", s.write_timeout), ("database.acquireTimeout", db.acquire_timeout), ("database.connectTimeout", db.connect_timeout)] {
+        for (key, d) in [
+            ("server.readTimeout", s.read_timeout),
+            ("server.writeTimeout", s.write_timeout),
+            ("database.acquireTimeout", db.acquire_timeout),
+            ("database.connectTimeout", db.connect_timeout),
+        ] {
             if d.is_zero() {
                 problems.push(format!("{key} must be greater than 0"));
             }
@@ -505,10 +525,16 @@ impl Settings {
             problems.push("database.maxOpenConns must be at least 1".to_owned());
         }
         if db.max_idle_conns > db.max_open_conns {
-            problems.push(format!("database.maxIdleConns ({}) must not exceed database.maxOpenConns ({})", db.max_idle_conns, db.max_open_conns));
+            problems.push(format!(
+                "database.maxIdleConns ({}) must not exceed database.maxOpenConns ({})",
+                db.max_idle_conns, db.max_open_conns
+            ));
         }
         if db.min_idle_conns > db.max_idle_conns {
-            problems.push(format!("database.minIdleConns ({}) must not exceed database.maxIdleConns ({})", db.min_idle_conns, db.max_idle_conns));
+            problems.push(format!(
+                "database.minIdleConns ({}) must not exceed database.maxIdleConns ({})",
+                db.min_idle_conns, db.max_idle_conns
+            ));
         }
         if db.capacity.replicas == 0 {
             problems.push("database.capacity.replicas must be at least 1".to_owned());
@@ -519,7 +545,9 @@ impl Settings {
         match db.effective_driver() {
             Driver::Postgres => {
                 if db.host.as_deref().is_none_or(str::is_empty) {
-                    problems.push("database.host is required when database.driver is postgres".to_owned());
+                    problems.push(
+                        "database.host is required when database.driver is postgres".to_owned(),
+                    );
                 }
             }
             Driver::Sqlite => {
@@ -557,7 +585,10 @@ impl Settings {
 /// Variables Kubernetes injects for a Service named `datastorage` (service links), which share
 /// the prefix but are not config.
 fn is_service_link(path: &str) -> bool {
-    path == "SERVICE_HOST" || path.starts_with("SERVICE_PORT") || path == "PORT" || path.starts_with("PORT_")
+    path == "SERVICE_HOST"
+        || path.starts_with("SERVICE_PORT")
+        || path == "PORT"
+        || path.starts_with("PORT_")
 }
 
 /// Matches `DATASTORAGE_A__B` segments to real key names, ignoring case and `_`.
@@ -566,7 +597,9 @@ fn resolve_env_path(known: &Value, segments: &[&str]) -> Option<Vec<String>> {
     let mut node = known;
     let mut keys = Vec::new();
     for seg in segments {
-        let Value::Mapping(map) = node else { return None };
+        let Value::Mapping(map) = node else {
+            return None;
+        };
         let (key, child) = map.iter().find_map(|(k, v)| {
             let k = k.as_str()?;
             (norm(k) == norm(seg)).then(|| (k.to_owned(), v))
@@ -599,11 +632,13 @@ fn set_path(tree: &mut Value, keys: &[String], value: Value) {
 }
 
 fn read_secret(path: &Path, key: &str) -> Result<Secret> {
-    let text = std::fs::read_to_string(path).with_context(|| {
-        format!("database.secretsFile: cannot read {}", path.display())
-    })?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("database.secretsFile: cannot read {}", path.display()))?;
     let map: BTreeMap<String, Value> = serde_norway::from_str(&text).with_context(|| {
-        format!("database.secretsFile {} must be a YAML mapping of keys to values", path.display())
+        format!(
+            "database.secretsFile {} must be a YAML mapping of keys to values",
+            path.display()
+        )
     })?;
     match map.get(key) {
         Some(Value::String(s)) => Ok(Secret::new(s.clone())),
@@ -657,7 +692,9 @@ mod tests {
 
     #[test]
     fn an_unknown_key_names_the_key_and_the_file() {
-        let err = load_yaml("database:\n  maxOpenConn: 3\n", &[]).unwrap_err().to_string();
+        let err = load_yaml("database:\n  maxOpenConn: 3\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("database"), "{err}");
         assert!(err.contains("maxOpenConn"), "{err}");
         assert!(err.contains(".tmp") || err.contains("tmp"), "{err}");
@@ -667,36 +704,62 @@ mod tests {
     fn env_overrides_match_keys_ignoring_case_and_underscores() {
         let l = load_yaml(
             "database:\n  host: db\n",
-            &[("DATASTORAGE_DATABASE__MAX_OPEN_CONNS", "7"), ("DATASTORAGE_DATABASE__CONN_MAX_LIFETIME", "1h30m"), ("DATASTORAGE_DATABASE__CAPACITY__REPLICAS", "6"), ("DATASTORAGE_DATABASE__PASSWORD", "123")],
+            &[
+                ("DATASTORAGE_DATABASE__MAX_OPEN_CONNS", "7"),
+                ("DATASTORAGE_DATABASE__CONN_MAX_LIFETIME", "1h30m"),
+                ("DATASTORAGE_DATABASE__CAPACITY__REPLICAS", "6"),
+                ("DATASTORAGE_DATABASE__PASSWORD", "123"),
+            ],
         )
         .unwrap();
         assert_eq!(l.settings.database.max_open_conns, 7);
-        assert_eq!(l.settings.database.conn_max_lifetime, Duration::from_secs(5400));
+        assert_eq!(
+            l.settings.database.conn_max_lifetime,
+            Duration::from_secs(5400)
+        );
         assert_eq!(l.settings.database.capacity.replicas, 6);
         assert_eq!(l.settings.database.password.unwrap().expose(), "123");
     }
 
     #[test]
     fn an_unknown_env_variable_is_named() {
-        let err = load_yaml("", &[("DATASTORAGE_DATABASE__MAX_OPEN", "7")]).unwrap_err().to_string();
+        let err = load_yaml("", &[("DATASTORAGE_DATABASE__MAX_OPEN", "7")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("DATASTORAGE_DATABASE__MAX_OPEN"), "{err}");
-        let err = load_yaml("", &[("DATASTORAGE_DATABASE_MAX_OPEN_CONNS", "7")]).unwrap_err().to_string();
+        let err = load_yaml("", &[("DATASTORAGE_DATABASE_MAX_OPEN_CONNS", "7")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("DATASTORAGE_DATABASE_MAX_OPEN_CONNS"), "{err}");
     }
 
     #[test]
     fn kubernetes_service_link_variables_are_not_config() {
-        let env = [("DATASTORAGE_PORT", "tcp://10.0.0.1:8080"), ("DATASTORAGE_PORT_8080_TCP_ADDR", "10.0.0.1"), ("DATASTORAGE_SERVICE_HOST", "10.0.0.1"), ("DATASTORAGE_SERVICE_PORT_HTTP", "8080")];
+        let env = [
+            ("DATASTORAGE_PORT", "tcp://10.0.0.1:8080"),
+            ("DATASTORAGE_PORT_8080_TCP_ADDR", "10.0.0.1"),
+            ("DATASTORAGE_SERVICE_HOST", "10.0.0.1"),
+            ("DATASTORAGE_SERVICE_PORT_HTTP", "8080"),
+        ];
         assert!(load_yaml("", &env).is_ok());
     }
 
     #[test]
     fn invalid_combinations_name_the_keys() {
-        let err = load_yaml("database:\n  maxOpenConns: 2\n  maxIdleConns: 5\n", &[]).unwrap_err().to_string();
-        assert!(err.contains("database.maxIdleConns") && err.contains("database.maxOpenConns"), "{err}");
-        let err = load_yaml("database:\n  connMaxLifetime: five\n", &[]).unwrap_err().to_string();
+        let err = load_yaml("database:\n  maxOpenConns: 2\n  maxIdleConns: 5\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("database.maxIdleConns") && err.contains("database.maxOpenConns"),
+            "{err}"
+        );
+        let err = load_yaml("database:\n  connMaxLifetime: five\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("connMaxLifetime"), "{err}");
-        let err = load_yaml("server:\n  maxBodySize: \"12\"\n", &[]).unwrap_err().to_string();
+        let err = load_yaml("server:\n  maxBodySize: \"12\"\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("server.maxBodySize"), "{err}");
     }
 
@@ -704,20 +767,35 @@ mod tests {
     fn the_password_comes_from_the_secrets_file_and_never_prints() {
         let mut secrets = tempfile::NamedTempFile::new().unwrap();
         secrets.write_all(b"dbpass: s3cr3t-value\n").unwrap();
-        let yaml = format!("database:\n  host: db\n  secretsFile: {}\n  passwordKey: dbpass\n", secrets.path().display());
+        let yaml = format!(
+            "database:\n  host: db\n  secretsFile: {}\n  passwordKey: dbpass\n",
+            secrets.path().display()
+        );
         let s = load_yaml(&yaml, &[]).unwrap().settings;
-        assert_eq!(s.database.password.as_ref().unwrap().expose(), "s3cr3t-value");
+        assert_eq!(
+            s.database.password.as_ref().unwrap().expose(),
+            "s3cr3t-value"
+        );
         assert!(!format!("{s:?}").contains("s3cr3t"));
         assert!(!serde_norway::to_string(&s).unwrap().contains("s3cr3t"));
-        let yaml = format!("database:\n  host: db\n  secretsFile: {}\n", secrets.path().display());
+        let yaml = format!(
+            "database:\n  host: db\n  secretsFile: {}\n",
+            secrets.path().display()
+        );
         let err = load_yaml(&yaml, &[]).unwrap_err().to_string();
         assert!(err.contains("passwordKey"), "{err}");
     }
 
     #[test]
     fn omitted_pool_keys_take_documented_defaults_not_zero() {
-        let s = load_yaml("database:\n  host: db\n", &[]).unwrap().settings.database;
-        assert_eq!((s.max_open_conns, s.max_idle_conns), (DEFAULT_MAX_OPEN_CONNS, DEFAULT_MAX_IDLE_CONNS));
+        let s = load_yaml("database:\n  host: db\n", &[])
+            .unwrap()
+            .settings
+            .database;
+        assert_eq!(
+            (s.max_open_conns, s.max_idle_conns),
+            (DEFAULT_MAX_OPEN_CONNS, DEFAULT_MAX_IDLE_CONNS)
+        );
         assert_eq!(s.conn_max_idle_time, DEFAULT_CONN_MAX_IDLE_TIME);
         assert_eq!(s.acquire_timeout, DEFAULT_ACQUIRE_TIMEOUT);
     }

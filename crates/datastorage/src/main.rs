@@ -98,7 +98,10 @@ async fn execute(command: Command, mut settings: Settings) -> anyhow::Result<Exi
             return check(&settings).await;
         }
         Command::Config(ConfigCommand::Print) => {
-            print!("{}", serde_norway::to_string(&settings).context("cannot print the config")?);
+            print!(
+                "{}",
+                serde_norway::to_string(&settings).context("cannot print the config")?
+            );
         }
         Command::Config(ConfigCommand::PrintDefault) => unreachable!("handled before loading"),
     }
@@ -136,13 +139,31 @@ async fn check(settings: &Settings) -> anyhow::Result<ExitCode> {
         ("maxOpenConns", db.max_open_conns.to_string()),
         ("maxIdleConns", db.max_idle_conns.to_string()),
         ("minIdleConns", db.min_idle_conns.to_string()),
-        ("connMaxLifetime", humantime::format_duration(db.conn_max_lifetime).to_string()),
-        ("connMaxIdleTime", humantime::format_duration(db.conn_max_idle_time).to_string()),
-        ("acquireTimeout", humantime::format_duration(db.acquire_timeout).to_string()),
-        ("connectTimeout", humantime::format_duration(db.connect_timeout).to_string()),
+        (
+            "connMaxLifetime",
+            humantime::format_duration(db.conn_max_lifetime).to_string(),
+        ),
+        (
+            "connMaxIdleTime",
+            humantime::format_duration(db.conn_max_idle_time).to_string(),
+        ),
+        (
+            "acquireTimeout",
+            humantime::format_duration(db.acquire_timeout).to_string(),
+        ),
+        (
+            "connectTimeout",
+            humantime::format_duration(db.connect_timeout).to_string(),
+        ),
         ("statementTimeout", pg_only(driver, db.statement_timeout)),
-        ("lockTimeout", humantime::format_duration(db.lock_timeout).to_string()),
-        ("idleInTransactionTimeout", pg_only(driver, db.idle_in_transaction_timeout)),
+        (
+            "lockTimeout",
+            humantime::format_duration(db.lock_timeout).to_string(),
+        ),
+        (
+            "idleInTransactionTimeout",
+            pg_only(driver, db.idle_in_transaction_timeout),
+        ),
     ];
     for (key, value) in rows {
         println!("  {key:<26}{value}");
@@ -164,6 +185,9 @@ async fn check(settings: &Settings) -> anyhow::Result<ExitCode> {
 fn pg_only(driver: Driver, d: std::time::Duration) -> String {
     match driver {
         Driver::Postgres => humantime::format_duration(d).to_string(),
-        Driver::Sqlite => format!("{} (PostgreSQL only; not applied)", humantime::format_duration(d)),
+        Driver::Sqlite => format!(
+            "{} (PostgreSQL only; not applied)",
+            humantime::format_duration(d)
+        ),
     }
 }

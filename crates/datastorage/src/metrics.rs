@@ -145,43 +145,121 @@ impl Metrics {
             acquire_timeouts: pool_metric!("datastorage_db_pool_acquire_timeouts", "Acquisitions that gave up after acquireTimeout and answered 503.", Counter::default()),
             acquire_duration: pool_metric!("datastorage_db_pool_acquire_duration_seconds", "Time to get a connection from the pool, waiting and connecting included.", seconds_histogram()),
         };
-        let pool_max_open = pool_metric!("datastorage_db_pool_max_open_connections", "Configured maxOpenConns (Go DBStats.MaxOpenConnections).", Gauge::default());
-        let pool_max_idle = pool_metric!("datastorage_db_pool_max_idle_connections", "Configured maxIdleConns.", Gauge::default());
-        let pool_open = pool_metric!("datastorage_db_pool_open_connections", "Connections open now, in use + idle (Go DBStats.OpenConnections).", Gauge::default());
-        let pool_in_use = pool_metric!("datastorage_db_pool_in_use_connections", "Connections in use now (Go DBStats.InUse).", Gauge::default());
-        let pool_idle = pool_metric!("datastorage_db_pool_idle_connections", "Idle connections now (Go DBStats.Idle).", Gauge::default());
-        let pool_waiting = pool_metric!("datastorage_db_pool_waiting", "Acquirers waiting for a connection now.", Gauge::default());
+        let pool_max_open = pool_metric!(
+            "datastorage_db_pool_max_open_connections",
+            "Configured maxOpenConns (Go DBStats.MaxOpenConnections).",
+            Gauge::default()
+        );
+        let pool_max_idle = pool_metric!(
+            "datastorage_db_pool_max_idle_connections",
+            "Configured maxIdleConns.",
+            Gauge::default()
+        );
+        let pool_open = pool_metric!(
+            "datastorage_db_pool_open_connections",
+            "Connections open now, in use + idle (Go DBStats.OpenConnections).",
+            Gauge::default()
+        );
+        let pool_in_use = pool_metric!(
+            "datastorage_db_pool_in_use_connections",
+            "Connections in use now (Go DBStats.InUse).",
+            Gauge::default()
+        );
+        let pool_idle = pool_metric!(
+            "datastorage_db_pool_idle_connections",
+            "Idle connections now (Go DBStats.Idle).",
+            Gauge::default()
+        );
+        let pool_waiting = pool_metric!(
+            "datastorage_db_pool_waiting",
+            "Acquirers waiting for a connection now.",
+            Gauge::default()
+        );
 
         let http_requests = Family::<HttpLabels, Counter>::default();
-        registry.register("datastorage_http_requests", "HTTP requests by method, matched route and status.", http_requests.clone());
-        let http_duration = Family::<HttpLabels, Histogram>::new_with_constructor(seconds_histogram as fn() -> Histogram);
-        registry.register("datastorage_http_request_duration_seconds", "HTTP request latency by method, matched route and status.", http_duration.clone());
+        registry.register(
+            "datastorage_http_requests",
+            "HTTP requests by method, matched route and status.",
+            http_requests.clone(),
+        );
+        let http_duration = Family::<HttpLabels, Histogram>::new_with_constructor(
+            seconds_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "datastorage_http_request_duration_seconds",
+            "HTTP request latency by method, matched route and status.",
+            http_duration.clone(),
+        );
         let events_written = Family::<CategoryLabels, Counter>::default();
-        registry.register("datastorage_audit_events_written", "Audit events committed, by contract category (replays not counted).", events_written.clone());
-        let write_duration = Family::<WriteLabels, Histogram>::new_with_constructor(seconds_histogram as fn() -> Histogram);
-        registry.register("datastorage_audit_write_duration_seconds", "Time to commit a write, pool acquisition included, by kind (single or batch).", write_duration.clone());
+        registry.register(
+            "datastorage_audit_events_written",
+            "Audit events committed, by contract category (replays not counted).",
+            events_written.clone(),
+        );
+        let write_duration = Family::<WriteLabels, Histogram>::new_with_constructor(
+            seconds_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "datastorage_audit_write_duration_seconds",
+            "Time to commit a write, pool acquisition included, by kind (single or batch).",
+            write_duration.clone(),
+        );
 
         let build = Family::<BuildLabels, Gauge>::default();
-        build.get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION") }).set(1);
-        registry.register("datastorage_build_info", "Build information; always 1.", build);
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register(
+            "datastorage_build_info",
+            "Build information; always 1.",
+            build,
+        );
         let ready = Gauge::default();
         registry.register("datastorage_ready", "1 while the service accepts traffic (database reachable, migrations applied, not shutting down).", ready.clone());
 
         let cap = CapacityGauges::default();
         if capacity {
             let sub = &mut registry;
-            sub.register("datastorage_db_capacity_max_connections", "PostgreSQL max_connections.", cap.max_connections.clone());
-            sub.register("datastorage_db_capacity_reserved_connections", "Connection slots reserved for superusers and pg_use_reserved_connections.", cap.reserved_connections.clone());
-            sub.register("datastorage_db_capacity_other_connections", "Connections held by other clients when the budget was checked.", cap.other_connections.clone());
+            sub.register(
+                "datastorage_db_capacity_max_connections",
+                "PostgreSQL max_connections.",
+                cap.max_connections.clone(),
+            );
+            sub.register(
+                "datastorage_db_capacity_reserved_connections",
+                "Connection slots reserved for superusers and pg_use_reserved_connections.",
+                cap.reserved_connections.clone(),
+            );
+            sub.register(
+                "datastorage_db_capacity_other_connections",
+                "Connections held by other clients when the budget was checked.",
+                cap.other_connections.clone(),
+            );
             sub.register("datastorage_db_capacity_available_connections", "Connections this service may use: the tightest limit minus reserved slots and other clients.", cap.available_connections.clone());
-            sub.register("datastorage_db_capacity_budget_connections", "Connections this service needs: replicas x maxOpenConns + headroom.", cap.budget_connections.clone());
-            sub.register("datastorage_db_capacity_replicas", "Peak replicas counted by the budget.", cap.replicas.clone());
-            sub.register("datastorage_db_capacity_violated", "1 when the connection budget does not fit the server.", cap.violated.clone());
+            sub.register(
+                "datastorage_db_capacity_budget_connections",
+                "Connections this service needs: replicas x maxOpenConns + headroom.",
+                cap.budget_connections.clone(),
+            );
+            sub.register(
+                "datastorage_db_capacity_replicas",
+                "Peak replicas counted by the budget.",
+                cap.replicas.clone(),
+            );
+            sub.register(
+                "datastorage_db_capacity_violated",
+                "1 when the connection budget does not fit the server.",
+                cap.violated.clone(),
+            );
         }
 
         // Pre-create the per-category series so a dashboard shows zeros instead of gaps.
         for c in datastorage_api::EventCategory::ALL {
-            let _ = events_written.get_or_create(&CategoryLabels { category: c.as_str() });
+            let _ = events_written.get_or_create(&CategoryLabels {
+                category: c.as_str(),
+            });
         }
         Self {
             registry,
@@ -213,11 +291,20 @@ impl Metrics {
     }
 
     /// Records committed events and the write's latency.
-    pub fn observe_write(&self, kind: &'static str, categories: impl IntoIterator<Item = &'static str>, seconds: f64) {
+    pub fn observe_write(
+        &self,
+        kind: &'static str,
+        categories: impl IntoIterator<Item = &'static str>,
+        seconds: f64,
+    ) {
         for category in categories {
-            self.events_written.get_or_create(&CategoryLabels { category }).inc();
+            self.events_written
+                .get_or_create(&CategoryLabels { category })
+                .inc();
         }
-        self.write_duration.get_or_create(&WriteLabels { kind }).observe(seconds);
+        self.write_duration
+            .get_or_create(&WriteLabels { kind })
+            .observe(seconds);
     }
 
     /// Encodes everything in the Prometheus/OpenMetrics text format, reading pool gauges first.
@@ -241,8 +328,13 @@ impl Metrics {
 #[derive(Debug)]
 struct LabelledPool<M>(PoolLabels, M);
 
-impl<M: prometheus_client::encoding::EncodeMetric> prometheus_client::encoding::EncodeMetric for LabelledPool<M> {
-    fn encode(&self, mut encoder: prometheus_client::encoding::MetricEncoder) -> Result<(), std::fmt::Error> {
+impl<M: prometheus_client::encoding::EncodeMetric> prometheus_client::encoding::EncodeMetric
+    for LabelledPool<M>
+{
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
         self.1.encode(encoder.encode_family(&self.0)?)
     }
 
@@ -251,6 +343,8 @@ impl<M: prometheus_client::encoding::EncodeMetric> prometheus_client::encoding::
     }
 }
 
-impl<M: prometheus_client::metrics::TypedMetric> prometheus_client::metrics::TypedMetric for LabelledPool<M> {
+impl<M: prometheus_client::metrics::TypedMetric> prometheus_client::metrics::TypedMetric
+    for LabelledPool<M>
+{
     const TYPE: prometheus_client::metrics::MetricType = M::TYPE;
 }

@@ -28,9 +28,15 @@ pub async fn run(
     let db = &settings.database;
     let driver = db.effective_driver();
     for section in settings.inactive_sections() {
-        tracing::info!(section, "config section accepted but inactive: not built yet");
+        tracing::info!(
+            section,
+            "config section accepted but inactive: not built yet"
+        );
     }
-    if db.password.is_some() && db.secrets_file.is_none() && std::env::var_os("DATASTORAGE_DATABASE__PASSWORD").is_none() {
+    if db.password.is_some()
+        && db.secrets_file.is_none()
+        && std::env::var_os("DATASTORAGE_DATABASE__PASSWORD").is_none()
+    {
         tracing::warn!("database.password is written in the config file; prefer database.secretsFile or DATASTORAGE_DATABASE__PASSWORD");
     }
 
@@ -57,7 +63,8 @@ pub async fn run(
         tracing::info!("capacity check does not apply to SQLite");
     }
 
-    let store = Store::open(db, metrics.pool.clone()).context("cannot build the connection pool")?;
+    let store =
+        Store::open(db, metrics.pool.clone()).context("cannot build the connection pool")?;
     tracing::info!(
         driver = store.driver_name(),
         max_open_conns = db.max_open_conns,
@@ -110,7 +117,9 @@ pub async fn run(
     })
     .await;
     if drained.is_err() {
-        tracing::warn!("shutdown: requests still running after server.shutdownTimeout; closing anyway");
+        tracing::warn!(
+            "shutdown: requests still running after server.shutdownTimeout; closing anyway"
+        );
     }
     store.close().await;
     tracing::info!("shutdown complete");
@@ -120,12 +129,20 @@ pub async fn run(
 /// Binds both listeners from the settings.
 pub async fn bind(settings: &Settings) -> anyhow::Result<(TcpListener, TcpListener)> {
     let s = &settings.server;
-    let api = TcpListener::bind((s.host, s.port))
-        .await
-        .with_context(|| format!("cannot listen on {}:{} (server.host, server.port)", s.host, s.port))?;
+    let api = TcpListener::bind((s.host, s.port)).await.with_context(|| {
+        format!(
+            "cannot listen on {}:{} (server.host, server.port)",
+            s.host, s.port
+        )
+    })?;
     let metrics = TcpListener::bind((s.metrics_host, s.metrics_port))
         .await
-        .with_context(|| format!("cannot listen on {}:{} (server.metricsHost, server.metricsPort)", s.metrics_host, s.metrics_port))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {}:{} (server.metricsHost, server.metricsPort)",
+                s.metrics_host, s.metrics_port
+            )
+        })?;
     Ok((api, metrics))
 }
 

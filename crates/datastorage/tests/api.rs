@@ -45,9 +45,21 @@ async fn post_then_get_returns_the_stored_event(backend: Backend) {
     assert_eq!(r.status(), 201);
     let created: Value = r.json().await.unwrap();
     let id = created["event_id"].as_str().unwrap().to_owned();
-    assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 7, "server ids are UUIDv7");
+    assert_eq!(
+        uuid::Uuid::parse_str(&id).unwrap().get_version_num(),
+        7,
+        "server ids are UUIDv7"
+    );
 
-    let got: Value = app.http.get(format!("{}/api/v1/audit/events/{id}", app.base)).send().await.unwrap().json().await.unwrap();
+    let got: Value = app
+        .http
+        .get(format!("{}/api/v1/audit/events/{id}", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(got["event_id"], id.as_str());
     assert_eq!(got["correlation_id"], "rr-1");
     assert_eq!(got["event_data"], e["event_data"]);
@@ -62,13 +74,24 @@ async fn batch_is_atomic_and_names_the_bad_item(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let mut bad = event("b-1");
     bad["correlation_id"] = json!("");
-    let r = app.post_batch(&json!([event("b-1"), bad, event("b-1")])).await;
+    let r = app
+        .post_batch(&json!([event("b-1"), bad, event("b-1")]))
+        .await;
     assert_eq!(r.status(), 400);
     let p: Value = r.json().await.unwrap();
     assert!(p["type"].as_str().unwrap().ends_with("/validation-error"));
-    assert!(p["field_errors"]["[1].correlation_id"].as_str().unwrap().contains("empty"), "{p}");
+    assert!(
+        p["field_errors"]["[1].correlation_id"]
+            .as_str()
+            .unwrap()
+            .contains("empty"),
+        "{p}"
+    );
     let q: Value = app.query("correlation_id=b-1").await.json().await.unwrap();
-    assert_eq!(q["pagination"]["total"], 0, "nothing of a refused batch is stored");
+    assert_eq!(
+        q["pagination"]["total"], 0,
+        "nothing of a refused batch is stored"
+    );
 
     // A good batch, with a parent event inside the same batch (an upstream defect refused it).
     let parent_id = uuid::Uuid::now_v7().to_string();
@@ -82,17 +105,31 @@ async fn batch_is_atomic_and_names_the_bad_item(backend: Backend) {
     assert_eq!(body["event_ids"].as_array().unwrap().len(), 3);
     assert_eq!(body["event_ids"][0], parent_id.as_str());
     let v = app.verify("b-1").await;
-    assert_eq!((v["is_valid"].as_bool(), v["total_events"].as_u64()), (Some(true), Some(2)));
+    assert_eq!(
+        (v["is_valid"].as_bool(), v["total_events"].as_u64()),
+        (Some(true), Some(2))
+    );
     app.stop().await;
 }
 
 async fn batch_over_the_limit_is_rejected_with_its_own_slug(backend: Backend) {
     let app = TestApp::spawn_with(backend, |s| s.server.max_batch_size = 3).await;
-    let r = app.post_batch(&json!([event("c"), event("c"), event("c"), event("c")])).await;
+    let r = app
+        .post_batch(&json!([event("c"), event("c"), event("c"), event("c")]))
+        .await;
     assert_eq!(r.status(), 400);
     let p: Value = r.json().await.unwrap();
-    assert!(p["type"].as_str().unwrap().ends_with("/batch-size-exceeded"), "{p}");
-    assert!(p["detail"].as_str().unwrap().contains("maxBatchSize (3)"), "{p}");
+    assert!(
+        p["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("/batch-size-exceeded"),
+        "{p}"
+    );
+    assert!(
+        p["detail"].as_str().unwrap().contains("maxBatchSize (3)"),
+        "{p}"
+    );
     let r = app.post_batch(&json!([])).await;
     assert_eq!(r.status(), 400);
     let r = app.post_batch(&json!({"not": "an array"})).await;
@@ -108,7 +145,10 @@ async fn over_long_correlation_id_is_rejected_naming_the_field(backend: Backend)
     let p: Value = r.json().await.unwrap();
     assert_eq!(p["status"], 400);
     let msg = p["field_errors"]["correlation_id"].as_str().unwrap();
-    assert!(msg.contains("correlation_id") && msg.contains("255") && msg.contains("300"), "{msg}");
+    assert!(
+        msg.contains("correlation_id") && msg.contains("255") && msg.contains("300"),
+        "{msg}"
+    );
     // Table of other bad inputs, each naming its field.
     let cases = [
         ("event_category", json!("bogus")),
@@ -122,7 +162,10 @@ async fn over_long_correlation_id_is_rejected_naming_the_field(backend: Backend)
         let mut e = event("v");
         e[field] = value.clone();
         let p: Value = app.post_event(&e).await.json().await.unwrap();
-        assert!(p["field_errors"].get(field).is_some(), "{field}={value}: {p}");
+        assert!(
+            p["field_errors"].get(field).is_some(),
+            "{field}={value}: {p}"
+        );
     }
     app.stop().await;
 }
@@ -130,19 +173,39 @@ async fn over_long_correlation_id_is_rejected_naming_the_field(backend: Backend)
 async fn malformed_oversized_and_non_json_bodies_get_their_own_problems(backend: Backend) {
     let app = TestApp::spawn_with(backend, |s| s.server.max_body_size = 1024 * 1024).await;
     let url = format!("{}/api/v1/audit/events", app.base);
-    let r = app.http.post(&url).header("content-type", "application/json").body("{\"version\": ").send().await.unwrap();
+    let r = app
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{\"version\": ")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let p: Value = r.json().await.unwrap();
-    assert!(p["type"].as_str().unwrap().ends_with("/malformed-json"), "{p}");
+    assert!(
+        p["type"].as_str().unwrap().ends_with("/malformed-json"),
+        "{p}"
+    );
 
     let mut big = event("big");
     big["event_data"] = json!({"blob": "y".repeat(1024 * 1024)});
     let r = app.post_event(&big).await;
     assert_eq!(r.status(), 413);
     let p: Value = r.json().await.unwrap();
-    assert!(p["type"].as_str().unwrap().ends_with("/payload-too-large"), "{p}");
+    assert!(
+        p["type"].as_str().unwrap().ends_with("/payload-too-large"),
+        "{p}"
+    );
 
-    let r = app.http.post(&url).header("content-type", "text/plain").body(event("t").to_string()).send().await.unwrap();
+    let r = app
+        .http
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body(event("t").to_string())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 415);
     app.stop().await;
 }
@@ -169,7 +232,10 @@ async fn client_event_id_replay_writes_nothing_and_conflicting_content_is_409(ba
     let r = app.post_event(&changed).await;
     assert_eq!(r.status(), 409);
     let p: Value = r.json().await.unwrap();
-    assert!(p["type"].as_str().unwrap().ends_with("/event-id-conflict"), "{p}");
+    assert!(
+        p["type"].as_str().unwrap().ends_with("/event-id-conflict"),
+        "{p}"
+    );
     assert!(app.verify("idem").await["is_valid"].as_bool().unwrap());
     app.stop().await;
 }
@@ -182,7 +248,13 @@ async fn duplicate_ids_inside_one_batch_are_rejected(backend: Backend) {
     let r = app.post_batch(&json!([a.clone(), event("dup"), a])).await;
     assert_eq!(r.status(), 400);
     let p: Value = r.json().await.unwrap();
-    assert!(p["field_errors"]["[2].event_id"].as_str().unwrap().contains("[0].event_id"), "{p}");
+    assert!(
+        p["field_errors"]["[2].event_id"]
+            .as_str()
+            .unwrap()
+            .contains("[0].event_id"),
+        "{p}"
+    );
     let q: Value = app.query("correlation_id=dup").await.json().await.unwrap();
     assert_eq!(q["pagination"]["total"], 0);
     app.stop().await;
@@ -206,13 +278,27 @@ async fn queries_filter_paginate_newest_first_and_page_by_cursor(backend: Backen
     assert_eq!(app.post_batch(&Value::Array(batch)).await.status(), 201);
 
     let q: Value = app.query("limit=10&offset=0").await.json().await.unwrap();
-    assert_eq!(q["pagination"], json!({"limit": 10, "offset": 0, "total": 26, "has_more": true, "next_cursor": q["pagination"]["next_cursor"]}));
+    assert_eq!(
+        q["pagination"],
+        json!({"limit": 10, "offset": 0, "total": 26, "has_more": true, "next_cursor": q["pagination"]["next_cursor"]})
+    );
     let rows = q["data"].as_array().unwrap();
     for w in rows.windows(2) {
-        let key = |e: &Value| (e["event_timestamp"].as_str().unwrap().to_owned(), e["event_id"].as_str().unwrap().to_owned());
+        let key = |e: &Value| {
+            (
+                e["event_timestamp"].as_str().unwrap().to_owned(),
+                e["event_id"].as_str().unwrap().to_owned(),
+            )
+        };
         let (a, b) = (key(&w[0]), key(&w[1]));
-        let (ta, tb) = (chrono::DateTime::parse_from_rfc3339(&a.0).unwrap(), chrono::DateTime::parse_from_rfc3339(&b.0).unwrap());
-        assert!(ta > tb || (ta == tb && a.1 > b.1), "newest first, event_id descending: {a:?} then {b:?}");
+        let (ta, tb) = (
+            chrono::DateTime::parse_from_rfc3339(&a.0).unwrap(),
+            chrono::DateTime::parse_from_rfc3339(&b.0).unwrap(),
+        );
+        assert!(
+            ta > tb || (ta == tb && a.1 > b.1),
+            "newest first, event_id descending: {a:?} then {b:?}"
+        );
     }
     let last: Value = app.query("limit=10&offset=20").await.json().await.unwrap();
     assert_eq!(last["pagination"]["has_more"], false);
@@ -228,9 +314,14 @@ async fn queries_filter_paginate_newest_first_and_page_by_cursor(backend: Backen
         };
         let page: Value = app.query(&q).await.json().await.unwrap();
         for e in page["data"].as_array().unwrap() {
-            assert!(seen.insert(e["event_id"].as_str().unwrap().to_owned()), "no duplicates across pages");
+            assert!(
+                seen.insert(e["event_id"].as_str().unwrap().to_owned()),
+                "no duplicates across pages"
+            );
         }
-        cursor = page["pagination"]["next_cursor"].as_str().map(str::to_owned);
+        cursor = page["pagination"]["next_cursor"]
+            .as_str()
+            .map(str::to_owned);
         if cursor.is_none() {
             break;
         }
@@ -238,15 +329,74 @@ async fn queries_filter_paginate_newest_first_and_page_by_cursor(backend: Backen
     assert_eq!(seen.len(), 26);
 
     let count = |q: Value| q["pagination"]["total"].as_u64().unwrap();
-    assert_eq!(count(app.query("correlation_id=odd").await.json().await.unwrap()), 12);
-    assert_eq!(count(app.query("event_outcome=FAILURE").await.json().await.unwrap()), 5, "case-insensitive enum filter");
-    assert_eq!(count(app.query("severity=Critical").await.json().await.unwrap()), 26);
-    assert_eq!(count(app.query("event_category=gateway&since=2d").await.json().await.unwrap()), 25, "relative since excludes the 3-day-old event");
-    assert_eq!(count(app.query("since=-2d").await.json().await.unwrap()), 25, "-2d means 2 days ago, not the future");
-    let until = (base - chrono::Duration::days(1)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
-    assert_eq!(count(app.query(&format!("until={until}")).await.json().await.unwrap()), 1);
-    assert_eq!(count(app.query("detail_key=task_id&detail_value=task-7").await.json().await.unwrap()), 1);
-    assert_eq!(count(app.query("actor_id=gateway-service&resource_type=Signal&resource_id=fp-abc123").await.json().await.unwrap()), 26);
+    assert_eq!(
+        count(app.query("correlation_id=odd").await.json().await.unwrap()),
+        12
+    );
+    assert_eq!(
+        count(
+            app.query("event_outcome=FAILURE")
+                .await
+                .json()
+                .await
+                .unwrap()
+        ),
+        5,
+        "case-insensitive enum filter"
+    );
+    assert_eq!(
+        count(app.query("severity=Critical").await.json().await.unwrap()),
+        26
+    );
+    assert_eq!(
+        count(
+            app.query("event_category=gateway&since=2d")
+                .await
+                .json()
+                .await
+                .unwrap()
+        ),
+        25,
+        "relative since excludes the 3-day-old event"
+    );
+    assert_eq!(
+        count(app.query("since=-2d").await.json().await.unwrap()),
+        25,
+        "-2d means 2 days ago, not the future"
+    );
+    let until = (base - chrono::Duration::days(1))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    assert_eq!(
+        count(
+            app.query(&format!("until={until}"))
+                .await
+                .json()
+                .await
+                .unwrap()
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            app.query("detail_key=task_id&detail_value=task-7")
+                .await
+                .json()
+                .await
+                .unwrap()
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            app.query("actor_id=gateway-service&resource_type=Signal&resource_id=fp-abc123")
+                .await
+                .json()
+                .await
+                .unwrap()
+        ),
+        26
+    );
     app.stop().await;
 }
 
@@ -303,14 +453,30 @@ async fn verify_reports_sql_tampering_but_not_late_events(backend: Backend) {
     assert_eq!(v["is_valid"], false, "{v}");
     let tampered = v["tampered_events"].as_array().unwrap();
     assert_eq!(tampered.len(), 1, "{v}");
-    assert!(tampered[0]["message"].as_str().unwrap().contains("content changed"), "{v}");
+    assert!(
+        tampered[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("content changed"),
+        "{v}"
+    );
     assert_eq!(v["verified_events"], 5);
 
     // Deleting the last row is caught by the head.
     let del = "DELETE FROM audit_events WHERE correlation_id = 'chain' AND chain_sequence = 6";
     app.sql(&[del]).await;
     let v = app.verify("chain").await;
-    assert!(v["tampered_events"].as_array().unwrap().iter().any(|t| t["message"].as_str().unwrap().contains("removed from the end")), "{v}");
+    assert!(
+        v["tampered_events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["message"]
+                .as_str()
+                .unwrap()
+                .contains("removed from the end")),
+        "{v}"
+    );
     app.stop().await;
 }
 
@@ -323,14 +489,25 @@ async fn concurrent_writers_to_one_chain_keep_it_valid_and_lose_nothing(backend:
             let mut ids = Vec::new();
             for i in 0..15 {
                 let r = if i % 3 == 0 {
-                    app.post_batch(&json!([event("hot"), event("hot"), event(&format!("cold-{w}"))])).await
+                    app.post_batch(&json!([
+                        event("hot"),
+                        event("hot"),
+                        event(&format!("cold-{w}"))
+                    ]))
+                    .await
                 } else {
                     app.post_event(&event("hot")).await
                 };
                 assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
                 let body: Value = r.json().await.unwrap();
                 match body.get("event_ids") {
-                    Some(ids_v) => ids.extend(ids_v.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned())),
+                    Some(ids_v) => ids.extend(
+                        ids_v
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|v| v.as_str().unwrap().to_owned()),
+                    ),
                     None => ids.push(body["event_id"].as_str().unwrap().to_owned()),
                 }
             }
@@ -346,51 +523,143 @@ async fn concurrent_writers_to_one_chain_keep_it_valid_and_lose_nothing(backend:
     // 8 writers x (5 batches x 2 + 10 singles) = 160 events on the hot chain.
     assert_eq!(v["total_events"], 160);
     let q: Value = app.query("limit=1").await.json().await.unwrap();
-    assert_eq!(q["pagination"]["total"].as_u64().unwrap() as usize, acknowledged.len());
+    assert_eq!(
+        q["pagination"]["total"].as_u64().unwrap() as usize,
+        acknowledged.len()
+    );
     assert_eq!(acknowledged.len(), 200);
     std::sync::Arc::into_inner(app).unwrap().stop().await;
 }
 
 async fn unknown_ids_routes_and_methods_get_problems(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let r = app.http.get(format!("{}/api/v1/audit/events/{}", app.base, uuid::Uuid::now_v7())).send().await.unwrap();
+    let r = app
+        .http
+        .get(format!(
+            "{}/api/v1/audit/events/{}",
+            app.base,
+            uuid::Uuid::now_v7()
+        ))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
-    let r = app.http.get(format!("{}/api/v1/audit/events/not-a-uuid", app.base)).send().await.unwrap();
+    let r = app
+        .http
+        .get(format!("{}/api/v1/audit/events/not-a-uuid", app.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
-    let r = app.http.get(format!("{}/api/v2/nothing", app.base)).send().await.unwrap();
+    let r = app
+        .http
+        .get(format!("{}/api/v2/nothing", app.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
-    let r = app.http.delete(format!("{}/api/v1/audit/events", app.base)).send().await.unwrap();
+    let r = app
+        .http
+        .delete(format!("{}/api/v1/audit/events", app.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 405);
-    let r = app.http.post(format!("{}/api/v1/audit/verify-chain", app.base)).json(&json!({})).send().await.unwrap();
+    let r = app
+        .http
+        .post(format!("{}/api/v1/audit/verify-chain", app.base))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     let p: Value = r.json().await.unwrap();
     assert!(p["field_errors"]["correlation_id"].is_string(), "{p}");
     let v = app.verify("never-written").await;
-    assert_eq!((v["total_events"].as_u64(), v["is_valid"].as_bool()), (Some(0), Some(true)));
+    assert_eq!(
+        (v["total_events"].as_u64(), v["is_valid"].as_bool()),
+        (Some(0), Some(true))
+    );
     app.stop().await;
 }
 
 async fn probes_openapi_and_metrics_are_served(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     for base in [&app.base, &app.metrics_base] {
-        assert_eq!(app.http.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
-        assert_eq!(app.http.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
+        assert_eq!(
+            app.http
+                .get(format!("{base}/healthz"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        assert_eq!(
+            app.http
+                .get(format!("{base}/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
     }
-    let spec: Value = app.http.get(format!("{}/openapi.json", app.base)).send().await.unwrap().json().await.unwrap();
+    let spec: Value = app
+        .http
+        .get(format!("{}/openapi.json", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(spec["paths"]["/api/v1/audit/events/batch"].is_object());
     assert_eq!(app.post_event(&event("m")).await.status(), 201);
     assert_eq!(app.post_event(&event(&"x".repeat(300))).await.status(), 400);
     let text = app.metrics().await;
-    assert_eq!(metric_value(&text, "datastorage_audit_events_written_total{category=\"gateway\"}"), Some(1.0), "{text}");
+    assert_eq!(
+        metric_value(
+            &text,
+            "datastorage_audit_events_written_total{category=\"gateway\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
     assert!(text.contains("datastorage_http_requests_total{method=\"POST\",route=\"/api/v1/audit/events\",status=\"201\"} 1"), "{text}");
     assert!(text.contains("datastorage_http_requests_total{method=\"POST\",route=\"/api/v1/audit/events\",status=\"400\"} 1"), "{text}");
-    assert!(text.contains("datastorage_audit_write_duration_seconds_count{kind=\"single\"} 1"), "{text}");
-    assert!(text.contains("datastorage_db_pool_max_open_connections{pool=\"primary\"} 25"), "{text}");
-    assert!(metric_value(&text, "datastorage_db_pool_open_connections{pool=\"primary\"}").unwrap() >= 1.0);
+    assert!(
+        text.contains("datastorage_audit_write_duration_seconds_count{kind=\"single\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("datastorage_db_pool_max_open_connections{pool=\"primary\"} 25"),
+        "{text}"
+    );
+    assert!(
+        metric_value(
+            &text,
+            "datastorage_db_pool_open_connections{pool=\"primary\"}"
+        )
+        .unwrap()
+            >= 1.0
+    );
     // Raw paths never become labels.
-    let _ = app.http.get(format!("{}/api/v1/audit/events/{}", app.base, uuid::Uuid::now_v7())).send().await.unwrap();
+    let _ = app
+        .http
+        .get(format!(
+            "{}/api/v1/audit/events/{}",
+            app.base,
+            uuid::Uuid::now_v7()
+        ))
+        .send()
+        .await
+        .unwrap();
     let text = app.metrics().await;
-    assert!(text.contains("route=\"/api/v1/audit/events/{event_id}\""), "{text}");
+    assert!(
+        text.contains("route=\"/api/v1/audit/events/{event_id}\""),
+        "{text}"
+    );
     app.stop().await;
 }

@@ -53,7 +53,12 @@ impl Capacity {
         let server = self.max_connections - self.superuser_reserved - self.reserved - self.others;
         let role = self.role_limit.map(|l| l - self.others_same_role);
         let database = self.database_limit.map(|l| l - self.others_same_database);
-        [Some(server), role, database].into_iter().flatten().min().unwrap_or(server).max(0)
+        [Some(server), role, database]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(server)
+            .max(0)
     }
 
     /// True when the budget does not fit.
@@ -64,7 +69,8 @@ impl Capacity {
     /// Sets the capacity gauges.
     pub fn export(&self, g: &CapacityGauges) {
         g.max_connections.set(self.max_connections);
-        g.reserved_connections.set(self.superuser_reserved + self.reserved);
+        g.reserved_connections
+            .set(self.superuser_reserved + self.reserved);
         g.other_connections.set(self.others);
         g.available_connections.set(self.available());
         g.budget_connections.set(self.budget());
@@ -99,7 +105,11 @@ impl Capacity {
             self.max_open_conns,
             self.headroom,
             self.budget(),
-            if self.violated() { "DOES NOT FIT" } else { "fits" },
+            if self.violated() {
+                "DOES NOT FIT"
+            } else {
+                "fits"
+            },
         )
     }
 }
@@ -127,7 +137,11 @@ impl fmt::Display for Capacity {
             write!(f, "; role limit {l} - others {}", self.others_same_role)?;
         }
         if let Some(l) = self.database_limit {
-            write!(f, "; database limit {l} - others {}", self.others_same_database)?;
+            write!(
+                f,
+                "; database limit {l} - others {}",
+                self.others_same_database
+            )?;
         }
         f.write_str(")")
     }
@@ -197,7 +211,10 @@ mod tests {
         assert_eq!((c.budget(), c.available()), (30, 15));
         assert!(c.violated());
         let line = c.to_string();
-        assert!(line.contains("5 replicas x maxOpenConns 5 + headroom 5 = 30 > available 15"), "{line}");
+        assert!(
+            line.contains("5 replicas x maxOpenConns 5 + headroom 5 = 30 > available 15"),
+            "{line}"
+        );
         assert!(!cap(2).violated());
     }
 

@@ -26,11 +26,16 @@ pub struct Linked<'a> {
 
 /// Assigns sequence numbers and hashes to `events` in order, starting from `heads`
 /// (`correlation_id → (last_sequence, last_hash)`), and advances `heads`.
-pub fn link<'a>(events: &[&'a ValidatedEvent], heads: &mut HashMap<String, (i64, String)>) -> Vec<Linked<'a>> {
+pub fn link<'a>(
+    events: &[&'a ValidatedEvent],
+    heads: &mut HashMap<String, (i64, String)>,
+) -> Vec<Linked<'a>> {
     events
         .iter()
         .map(|event| {
-            let head = heads.entry(event.correlation_id.clone()).or_insert((0, String::new()));
+            let head = heads
+                .entry(event.correlation_id.clone())
+                .or_insert((0, String::new()));
             let sequence = head.0 + 1;
             let previous_hash = std::mem::take(&mut head.1);
             let hash = chain_hash(&previous_hash, event, sequence);
@@ -83,11 +88,19 @@ pub fn verify(correlation_id: &str, chain: ChainRows) -> VerifyChainResponse {
             ));
         }
         if row.previous_event_hash != previous {
-            problems.push("previous_event_hash does not match the hash of the event before it".to_owned());
+            problems.push(
+                "previous_event_hash does not match the hash of the event before it".to_owned(),
+            );
         }
-        let recomputed = chain_hash(&row.previous_event_hash, &stored_content(&row), row.chain_sequence);
+        let recomputed = chain_hash(
+            &row.previous_event_hash,
+            &stored_content(&row),
+            row.chain_sequence,
+        );
         if recomputed != row.event_hash {
-            problems.push("content changed: the recomputed hash differs from the stored one".to_owned());
+            problems.push(
+                "content changed: the recomputed hash differs from the stored one".to_owned(),
+            );
         }
         if !problems.is_empty() {
             bad_rows += 1;
@@ -124,7 +137,10 @@ pub fn verify(correlation_id: &str, chain: ChainRows) -> VerifyChainResponse {
     } else if is_valid {
         format!("hash chain intact: {total} events verified")
     } else {
-        format!("hash chain broken: {} problem(s) found in {total} events", tampered.len())
+        format!(
+            "hash chain broken: {} problem(s) found in {total} events",
+            tampered.len()
+        )
     };
     VerifyChainResponse {
         correlation_id: correlation_id.to_owned(),

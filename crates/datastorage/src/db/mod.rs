@@ -74,17 +74,23 @@ impl DbError {
     pub fn from_sqlx(e: sqlx::Error) -> Self {
         use sqlx::Error as E;
         match &e {
-            E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::Protocol(_) => {
-                DbError::Unavailable {
-                    message: format!("lost the database connection: {e}"),
-                    retry_after: RETRY_AFTER_DOWN,
-                }
-            }
+            E::Io(_)
+            | E::Tls(_)
+            | E::PoolTimedOut
+            | E::PoolClosed
+            | E::WorkerCrashed
+            | E::Protocol(_) => DbError::Unavailable {
+                message: format!("lost the database connection: {e}"),
+                retry_after: RETRY_AFTER_DOWN,
+            },
             E::Database(db) => {
                 let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
                 match classify_code(&code) {
                     Class::Unavailable => DbError::Unavailable {
-                        message: format!("the database could not finish the request: {}", db.message()),
+                        message: format!(
+                            "the database could not finish the request: {}",
+                            db.message()
+                        ),
                         retry_after: RETRY_AFTER_BUSY,
                     },
                     Class::Data => DbError::Data(db.message().to_owned()),
@@ -114,14 +120,26 @@ fn classify_code(code: &str) -> Class {
         // PostgreSQL: connection exceptions, resource limits, operator intervention
         // (query_canceled = statement_timeout, admin shutdown), lock not available,
         // serialization failure / deadlock after retries.
-        c if c.starts_with("08") || c.starts_with("53") || c.starts_with("57") => Class::Unavailable,
+        c if c.starts_with("08") || c.starts_with("53") || c.starts_with("57") => {
+            Class::Unavailable
+        }
         "55P03" | "40001" | "40P01" => Class::Unavailable,
         // PostgreSQL: data exceptions and integrity constraint violations.
         c if c.starts_with("22") || c.starts_with("23") => Class::Data,
         // SQLite: BUSY, LOCKED, FULL, IOERR and their extended codes.
-        c if c.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 10 | 13)) => Class::Unavailable,
+        c if c
+            .parse::<u32>()
+            .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 10 | 13)) =>
+        {
+            Class::Unavailable
+        }
         // SQLite: CONSTRAINT, MISMATCH, TOOBIG.
-        c if c.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 19 | 20 | 18)) => Class::Data,
+        c if c
+            .parse::<u32>()
+            .is_ok_and(|n| matches!(n & 0xff, 18..=20)) =>
+        {
+            Class::Data
+        }
         _ => Class::Internal,
     }
 }
@@ -190,7 +208,10 @@ impl Store {
     }
 
     /// Writes events atomically, in order. Every event gets an outcome in input order.
-    pub async fn insert_events(&self, events: &[ValidatedEvent]) -> Result<Vec<WriteOutcome>, DbError> {
+    pub async fn insert_events(
+        &self,
+        events: &[ValidatedEvent],
+    ) -> Result<Vec<WriteOutcome>, DbError> {
         dispatch!(self, s => s.insert_events(events).await)
     }
 
@@ -200,7 +221,10 @@ impl Store {
     }
 
     /// One page of events matching `filter`, and the total count of matches.
-    pub async fn query_events(&self, filter: &EventFilter) -> Result<(Vec<AuditEvent>, u64), DbError> {
+    pub async fn query_events(
+        &self,
+        filter: &EventFilter,
+    ) -> Result<(Vec<AuditEvent>, u64), DbError> {
         dispatch!(self, s => s.query_events(filter).await)
     }
 

@@ -21,7 +21,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deadpool::managed::{self, Metrics as ObjectMetrics, PoolError, RecycleError, RecycleResult, TimeoutType, Timeouts};
+use deadpool::managed::{
+    self, Metrics as ObjectMetrics, PoolError, RecycleError, RecycleResult, TimeoutType, Timeouts,
+};
 use sqlx::{ConnectOptions, Connection};
 
 use crate::config::DatabaseSettings;
@@ -166,14 +168,20 @@ impl<C: Connection + 'static> Clone for Pool<C> {
 
 impl<C: Connection + 'static> std::fmt::Debug for Pool<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("snapshot", &self.snapshot()).finish()
+        f.debug_struct("Pool")
+            .field("snapshot", &self.snapshot())
+            .finish()
     }
 }
 
 impl<C: Connection + 'static> Pool<C> {
     /// Builds the pool. No connection is opened until one is needed (or the reaper tops up
     /// `minIdleConns`); the reaper task runs until the pool is closed.
-    pub fn new(options: <C as Connection>::Options, limits: PoolLimits, counters: PoolCounters) -> Self {
+    pub fn new(
+        options: <C as Connection>::Options,
+        limits: PoolLimits,
+        counters: PoolCounters,
+    ) -> Self {
         let manager = ConnManager {
             options,
             limits,
@@ -213,7 +221,10 @@ impl<C: Connection + 'static> Pool<C> {
     /// Takes a connection if one is free or can be opened now; `None` when all are in use.
     pub async fn try_acquire(&self) -> Result<Option<PooledConn<C>>, AcquireError> {
         let start = Instant::now();
-        Ok(self.get_now().await?.map(|object| self.hand_out(object, start)))
+        Ok(self
+            .get_now()
+            .await?
+            .map(|object| self.hand_out(object, start)))
     }
 
     async fn get_now(&self) -> Result<Option<managed::Object<ConnManager<C>>>, AcquireError> {
@@ -231,7 +242,9 @@ impl<C: Connection + 'static> Pool<C> {
 
     fn hand_out(&self, object: managed::Object<ConnManager<C>>, start: Instant) -> PooledConn<C> {
         let s = &*self.shared;
-        s.counters.acquire_duration.observe(start.elapsed().as_secs_f64());
+        s.counters
+            .acquire_duration
+            .observe(start.elapsed().as_secs_f64());
         s.in_use.fetch_add(1, Ordering::Relaxed);
         PooledConn {
             object: Some(object),
@@ -239,7 +252,10 @@ impl<C: Connection + 'static> Pool<C> {
         }
     }
 
-    async fn wait_for_connection(&self, start: Instant) -> Result<managed::Object<ConnManager<C>>, AcquireError> {
+    async fn wait_for_connection(
+        &self,
+        start: Instant,
+    ) -> Result<managed::Object<ConnManager<C>>, AcquireError> {
         let s = &*self.shared;
         s.counters.wait_count.inc();
         s.waiting.fetch_add(1, Ordering::Relaxed);
@@ -249,7 +265,9 @@ impl<C: Connection + 'static> Pool<C> {
         };
         let result = s.inner.timeout_get(&timeouts).await;
         s.waiting.fetch_sub(1, Ordering::Relaxed);
-        s.counters.wait_duration_seconds.inc_by(start.elapsed().as_secs_f64());
+        s.counters
+            .wait_duration_seconds
+            .inc_by(start.elapsed().as_secs_f64());
         result.map_err(|e| self.map_error(e))
     }
 
@@ -262,7 +280,9 @@ impl<C: Connection + 'static> Pool<C> {
             }
             PoolError::Timeout(_) => AcquireError::ConnectTimeout(limits.connect_timeout),
             PoolError::Backend(e) => AcquireError::Connect(e),
-            PoolError::Closed | PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_) => AcquireError::Closed,
+            PoolError::Closed | PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_) => {
+                AcquireError::Closed
+            }
         }
     }
 
@@ -300,7 +320,9 @@ impl<C: Connection + 'static> Pool<C> {
         let s = &*self.shared;
         s.in_use.fetch_sub(1, Ordering::Relaxed);
         let status = s.inner.status();
-        let idle_now = status.size.saturating_sub(s.in_use.load(Ordering::Relaxed) + 1);
+        let idle_now = status
+            .size
+            .saturating_sub(s.in_use.load(Ordering::Relaxed) + 1);
         // Hand the connection straight back when someone waits for it; otherwise keep at most
         // maxIdleConns idle, as Go's database/sql does.
         if s.waiting.load(Ordering::Relaxed) == 0 && idle_now >= s.limits.max_idle as usize {

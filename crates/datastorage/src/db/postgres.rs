@@ -56,9 +56,15 @@ pub fn connect_options(db: &DatabaseSettings) -> PgConnectOptions {
         .options([
             ("statement_timeout", ms(db.statement_timeout)),
             ("lock_timeout", ms(db.lock_timeout)),
-            ("idle_in_transaction_session_timeout", ms(db.idle_in_transaction_timeout)),
+            (
+                "idle_in_transaction_session_timeout",
+                ms(db.idle_in_transaction_timeout),
+            ),
         ])
-        .log_slow_statements(tracing::log::LevelFilter::Warn, std::time::Duration::from_secs(1));
+        .log_slow_statements(
+            tracing::log::LevelFilter::Warn,
+            std::time::Duration::from_secs(1),
+        );
     if let Some(p) = &db.password {
         opts = opts.password(p.expose());
     }
@@ -73,7 +79,10 @@ pub async fn migrate(db: &DatabaseSettings) -> anyhow::Result<usize> {
         .await
         .context("cannot connect to PostgreSQL to migrate")?;
     let before = applied_versions(&mut conn).await?;
-    MIGRATOR.run_direct(&mut conn).await.context("migration failed")?;
+    MIGRATOR
+        .run_direct(&mut conn)
+        .await
+        .context("migration failed")?;
     let after = applied_versions(&mut conn).await?;
     conn.close().await.ok();
     Ok(after.len().saturating_sub(before.len()))
@@ -81,10 +90,17 @@ pub async fn migrate(db: &DatabaseSettings) -> anyhow::Result<usize> {
 
 /// Fails unless every embedded migration is applied.
 pub async fn check_migrations(db: &DatabaseSettings) -> anyhow::Result<()> {
-    let mut conn = connect_options(db).connect().await.context("cannot connect to PostgreSQL")?;
+    let mut conn = connect_options(db)
+        .connect()
+        .await
+        .context("cannot connect to PostgreSQL")?;
     let applied = applied_versions(&mut conn).await?;
     conn.close().await.ok();
-    let missing: Vec<i64> = MIGRATOR.iter().map(|m| m.version).filter(|v| !applied.contains(v)).collect();
+    let missing: Vec<i64> = MIGRATOR
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| !applied.contains(v))
+        .collect();
     anyhow::ensure!(missing.is_empty(), "migrations {missing:?} are not applied; run `datastorage migrate` (database.migrateOnStart is false)");
     Ok(())
 }
@@ -118,14 +134,19 @@ impl PgStore {
     }
 
     /// See [`super::Store::insert_events`].
-    pub async fn insert_events(&self, events: &[ValidatedEvent]) -> Result<Vec<WriteOutcome>, DbError> {
+    pub async fn insert_events(
+        &self,
+        events: &[ValidatedEvent],
+    ) -> Result<Vec<WriteOutcome>, DbError> {
         let mut conn = self.pool.acquire().await?;
         let mut attempt = 1;
         loop {
             match write_batch(&mut conn, events).await {
                 Ok(outcomes) => return Ok(outcomes),
                 Err(Failed::Db(e)) => return Err(e),
-                Err(Failed::Sql(e)) if DbError::is_retryable_sqlx(&e) && attempt < MAX_TX_ATTEMPTS => {
+                Err(Failed::Sql(e))
+                    if DbError::is_retryable_sqlx(&e) && attempt < MAX_TX_ATTEMPTS =>
+                {
                     tracing::debug!(error = %e, attempt, "retrying write transaction");
                     attempt += 1;
                 }
@@ -149,13 +170,15 @@ impl PgStore {
     /// See [`super::Store::query_events`].
     pub async fn query_events(&self, f: &EventFilter) -> Result<(Vec<AuditEvent>, u64), DbError> {
         let mut conn = self.pool.acquire().await?;
-        let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM audit_events WHERE TRUE");
+        let mut count =
+            QueryBuilder::<Postgres>::new("SELECT count(*) FROM audit_events WHERE TRUE");
         push_filters(&mut count, f, false);
         let total: i64 = match count.build_query_scalar().fetch_one(&mut *conn).await {
             Ok(n) => n,
             Err(e) => return Err(fail(conn, e)),
         };
-        let mut page = QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM audit_events WHERE TRUE"));
+        let mut page =
+            QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM audit_events WHERE TRUE"));
         push_filters(&mut page, f, true);
         page.push(" ORDER BY event_timestamp DESC, event_id DESC LIMIT ")
             .push_bind(i64::from(f.limit) + 1);
@@ -235,7 +258,10 @@ impl From<sqlx::Error> for Failed {
 }
 
 /// One attempt at writing a batch, in one transaction.
-async fn write_batch(conn: &mut PgConnection, events: &[ValidatedEvent]) -> Result<Vec<WriteOutcome>, Failed> {
+async fn write_batch(
+    conn: &mut PgConnection,
+    events: &[ValidatedEvent],
+) -> Result<Vec<WriteOutcome>, Failed> {
     let mut tx = conn.begin().await?;
 
     // Lock the heads of every chain in the batch, in a fixed order so writers cannot deadlock.
@@ -257,15 +283,25 @@ async fn write_batch(conn: &mut PgConnection, events: &[ValidatedEvent]) -> Resu
     .bind(&chains)
     .fetch_all(&mut *tx)
     .await?;
-    let mut heads: HashMap<String, (i64, String)> = heads.into_iter().map(|(c, s, h)| (c, (s, h))).collect();
+    let mut heads: HashMap<String, (i64, String)> =
+        heads.into_iter().map(|(c, s, h)| (c, (s, h))).collect();
 
     // Replays: a client-supplied id already stored answers like the first write.
-    let supplied: Vec<Uuid> = events.iter().filter(|e| e.id_supplied).map(|e| e.event_id).collect();
+    let supplied: Vec<Uuid> = events
+        .iter()
+        .filter(|e| e.id_supplied)
+        .map(|e| e.event_id)
+        .collect();
     let mut existing = HashMap::new();
     if !supplied.is_empty() {
         let sql = format!("SELECT {COLUMNS} FROM audit_events WHERE event_id = ANY($1)");
-        for row in sqlx::query(&sql).bind(&supplied).fetch_all(&mut *tx).await? {
-            let stored = decode_row(&row).map_err(|e| Failed::Db(DbError::Internal(anyhow::anyhow!(e))))?;
+        for row in sqlx::query(&sql)
+            .bind(&supplied)
+            .fetch_all(&mut *tx)
+            .await?
+        {
+            let stored =
+                decode_row(&row).map_err(|e| Failed::Db(DbError::Internal(anyhow::anyhow!(e))))?;
             existing.insert(stored.event_id, stored);
         }
     }
@@ -306,14 +342,19 @@ async fn write_batch(conn: &mut PgConnection, events: &[ValidatedEvent]) -> Resu
         .iter()
         .map(|e| WriteOutcome {
             event_id: e.event_id,
-            event_timestamp: existing.get(&e.event_id).map_or(e.event_timestamp, |s| s.event_timestamp),
+            event_timestamp: existing
+                .get(&e.event_id)
+                .map_or(e.event_timestamp, |s| s.event_timestamp),
             replayed: existing.contains_key(&e.event_id),
         })
         .collect())
 }
 
 /// Inserts linked events with one statement of array parameters.
-async fn insert_rows(conn: &mut PgConnection, linked: &[super::chain::Linked<'_>]) -> Result<(), sqlx::Error> {
+async fn insert_rows(
+    conn: &mut PgConnection,
+    linked: &[super::chain::Linked<'_>],
+) -> Result<(), sqlx::Error> {
     macro_rules! col {
         ($f:expr) => {
             linked.iter().map($f).collect::<Vec<_>>()
@@ -395,7 +436,10 @@ fn push_filters<'a>(qb: &mut QueryBuilder<'a, Postgres>, f: &'a EventFilter, wit
         qb.push(" AND event_timestamp < ").push_bind(t);
     }
     if let Some((k, v)) = &f.detail {
-        qb.push(" AND event_data ->> ").push_bind(k.as_str()).push(" = ").push_bind(v.as_str());
+        qb.push(" AND event_data ->> ")
+            .push_bind(k.as_str())
+            .push(" = ")
+            .push_bind(v.as_str());
     }
     if let (true, Some(c)) = (with_cursor, f.cursor) {
         qb.push(" AND (event_timestamp, event_id) < (")

@@ -47,9 +47,17 @@ pub fn connect_options(db: &DatabaseSettings) -> SqliteConnectOptions {
 }
 
 fn create_parent(db: &DatabaseSettings) -> anyhow::Result<()> {
-    if let Some(dir) = db.sqlite_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("database.sqlitePath: cannot create folder {}", dir.display()))?;
+    if let Some(dir) = db
+        .sqlite_path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!(
+                "database.sqlitePath: cannot create folder {}",
+                dir.display()
+            )
+        })?;
     }
     Ok(())
 }
@@ -62,7 +70,10 @@ pub async fn migrate(db: &DatabaseSettings) -> anyhow::Result<usize> {
         .await
         .with_context(|| format!("cannot open SQLite database {}", db.sqlite_path.display()))?;
     let before = applied_versions(&mut conn).await?;
-    MIGRATOR.run_direct(&mut conn).await.context("migration failed")?;
+    MIGRATOR
+        .run_direct(&mut conn)
+        .await
+        .context("migration failed")?;
     let after = applied_versions(&mut conn).await?;
     conn.close().await.ok();
     Ok(after.len().saturating_sub(before.len()))
@@ -70,12 +81,18 @@ pub async fn migrate(db: &DatabaseSettings) -> anyhow::Result<usize> {
 
 /// Fails unless every embedded migration is applied.
 pub async fn check_migrations(db: &DatabaseSettings) -> anyhow::Result<()> {
-    let mut conn = connect_options(db).create_if_missing(false).connect().await.with_context(|| {
-        format!("cannot open SQLite database {}", db.sqlite_path.display())
-    })?;
+    let mut conn = connect_options(db)
+        .create_if_missing(false)
+        .connect()
+        .await
+        .with_context(|| format!("cannot open SQLite database {}", db.sqlite_path.display()))?;
     let applied = applied_versions(&mut conn).await?;
     conn.close().await.ok();
-    let missing: Vec<i64> = MIGRATOR.iter().map(|m| m.version).filter(|v| !applied.contains(v)).collect();
+    let missing: Vec<i64> = MIGRATOR
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| !applied.contains(v))
+        .collect();
     anyhow::ensure!(missing.is_empty(), "migrations {missing:?} are not applied; run `datastorage migrate` (database.migrateOnStart is false)");
     Ok(())
 }
@@ -114,7 +131,10 @@ impl SqliteStore {
     }
 
     /// See [`super::Store::insert_events`].
-    pub async fn insert_events(&self, events: &[ValidatedEvent]) -> Result<Vec<WriteOutcome>, DbError> {
+    pub async fn insert_events(
+        &self,
+        events: &[ValidatedEvent],
+    ) -> Result<Vec<WriteOutcome>, DbError> {
         // The writer lock comes first, so queued writers do not hold connections readers need.
         let _writer = self.writer.lock().await;
         let mut conn = self.pool.acquire().await?;
@@ -129,7 +149,11 @@ impl SqliteStore {
     pub async fn get_event(&self, id: Uuid) -> Result<Option<AuditEvent>, DbError> {
         let mut conn = self.pool.acquire().await?;
         let sql = format!("SELECT {COLUMNS} FROM audit_events WHERE event_id = ?");
-        match sqlx::query(&sql).bind(id.to_string()).fetch_optional(&mut *conn).await {
+        match sqlx::query(&sql)
+            .bind(id.to_string())
+            .fetch_optional(&mut *conn)
+            .await
+        {
             Ok(row) => row
                 .map(|r| decode_row(&r).map_err(|e| DbError::Internal(anyhow::anyhow!(e))))
                 .transpose(),
@@ -146,7 +170,8 @@ impl SqliteStore {
             Ok(n) => n,
             Err(e) => return Err(fail(conn, e)),
         };
-        let mut page = QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM audit_events WHERE 1"));
+        let mut page =
+            QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM audit_events WHERE 1"));
         push_filters(&mut page, f, true);
         page.push(" ORDER BY event_timestamp DESC, event_id DESC LIMIT ")
             .push_bind(i64::from(f.limit) + 1);
@@ -222,25 +247,34 @@ impl From<sqlx::Error> for Failed {
     }
 }
 
-async fn write_batch(conn: &mut SqliteConnection, events: &[ValidatedEvent]) -> Result<Vec<WriteOutcome>, Failed> {
+async fn write_batch(
+    conn: &mut SqliteConnection,
+    events: &[ValidatedEvent],
+) -> Result<Vec<WriteOutcome>, Failed> {
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
 
     let mut heads = HashMap::new();
     let chains: HashSet<&str> = events.iter().map(|e| e.correlation_id.as_str()).collect();
     for c in &chains {
-        let head: Option<(i64, String)> =
-            sqlx::query_as("SELECT last_sequence, last_hash FROM audit_chain_heads WHERE correlation_id = ?")
-                .bind(*c)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let head: Option<(i64, String)> = sqlx::query_as(
+            "SELECT last_sequence, last_hash FROM audit_chain_heads WHERE correlation_id = ?",
+        )
+        .bind(*c)
+        .fetch_optional(&mut *tx)
+        .await?;
         heads.insert((*c).to_owned(), head.unwrap_or((0, String::new())));
     }
 
     let mut existing = HashMap::new();
     let select = format!("SELECT {COLUMNS} FROM audit_events WHERE event_id = ?");
     for e in events.iter().filter(|e| e.id_supplied) {
-        if let Some(row) = sqlx::query(&select).bind(e.event_id.to_string()).fetch_optional(&mut *tx).await? {
-            let stored = decode_row(&row).map_err(|m| Failed::Db(DbError::Internal(anyhow::anyhow!(m))))?;
+        if let Some(row) = sqlx::query(&select)
+            .bind(e.event_id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?
+        {
+            let stored =
+                decode_row(&row).map_err(|m| Failed::Db(DbError::Internal(anyhow::anyhow!(m))))?;
             existing.insert(stored.event_id, stored);
         }
     }
@@ -314,7 +348,9 @@ async fn write_batch(conn: &mut SqliteConnection, events: &[ValidatedEvent]) -> 
         .iter()
         .map(|e| WriteOutcome {
             event_id: e.event_id,
-            event_timestamp: existing.get(&e.event_id).map_or(e.event_timestamp, |s| s.event_timestamp),
+            event_timestamp: existing
+                .get(&e.event_id)
+                .map_or(e.event_timestamp, |s| s.event_timestamp),
             replayed: existing.contains_key(&e.event_id),
         })
         .collect())
@@ -341,10 +377,12 @@ fn push_filters<'a>(qb: &mut QueryBuilder<'a, Sqlite>, f: &'a EventFilter, with_
         qb.push(" AND event_outcome = ").push_bind(o.as_str());
     }
     if let Some(t) = f.since {
-        qb.push(" AND event_timestamp >= ").push_bind(t.timestamp_micros());
+        qb.push(" AND event_timestamp >= ")
+            .push_bind(t.timestamp_micros());
     }
     if let Some(t) = f.until {
-        qb.push(" AND event_timestamp < ").push_bind(t.timestamp_micros());
+        qb.push(" AND event_timestamp < ")
+            .push_bind(t.timestamp_micros());
     }
     if let Some((k, v)) = &f.detail {
         // The key is restricted to [A-Za-z0-9_] by validation; it is still bound, not spliced.
@@ -365,13 +403,23 @@ fn push_filters<'a>(qb: &mut QueryBuilder<'a, Sqlite>, f: &'a EventFilter, with_
 fn decode_row(row: &SqliteRow) -> Result<AuditEvent, String> {
     let r = || -> Result<AuditEvent, String> {
         let get_str = |c: &str| row.try_get::<String, _>(c).map_err(|e| e.to_string());
-        let get_opt = |c: &str| row.try_get::<Option<String>, _>(c).map_err(|e| e.to_string());
-        let micros = |c: &str, v: i64| DateTime::<Utc>::from_timestamp_micros(v).ok_or_else(|| format!("{c}: timestamp out of range"));
+        let get_opt = |c: &str| {
+            row.try_get::<Option<String>, _>(c)
+                .map_err(|e| e.to_string())
+        };
+        let micros = |c: &str, v: i64| {
+            DateTime::<Utc>::from_timestamp_micros(v)
+                .ok_or_else(|| format!("{c}: timestamp out of range"))
+        };
         let uuid = |c: &str, s: String| Uuid::parse_str(&s).map_err(|e| format!("{c}: {e}"));
         let ts: i64 = row.try_get("event_timestamp").map_err(|e| e.to_string())?;
-        let parent_ts: Option<i64> = row.try_get("parent_event_date").map_err(|e| e.to_string())?;
+        let parent_ts: Option<i64> = row
+            .try_get("parent_event_date")
+            .map_err(|e| e.to_string())?;
         let data: String = get_str("event_data")?;
-        let serde_json::Value::Object(event_data) = serde_json::from_str(&data).map_err(|e| format!("event_data: {e}"))? else {
+        let serde_json::Value::Object(event_data) =
+            serde_json::from_str(&data).map_err(|e| format!("event_data: {e}"))?
+        else {
             return Err("event_data: not a JSON object".into());
         };
         Ok(AuditEvent {
@@ -380,17 +428,23 @@ fn decode_row(row: &SqliteRow) -> Result<AuditEvent, String> {
             event_type: get_str("event_type")?,
             event_timestamp: micros("event_timestamp", ts)?,
             event_date: get_str("event_date")?,
-            event_category: FromStr::from_str(&get_str("event_category")?).map_err(|e| format!("event_category {e}"))?,
+            event_category: FromStr::from_str(&get_str("event_category")?)
+                .map_err(|e| format!("event_category {e}"))?,
             event_action: get_str("event_action")?,
-            event_outcome: FromStr::from_str(&get_str("event_outcome")?).map_err(|e| format!("event_outcome {e}"))?,
+            event_outcome: FromStr::from_str(&get_str("event_outcome")?)
+                .map_err(|e| format!("event_outcome {e}"))?,
             actor_type: get_opt("actor_type")?,
             actor_id: get_opt("actor_id")?,
             actor_ip: get_opt("actor_ip")?,
             resource_type: get_opt("resource_type")?,
             resource_id: get_opt("resource_id")?,
             correlation_id: get_str("correlation_id")?,
-            parent_event_id: get_opt("parent_event_id")?.map(|s| uuid("parent_event_id", s)).transpose()?,
-            parent_event_date: parent_ts.map(|v| micros("parent_event_date", v)).transpose()?,
+            parent_event_id: get_opt("parent_event_id")?
+                .map(|s| uuid("parent_event_id", s))
+                .transpose()?,
+            parent_event_date: parent_ts
+                .map(|v| micros("parent_event_date", v))
+                .transpose()?,
             namespace: get_opt("namespace")?,
             cluster_id: get_opt("cluster_id")?,
             severity: get_opt("severity")?,

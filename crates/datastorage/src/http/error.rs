@@ -48,7 +48,9 @@ pub enum ApiError {
     #[error("method not allowed on this route")]
     MethodNotAllowed,
     /// A client-supplied id is stored with other content.
-    #[error("event_id {0} is already stored with different content; a replay must carry the same event")]
+    #[error(
+        "event_id {0} is already stored with different content; a replay must carry the same event"
+    )]
     Conflict(Uuid),
     /// The database cannot serve now.
     #[error("{message}")]
@@ -69,7 +71,13 @@ pub enum ApiError {
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         match e {
-            DbError::Unavailable { message, retry_after } => ApiError::Unavailable { message, retry_after },
+            DbError::Unavailable {
+                message,
+                retry_after,
+            } => ApiError::Unavailable {
+                message,
+                retry_after,
+            },
             DbError::Conflict(id) => ApiError::Conflict(id),
             DbError::Data(message) => {
                 let mut errors = FieldErrors::default();
@@ -115,21 +123,33 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::Validation(errors) => problem.field_errors = errors.0.clone(),
             ApiError::BatchTooLarge { max, got } => {
-                problem
-                    .field_errors
-                    .insert("(body)".into(), format!("a batch must hold at most {max} events (got {got})"));
+                problem.field_errors.insert(
+                    "(body)".into(),
+                    format!("a batch must hold at most {max} events (got {got})"),
+                );
             }
-            ApiError::Internal(e) => tracing::error!(error = ?e, "request failed with an internal error"),
-            ApiError::Unavailable { message, .. } => tracing::warn!(%message, "request answered 503"),
+            ApiError::Internal(e) => {
+                tracing::error!(error = ?e, "request failed with an internal error")
+            }
+            ApiError::Unavailable { message, .. } => {
+                tracing::warn!(%message, "request answered 503")
+            }
             _ => {}
         }
-        let status = StatusCode::from_u16(kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&problem).expect("a problem serializes");
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
+        );
         if let Some(wait) = self.retry_after() {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1)));
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(wait.as_secs().max(1)),
+            );
         }
         response
     }

@@ -10,8 +10,8 @@ use axum::Json;
 use chrono::Utc;
 use datastorage_api::query::Cursor;
 use datastorage_api::{
-    validate_event, AuditEvent, AuditEventResponse, AuditEventsQueryResponse, BatchAuditEventResponse,
-    EventQueryParams, FieldErrors, Pagination, ValidatedEvent,
+    validate_event, AuditEvent, AuditEventResponse, AuditEventsQueryResponse,
+    BatchAuditEventResponse, EventQueryParams, FieldErrors, Pagination, ValidatedEvent,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -27,7 +27,9 @@ pub async fn create_event(
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<AuditEventResponse>), ApiError> {
     let event = validate_event(&body).map_err(ApiError::Validation)?;
-    let outcome = write(&state, "single", std::slice::from_ref(&event)).await?.remove(0);
+    let outcome = write(&state, "single", std::slice::from_ref(&event))
+        .await?
+        .remove(0);
     let message = if outcome.replayed {
         "audit event already stored (idempotent replay); nothing written"
     } else {
@@ -58,7 +60,10 @@ pub async fn create_events_batch(
     };
     let max = state.settings.server.max_batch_size;
     if items.len() > max {
-        return Err(ApiError::BatchTooLarge { max, got: items.len() });
+        return Err(ApiError::BatchTooLarge {
+            max,
+            got: items.len(),
+        });
     }
     if items.is_empty() {
         let mut errors = FieldErrors::default();
@@ -94,12 +99,20 @@ pub async fn create_events_batch(
         StatusCode::CREATED,
         Json(BatchAuditEventResponse {
             event_ids: outcomes.iter().map(|o| o.event_id).collect(),
-            message: format!("{} audit events stored ({written} written, {} replays)", outcomes.len(), outcomes.len() - written),
+            message: format!(
+                "{} audit events stored ({written} written, {} replays)",
+                outcomes.len(),
+                outcomes.len() - written
+            ),
         }),
     ))
 }
 
-async fn write(state: &AppState, kind: &'static str, events: &[ValidatedEvent]) -> Result<Vec<crate::db::WriteOutcome>, ApiError> {
+async fn write(
+    state: &AppState,
+    kind: &'static str,
+    events: &[ValidatedEvent],
+) -> Result<Vec<crate::db::WriteOutcome>, ApiError> {
     let start = Instant::now();
     let outcomes = state.store.insert_events(events).await?;
     let categories = events
@@ -107,7 +120,9 @@ async fn write(state: &AppState, kind: &'static str, events: &[ValidatedEvent]) 
         .zip(&outcomes)
         .filter(|(_, o)| !o.replayed)
         .map(|(e, _)| e.event_category.as_str());
-    state.metrics.observe_write(kind, categories, start.elapsed().as_secs_f64());
+    state
+        .metrics
+        .observe_write(kind, categories, start.elapsed().as_secs_f64());
     Ok(outcomes)
 }
 
@@ -143,7 +158,11 @@ pub async fn list_events(
         data,
         pagination: Pagination {
             limit: filter.limit,
-            offset: if filter.cursor.is_some() { 0 } else { filter.offset },
+            offset: if filter.cursor.is_some() {
+                0
+            } else {
+                filter.offset
+            },
             total,
             has_more,
             next_cursor,
@@ -152,7 +171,10 @@ pub async fn list_events(
 }
 
 /// `GET /api/v1/audit/events/{event_id}`.
-pub async fn get_event(State(state): State<AppState>, Path(event_id): Path<String>) -> Result<Json<AuditEvent>, ApiError> {
+pub async fn get_event(
+    State(state): State<AppState>,
+    Path(event_id): Path<String>,
+) -> Result<Json<AuditEvent>, ApiError> {
     let id = Uuid::parse_str(&event_id).map_err(|_| {
         let mut errors = FieldErrors::default();
         errors.add("event_id", "event_id must be a UUID");

@@ -23,8 +23,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tracing::Instrument as _;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tracing::Instrument as _;
 
 use crate::config::Settings;
 use crate::db::Store;
@@ -58,8 +58,14 @@ pub fn api_router(state: AppState) -> Router {
     let server = &state.settings.server;
     let max_body = usize::try_from(server.max_body_size).unwrap_or(usize::MAX);
     let mut router = Router::new()
-        .route("/api/v1/audit/events", post(events::create_event).get(events::list_events))
-        .route("/api/v1/audit/events/batch", post(events::create_events_batch))
+        .route(
+            "/api/v1/audit/events",
+            post(events::create_event).get(events::list_events),
+        )
+        .route(
+            "/api/v1/audit/events/batch",
+            post(events::create_events_batch),
+        )
         .route("/api/v1/audit/events/{event_id}", get(events::get_event))
         .route("/api/v1/audit/verify-chain", post(verify::verify_chain))
         .route("/openapi.json", get(openapi::get_openapi))
@@ -116,13 +122,16 @@ async fn track_request(State(state): State<AppState>, req: Request, next: Next) 
         .to_owned();
     let span = tracing::info_span!("request", %method, %route, %request_id);
     let deadline = state.settings.server.write_timeout;
-    let response = match tokio::time::timeout(deadline, next.run(req).instrument(span.clone())).await {
-        Ok(response) => response,
-        Err(_) => span.in_scope(|| ApiError::Timeout(deadline).into_response()),
-    };
+    let response =
+        match tokio::time::timeout(deadline, next.run(req).instrument(span.clone())).await {
+            Ok(response) => response,
+            Err(_) => span.in_scope(|| ApiError::Timeout(deadline).into_response()),
+        };
     let status = response.status().as_u16();
     let elapsed = start.elapsed().as_secs_f64();
-    state.metrics.observe_request(method.as_str(), &route, status, elapsed);
+    state
+        .metrics
+        .observe_request(method.as_str(), &route, status, elapsed);
     span.in_scope(|| tracing::debug!(status, elapsed_ms = elapsed * 1000.0, "request finished"));
     response
 }
@@ -130,7 +139,10 @@ async fn track_request(State(state): State<AppState>, req: Request, next: Next) 
 async fn get_metrics(State(state): State<AppState>) -> impl IntoResponse {
     let body = state.metrics.encode(Some(state.store.snapshot()));
     (
-        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         body,
     )
 }

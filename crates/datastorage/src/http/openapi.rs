@@ -5,7 +5,8 @@ use std::sync::LazyLock;
 use axum::Json;
 
 static SPEC: LazyLock<serde_json::Value> = LazyLock::new(|| {
-    serde_norway::from_str(include_str!("../../openapi.yaml")).expect("openapi.yaml is valid YAML (tested)")
+    serde_norway::from_str(include_str!("../../openapi.yaml"))
+        .expect("openapi.yaml is valid YAML (tested)")
 });
 
 pub async fn get_openapi() -> Json<serde_json::Value> {

@@ -10,15 +10,24 @@ use super::AppState;
 use crate::db::chain;
 
 /// Walks one chain and reports every broken link (200 either way; `is_valid` tells).
-pub async fn verify_chain(State(state): State<AppState>, JsonBody(body): JsonBody) -> Result<Json<VerifyChainResponse>, ApiError> {
+pub async fn verify_chain(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<VerifyChainResponse>, ApiError> {
     let correlation_id = match body.get("correlation_id") {
-        Some(serde_json::Value::String(s)) if !s.is_empty() && s.chars().count() <= 255 => s.clone(),
+        Some(serde_json::Value::String(s)) if !s.is_empty() && s.chars().count() <= 255 => {
+            s.clone()
+        }
         other => {
             let mut errors = FieldErrors::default();
             let rule = match other {
                 None | Some(serde_json::Value::Null) => "correlation_id is required",
-                Some(serde_json::Value::String(s)) if s.is_empty() => "correlation_id must not be empty",
-                Some(serde_json::Value::String(_)) => "correlation_id must be at most 255 characters",
+                Some(serde_json::Value::String(s)) if s.is_empty() => {
+                    "correlation_id must not be empty"
+                }
+                Some(serde_json::Value::String(_)) => {
+                    "correlation_id must be at most 255 characters"
+                }
                 Some(_) => "correlation_id must be a string",
             };
             errors.add("correlation_id", rule);

@@ -19,7 +19,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub fn pg_admin_url() -> String {
-    std::env::var("DATASTORAGE_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    std::env::var("DATASTORAGE_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
 /// A fresh, empty PostgreSQL database on the test server.
@@ -43,12 +44,19 @@ impl PgDb {
         let mut admin = PgConnection::connect(admin_url)
             .await
             .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL at {admin_url} ({e}); run scripts/test or set DATASTORAGE_TEST_PG_URL"));
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
         admin.close().await.ok();
         Self {
             host: url.host_str().unwrap_or("127.0.0.1").to_owned(),
             port: url.port().unwrap_or(5432),
-            user: if url.username().is_empty() { "postgres".to_owned() } else { url.username().to_owned() },
+            user: if url.username().is_empty() {
+                "postgres".to_owned()
+            } else {
+                url.username().to_owned()
+            },
             password: url.password().map(str::to_owned),
             name,
         }
@@ -56,8 +64,14 @@ impl PgDb {
 
     pub fn url(&self) -> String {
         match &self.password {
-            Some(p) => format!("postgres://{}:{p}@{}:{}/{}", self.user, self.host, self.port, self.name),
-            None => format!("postgres://{}@{}:{}/{}", self.user, self.host, self.port, self.name),
+            Some(p) => format!(
+                "postgres://{}:{p}@{}:{}/{}",
+                self.user, self.host, self.port, self.name
+            ),
+            None => format!(
+                "postgres://{}@{}:{}/{}",
+                self.user, self.host, self.port, self.name
+            ),
         }
     }
 
@@ -143,12 +157,23 @@ impl TestApp {
         tweak(&mut settings);
         let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (base, metrics_base) = (url_of(api.local_addr().unwrap()), url_of(metrics.local_addr().unwrap()));
+        let (base, metrics_base) = (
+            url_of(api.local_addr().unwrap()),
+            url_of(metrics.local_addr().unwrap()),
+        );
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(datastorage::startup::run(settings, api, metrics, async move {
-            let _ = rx.await;
-        }));
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+        let task = tokio::spawn(datastorage::startup::run(
+            settings,
+            api,
+            metrics,
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
         let app = Self {
             base,
             metrics_base,
@@ -176,15 +201,29 @@ impl TestApp {
     }
 
     pub async fn post_event(&self, event: &Value) -> reqwest::Response {
-        self.http.post(format!("{}/api/v1/audit/events", self.base)).json(event).send().await.unwrap()
+        self.http
+            .post(format!("{}/api/v1/audit/events", self.base))
+            .json(event)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn post_batch(&self, events: &Value) -> reqwest::Response {
-        self.http.post(format!("{}/api/v1/audit/events/batch", self.base)).json(events).send().await.unwrap()
+        self.http
+            .post(format!("{}/api/v1/audit/events/batch", self.base))
+            .json(events)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn query(&self, query: &str) -> reqwest::Response {
-        self.http.get(format!("{}/api/v1/audit/events?{query}", self.base)).send().await.unwrap()
+        self.http
+            .get(format!("{}/api/v1/audit/events?{query}", self.base))
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn verify(&self, correlation_id: &str) -> Value {
@@ -200,7 +239,14 @@ impl TestApp {
     }
 
     pub async fn metrics(&self) -> String {
-        self.http.get(format!("{}/metrics", self.metrics_base)).send().await.unwrap().text().await.unwrap()
+        self.http
+            .get(format!("{}/metrics", self.metrics_base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// Runs SQL against the backing database directly (for tampering).
@@ -212,7 +258,9 @@ impl TestApp {
             }
         } else {
             let path = self.sqlite_path.as_ref().unwrap();
-            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .unwrap();
             for s in statements {
                 sqlx::query(s).execute(&mut c).await.unwrap();
             }
@@ -262,7 +310,11 @@ pub fn event(cid: &str) -> Value {
 
 /// A free loopback TCP port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A private PostgreSQL cluster with special settings, removed on drop.
@@ -284,15 +336,24 @@ fn pg_bin() -> PathBuf {
         }
     }
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path().join("bin"))).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+                .collect()
+        })
         .unwrap_or_default();
     versions.sort();
-    versions.pop().expect("PostgreSQL server binaries (initdb, pg_ctl) are needed; install postgresql")
+    versions
+        .pop()
+        .expect("PostgreSQL server binaries (initdb, pg_ctl) are needed; install postgresql")
 }
 
 fn as_postgres_user(cmd: &Path, args: &[&str]) -> Command {
     // initdb refuses to run as root; CI runs as root, so switch to the postgres account there.
-    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
     if is_root {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(cmd).args(args);
@@ -309,26 +370,74 @@ impl TempCluster {
         let bin = pg_bin();
         let dir = tempfile::Builder::new().prefix("ds-pg-").tempdir().unwrap();
         let data = dir.path().join("data");
-        let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+        let is_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout.starts_with(b"0"))
+            .unwrap_or(false);
         if is_root {
-            let ok = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().unwrap();
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
             assert!(ok.success());
         }
-        let out = as_postgres_user(&bin.join("initdb"), &["-D", data.to_str().unwrap(), "-U", "postgres", "-A", "trust", "--no-sync"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = as_postgres_user(
+            &bin.join("initdb"),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+            ],
+        )
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let port = free_port();
-        let mut opts = format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", dir.path().display());
+        let mut opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            dir.path().display()
+        );
         for (k, v) in settings {
             opts.push_str(&format!(" -c {k}={v}"));
         }
         let log = dir.path().join("log");
-        let out = as_postgres_user(&bin.join("pg_ctl"), &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-o", &opts, "-w", "start"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "pg_ctl start failed: {} {}", String::from_utf8_lossy(&out.stderr), std::fs::read_to_string(&log).unwrap_or_default());
-        Self { port, dir, bin, opts }
+        let out = as_postgres_user(
+            &bin.join("pg_ctl"),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-o",
+                &opts,
+                "-w",
+                "start",
+            ],
+        )
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {} {}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        Self {
+            port,
+            dir,
+            bin,
+            opts,
+        }
     }
 
     pub fn admin_url(&self) -> String {
@@ -337,16 +446,43 @@ impl TempCluster {
 
     pub fn stop(&self) {
         let data = self.dir.path().join("data");
-        let _ = as_postgres_user(&self.bin.join("pg_ctl"), &["-D", data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]).output();
+        let _ = as_postgres_user(
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
+        )
+        .output();
     }
 
     pub fn restart(&self) {
         let data = self.dir.path().join("data");
         let log = self.dir.path().join("log");
-        let out = as_postgres_user(&self.bin.join("pg_ctl"), &["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-o", &self.opts, "-w", "start"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "pg_ctl restart failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = as_postgres_user(
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-l",
+                log.to_str().unwrap(),
+                "-o",
+                &self.opts,
+                "-w",
+                "start",
+            ],
+        )
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl restart failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
