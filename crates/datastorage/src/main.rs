@@ -122,18 +122,11 @@ async fn check(settings: &Settings) -> anyhow::Result<ExitCode> {
         ),
         Driver::Sqlite => println!("database: sqlite {}", db.sqlite_path.display()),
     }
-    Store::check_migrations(db)
-        .await
-        .map(|()| println!("connection: ok, migrations applied"))
-        .or_else(|e| {
-            let text = format!("{e:#}");
-            if text.contains("not applied") {
-                println!("connection: ok, {text}");
-                Ok(())
-            } else {
-                Err(e)
-            }
-        })?;
+    if driver == Driver::Sqlite && !db.sqlite_path.exists() {
+        println!("connection: the SQLite file does not exist yet; `serve` or `migrate` creates it");
+    } else {
+        report_migrations(db).await?;
+    }
     println!("effective pool settings");
     let rows = [
         ("maxOpenConns", db.max_open_conns.to_string()),
@@ -180,6 +173,16 @@ async fn check(settings: &Settings) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Connects and says whether every migration is applied; only a failure to connect is an error.
+async fn report_migrations(db: &config::DatabaseSettings) -> anyhow::Result<()> {
+    match Store::check_migrations(db).await {
+        Ok(()) => println!("connection: ok, migrations applied"),
+        Err(e) if format!("{e:#}").contains("not applied") => println!("connection: ok, {e:#}"),
+        Err(e) => return Err(e),
+    }
+    Ok(())
 }
 
 fn pg_only(driver: Driver, d: std::time::Duration) -> String {

@@ -134,12 +134,7 @@ fn classify_code(code: &str) -> Class {
             Class::Unavailable
         }
         // SQLite: CONSTRAINT, MISMATCH, TOOBIG.
-        c if c
-            .parse::<u32>()
-            .is_ok_and(|n| matches!(n & 0xff, 18..=20)) =>
-        {
-            Class::Data
-        }
+        c if c.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 18..=20)) => Class::Data,
         _ => Class::Internal,
     }
 }
