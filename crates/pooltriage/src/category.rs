@@ -102,14 +102,26 @@ pub fn classify_file(rel_path: &str, text: Option<&str>) -> Category {
     {
         return Category::Docs;
     }
-    // Java and Kotlin keep tests in src/test/<lang>; the `test` component already says so.
-    if let Some(cat) = dirs.iter().find_map(|d| dir_category(d)) {
+    if let Some(cat) = convention_dirs(dirs).iter().find_map(|d| dir_category(d)) {
         return cat;
     }
     if is_test_file_name(name) {
         return Category::Test;
     }
     Category::Production
+}
+
+/// The directories whose names carry meaning. Below a Maven/Gradle source root
+/// (`src/main/...`, `src/test/...`) the rest is a package path (`com/example/...`), so only the
+/// components up to `main`/`test` count; `src/test` itself still says "test".
+fn convention_dirs<'a, 'b>(dirs: &'b [&'a str]) -> &'b [&'a str] {
+    let cut = dirs
+        .windows(2)
+        .position(|w| w[0] == "src" && matches!(w[1], "main" | "test" | "it" | "integrationTest"));
+    match cut {
+        Some(i) => &dirs[..i + 2],
+        None => dirs,
+    }
 }
 
 /// Classifies a directory (relative to the scan root) by the same directory conventions; used to
@@ -119,7 +131,7 @@ pub fn classify_dir(rel_dir: &str) -> Category {
     if parts.iter().any(|d| VENDORED_DIRS.contains(d)) {
         return Category::Vendored;
     }
-    parts
+    convention_dirs(&parts)
         .iter()
         .find_map(|d| dir_category(d))
         .unwrap_or(Category::Production)

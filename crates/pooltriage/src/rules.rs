@@ -167,6 +167,15 @@ pub static DETECTORS: LazyLock<Vec<Detector>> = LazyLock::new(|| {
         .collect()
 });
 
+impl Detector {
+    /// True for detectors that match a parameter inside a connection string (`dsn/...`): their
+    /// value ends at the next `&`, quote, space or bracket rather than at the end of an
+    /// expression.
+    pub fn matches_dsn_parameter(&self) -> bool {
+        self.id.starts_with("dsn/")
+    }
+}
+
 /// The detectors that run on files of `lang`. Prose runs every source-code detector, because
 /// documentation quotes code from every language.
 pub fn for_language(lang: Language) -> impl Iterator<Item = &'static Detector> {

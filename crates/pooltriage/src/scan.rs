@@ -258,21 +258,26 @@ pub fn scan_text(file: &mut ScannedFile, lang: Language, text: &str, clients: &[
         if det.guard.as_ref().is_some_and(|g| !g.is_match(text)) {
             continue;
         }
-        for (view, in_comment) in [(&views.code, false), (&views.comments, true)] {
+        for (view, in_view_comments) in [(&views.code, false), (&views.comments, true)] {
+            // Prose is all "comment" to the splitter, but a line of a README is not a comment.
+            let in_comment = in_view_comments && lang != Language::Docs;
             for m in det.pattern.find_iter(view) {
                 let (mut setting, mut val, mut source) = (None, None, None);
                 if det.kind == FindingKind::PoolSetting {
-                    let Some((a, b)) = value::extract(view, m.end()) else {
-                        continue;
+                    let extracted = if det.matches_dsn_parameter() {
+                        dsn_parameter(view, m.end())
+                    } else {
+                        value::extract(view, m.end())
                     };
+                    let Some((a, b)) = extracted else { continue };
                     let expr = &view[a..b];
                     setting = det.setting.map(str::to_string);
                     source = Some(value::classify_expr(expr));
-                    val = Some(expr.to_string());
+                    val = Some(shorten(expr, 80));
                 }
                 let start = m.start() + leading_ws(m.as_str());
                 let line = lines.line_of(start);
-                let mut category = category_at(line, in_comment);
+                let mut category = category_at(line, in_view_comments);
                 if det.kind == FindingKind::DriverImport
                     && !in_comment
                     && is_dev_dependency(lang, view, start)
@@ -358,6 +363,22 @@ fn category_if_not_prod(c: Category) -> Category {
     }
 }
 
+/// The value of a connection-string parameter starting at `start`: up to the next `&`, quote,
+/// whitespace or bracket.
+fn dsn_parameter(text: &str, start: usize) -> Option<(usize, usize)> {
+    let len = text[start..]
+        .find(|c: char| {
+            c == '&'
+                || c == '"'
+                || c == '\''
+                || c == '`'
+                || c.is_whitespace()
+                || "()[]{},;".contains(c)
+        })
+        .unwrap_or(text.len() - start);
+    (len > 0).then_some((start, start + len))
+}
+
 fn leading_ws(s: &str) -> usize {
     s.len() - s.trim_start().len()
 }
@@ -408,13 +429,17 @@ impl LineIndex {
     fn snippet(&self, text: &str, line: usize) -> String {
         let start = self.starts[line - 1];
         let end = self.starts.get(line).map_or(text.len(), |&e| e);
-        let l = text[start..end].trim();
-        if l.chars().count() > 160 {
-            let cut: String = l.chars().take(157).collect();
-            format!("{cut}...")
-        } else {
-            l.to_string()
-        }
+        shorten(text[start..end].trim(), 160)
+    }
+}
+
+/// `s`, cut to at most `max` characters (ending in `...` when cut).
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() > max {
+        let cut: String = s.chars().take(max - 3).collect();
+        format!("{cut}...")
+    } else {
+        s.to_string()
     }
 }
 
@@ -601,6 +626,7 @@ fn reclassify_rust_test_modules(files: &mut [ScannedFile]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::value::ValueSource;
 
     fn scan(path: &str, text: &str) -> ScannedFile {
         let lang = Language::detect(Path::new(path)).expect("scanned type");
@@ -645,6 +671,26 @@ mod tests {
             "columns point at the matched call (its dot)"
         );
         assert!(f.findings[2].in_comment);
+    }
+
+    #[test]
+    fn pool_parameters_in_connection_strings_are_classified_by_their_own_value() {
+        let f = scan(
+            "app/db.go",
+            "package app\nconst a = \"postgres://h/db?pool_max_conns=10&sslmode=disable\"\nvar b = fmt.Sprintf(\"postgres://h/db?pool_max_conns=%d\", n)\n",
+        );
+        let got: Vec<_> = f
+            .findings
+            .iter()
+            .map(|x| (x.line, x.value.as_deref(), x.value_source))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (2, Some("10"), Some(ValueSource::Literal)),
+                (3, Some("%d"), Some(ValueSource::Config))
+            ]
+        );
     }
 
     #[test]

@@ -246,6 +246,11 @@ fn add_go_cmds(files: &[ScannedFile], go: &GoIndex<'_>, found: &mut Vec<Service>
 
 fn add_cargo_bins(files: &[ScannedFile], found: &mut Vec<Service>) {
     let paths: HashSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    let rust_dirs: HashSet<&str> = files
+        .iter()
+        .filter(|f| f.path.ends_with(".rs"))
+        .map(ScannedFile::dir)
+        .collect();
     let manifests: Vec<(&str, &crate::scan::CargoManifest)> = files
         .iter()
         .filter_map(|f| f.cargo.as_ref().map(|c| (f.dir(), c)))
@@ -260,9 +265,7 @@ fn add_cargo_bins(files: &[ScannedFile], found: &mut Vec<Service>) {
         };
         let has_bin = m.has_bin_section
             || paths.contains(format!("{src}/main.rs").as_str())
-            || files
-                .iter()
-                .any(|f| f.dir() == format!("{src}/bin") && f.path.ends_with(".rs"));
+            || rust_dirs.contains(format!("{src}/bin").as_str());
         if !has_bin || !is_production_dir(dir) {
             continue;
         }

@@ -30,12 +30,18 @@ pub(super) fn render(r: &Report) -> String {
         );
     }
     let connecting = r.services.iter().filter(|s| s.verdict.connects()).count();
+    let services = if r.services.is_empty() {
+        "0 (none detected; name them under `services:` in .pooltriage.yaml)".to_string()
+    } else {
+        format!(
+            "{} (each one scanned, none assumed); with database connections: {connecting}",
+            r.services.len()
+        )
+    };
     let _ = writeln!(
         out,
-        "- Database owners: {}\n- Services checked: {} (every one scanned, none assumed); with database connections: {}\n- Files: {} scanned, {} not a scanned type, {} binary, {} too large\n",
+        "- Database owners: {}\n- Services checked: {services}\n- Files: {} scanned, {} not a scanned type, {} binary, {} too large\n",
         list_code(&r.owners),
-        r.services.len(),
-        connecting,
         r.files.scanned,
         r.files.unsupported,
         r.files.binary,
@@ -369,13 +375,14 @@ fn service_evidence(out: &mut String, r: &Report) {
         if s.connections.is_empty() {
             let _ = writeln!(
                 out,
-                "- Proof of no connection: {}, no connection calls found, {} files scanned",
+                "- Proof of no connection: {}, no connection calls found, {} file{} scanned",
                 if s.driver_imports.is_empty() {
                     "no driver imports found".to_string()
                 } else {
                     format!("driver imported at {}", locations(&s.driver_imports))
                 },
-                s.files_scanned
+                s.files_scanned,
+                plural(s.files_scanned)
             );
         } else {
             let _ = writeln!(out, "- Connections:");
