@@ -13,6 +13,7 @@ use anyhow::{bail, Context as _};
 use tokio::net::TcpListener;
 
 use crate::config::{CapacityPolicy, Driver, Settings};
+use crate::db::group_commit::GroupCommit;
 use crate::db::{capacity, Store};
 use crate::http::{api_router, metrics_router, AppState};
 use crate::metrics::Metrics;
@@ -80,10 +81,16 @@ pub async fn run(
         "connection pool settings in effect"
     );
 
+    let writer = GroupCommit::start(
+        store.clone(),
+        db.max_open_conns,
+        settings.server.max_batch_size,
+    );
     let settings = Arc::new(settings);
     let accepting = Arc::new(AtomicBool::new(true));
     let state = AppState {
         store: store.clone(),
+        writer,
         metrics: Arc::clone(&metrics),
         settings: Arc::clone(&settings),
         accepting: Arc::clone(&accepting),

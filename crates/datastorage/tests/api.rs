@@ -35,6 +35,7 @@ both!(
     concurrent_writers_to_one_chain_keep_it_valid_and_lose_nothing,
     unknown_ids_routes_and_methods_get_problems,
     probes_openapi_and_metrics_are_served,
+    group_commit_isolates_a_conflicting_event_from_its_neighbours,
 );
 
 async fn post_then_get_returns_the_stored_event(backend: Backend) {
@@ -662,4 +663,46 @@ async fn probes_openapi_and_metrics_are_served(backend: Backend) {
         "{text}"
     );
     app.stop().await;
+}
+
+async fn group_commit_isolates_a_conflicting_event_from_its_neighbours(backend: Backend) {
+    let app =
+        std::sync::Arc::new(TestApp::spawn_with(backend, |s| s.database.max_open_conns = 2).await);
+    let id = uuid::Uuid::now_v7().to_string();
+    let mut original = event("iso");
+    original["event_id"] = json!(id);
+    assert_eq!(app.post_event(&original).await.status(), 201);
+    let mut conflicting = original.clone();
+    conflicting["event_action"] = json!("changed");
+
+    // 60 concurrent single writes: one conflicting replay, two identical replays of a new id
+    // (same id twice in flight), and 57 ordinary events, all likely to share groups.
+    let twin = uuid::Uuid::now_v7().to_string();
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let app = app.clone();
+        let body = match i {
+            30 => conflicting.clone(),
+            10 | 11 => {
+                let mut e = event("iso");
+                e["event_id"] = json!(twin);
+                e["event_timestamp"] = json!("2026-01-01T00:00:00Z");
+                e
+            }
+            _ => event("iso"),
+        };
+        tasks.push(tokio::spawn(async move {
+            (i, app.post_event(&body).await.status().as_u16())
+        }));
+    }
+    for t in tasks {
+        let (i, status) = t.await.unwrap();
+        let expected = if i == 30 { 409 } else { 201 };
+        assert_eq!(status, expected, "request {i}");
+    }
+    let v = app.verify("iso").await;
+    assert_eq!(v["is_valid"], true, "{v}");
+    // 1 original + 57 ordinary + the twin once.
+    assert_eq!(v["total_events"], 59, "{v}");
+    std::sync::Arc::into_inner(app).unwrap().stop().await;
 }

@@ -13,6 +13,7 @@
 
 pub mod capacity;
 pub mod chain;
+pub mod group_commit;
 pub mod pool;
 pub mod postgres;
 pub mod sqlite;
@@ -69,6 +70,22 @@ impl From<AcquireError> for DbError {
 }
 
 impl DbError {
+    /// A copy of this error for each of several requests that share one failure.
+    pub fn duplicate(&self) -> Self {
+        match self {
+            DbError::Unavailable {
+                message,
+                retry_after,
+            } => DbError::Unavailable {
+                message: message.clone(),
+                retry_after: *retry_after,
+            },
+            DbError::Conflict(id) => DbError::Conflict(*id),
+            DbError::Data(m) => DbError::Data(m.clone()),
+            DbError::Internal(e) => DbError::Internal(anyhow::anyhow!("{e:#}")),
+        }
+    }
+
     /// Classifies a sqlx error: lost connections, timeouts and resource limits are
     /// `Unavailable`, data exceptions and constraint violations are `Data`, the rest `Internal`.
     pub fn from_sqlx(e: sqlx::Error) -> Self {

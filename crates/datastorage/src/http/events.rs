@@ -11,7 +11,7 @@ use chrono::Utc;
 use datastorage_api::query::Cursor;
 use datastorage_api::{
     validate_event, AuditEvent, AuditEventResponse, AuditEventsQueryResponse,
-    BatchAuditEventResponse, EventQueryParams, FieldErrors, Pagination, ValidatedEvent,
+    BatchAuditEventResponse, EventQueryParams, FieldErrors, Pagination,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -27,9 +27,13 @@ pub async fn create_event(
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<AuditEventResponse>), ApiError> {
     let event = validate_event(&body).map_err(ApiError::Validation)?;
-    let outcome = write(&state, "single", std::slice::from_ref(&event))
-        .await?
-        .remove(0);
+    let start = Instant::now();
+    let category = event.event_category.as_str();
+    let outcome = state.writer.write(event).await?;
+    let written = (!outcome.replayed).then_some(category);
+    state
+        .metrics
+        .observe_write("single", written, start.elapsed().as_secs_f64());
     let message = if outcome.replayed {
         "audit event already stored (idempotent replay); nothing written"
     } else {
@@ -93,7 +97,16 @@ pub async fn create_events_batch(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let outcomes = write(&state, "batch", &events).await?;
+    let start = Instant::now();
+    let outcomes = state.store.insert_events(&events).await?;
+    let categories = events
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| !o.replayed)
+        .map(|(e, _)| e.event_category.as_str());
+    state
+        .metrics
+        .observe_write("batch", categories, start.elapsed().as_secs_f64());
     let written = outcomes.iter().filter(|o| !o.replayed).count();
     Ok((
         StatusCode::CREATED,
@@ -106,24 +119,6 @@ pub async fn create_events_batch(
             ),
         }),
     ))
-}
-
-async fn write(
-    state: &AppState,
-    kind: &'static str,
-    events: &[ValidatedEvent],
-) -> Result<Vec<crate::db::WriteOutcome>, ApiError> {
-    let start = Instant::now();
-    let outcomes = state.store.insert_events(events).await?;
-    let categories = events
-        .iter()
-        .zip(&outcomes)
-        .filter(|(_, o)| !o.replayed)
-        .map(|(e, _)| e.event_category.as_str());
-    state
-        .metrics
-        .observe_write(kind, categories, start.elapsed().as_secs_f64());
-    Ok(outcomes)
 }
 
 /// `GET /api/v1/audit/events`: filters, newest first, `limit`/`offset` or `cursor`.

@@ -27,6 +27,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tracing::Instrument as _;
 
 use crate::config::Settings;
+use crate::db::group_commit::GroupCommit;
 use crate::db::Store;
 use crate::metrics::Metrics;
 use error::ApiError;
@@ -38,6 +39,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct AppState {
     /// The database.
     pub store: Store,
+    /// Group commit for single-event writes.
+    pub writer: GroupCommit,
     /// The metrics.
     pub metrics: Arc<Metrics>,
     /// Settings in force.
