@@ -137,49 +137,49 @@ impl Metrics {
             }};
         }
         let pool = PoolCounters {
-            wait_count: pool_metric!("datastorage_db_pool_wait_count", "Acquisitions that waited because every connection was in use (Go DBStats.WaitCount).", Counter::default()),
-            wait_duration_seconds: pool_metric!("datastorage_db_pool_wait_duration_seconds", "Total seconds spent waiting for a connection (Go DBStats.WaitDuration).", Counter::<f64, std::sync::atomic::AtomicU64>::default()),
-            max_idle_closed: pool_metric!("datastorage_db_pool_max_idle_closed", "Connections closed because idle connections exceeded maxIdleConns (Go DBStats.MaxIdleClosed).", Counter::default()),
-            max_idle_time_closed: pool_metric!("datastorage_db_pool_max_idle_time_closed", "Connections closed for exceeding connMaxIdleTime (Go DBStats.MaxIdleTimeClosed).", Counter::default()),
-            max_lifetime_closed: pool_metric!("datastorage_db_pool_max_lifetime_closed", "Connections closed for exceeding connMaxLifetime (Go DBStats.MaxLifetimeClosed).", Counter::default()),
-            acquire_timeouts: pool_metric!("datastorage_db_pool_acquire_timeouts", "Acquisitions that gave up after acquireTimeout and answered 503.", Counter::default()),
-            acquire_duration: pool_metric!("datastorage_db_pool_acquire_duration_seconds", "Time to get a connection from the pool, waiting and connecting included.", seconds_histogram()),
+            wait_count: pool_metric!("datastorage_db_pool_wait_count", "Acquisitions that waited because every connection was in use (Go DBStats.WaitCount)", Counter::default()),
+            wait_duration_seconds: pool_metric!("datastorage_db_pool_wait_duration_seconds", "Total seconds spent waiting for a connection (Go DBStats.WaitDuration)", Counter::<f64, std::sync::atomic::AtomicU64>::default()),
+            max_idle_closed: pool_metric!("datastorage_db_pool_max_idle_closed", "Connections closed because idle connections exceeded maxIdleConns (Go DBStats.MaxIdleClosed)", Counter::default()),
+            max_idle_time_closed: pool_metric!("datastorage_db_pool_max_idle_time_closed", "Connections closed for exceeding connMaxIdleTime (Go DBStats.MaxIdleTimeClosed)", Counter::default()),
+            max_lifetime_closed: pool_metric!("datastorage_db_pool_max_lifetime_closed", "Connections closed for exceeding connMaxLifetime (Go DBStats.MaxLifetimeClosed)", Counter::default()),
+            acquire_timeouts: pool_metric!("datastorage_db_pool_acquire_timeouts", "Acquisitions that gave up after acquireTimeout and answered 503", Counter::default()),
+            acquire_duration: pool_metric!("datastorage_db_pool_acquire_duration_seconds", "Time to get a connection from the pool, waiting and connecting included", seconds_histogram()),
         };
         let pool_max_open = pool_metric!(
             "datastorage_db_pool_max_open_connections",
-            "Configured maxOpenConns (Go DBStats.MaxOpenConnections).",
+            "Configured maxOpenConns (Go DBStats.MaxOpenConnections)",
             Gauge::default()
         );
         let pool_max_idle = pool_metric!(
             "datastorage_db_pool_max_idle_connections",
-            "Configured maxIdleConns.",
+            "Configured maxIdleConns",
             Gauge::default()
         );
         let pool_open = pool_metric!(
             "datastorage_db_pool_open_connections",
-            "Connections open now, in use + idle (Go DBStats.OpenConnections).",
+            "Connections open now, in use + idle (Go DBStats.OpenConnections)",
             Gauge::default()
         );
         let pool_in_use = pool_metric!(
             "datastorage_db_pool_in_use_connections",
-            "Connections in use now (Go DBStats.InUse).",
+            "Connections in use now (Go DBStats.InUse)",
             Gauge::default()
         );
         let pool_idle = pool_metric!(
             "datastorage_db_pool_idle_connections",
-            "Idle connections now (Go DBStats.Idle).",
+            "Idle connections now (Go DBStats.Idle)",
             Gauge::default()
         );
         let pool_waiting = pool_metric!(
             "datastorage_db_pool_waiting",
-            "Acquirers waiting for a connection now.",
+            "Acquirers waiting for a connection now",
             Gauge::default()
         );
 
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register(
             "datastorage_http_requests",
-            "HTTP requests by method, matched route and status.",
+            "HTTP requests by method, matched route and status",
             http_requests.clone(),
         );
         let http_duration = Family::<HttpLabels, Histogram>::new_with_constructor(
@@ -187,13 +187,13 @@ impl Metrics {
         );
         registry.register(
             "datastorage_http_request_duration_seconds",
-            "HTTP request latency by method, matched route and status.",
+            "HTTP request latency by method, matched route and status",
             http_duration.clone(),
         );
         let events_written = Family::<CategoryLabels, Counter>::default();
         registry.register(
             "datastorage_audit_events_written",
-            "Audit events committed, by contract category (replays not counted).",
+            "Audit events committed, by contract category (replays not counted)",
             events_written.clone(),
         );
         let write_duration = Family::<WriteLabels, Histogram>::new_with_constructor(
@@ -201,7 +201,7 @@ impl Metrics {
         );
         registry.register(
             "datastorage_audit_write_duration_seconds",
-            "Time to commit a write, pool acquisition included, by kind (single or batch).",
+            "Time to commit a write, pool acquisition included, by kind (single or batch)",
             write_duration.clone(),
         );
 
@@ -213,44 +213,44 @@ impl Metrics {
             .set(1);
         registry.register(
             "datastorage_build_info",
-            "Build information; always 1.",
+            "Build information; always 1",
             build,
         );
         let ready = Gauge::default();
-        registry.register("datastorage_ready", "1 while the service accepts traffic (database reachable, migrations applied, not shutting down).", ready.clone());
+        registry.register("datastorage_ready", "1 while the service accepts traffic (database reachable, migrations applied, not shutting down)", ready.clone());
 
         let cap = CapacityGauges::default();
         if capacity {
             let sub = &mut registry;
             sub.register(
                 "datastorage_db_capacity_max_connections",
-                "PostgreSQL max_connections.",
+                "PostgreSQL max_connections",
                 cap.max_connections.clone(),
             );
             sub.register(
                 "datastorage_db_capacity_reserved_connections",
-                "Connection slots reserved for superusers and pg_use_reserved_connections.",
+                "Connection slots reserved for superusers and pg_use_reserved_connections",
                 cap.reserved_connections.clone(),
             );
             sub.register(
                 "datastorage_db_capacity_other_connections",
-                "Connections held by other clients when the budget was checked.",
+                "Connections held by other clients when the budget was checked",
                 cap.other_connections.clone(),
             );
-            sub.register("datastorage_db_capacity_available_connections", "Connections this service may use: the tightest limit minus reserved slots and other clients.", cap.available_connections.clone());
+            sub.register("datastorage_db_capacity_available_connections", "Connections this service may use: the tightest limit minus reserved slots and other clients", cap.available_connections.clone());
             sub.register(
                 "datastorage_db_capacity_budget_connections",
-                "Connections this service needs: replicas x maxOpenConns + headroom.",
+                "Connections this service needs: replicas x maxOpenConns + headroom",
                 cap.budget_connections.clone(),
             );
             sub.register(
                 "datastorage_db_capacity_replicas",
-                "Peak replicas counted by the budget.",
+                "Peak replicas counted by the budget",
                 cap.replicas.clone(),
             );
             sub.register(
                 "datastorage_db_capacity_violated",
-                "1 when the connection budget does not fit the server.",
+                "1 when the connection budget does not fit the server",
                 cap.violated.clone(),
             );
         }

@@ -270,7 +270,7 @@ async fn queries_filter_paginate_newest_first_and_page_by_cursor(backend: Backen
         // Five events share a timestamp, so ordering needs the event_id tiebreak.
         e["event_timestamp"] = json!((base + chrono::Duration::seconds(i / 5)).to_rfc3339());
         e["event_outcome"] = json!(if i < 5 { "failure" } else { "success" });
-        e["event_data"] = json!({"task_id": format!("task-{i}")});
+        e["event_data"] = json!({"task_id": format!("task-{i}"), "flag": i == 3});
         batch.push(e);
     }
     let mut old = event("even");

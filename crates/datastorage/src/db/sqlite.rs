@@ -386,9 +386,12 @@ fn push_filters<'a>(qb: &mut QueryBuilder<'a, Sqlite>, f: &'a EventFilter, with_
     }
     if let Some((k, v)) = &f.detail {
         // The key is restricted to [A-Za-z0-9_] by validation; it is still bound, not spliced.
-        qb.push(" AND CAST(json_extract(event_data, '$.' || ")
+        // Booleans compare as `true`/`false`, as PostgreSQL's `->>` renders them.
+        qb.push(" AND (CASE json_type(event_data, '$.' || ")
             .push_bind(k.as_str())
-            .push(") AS TEXT) = ")
+            .push(") WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE CAST(json_extract(event_data, '$.' || ")
+            .push_bind(k.as_str())
+            .push(") AS TEXT) END) = ")
             .push_bind(v.as_str());
     }
     if let (true, Some(c)) = (with_cursor, f.cursor) {
