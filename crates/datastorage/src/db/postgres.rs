@@ -140,10 +140,20 @@ impl PgStore {
     ) -> Result<Vec<WriteOutcome>, DbError> {
         let mut conn = self.pool.acquire().await?;
         let mut attempt = 1;
+        let mut check_replays = false;
         loop {
-            match write_batch(&mut conn, events).await {
+            match write_batch(&mut conn, events, check_replays).await {
                 Ok(outcomes) => return Ok(outcomes),
                 Err(Failed::Db(e)) => return Err(e),
+                Err(Failed::Replays) if attempt < MAX_TX_ATTEMPTS => {
+                    check_replays = true;
+                    attempt += 1;
+                }
+                Err(Failed::Replays) => {
+                    return Err(DbError::Internal(anyhow::anyhow!(
+                        "event ids kept colliding with concurrent writes after {attempt} attempts"
+                    )))
+                }
                 Err(Failed::Sql(e))
                     if DbError::is_retryable_sqlx(&e) && attempt < MAX_TX_ATTEMPTS =>
                 {
@@ -249,6 +259,8 @@ fn fail(conn: PooledConn<PgConnection>, e: sqlx::Error) -> DbError {
 enum Failed {
     Sql(sqlx::Error),
     Db(DbError),
+    /// The fast path met an id that is already stored.
+    Replays,
 }
 
 impl From<sqlx::Error> for Failed {
@@ -258,9 +270,15 @@ impl From<sqlx::Error> for Failed {
 }
 
 /// One attempt at writing a batch, in one transaction.
+///
+/// The fast path (`check_replays` false) assumes no event is a replay: its insert skips ids that
+/// already exist, and if any was skipped the attempt is abandoned ([`Failed::Replays`]) and
+/// repeated with the explicit replay check. A batch thus costs four round trips: `BEGIN`, the
+/// head lock, one statement inserting every row and advancing the heads, `COMMIT`.
 async fn write_batch(
     conn: &mut PgConnection,
     events: &[ValidatedEvent],
+    check_replays: bool,
 ) -> Result<Vec<WriteOutcome>, Failed> {
     let mut tx = conn.begin().await?;
 
@@ -268,17 +286,13 @@ async fn write_batch(
     let mut chains: Vec<&str> = events.iter().map(|e| e.correlation_id.as_str()).collect();
     chains.sort_unstable();
     chains.dedup();
-    sqlx::query(
-        "INSERT INTO audit_chain_heads (correlation_id, last_sequence, last_hash) \
-         SELECT c, 0, '' FROM unnest($1::text[]) AS c ORDER BY c \
-         ON CONFLICT (correlation_id) DO NOTHING",
-    )
-    .bind(&chains)
-    .execute(&mut *tx)
-    .await?;
+    // One statement creates missing heads, locks all of them and returns them: a no-op update
+    // takes the row lock and RETURNING gives the current values.
     let heads: Vec<(String, i64, String)> = sqlx::query_as(
-        "SELECT correlation_id, last_sequence, last_hash FROM audit_chain_heads \
-         WHERE correlation_id = ANY($1) ORDER BY correlation_id FOR UPDATE",
+        "INSERT INTO audit_chain_heads AS h (correlation_id, last_sequence, last_hash) \
+         SELECT c, 0, '' FROM unnest($1::text[]) AS c ORDER BY c \
+         ON CONFLICT (correlation_id) DO UPDATE SET last_sequence = h.last_sequence \
+         RETURNING correlation_id, last_sequence, last_hash",
     )
     .bind(&chains)
     .fetch_all(&mut *tx)
@@ -293,7 +307,7 @@ async fn write_batch(
         .map(|e| e.event_id)
         .collect();
     let mut existing = HashMap::new();
-    if !supplied.is_empty() {
+    if check_replays && !supplied.is_empty() {
         let sql = format!("SELECT {COLUMNS} FROM audit_events WHERE event_id = ANY($1)");
         for row in sqlx::query(&sql)
             .bind(&supplied)
@@ -316,25 +330,18 @@ async fn write_batch(
 
     let linked = link(&fresh, &mut heads);
     if !linked.is_empty() {
-        insert_rows(&mut tx, &linked).await?;
         let touched: HashSet<&str> = fresh.iter().map(|e| e.correlation_id.as_str()).collect();
-        let (ids, (seqs, hashes)): (Vec<&str>, (Vec<i64>, Vec<&str>)) = touched
+        let new_heads: Vec<(&str, i64, &str)> = touched
             .iter()
             .map(|c| {
                 let (s, h) = &heads[*c];
-                (*c, (*s, h.as_str()))
+                (*c, *s, h.as_str())
             })
-            .unzip();
-        sqlx::query(
-            "UPDATE audit_chain_heads AS h SET last_sequence = v.s, last_hash = v.h \
-             FROM unnest($1::text[], $2::bigint[], $3::text[]) AS v(c, s, h) \
-             WHERE h.correlation_id = v.c",
-        )
-        .bind(&ids)
-        .bind(&seqs)
-        .bind(&hashes)
-        .execute(&mut *tx)
-        .await?;
+            .collect();
+        let inserted = insert_rows(&mut tx, &linked, &new_heads).await?;
+        if inserted < linked.len() {
+            return Err(Failed::Replays);
+        }
     }
     tx.commit().await?;
 
@@ -350,18 +357,20 @@ async fn write_batch(
         .collect())
 }
 
-/// Inserts linked events with one statement of array parameters.
+/// Inserts linked events and advances their chain heads, in one statement of array
+/// parameters. Returns how many rows were inserted (ids already stored are skipped).
 async fn insert_rows(
     conn: &mut PgConnection,
     linked: &[super::chain::Linked<'_>],
-) -> Result<(), sqlx::Error> {
+    heads: &[(&str, i64, &str)],
+) -> Result<usize, sqlx::Error> {
     macro_rules! col {
         ($f:expr) => {
             linked.iter().map($f).collect::<Vec<_>>()
         };
     }
-    sqlx::query(
-        "INSERT INTO audit_events (event_id, event_timestamp, event_date, version, event_type, \
+    let inserted: i64 = sqlx::query_scalar(
+        "WITH ins AS (INSERT INTO audit_events (event_id, event_timestamp, event_date, version, event_type, \
          event_category, event_action, event_outcome, actor_type, actor_id, actor_ip, resource_type, \
          resource_id, correlation_id, parent_event_id, parent_event_date, namespace, cluster_id, \
          severity, duration_ms, error_code, error_message, retention_days, is_sensitive, event_data, \
@@ -374,7 +383,12 @@ async fn insert_rows(
                      $18::text[], $19::bigint[], $20::text[], $21::text[], $22::int[], $23::bool[], \
                      $24::jsonb[], $25::bigint[], $26::text[], $27::text[], $28::text[]) \
               AS u(id, ts, v, t, cat, act, o, aty, aid, aip, rty, rid, cid, pid, pdate, ns, cl, sev, \
-                   dur, ec, em, rd, sens, data, seq, prev, h, alg)",
+                   dur, ec, em, rd, sens, data, seq, prev, h, alg) \
+         ON CONFLICT (event_id) DO NOTHING RETURNING 1), \
+         upd AS (UPDATE audit_chain_heads AS hd SET last_sequence = v.s, last_hash = v.h \
+                 FROM unnest($29::text[], $30::bigint[], $31::text[]) AS v(c, s, h) \
+                 WHERE hd.correlation_id = v.c) \
+         SELECT count(*) FROM ins",
     )
     .bind(col!(|l| l.event.event_id))
     .bind(col!(|l| l.event.event_timestamp))
@@ -404,9 +418,12 @@ async fn insert_rows(
     .bind(col!(|l| l.previous_hash.as_str()))
     .bind(col!(|l| l.hash.as_str()))
     .bind(col!(|l| l.algorithm))
-    .execute(conn)
+    .bind(heads.iter().map(|h| h.0).collect::<Vec<_>>())
+    .bind(heads.iter().map(|h| h.1).collect::<Vec<_>>())
+    .bind(heads.iter().map(|h| h.2).collect::<Vec<_>>())
+    .fetch_one(conn)
     .await?;
-    Ok(())
+    Ok(inserted as usize)
 }
 
 fn push_filters<'a>(qb: &mut QueryBuilder<'a, Postgres>, f: &'a EventFilter, with_cursor: bool) {
