@@ -276,6 +276,22 @@ mod tests {
     }
 
     #[test]
+    fn the_remaining_libraries_are_recognised() {
+        let cases: [(Language, &str, &[&str]); 7] = [
+            (Language::Go, "db, err := gorm.Open(postgres.Open(dsn), &gorm.Config{})", &["go/gorm-open"]),
+            (Language::Go, "db := sqlx.MustConnect(\"postgres\", dsn)", &["go/sqlx-open"]),
+            (Language::Rust, "let (c, conn) = tokio_postgres::connect(&url, NoTls).await?;", &["rust/tokio-postgres-connect"]),
+            (Language::Rust, "let c = PgConnection::establish(&url)?;", &["rust/diesel-establish"]),
+            (Language::Python, "from sqlalchemy import create_engine\ne = create_engine(url, pool_size=5, max_overflow=10)", &["python/driver-import", "python/sqlalchemy-engine", "python/sqlalchemy-max-overflow", "python/sqlalchemy-pool-size"]),
+            (Language::JavaScript, "const knex = require('knex')\nconst db = knex({ client: 'pg', pool: { min: 2, max: 10 } })", &["node/driver-import", "node/knex", "node/pool-max", "node/pool-min"]),
+            (Language::JavaScript, "import { Sequelize } from 'sequelize'\nconst s = new Sequelize(url)", &["node/driver-import", "node/sequelize"]),
+        ];
+        for (lang, text, want) in cases {
+            assert_eq!(ids(lang, text), want, "{text}");
+        }
+    }
+
+    #[test]
     fn manifests_name_driver_dependencies() {
         assert_eq!(
             ids(

@@ -129,7 +129,7 @@ pub fn scan_tree(
     let progress = if opts.progress {
         let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
         pb.set_style(
-            ProgressStyle::with_template("{spinner} scanning: {pos} files ({per_sec}) {elapsed}")
+            ProgressStyle::with_template("{spinner} pooltriage: scanned {pos} files in {elapsed}")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
         pb.enable_steady_tick(Duration::from_millis(120));
