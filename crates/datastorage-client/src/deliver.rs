@@ -1,0 +1,277 @@
+//! Delivery of one batch: retries, learning the server's batch limit, and isolating bad events.
+//!
+//! Rules: a retryable failure (429, 502, 503, 504, network, timeout) is retried with the store's
+//! [`RetryPolicy`](crate::RetryPolicy) until the batch's deadline; never sooner than
+//! `Retry-After`. A batch the server refuses as a whole is never dropped as a whole:
+//! - `batch-size-exceeded`: the limit in its answer (else half the batch) becomes the store's
+//!   limit for every later batch, and this one is re-cut to it;
+//! - 413: the batch is halved until it fits; one event too large on its own fails;
+//! - `validation-error` or `event-id-conflict`: the events the answer names fail (logged with
+//!   their id and reason) and the rest is re-sent; when the answer names none, the batch is
+//!   halved until the bad events stand alone.
+//!
+//! Every event of the batch ends counted exactly once in `sent`, `failed` or `abandoned`.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::Ordering;
+
+use datastorage_api::{AuditEventRequest, Problem, ProblemType};
+use tokio::time::Instant;
+
+use crate::error::Error;
+use crate::store::{Metrics, Shared};
+
+/// What one chunk's delivery came to.
+enum Verdict {
+    Sent,
+    /// `close` gave up on it.
+    Abandoned,
+    /// Every event of the chunk fails with this reason.
+    Fail(String),
+    /// The chunk must be halved; the reason applies when it is a single event.
+    Halve(String),
+    /// The server's batch limit is this.
+    Shrink(usize),
+    /// These positions are bad, with their reasons; the rest may be re-sent.
+    Reject(BTreeMap<usize, String>),
+}
+
+/// Delivers one batch, counting each event as sent, failed or abandoned.
+pub(crate) async fn deliver(shared: &Shared, batch: Vec<AuditEventRequest>) {
+    let deadline = Instant::now() + shared.config.retry.deadline;
+    let mut work = VecDeque::from([batch]);
+    while let Some(mut chunk) = work.pop_front() {
+        let limit = shared.limit.load(Ordering::Relaxed).max(1);
+        if chunk.len() > limit {
+            work.push_front(chunk.split_off(limit));
+        }
+        match send(shared, &chunk, deadline).await {
+            Verdict::Sent => Metrics::add(&shared.metrics.sent, chunk.len()),
+            Verdict::Abandoned => {
+                let left = chunk.len() + work.iter().map(Vec::len).sum::<usize>();
+                Metrics::add(&shared.metrics.abandoned, left);
+                return;
+            }
+            Verdict::Fail(reason) => fail(shared, &chunk, &reason),
+            Verdict::Halve(reason) if chunk.len() == 1 => fail(shared, &chunk, &reason),
+            Verdict::Halve(_) => {
+                let back = chunk.split_off(chunk.len() / 2);
+                work.push_front(back);
+                work.push_front(chunk);
+            }
+            Verdict::Shrink(server_limit) => {
+                // A limit not below what was just refused would loop; halve instead.
+                let new = if server_limit < chunk.len() {
+                    server_limit
+                } else {
+                    chunk.len() / 2
+                }
+                .max(1);
+                let old = shared.limit.fetch_min(new, Ordering::Relaxed);
+                if new < old {
+                    tracing::warn!(
+                        old,
+                        new,
+                        "server refused the batch size; lowering the batch limit"
+                    );
+                }
+                if chunk.len() == 1 {
+                    fail(shared, &chunk, "server refuses even a batch of one event");
+                } else {
+                    work.push_front(chunk);
+                }
+            }
+            Verdict::Reject(bad) => {
+                let mut rest = Vec::with_capacity(chunk.len());
+                for (i, event) in chunk.into_iter().enumerate() {
+                    match bad.get(&i) {
+                        Some(reason) => fail(shared, std::slice::from_ref(&event), reason),
+                        None => rest.push(event),
+                    }
+                }
+                if !rest.is_empty() {
+                    work.push_front(rest);
+                }
+            }
+        }
+    }
+}
+
+/// Counts events as failed and logs each with its id and reason (never the payload).
+fn fail(shared: &Shared, events: &[AuditEventRequest], reason: &str) {
+    Metrics::add(&shared.metrics.failed, events.len());
+    for event in events {
+        tracing::warn!(
+            event_id = ?event.event_id,
+            event_type = %event.event_type,
+            reason,
+            "audit event not stored; counted as failed"
+        );
+    }
+}
+
+/// Sends one chunk, retrying what may succeed later, until the deadline.
+async fn send(shared: &Shared, chunk: &[AuditEventRequest], deadline: Instant) -> Verdict {
+    let mut attempt = 0u32;
+    loop {
+        let started = Instant::now();
+        let answer = tokio::select! {
+            answer = shared.client.create_events_batch(chunk) => answer,
+            () = shared.aborted() => return Verdict::Abandoned,
+        };
+        if answer.is_ok() || matches!(answer, Err(Error::Problem { .. } | Error::Status { .. })) {
+            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let m = &shared.metrics;
+            m.latency_micros_sum.fetch_add(micros, Ordering::Relaxed);
+            m.latency_count.fetch_add(1, Ordering::Relaxed);
+        }
+        let error = match answer {
+            Ok(_) => return Verdict::Sent,
+            Err(e) => e,
+        };
+        if !error.is_retryable() {
+            return classify(&error, chunk);
+        }
+        let wait = shared.config.retry.delay(attempt, error.retry_after());
+        if Instant::now() + wait > deadline {
+            return Verdict::Fail(format!(
+                "retry deadline reached after {} attempts; last error: {}",
+                attempt + 1,
+                error_chain(&error)
+            ));
+        }
+        attempt += 1;
+        Metrics::add(&shared.metrics.retried, chunk.len());
+        tracing::debug!(
+            events = chunk.len(),
+            attempt,
+            wait_ms = wait.as_millis() as u64,
+            error = %error_chain(&error),
+            "audit batch will be retried"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shared.aborted() => return Verdict::Abandoned,
+        }
+    }
+}
+
+/// What to do about an answer that retrying will not change.
+fn classify(error: &Error, chunk: &[AuditEventRequest]) -> Verdict {
+    let reason = error_chain(error);
+    if error.status() == Some(413) {
+        return Verdict::Halve(reason);
+    }
+    let Some(problem) = error.problem() else {
+        return Verdict::Fail(reason);
+    };
+    if error.is_problem(ProblemType::BatchSizeExceeded) {
+        return Verdict::Shrink(batch_limit_of(problem).unwrap_or(chunk.len() / 2));
+    }
+    if error.is_problem(ProblemType::Validation) {
+        let bad = bad_positions(problem);
+        if !bad.is_empty() && bad.keys().all(|&i| i < chunk.len()) {
+            return Verdict::Reject(bad);
+        }
+        return Verdict::Halve(reason);
+    }
+    if error.is_problem(ProblemType::EventIdConflict) {
+        let detail = problem.detail.as_deref().unwrap_or_default();
+        let position = chunk.iter().position(|e| {
+            e.event_id
+                .is_some_and(|id| detail.contains(&id.to_string()))
+        });
+        return match position {
+            Some(i) => Verdict::Reject(BTreeMap::from([(i, reason)])),
+            None => Verdict::Halve(reason),
+        };
+    }
+    Verdict::Fail(reason)
+}
+
+/// The limit a `batch-size-exceeded` answer states: "at most N events" in its field errors, or
+/// "maxBatchSize (N)" in its detail.
+pub(crate) fn batch_limit_of(problem: &Problem) -> Option<usize> {
+    let after = |text: &str, marker: &str| -> Option<usize> {
+        let rest = &text[text.find(marker)? + marker.len()..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok().filter(|&n| n > 0)
+    };
+    problem
+        .field_errors
+        .values()
+        .find_map(|m| after(m, "at most "))
+        .or_else(|| after(problem.detail.as_deref()?, "maxBatchSize ("))
+}
+
+/// Positions named by field-error keys such as `[3].event_type`, each with its messages.
+pub(crate) fn bad_positions(problem: &Problem) -> BTreeMap<usize, String> {
+    let mut bad: BTreeMap<usize, String> = BTreeMap::new();
+    for (key, message) in &problem.field_errors {
+        let Some(index) = key
+            .strip_prefix('[')
+            .and_then(|k| k.split_once(']'))
+            .and_then(|(i, _)| i.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let entry = bad.entry(index).or_default();
+        if !entry.is_empty() {
+            entry.push_str("; ");
+        }
+        entry.push_str(key);
+        entry.push_str(": ");
+        entry.push_str(message);
+    }
+    bad
+}
+
+/// The error and its causes on one line, for the log.
+fn error_chain(error: &Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use datastorage_api::ProblemType;
+
+    use super::*;
+
+    #[test]
+    fn batch_limit_is_read_from_field_errors_or_detail() {
+        let mut p = Problem::new(
+            ProblemType::BatchSizeExceeded,
+            "batch of 500 events exceeds server.maxBatchSize (50)",
+        );
+        assert_eq!(batch_limit_of(&p), Some(50));
+        p.field_errors.insert(
+            "(body)".into(),
+            "a batch must hold at most 40 events (got 500)".into(),
+        );
+        assert_eq!(batch_limit_of(&p), Some(40));
+        let p = Problem::new(ProblemType::BatchSizeExceeded, "too big");
+        assert_eq!(batch_limit_of(&p), None);
+    }
+
+    #[test]
+    fn bad_positions_group_field_errors_by_index() {
+        let mut p = Problem::new(ProblemType::Validation, "validation failed");
+        p.field_errors
+            .insert("[3].event_type".into(), "too long".into());
+        p.field_errors
+            .insert("[3].version".into(), "required".into());
+        p.field_errors
+            .insert("[10].event_id".into(), "repeats".into());
+        p.field_errors.insert("(body)".into(), "ignored".into());
+        let bad = bad_positions(&p);
+        assert_eq!(bad.keys().copied().collect::<Vec<_>>(), vec![3, 10]);
+        assert!(bad[&3].contains("event_type: too long") && bad[&3].contains("version"));
+    }
+}

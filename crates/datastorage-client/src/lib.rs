@@ -1,0 +1,41 @@
+//! The client of the DataStorage audit service.
+//!
+//! Two layers:
+//! - [`Client`]: one typed async call per route, over the shared wire types of
+//!   `datastorage-api`, with one error type ([`Error`]) that says whether a retry may help.
+//! - [`AuditStore`]: what a service embeds to write its audit events. `record` never waits on the
+//!   network; background tasks batch, send several batches at once, retry with backoff that
+//!   honours `Retry-After`, and count everything ([`StoreStats`]).
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use datastorage_client::{AuditStore, Client};
+//! use datastorage_client::api::{AuditEventRequest, EventCategory, EventOutcome};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = AuditStore::new(Client::new("http://datastorage:8080")?);
+//! let event = AuditEventRequest::new(
+//!     "gateway.signal.received", EventCategory::Gateway, "received",
+//!     EventOutcome::Success, "rr-2025-001",
+//! );
+//! let id = store.record(event).await?; // queued, not sent yet
+//! store.close(Duration::from_secs(10)).await?; // drains before shutdown
+//! # let _ = id; Ok(()) }
+//! ```
+
+pub mod backoff;
+pub mod client;
+mod deliver;
+pub mod error;
+pub mod store;
+
+/// The wire types, re-exported so users need one dependency.
+pub use datastorage_api as api;
+
+pub use backoff::RetryPolicy;
+pub use client::{Client, ClientBuilder, HealthStatus};
+pub use error::Error;
+pub use store::{
+    AuditStore, CloseTimeout, OverflowPolicy, RecordError, StoreConfig, StoreError, StoreStats,
+    DEFAULT_FLUSH_INTERVAL, DEFAULT_IN_FLIGHT, DEFAULT_MAX_BATCH, DEFAULT_QUEUE_CAPACITY,
+};

@@ -1,0 +1,610 @@
+//! [`AuditStore`]: the buffered, never-blocking way a service writes its audit events.
+//!
+//! Rules this module keeps:
+//! - `record` touches only an in-memory queue under a short lock; it never waits on the network.
+//!   When the queue is full the [`OverflowPolicy`] decides, and every refused event is counted.
+//! - Every accepted event has an id before it leaves `record` (the caller's, else a UUIDv7), so
+//!   a retried batch is an idempotent replay on the server and can never duplicate an event.
+//! - One dispatcher task cuts batches of at most the current batch limit and hands each to a
+//!   delivery task; at most `in_flight` batches are on the wire at once.
+//! - Accepted events get consecutive sequence numbers. `flush` and `close` wait until every event
+//!   numbered below their starting point is settled (sent, failed or abandoned), so a concurrent
+//!   `record` can neither slip past a `close` unnoticed nor make a `flush` wait forever.
+//! - `close` flips `closed` under the same lock `record` takes: a `record` either happened before
+//!   (and is drained) or gets [`RecordError::Closed`]. Nothing accepted is dropped silently.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use datastorage_api::AuditEventRequest;
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::backoff::RetryPolicy;
+use crate::client::Client;
+use crate::deliver;
+
+/// Events the queue holds before the overflow policy applies.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 10_000;
+
+/// Most events per batch request: the server's default `server.maxBatchSize`. A server with a
+/// lower limit answers `batch-size-exceeded` and the store learns it.
+pub const DEFAULT_MAX_BATCH: usize = datastorage_api::DEFAULT_MAX_BATCH_SIZE;
+
+/// Batch requests on the wire at once.
+pub const DEFAULT_IN_FLIGHT: usize = 4;
+
+/// Longest an event waits in the queue for a batch to fill before it is sent anyway.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What `record` does when the queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverflowPolicy {
+    /// Refuse the new event at once with [`RecordError::QueueFull`] and count it in `dropped`.
+    /// The host service never slows down. The default.
+    #[default]
+    DropNewest,
+    /// Wait up to `timeout` for room; then refuse with [`RecordError::QueueFull`] and count the
+    /// event in `dropped`. Trades host latency for completeness.
+    Block {
+        /// Longest `record` waits for room.
+        timeout: Duration,
+    },
+}
+
+/// Settings of an [`AuditStore`]; `Default` gives the documented defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Events held in memory, default [`DEFAULT_QUEUE_CAPACITY`].
+    pub queue_capacity: usize,
+    /// Most events per batch, default [`DEFAULT_MAX_BATCH`]; lowered at run time when the server
+    /// says its limit is lower, never raised.
+    pub max_batch: usize,
+    /// Batches on the wire at once, default [`DEFAULT_IN_FLIGHT`].
+    pub in_flight: usize,
+    /// Longest an event waits for its batch to fill, default [`DEFAULT_FLUSH_INTERVAL`].
+    pub flush_interval: Duration,
+    /// What `record` does when the queue is full, default [`OverflowPolicy::DropNewest`].
+    pub overflow: OverflowPolicy,
+    /// Backoff and deadline of retries.
+    pub retry: RetryPolicy,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            max_batch: DEFAULT_MAX_BATCH,
+            in_flight: DEFAULT_IN_FLIGHT,
+            flush_interval: DEFAULT_FLUSH_INTERVAL,
+            overflow: OverflowPolicy::default(),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// Every rule the settings must follow, all problems at once.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        let mut problems = Vec::new();
+        if self.queue_capacity == 0 {
+            problems.push("queue_capacity must be at least 1");
+        }
+        if self.max_batch == 0 {
+            problems.push("max_batch must be at least 1");
+        }
+        if self.in_flight == 0 {
+            problems.push("in_flight must be at least 1");
+        }
+        if self.flush_interval.is_zero() {
+            problems.push("flush_interval must be longer than zero");
+        }
+        if self.retry.initial_backoff.is_zero() {
+            problems.push("retry.initial_backoff must be longer than zero");
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::InvalidConfig(problems.join("; ")))
+        }
+    }
+}
+
+/// Why an [`AuditStore`] could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A setting broke a rule.
+    #[error("invalid audit store settings: {0}")]
+    InvalidConfig(String),
+}
+
+/// Why `record` did not accept an event. A refused event is not stored and not retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// The queue was full (after the policy's wait, if any); counted in `dropped`.
+    #[error("audit queue is full; event dropped")]
+    QueueFull,
+    /// `close` has begun; counted in `refused`.
+    #[error("audit store is closed")]
+    Closed,
+}
+
+/// `close` reached its deadline before every accepted event was settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("close deadline reached with {remaining} accepted events not confirmed as written")]
+pub struct CloseTimeout {
+    /// Accepted events neither confirmed written nor rejected by the server when the deadline
+    /// hit. They were abandoned (counted in `abandoned`); one that was on the wire at that
+    /// moment may still have reached the server.
+    pub remaining: u64,
+}
+
+/// A snapshot of the store's own counters. Totals only grow; gauges are current values.
+///
+/// Every accepted event ends in exactly one of `sent`, `failed` or `abandoned`; until then it is
+/// pending (in the queue or in a batch on the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    /// Events accepted by `record` (total).
+    pub queued: u64,
+    /// Events the server confirmed as stored (total).
+    pub sent: u64,
+    /// Events re-sent after a retryable failure, once per retry (total).
+    pub retried: u64,
+    /// Events refused because the queue was full (total).
+    pub dropped: u64,
+    /// Events the server rejected, or whose retry deadline passed; each logged with its reason
+    /// (total).
+    pub failed: u64,
+    /// Events left unsent when `close` hit its deadline (total).
+    pub abandoned: u64,
+    /// Events refused because the store was closed (total).
+    pub refused: u64,
+    /// Events waiting in the queue now (gauge).
+    pub queue_depth: u64,
+    /// Batches on the wire or waiting to retry now (gauge).
+    pub in_flight_batches: u64,
+    /// The batch limit in force now: `max_batch`, or lower once learned from the server (gauge).
+    pub batch_limit: u64,
+    /// Sum of batch request latencies, in microseconds (total).
+    pub batch_latency_micros_sum: u64,
+    /// Number of batch requests that got an answer (total).
+    pub batch_latency_count: u64,
+}
+
+/// The counters behind [`StoreStats`].
+#[derive(Debug, Default)]
+pub(crate) struct Metrics {
+    pub queued: AtomicU64,
+    pub sent: AtomicU64,
+    pub retried: AtomicU64,
+    pub dropped: AtomicU64,
+    pub failed: AtomicU64,
+    pub abandoned: AtomicU64,
+    pub refused: AtomicU64,
+    pub queue_depth: AtomicU64,
+    pub in_flight_batches: AtomicU64,
+    pub latency_micros_sum: AtomicU64,
+    pub latency_count: AtomicU64,
+}
+
+impl Metrics {
+    pub(crate) fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+struct Queued {
+    event: AuditEventRequest,
+    at: Instant,
+}
+
+/// What the lock protects.
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Queued>,
+    closed: bool,
+    /// Sequence number the next accepted event gets.
+    next_seq: u64,
+    /// Events numbered below this are to be sent without waiting for the flush interval.
+    flush_upto: u64,
+    /// First sequence number of every batch being delivered.
+    outstanding: BTreeSet<u64>,
+}
+
+impl State {
+    fn head_seq(&self) -> u64 {
+        self.next_seq - self.queue.len() as u64
+    }
+
+    /// Every event numbered below this is settled.
+    fn settled_below(&self) -> u64 {
+        self.outstanding
+            .first()
+            .copied()
+            .unwrap_or_else(|| self.head_seq())
+    }
+}
+
+/// What the store's handle and its background tasks share.
+pub(crate) struct Shared {
+    pub client: Client,
+    pub config: StoreConfig,
+    pub metrics: Metrics,
+    /// The batch limit in force (only ever lowered).
+    pub limit: AtomicUsize,
+    state: Mutex<State>,
+    /// Wakes the dispatcher: a batch filled, a flush or close began.
+    wake: Notify,
+    /// Wakes `record` calls blocked on a full queue.
+    space: Notify,
+    /// Wakes `flush`/`close` when a batch settled.
+    settled: Notify,
+    slots: Arc<Semaphore>,
+    abort: watch::Sender<bool>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves the queue consistent (every update is a single
+        // push/drain), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Resolves when `close` gave up and asked every task to stop.
+    pub(crate) async fn aborted(&self) {
+        let mut rx = self.abort.subscribe();
+        // The sender lives as long as `self`, so this only returns on abort.
+        let _ = rx.wait_for(|aborted| *aborted).await;
+    }
+
+    fn close_now(&self) -> u64 {
+        let mut st = self.lock();
+        st.closed = true;
+        let target = st.next_seq;
+        drop(st);
+        self.wake.notify_one();
+        self.space.notify_waiters();
+        target
+    }
+
+    /// Tries to enqueue; the event comes back when the queue is full.
+    fn try_push(&self, mut event: AuditEventRequest) -> Result<Uuid, PushError> {
+        let mut st = self.lock();
+        if st.closed {
+            return Err(PushError::Closed);
+        }
+        if st.queue.len() >= self.config.queue_capacity {
+            return Err(PushError::Full(Box::new(event)));
+        }
+        let id = *event.event_id.get_or_insert_with(Uuid::now_v7);
+        st.queue.push_back(Queued {
+            event,
+            at: Instant::now(),
+        });
+        st.next_seq += 1;
+        let depth = st.queue.len();
+        drop(st);
+        self.metrics.queued.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .queue_depth
+            .store(depth as u64, Ordering::Relaxed);
+        if depth >= self.limit.load(Ordering::Relaxed) {
+            self.wake.notify_one();
+        }
+        Ok(id)
+    }
+
+    /// Waits until every event numbered below `target` is settled, or `until` passes.
+    async fn wait_settled(&self, target: u64, until: Option<Instant>) -> Result<(), u64> {
+        loop {
+            let mut notified = pin!(self.settled.notified());
+            notified.as_mut().enable();
+            if self.lock().settled_below() >= target {
+                return Ok(());
+            }
+            match until {
+                None => notified.await,
+                Some(until) => {
+                    if tokio::time::timeout_at(until, notified).await.is_err() {
+                        let st = self.lock();
+                        if st.settled_below() >= target {
+                            return Ok(());
+                        }
+                        return Err(self.pending(&st));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Accepted events not yet settled.
+    fn pending(&self, st: &State) -> u64 {
+        let m = &self.metrics;
+        let settled = m.sent.load(Ordering::Relaxed)
+            + m.failed.load(Ordering::Relaxed)
+            + m.abandoned.load(Ordering::Relaxed);
+        st.next_seq.saturating_sub(settled)
+    }
+
+    /// The next batch to send, waiting for one to be due; `None` when closed and drained, or
+    /// aborted.
+    async fn next_batch(&self) -> Option<(u64, Vec<AuditEventRequest>)> {
+        loop {
+            let mut notified = pin!(self.wake.notified());
+            notified.as_mut().enable();
+            let due_at = {
+                let mut st = self.lock();
+                let limit = self.limit.load(Ordering::Relaxed);
+                let oldest = st.queue.front().map(|q| q.at);
+                let due = match oldest {
+                    None => false,
+                    Some(at) => {
+                        st.queue.len() >= limit
+                            || st.closed
+                            || st.head_seq() < st.flush_upto
+                            || at.elapsed() >= self.config.flush_interval
+                    }
+                };
+                if due {
+                    let start = st.head_seq();
+                    let n = st.queue.len().min(limit);
+                    let batch: Vec<_> = st.queue.drain(..n).map(|q| q.event).collect();
+                    st.outstanding.insert(start);
+                    self.metrics
+                        .queue_depth
+                        .store(st.queue.len() as u64, Ordering::Relaxed);
+                    drop(st);
+                    self.space.notify_waiters();
+                    return Some((start, batch));
+                }
+                if st.closed && st.queue.is_empty() {
+                    return None;
+                }
+                oldest.map(|at| at + self.config.flush_interval)
+            };
+            let sleep = async {
+                match due_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = notified => {}
+                () = sleep => {}
+                () = self.aborted() => return None,
+            }
+        }
+    }
+
+    fn batch_settled(&self, start: u64) {
+        self.lock().outstanding.remove(&start);
+        self.metrics
+            .in_flight_batches
+            .fetch_sub(1, Ordering::Relaxed);
+        self.settled.notify_waiters();
+    }
+
+    /// After an abort: whatever is still queued will never be sent.
+    fn abandon_queue(&self) {
+        let mut st = self.lock();
+        let n = st.queue.len();
+        st.queue.clear();
+        self.metrics.queue_depth.store(0, Ordering::Relaxed);
+        drop(st);
+        Metrics::add(&self.metrics.abandoned, n);
+        self.settled.notify_waiters();
+    }
+}
+
+enum PushError {
+    /// The event comes back to the caller (boxed: the refusal path is the rare one).
+    Full(Box<AuditEventRequest>),
+    Closed,
+}
+
+/// Runs for the store's life: cuts batches and starts a delivery task for each.
+async fn dispatch(shared: Arc<Shared>) {
+    loop {
+        let permit = tokio::select! {
+            permit = shared.slots.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = shared.aborted() => break,
+        };
+        let Some((start, batch)) = shared.next_batch().await else {
+            break;
+        };
+        shared
+            .metrics
+            .in_flight_batches
+            .fetch_add(1, Ordering::Relaxed);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            deliver::deliver(&shared, batch).await;
+            drop(permit);
+            shared.batch_settled(start);
+        });
+    }
+    if *shared.abort.borrow() {
+        shared.abandon_queue();
+    }
+}
+
+/// The buffered audit store. Cheap to clone; clones share one queue. Dropping the last clone
+/// without `close` still sends what is queued, in the background, as far as the runtime lives.
+#[derive(Clone)]
+pub struct AuditStore {
+    handle: Arc<Handle>,
+}
+
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.close_now();
+    }
+}
+
+impl std::fmt::Debug for AuditStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditStore")
+            .field("server", &self.handle.shared.client.base_url())
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditStore {
+    /// A store sending through `client` with the defaults.
+    ///
+    /// Must be called inside a Tokio runtime: it starts the dispatcher task.
+    pub fn new(client: Client) -> Self {
+        Self::with_config(client, StoreConfig::default()).expect("the defaults are valid")
+    }
+
+    /// A store with these settings. Must be called inside a Tokio runtime.
+    pub fn with_config(client: Client, config: StoreConfig) -> Result<Self, StoreError> {
+        config.validate()?;
+        let (abort, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            client,
+            limit: AtomicUsize::new(config.max_batch),
+            slots: Arc::new(Semaphore::new(config.in_flight)),
+            config,
+            metrics: Metrics::default(),
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            space: Notify::new(),
+            settled: Notify::new(),
+            abort,
+        });
+        tokio::spawn(dispatch(shared.clone()));
+        Ok(Self {
+            handle: Arc::new(Handle { shared }),
+        })
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.handle.shared
+    }
+
+    /// Accepts one event for sending and returns its id (the event's own, else a new UUIDv7).
+    ///
+    /// Never waits on the network. Under [`OverflowPolicy::DropNewest`] it never waits at all;
+    /// under [`OverflowPolicy::Block`] it waits for queue room up to the policy's timeout.
+    pub async fn record(&self, event: AuditEventRequest) -> Result<Uuid, RecordError> {
+        match self.shared().config.overflow {
+            OverflowPolicy::DropNewest => self.try_record(event),
+            OverflowPolicy::Block { timeout } => self.record_blocking(event, timeout).await,
+        }
+    }
+
+    /// Like [`record`](Self::record) but never waits, whatever the policy: a full queue refuses
+    /// at once. For callers outside async code.
+    pub fn try_record(&self, event: AuditEventRequest) -> Result<Uuid, RecordError> {
+        let shared = self.shared();
+        match shared.try_push(event) {
+            Ok(id) => Ok(id),
+            Err(PushError::Full(_)) => {
+                shared.metrics.dropped.fetch_add(1, Ordering::Relaxed);
+                Err(RecordError::QueueFull)
+            }
+            Err(PushError::Closed) => {
+                shared.metrics.refused.fetch_add(1, Ordering::Relaxed);
+                Err(RecordError::Closed)
+            }
+        }
+    }
+
+    async fn record_blocking(
+        &self,
+        mut event: AuditEventRequest,
+        timeout: Duration,
+    ) -> Result<Uuid, RecordError> {
+        let shared = self.shared();
+        let until = Instant::now() + timeout;
+        loop {
+            let mut room = pin!(shared.space.notified());
+            room.as_mut().enable();
+            match shared.try_push(event) {
+                Ok(id) => return Ok(id),
+                Err(PushError::Closed) => {
+                    shared.metrics.refused.fetch_add(1, Ordering::Relaxed);
+                    return Err(RecordError::Closed);
+                }
+                Err(PushError::Full(back)) => event = *back,
+            }
+            if tokio::time::timeout_at(until, room).await.is_err() {
+                // One last try: room may have appeared just as the timer fired.
+                return self.try_record(event);
+            }
+        }
+    }
+
+    /// Sends everything accepted before this call without waiting for the flush interval, and
+    /// returns once each of those events is settled (sent, or failed and logged).
+    ///
+    /// Events recorded during the flush are not waited for. While the server is unreachable this
+    /// waits up to the retry deadline; wrap it in a timeout if that is too long.
+    pub async fn flush(&self) {
+        let shared = self.shared();
+        let target = {
+            let mut st = shared.lock();
+            st.flush_upto = st.next_seq;
+            st.next_seq
+        };
+        shared.wake.notify_one();
+        let _ = shared.wait_settled(target, None).await;
+    }
+
+    /// Stops accepting events, sends everything accepted, and returns once all of it is settled;
+    /// or, at `deadline`, abandons what is left and says how many.
+    ///
+    /// Race-free against concurrent `record`: each event is either accepted before the close
+    /// (and drained) or refused with [`RecordError::Closed`]. Calling it again is harmless.
+    pub async fn close(&self, deadline: Duration) -> Result<(), CloseTimeout> {
+        let shared = self.shared();
+        let until = Instant::now() + deadline;
+        let target = shared.close_now();
+        match shared.wait_settled(target, Some(until)).await {
+            Ok(()) => Ok(()),
+            Err(remaining) => {
+                tracing::warn!(
+                    remaining,
+                    "audit store close deadline reached; abandoning unsent events"
+                );
+                shared.abort.send_replace(true);
+                Err(CloseTimeout { remaining })
+            }
+        }
+    }
+
+    /// The store's counters now.
+    pub fn stats(&self) -> StoreStats {
+        let shared = self.shared();
+        let m = &shared.metrics;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StoreStats {
+            queued: get(&m.queued),
+            sent: get(&m.sent),
+            retried: get(&m.retried),
+            dropped: get(&m.dropped),
+            failed: get(&m.failed),
+            abandoned: get(&m.abandoned),
+            refused: get(&m.refused),
+            queue_depth: get(&m.queue_depth),
+            in_flight_batches: get(&m.in_flight_batches),
+            batch_limit: shared.limit.load(Ordering::Relaxed) as u64,
+            batch_latency_micros_sum: get(&m.latency_micros_sum),
+            batch_latency_count: get(&m.latency_count),
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! End-to-end tests: the client and the buffered store against a real server on PostgreSQL.
+//!
+//! The database is never mocked. One test puts a tiny HTTP stub in front of the real server to
+//! make it answer 429 with `Retry-After` first.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use common::{closed_port, event, PgDb, TestApp};
+use datastorage_client::api::{EventQueryParams, ProblemType, VerifyChainRequest};
+use datastorage_client::{
+    AuditStore, Client, OverflowPolicy, RecordError, RetryPolicy, StoreConfig,
+};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// Retries quick enough for tests.
+fn fast_retry(deadline: Duration) -> RetryPolicy {
+    RetryPolicy {
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(250),
+        deadline,
+    }
+}
+
+fn short_timeouts(base: &str) -> Client {
+    Client::builder(base)
+        .connect_timeout(Duration::from_millis(500))
+        .request_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_route_answers_with_typed_values_and_problems() {
+    let app = TestApp::spawn().await;
+    let client = Client::new(&app.base).unwrap();
+
+    assert_eq!(client.healthz().await.unwrap().status, "ok");
+    assert_eq!(client.readyz().await.unwrap().status, "ready");
+
+    let mut one = event(1);
+    one.event_id = Some(Uuid::now_v7());
+    let created = client.create_event(&one).await.unwrap();
+    assert_eq!(Some(created.event_id), one.event_id);
+    // A replay of the same id is idempotent: same id, nothing new written.
+    let replay = client.create_event(&one).await.unwrap();
+    assert_eq!(replay.event_id, created.event_id);
+
+    let batch: Vec<_> = (2..5).map(event).collect();
+    let ids = client.create_events_batch(&batch).await.unwrap().event_ids;
+    assert_eq!(ids.len(), 3);
+
+    let got = client.get_event(created.event_id).await.unwrap();
+    assert_eq!(got.correlation_id, "corr-1");
+
+    let page = client
+        .query_events(&EventQueryParams {
+            correlation_id: Some("corr-1".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.pagination.total, 1);
+
+    let verified = client
+        .verify_chain(&VerifyChainRequest {
+            correlation_id: "corr-1".into(),
+        })
+        .await
+        .unwrap();
+    assert!(verified.is_valid);
+
+    let missing = client.get_event(Uuid::now_v7()).await.unwrap_err();
+    assert_eq!(missing.status(), Some(404));
+    assert!(missing.is_problem(ProblemType::NotFound) && !missing.is_retryable());
+
+    let mut bad = event(9);
+    bad.event_type = "x".repeat(101);
+    let invalid = client.create_event(&bad).await.unwrap_err();
+    assert!(invalid.is_problem(ProblemType::Validation), "{invalid:?}");
+    assert!(invalid
+        .problem()
+        .unwrap()
+        .field_errors
+        .contains_key("event_type"));
+
+    let unreachable = short_timeouts(&format!("http://127.0.0.1:{}", closed_port()));
+    let down = unreachable.healthz().await.unwrap_err();
+    assert!(down.is_retryable() && down.status().is_none(), "{down:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_thousand_events_from_eight_tasks_arrive_exactly_once() {
+    const TASKS: usize = 8;
+    const PER_TASK: usize = 2_500;
+    let app = TestApp::spawn().await;
+    // 20,000 events arrive faster than any server writes them: the producers choose to wait for
+    // room rather than drop (the default would drop, and count, the overflow).
+    let config = StoreConfig {
+        overflow: OverflowPolicy::Block {
+            timeout: Duration::from_secs(60),
+        },
+        ..StoreConfig::default()
+    };
+    let store = AuditStore::with_config(Client::new(&app.base).unwrap(), config).unwrap();
+
+    let mut producers = Vec::new();
+    for t in 0..TASKS {
+        let store = store.clone();
+        producers.push(tokio::spawn(async move {
+            let mut ids = Vec::with_capacity(PER_TASK);
+            for i in 0..PER_TASK {
+                ids.push(store.record(event(t * PER_TASK + i)).await.unwrap());
+                if i % 500 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            ids
+        }));
+    }
+    let mut ids = HashSet::new();
+    for p in producers {
+        ids.extend(p.await.unwrap());
+    }
+    assert_eq!(ids.len(), TASKS * PER_TASK, "ids are unique");
+    store.close(Duration::from_secs(120)).await.unwrap();
+
+    let stored = app.pg.stored_ids().await;
+    assert_eq!(stored.len(), TASKS * PER_TASK, "row count");
+    for id in &ids {
+        assert_eq!(stored.get(id), Some(&1), "{id} must be stored exactly once");
+    }
+    let stats = store.stats();
+    assert_eq!(stats.queued, 20_000);
+    assert_eq!(stats.sent, 20_000);
+    assert_eq!((stats.dropped, stats.failed, stats.abandoned), (0, 0, 0));
+    assert!(stats.batch_latency_count >= 40, "{stats:?}");
+    app.stop().await;
+}
+
+/// Arrival times of batch requests at the stub.
+type Arrivals = Arc<Mutex<Vec<Instant>>>;
+
+#[derive(Clone)]
+struct Stub {
+    upstream: String,
+    http: reqwest::Client,
+    arrivals: Arrivals,
+}
+
+/// First batch: 429 with `Retry-After: 2`. Later ones: forwarded to the real server.
+async fn stub_batch(State(stub): State<Stub>, body: Bytes) -> Response {
+    let first = {
+        let mut arrivals = stub.arrivals.lock().unwrap();
+        arrivals.push(Instant::now());
+        arrivals.len() == 1
+    };
+    if first {
+        let problem = r#"{"type":"https://kubernaut.ai/problems/rate-limited","title":"Too Many Requests","status":429}"#;
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [
+                (header::RETRY_AFTER, "2"),
+                (header::CONTENT_TYPE, "application/problem+json"),
+            ],
+            problem,
+        )
+            .into_response();
+    }
+    let answer = stub
+        .http
+        .post(format!("{}/api/v1/audit/events/batch", stub.upstream))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap();
+    (status, answer.bytes().await.unwrap()).into_response()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_429_with_retry_after_is_not_retried_sooner() {
+    let app = TestApp::spawn().await;
+    let arrivals = Arrivals::default();
+    let stub = Stub {
+        upstream: app.base.clone(),
+        http: reqwest::Client::new(),
+        arrivals: arrivals.clone(),
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stub_base = format!("http://{}", listener.local_addr().unwrap());
+    let router = axum::Router::new()
+        .route("/api/v1/audit/events/batch", post(stub_batch))
+        .with_state(stub);
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let config = StoreConfig {
+        // Backoff alone would retry after ~50 ms; only Retry-After can make it wait 2 s.
+        retry: fast_retry(Duration::from_secs(30)),
+        ..StoreConfig::default()
+    };
+    let store = AuditStore::with_config(Client::new(&stub_base).unwrap(), config).unwrap();
+    let ids: Vec<_> = (0..10)
+        .map(|i| store.try_record(event(i)).unwrap())
+        .collect();
+    store.flush().await;
+
+    let arrivals = arrivals.lock().unwrap().clone();
+    assert_eq!(arrivals.len(), 2, "one refused attempt, one retry");
+    let gap = arrivals[1] - arrivals[0];
+    assert!(gap >= Duration::from_secs(2), "retried after {gap:?}");
+    let stats = store.stats();
+    assert_eq!((stats.sent, stats.retried, stats.failed), (10, 10, 0));
+    let stored = app.pg.stored_ids().await;
+    assert!(ids.iter().all(|id| stored.get(id) == Some(&1)));
+    server.abort();
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overflow_drops_exactly_the_events_it_refuses() {
+    const RECORDED: usize = 1_000;
+    // The server's port is chosen now, but nothing listens there until every event is recorded.
+    let port = closed_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let config = StoreConfig {
+        queue_capacity: 20,
+        max_batch: 10,
+        in_flight: 1,
+        retry: fast_retry(Duration::from_secs(120)),
+        ..StoreConfig::default()
+    };
+    let store = AuditStore::with_config(short_timeouts(&base), config).unwrap();
+    let mut accepted = Vec::new();
+    let mut refused = 0u64;
+    for i in 0..RECORDED {
+        match store.record(event(i)).await {
+            Ok(id) => accepted.push(id),
+            Err(RecordError::QueueFull) => refused += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    let stats = store.stats();
+    assert!(refused > 0, "the queue must overflow");
+    assert_eq!(stats.dropped, refused);
+    assert_eq!(stats.queued, accepted.len() as u64);
+    assert_eq!(stats.dropped + stats.queued, RECORDED as u64);
+
+    // The server comes up; everything accepted arrives and nothing else does.
+    let pg = PgDb::create().await;
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let app = TestApp::spawn_on(listener, pg, |_| {}).await;
+    store.close(Duration::from_secs(60)).await.unwrap();
+    let stored = app.pg.stored_ids().await;
+    let missing = RECORDED as u64 - stored.len() as u64;
+    assert_eq!(
+        missing,
+        store.stats().dropped,
+        "dropped equals the events missing"
+    );
+    assert!(accepted.iter().all(|id| stored.get(id) == Some(&1)));
+    assert!(store.stats().retried > 0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn close_returns_after_everything_accepted_is_written_and_refuses_later_records() {
+    let app = TestApp::spawn().await;
+    let config = StoreConfig {
+        // Long enough that only close, not the timer, can explain a prompt drain.
+        flush_interval: Duration::from_secs(60),
+        overflow: OverflowPolicy::Block {
+            timeout: Duration::from_secs(60),
+        },
+        ..StoreConfig::default()
+    };
+    let store = AuditStore::with_config(Client::new(&app.base).unwrap(), config).unwrap();
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0.. {
+                match store.record(event(i)).await {
+                    Ok(id) => ids.push(id),
+                    Err(RecordError::Closed) => return ids,
+                    Err(e) => panic!("unexpected {e}"),
+                }
+                if i % 100 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            unreachable!()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    store.close(Duration::from_secs(60)).await.unwrap();
+    // Counted the moment close returned: nothing accepted may still be on its way.
+    let stored = app.pg.stored_ids().await;
+    let accepted = writer.await.unwrap();
+    assert!(!accepted.is_empty());
+    assert_eq!(stored.len(), accepted.len());
+    assert!(accepted.iter().all(|id| stored.get(id) == Some(&1)));
+    let stats = store.stats();
+    assert_eq!(stats.sent, accepted.len() as u64);
+    assert_eq!(stats.refused, 1, "the writer's one refused record");
+    assert_eq!(store.record(event(0)).await, Err(RecordError::Closed));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn close_at_its_deadline_reports_what_is_left() {
+    let base = format!("http://127.0.0.1:{}", closed_port());
+    let config = StoreConfig {
+        retry: fast_retry(Duration::from_secs(600)),
+        ..StoreConfig::default()
+    };
+    let store = AuditStore::with_config(short_timeouts(&base), config).unwrap();
+    for i in 0..100 {
+        store.try_record(event(i)).unwrap();
+    }
+    let started = Instant::now();
+    let left = store.close(Duration::from_millis(500)).await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(left.remaining, 100);
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    // The abandoned events are accounted for once the background tasks stop.
+    for _ in 0..100 {
+        if store.stats().abandoned == 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = store.stats();
+    assert_eq!((stats.abandoned, stats.sent, stats.failed), (100, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lower_server_batch_limit_is_learned_and_nothing_is_dropped() {
+    let app = TestApp::spawn_with(|s| s.server.max_batch_size = 50).await;
+    let store = AuditStore::new(Client::new(&app.base).unwrap());
+    let ids: Vec<_> = (0..2_000)
+        .map(|i| store.try_record(event(i)).unwrap())
+        .collect();
+    store.close(Duration::from_secs(60)).await.unwrap();
+    let stats = store.stats();
+    assert_eq!(stats.batch_limit, 50);
+    assert_eq!((stats.sent, stats.dropped, stats.failed), (2_000, 0, 0));
+    let stored = app.pg.stored_ids().await;
+    assert_eq!(stored.len(), 2_000);
+    assert!(ids.iter().all(|id| stored.get(id) == Some(&1)));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invalid_events_in_a_batch_fail_alone_and_the_rest_is_stored() {
+    let app = TestApp::spawn().await;
+    let store = AuditStore::new(Client::new(&app.base).unwrap());
+    let mut good = Vec::new();
+    for i in 0..100 {
+        let mut e = event(i);
+        if i % 25 == 7 {
+            e.event_type = "x".repeat(101);
+            store.try_record(e).unwrap();
+        } else {
+            good.push(store.try_record(e).unwrap());
+        }
+    }
+    store.close(Duration::from_secs(30)).await.unwrap();
+    let stats = store.stats();
+    assert_eq!((stats.sent, stats.failed), (96, 4));
+    let stored = app.pg.stored_ids().await;
+    assert_eq!(stored.len(), 96);
+    assert!(good.iter().all(|id| stored.get(id) == Some(&1)));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn block_policy_waits_for_room_then_drops_with_a_count() {
+    let base = format!("http://127.0.0.1:{}", closed_port());
+    let config = StoreConfig {
+        queue_capacity: 5,
+        max_batch: 5,
+        in_flight: 1,
+        overflow: OverflowPolicy::Block {
+            timeout: Duration::from_millis(200),
+        },
+        retry: fast_retry(Duration::from_secs(600)),
+        ..StoreConfig::default()
+    };
+    let store = AuditStore::with_config(short_timeouts(&base), config).unwrap();
+    // One batch goes on the wire (and keeps retrying); five more fill the queue.
+    let mut accepted = 0;
+    let mut waited = Duration::ZERO;
+    for i in 0..20 {
+        let started = Instant::now();
+        match store.record(event(i)).await {
+            Ok(_) => accepted += 1,
+            Err(RecordError::QueueFull) => {
+                waited = started.elapsed();
+                break;
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(waited >= Duration::from_millis(200), "blocked {waited:?}");
+    let stats = store.stats();
+    assert_eq!((stats.queued, stats.dropped), (accepted, 1));
+    let _ = store.close(Duration::from_millis(10)).await;
+}
