@@ -16,6 +16,8 @@ use crate::validate::ValidatedEvent;
 
 /// Name stored in `hash_algorithm` for plain SHA-256 chains.
 pub const ALGORITHM_SHA256: &str = "sha256";
+/// Name stored in `hash_algorithm` for keyed chains: HMAC-SHA-256 with a configured key.
+pub const ALGORITHM_HMAC_SHA256: &str = "hmac-sha256";
 
 /// The timestamp form used inside the canonical JSON: UTC, microseconds, `Z`.
 pub fn canonical_timestamp(t: &DateTime<Utc>) -> String {
@@ -61,6 +63,22 @@ pub fn chain_hash(previous_hash: &str, event: &ValidatedEvent, chain_sequence: i
     hasher.update(previous_hash.as_bytes());
     hasher.update(canonical_json(event, chain_sequence).as_bytes());
     hex::encode(hasher.finalize())
+}
+
+/// The keyed chain hash: `hex(HMAC-SHA-256(key, previous_hash || canonical_json(event)))`.
+/// Unlike the plain hash, someone who can edit the database but does not hold the key cannot
+/// recompute a valid chain after an edit.
+pub fn chain_hmac(
+    key: &[u8],
+    previous_hash: &str,
+    event: &ValidatedEvent,
+    chain_sequence: i64,
+) -> String {
+    use hmac::{Mac, SimpleHmac};
+    let mut mac = SimpleHmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+    mac.update(previous_hash.as_bytes());
+    mac.update(canonical_json(event, chain_sequence).as_bytes());
+    hex::encode(mac.finalize().into_bytes())
 }
 
 /// Whether two events have the same stored content (used to tell a replay from a conflict).
@@ -138,5 +156,14 @@ mod tests {
         assert_ne!(h, chain_hash("", &e, 2));
         assert_ne!(h, chain_hash("", &event(json!({"x": 2})), 1));
         assert_eq!(h, chain_hash("", &event(json!({"x": 1})), 1));
+    }
+
+    #[test]
+    fn keyed_hash_depends_on_the_key() {
+        let e = event(json!({"x": 1}));
+        let a = chain_hmac(b"key-one", "", &e, 1);
+        assert_eq!(a.len(), 64);
+        assert_ne!(a, chain_hmac(b"key-two", "", &e, 1));
+        assert_ne!(a, chain_hash("", &e, 1));
     }
 }

@@ -278,6 +278,9 @@ pub struct AuditEvent {
     pub previous_event_hash: String,
     /// Hash algorithm of this row (`sha256` or `hmac-sha256`) (extension).
     pub hash_algorithm: String,
+    /// Id of the key of an `hmac-sha256` row (extension).
+    #[serde(default)]
+    pub hash_key_id: Option<String>,
     /// Legal hold flag (contract field; legal hold is not built yet, so always false).
     pub legal_hold: bool,
 }

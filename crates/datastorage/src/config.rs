@@ -83,6 +83,8 @@ pub struct Settings {
     pub logging: LoggingSettings,
     /// Database backend, connection and pool.
     pub database: DatabaseSettings,
+    /// Keyed hash chains (HMAC-SHA-256).
+    pub hash_chain: HashChainSettings,
     /// Upstream's Redis dead-letter queue: accepted, inactive (writes never fall back to a queue).
     pub redis: Option<Value>,
     /// Upstream's retention worker: accepted, inactive (not built yet).
@@ -144,6 +146,27 @@ impl Default for ServerSettings {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         }
     }
+}
+
+/// `hashChain:` — keyed hash chains.
+///
+/// Without a key, chains use plain SHA-256: any edit is visible, but someone who can write to the
+/// database could recompute every later hash. With a key, new rows are chained with
+/// HMAC-SHA-256 and the key's id is stored per row; verification needs the key, which never
+/// enters the database.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct HashChainSettings {
+    /// File holding the active key (at least 32 bytes; a trailing newline is ignored).
+    pub key_file: Option<PathBuf>,
+    /// Id stored with every row the active key signs.
+    pub key_id: Option<String>,
+    /// Retired keys still needed to verify older rows: key id → key file.
+    pub verify_key_files: BTreeMap<String, PathBuf>,
+    /// With a key configured, still accept unkeyed (`sha256`) rows as valid: for rows written
+    /// before the key was introduced. Off, such rows are reported, since anyone with write
+    /// access to the database could have recomputed them.
+    pub accept_unkeyed: bool,
 }
 
 /// `logging:`.
@@ -536,6 +559,16 @@ impl Settings {
                 db.min_idle_conns, db.max_idle_conns
             ));
         }
+        let hc = &self.hash_chain;
+        match (&hc.key_file, hc.key_id.as_deref()) {
+            (Some(_), None | Some("")) => {
+                problems.push("hashChain.keyId is required with hashChain.keyFile".to_owned())
+            }
+            (None, Some(_)) => {
+                problems.push("hashChain.keyId is set but hashChain.keyFile is not".to_owned())
+            }
+            _ => {}
+        }
         if db.capacity.replicas == 0 {
             problems.push("database.capacity.replicas must be at least 1".to_owned());
         }
@@ -757,6 +790,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("connMaxLifetime"), "{err}");
+        let err = load_yaml("hashChain:\n  keyFile: /k\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hashChain.keyId"), "{err}");
         let err = load_yaml("server:\n  maxBodySize: \"12\"\n", &[])
             .unwrap_err()
             .to_string();

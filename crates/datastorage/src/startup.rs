@@ -13,6 +13,7 @@ use anyhow::{bail, Context as _};
 use tokio::net::TcpListener;
 
 use crate::config::{CapacityPolicy, Driver, Settings};
+use crate::db::chain::Hasher;
 use crate::db::group_commit::GroupCommit;
 use crate::db::{capacity, Store};
 use crate::http::{api_router, metrics_router, AppState};
@@ -64,8 +65,10 @@ pub async fn run(
         tracing::info!("capacity check does not apply to SQLite");
     }
 
-    let store =
-        Store::open(db, metrics.pool.clone()).context("cannot build the connection pool")?;
+    let hasher = Hasher::from_settings(&settings.hash_chain)?;
+    tracing::info!(hasher = ?hasher, "hash chain keys loaded");
+    let store = Store::open(db, metrics.pool.clone(), hasher)
+        .context("cannot build the connection pool")?;
     tracing::info!(
         driver = store.driver_name(),
         max_open_conns = db.max_open_conns,

@@ -36,6 +36,7 @@ both!(
     unknown_ids_routes_and_methods_get_problems,
     probes_openapi_and_metrics_are_served,
     group_commit_isolates_a_conflicting_event_from_its_neighbours,
+    keyed_chains_resist_recomputation_without_the_key,
 );
 
 async fn post_then_get_returns_the_stored_event(backend: Backend) {
@@ -705,4 +706,68 @@ async fn group_commit_isolates_a_conflicting_event_from_its_neighbours(backend: 
     // 1 original + 57 ordinary + the twin once.
     assert_eq!(v["total_events"], 59, "{v}");
     std::sync::Arc::into_inner(app).unwrap().stop().await;
+}
+
+async fn keyed_chains_resist_recomputation_without_the_key(backend: Backend) {
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("chain.key");
+    std::fs::write(&key_file, "k".repeat(40) + "\n").unwrap();
+    let kf = key_file.clone();
+    let app = TestApp::spawn_with(backend, move |s| {
+        s.hash_chain.key_file = Some(kf);
+        s.hash_chain.key_id = Some("2026-11".into());
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(app.post_event(&event("keyed")).await.status(), 201);
+    }
+    let q: Value = app
+        .query("correlation_id=keyed")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(q["data"][0]["hash_algorithm"], "hmac-sha256");
+    assert_eq!(q["data"][0]["hash_key_id"], "2026-11");
+    assert_eq!(app.verify("keyed").await["is_valid"], true);
+
+    // An attacker rewrites the last row and its hash with plain SHA-256 (what an unkeyed chain
+    // would allow): the downgrade is reported.
+    let last = q["data"][0].clone();
+    let mut content: datastorage_api::AuditEvent = serde_json::from_value(last.clone()).unwrap();
+    content.event_data = serde_json::from_value(json!({"forged": true})).unwrap();
+    let forged = datastorage_api::chain::chain_hash(
+        &content.previous_event_hash,
+        &datastorage_api::chain::stored_content(&content),
+        content.chain_sequence,
+    );
+    let id = last["event_id"].as_str().unwrap();
+    let (disable, enable) = match backend {
+        Backend::Postgres => (
+            "ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only".to_owned(),
+            "ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only".to_owned(),
+        ),
+        Backend::Sqlite => (
+            "DROP TRIGGER audit_events_append_only".to_owned(),
+            "SELECT 1".to_owned(),
+        ),
+    };
+    let edit = format!(
+        "UPDATE audit_events SET event_data = '{{\"forged\": true}}', event_hash = '{forged}', \
+         hash_algorithm = 'sha256', hash_key_id = NULL WHERE event_id = '{id}'"
+    );
+    let head = format!(
+        "UPDATE audit_chain_heads SET last_hash = '{forged}' WHERE correlation_id = 'keyed'"
+    );
+    app.sql(&[&disable, &edit, &head, &enable]).await;
+    let v = app.verify("keyed").await;
+    assert_eq!(v["is_valid"], false, "{v}");
+    assert!(
+        v["tampered_events"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unkeyed sha256 row"),
+        "{v}"
+    );
+    app.stop().await;
 }

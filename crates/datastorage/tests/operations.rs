@@ -471,7 +471,13 @@ async fn wait_for_lock_waiter(db: &PgDb, limit: Duration) -> bool {
 }
 
 /// Asserts a 503 with `Retry-After` and the `service-unavailable` problem type; returns the body.
-async fn expect_503(resp: reqwest::Response, server: &Server) -> Value {
+/// `what` names the request in messages.
+async fn expect_503(resp: reqwest::Response, server: &Server, what: &str) -> Value {
+    expect_503_of(resp, server, what, "service-unavailable").await
+}
+
+/// Asserts a 503 with `Retry-After` and a problem type ending in `slug`; returns the body.
+async fn expect_503_of(resp: reqwest::Response, server: &Server, what: &str, slug: &str) -> Value {
     let status = resp.status().as_u16();
     let retry_after = resp
         .headers()
@@ -481,22 +487,31 @@ async fn expect_503(resp: reqwest::Response, server: &Server) -> Value {
     assert_eq!(
         status,
         503,
-        "expected 503, got {status}: {text}\nlog:\n{}",
+        "{what}: expected 503, got {status}: {text}\nlog:\n{}",
         server.log_tail()
     );
-    let retry_after = retry_after.unwrap_or_else(|| panic!("a 503 without Retry-After: {text}"));
+    let retry_after =
+        retry_after.unwrap_or_else(|| panic!("{what}: a 503 without Retry-After: {text}"));
     let secs: u64 = retry_after
         .parse()
-        .unwrap_or_else(|_| panic!("Retry-After {retry_after:?} is not whole seconds"));
-    assert!(secs >= 1, "Retry-After {secs}");
-    let body: Value =
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("503 body is not JSON: {text}"));
+        .unwrap_or_else(|_| panic!("{what}: Retry-After {retry_after:?} is not whole seconds"));
+    assert!(secs >= 1, "{what}: Retry-After {secs}");
+    let body: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("{what}: 503 body is not JSON: {text}"));
     let kind = body["type"].as_str().unwrap_or_default();
     assert!(
-        kind.ends_with("service-unavailable"),
-        "problem type {kind:?}: {body}"
+        kind.ends_with(slug),
+        "{what}: problem type {kind:?}: {body}"
     );
     body
+}
+
+/// The `pool="primary"` sample lines of an exposition, for messages.
+fn pool_lines(text: &str) -> String {
+    text.lines()
+        .filter(|l| l.contains("pool=\"primary\"") && !l.contains("_bucket"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -540,7 +555,7 @@ async fn max_open_conns_caps_server_connections_under_50_concurrent_requests() {
         assert!(max > 0, "the sampler never saw a service connection ({samples} samples); is application_name set?");
         assert!(max <= 3, "maxOpenConns 3, yet PostgreSQL saw {max} service connections");
         let m = server.metrics().await;
-        assert!(pool_metric(&m, "datastorage_db_pool_wait_count_total") > 0.0, "50 concurrent requests on 3 connections must wait:\n{m}");
+        assert!(pool_metric(&m, "datastorage_db_pool_wait_count_total") > 0.0, "50 concurrent requests on 3 connections must wait:\n{}", pool_lines(&m));
         assert_eq!(pool_metric(&m, "datastorage_db_pool_max_open_connections"), 3.0);
         assert!(pool_metric(&m, "datastorage_db_pool_open_connections") <= 3.0);
         server.stop().await;
@@ -575,11 +590,14 @@ async fn max_open_conns_4_with_64_writers_waits_without_errors() {
         let m = server.metrics().await;
         assert!(
             pool_metric(&m, "datastorage_db_pool_wait_count_total") > 0.0,
-            "{m}"
+            "64 concurrent writers on maxOpenConns 4 never waited for a connection (peak {max} server \
+             connections); wherever they queued, the pool metrics do not show it:\n{}",
+            pool_lines(&m)
         );
         assert!(
             pool_metric(&m, "datastorage_db_pool_wait_duration_seconds_total") > 0.0,
-            "{m}"
+            "{}",
+            pool_lines(&m)
         );
         assert_eq!(
             pool_metric(&m, "datastorage_db_pool_max_open_connections"),
@@ -627,15 +645,18 @@ async fn idle_connections_beyond_max_idle_conns_are_closed() {
         let m = server.metrics().await;
         assert!(
             pool_metric(&m, "datastorage_db_pool_max_idle_closed_total") > 0.0,
-            "{m}"
+            "{}",
+            pool_lines(&m)
         );
         assert!(
             pool_metric(&m, "datastorage_db_pool_idle_connections") <= 2.0,
-            "{m}"
+            "{}",
+            pool_lines(&m)
         );
         assert!(
             pool_metric(&m, "datastorage_db_pool_open_connections") <= 2.0,
-            "{m}"
+            "{}",
+            pool_lines(&m)
         );
         assert_eq!(
             pool_metric(&m, "datastorage_db_pool_max_idle_connections"),
@@ -675,12 +696,14 @@ async fn idle_connections_past_conn_max_idle_time_are_closed() {
         let m = server.metrics().await;
         assert!(
             pool_metric(&m, "datastorage_db_pool_max_idle_time_closed_total") > 0.0,
-            "{m}"
+            "{}",
+            pool_lines(&m)
         );
         assert_eq!(
             pool_metric(&m, "datastorage_db_pool_open_connections"),
             0.0,
-            "{m}"
+            "{}",
+            pool_lines(&m)
         );
         server.stop().await;
     })
@@ -715,7 +738,7 @@ async fn connections_past_conn_max_lifetime_are_closed() {
         assert_all(&answers, 201, &server);
         assert!(pids.len() >= 2, "connMaxLifetime 1s over ~3 s of traffic should replace the connection; backends seen: {pids:?}");
         let m = server.metrics().await;
-        assert!(pool_metric(&m, "datastorage_db_pool_max_lifetime_closed_total") > 0.0, "{m}");
+        assert!(pool_metric(&m, "datastorage_db_pool_max_lifetime_closed_total") > 0.0, "{}", pool_lines(&m));
         server.stop().await;
     })
     .await;
@@ -749,19 +772,29 @@ async fn acquire_timeout_answers_503_with_retry_after_and_is_counted() {
         assert!(wait_for_lock_waiter(&db, Duration::from_secs(20)).await, "the write for 'held' never waited on the lock\nlog:\n{}", server.log_tail());
         tokio::time::sleep(Duration::from_millis(300)).await;
 
-        let started = Instant::now();
-        let resp = server.post(&event("other")).await;
-        let elapsed = started.elapsed();
-        let body = expect_503(resp, &server).await;
-        assert!(elapsed < Duration::from_secs(5), "acquireTimeout 200ms, yet the answer took {elapsed:?} (lockTimeout is 10 s)");
-        let detail = body["detail"].as_str().unwrap_or_default();
-        assert!(detail.contains("database.acquireTimeout"), "the 503 should name the pool wait: {body}");
+        // Every way into the pool gives up after acquireTimeout, well before lockTimeout (10 s)
+        // would free the connection: a batch, a read, and a single event on another chain.
+        let requests = [
+            ("a batch POST for another chain", server.http.post(format!("{}/batch", server.events_url())).json(&json!([event("other-batch")]))),
+            ("a GET query", server.http.get(format!("{}?correlation_id=other&limit=5", server.events_url()))),
+            ("a single-event POST for another chain", server.http.post(server.events_url()).json(&event("other"))),
+        ];
+        for (what, request) in requests {
+            let started = Instant::now();
+            let resp = request.send().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+            let elapsed = started.elapsed();
+            let what = format!("{what} (answered after {elapsed:?}, acquireTimeout 200ms, lockTimeout 10s)");
+            let body = expect_503(resp, &server, &what).await;
+            assert!(elapsed < Duration::from_secs(5), "{what}: too slow");
+            let detail = body["detail"].as_str().unwrap_or_default();
+            assert!(detail.contains("database.acquireTimeout"), "{what}: the 503 should name the pool wait: {body}");
+        }
 
         // A saturated pool still counts as ready: load never takes the service out of rotation.
         assert_eq!(server.readyz().await, 200);
         let m = server.metrics().await;
-        assert!(pool_metric(&m, "datastorage_db_pool_acquire_timeouts_total") >= 1.0, "{m}");
-        assert!(pool_metric(&m, "datastorage_db_pool_wait_count_total") >= 1.0, "{m}");
+        assert!(pool_metric(&m, "datastorage_db_pool_acquire_timeouts_total") >= 3.0, "{}", pool_lines(&m));
+        assert!(pool_metric(&m, "datastorage_db_pool_wait_count_total") >= 3.0, "{}", pool_lines(&m));
 
         assert!(!blocked.is_finished(), "the write for 'held' should still wait on the lock");
         unlock(locker).await;
@@ -853,6 +886,164 @@ async fn lock_timeout_is_set_per_session() {
             "writes work again once the lock is gone"
         );
         server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_answered_503_by_write_timeout_are_not_committed_later() {
+    within(TEST_TIMEOUT, async {
+        let db = PgDb::create().await;
+        let server = Server::start(
+            &database_yaml(&db, "  statementTimeout: 30s\n  lockTimeout: 10s\n"),
+            "  writeTimeout: 1s\n",
+        )
+        .await;
+        assert_eq!(server.post(&event("held")).await.status(), 201);
+        let locker = lock_chain_head(&db, "held").await;
+
+        // Both writes wait on the locked chain until server.writeTimeout answers 503. A client
+        // told 503 retries, so the write must not land afterwards (without a client-supplied
+        // id, the retry would store the event twice).
+        let (batch_id, single_id) = (Uuid::now_v7(), Uuid::now_v7());
+        let with_id = |id: Uuid| {
+            let mut e = event("held");
+            e["event_id"] = json!(id.to_string());
+            e
+        };
+        let requests = [
+            (
+                "a batch POST",
+                server
+                    .http
+                    .post(format!("{}/batch", server.events_url()))
+                    .json(&json!([with_id(batch_id)])),
+            ),
+            (
+                "a single-event POST",
+                server
+                    .http
+                    .post(server.events_url())
+                    .json(&with_id(single_id)),
+            ),
+        ];
+        for (what, request) in requests {
+            let started = Instant::now();
+            let resp = request
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let elapsed = started.elapsed();
+            let what =
+                format!("{what} to the locked chain (answered after {elapsed:?}, writeTimeout 1s)");
+            let body = expect_503_of(resp, &server, &what, "timeout").await;
+            assert!(elapsed < Duration::from_secs(8), "{what}: too slow: {body}");
+        }
+
+        unlock(locker).await;
+        // PostgreSQL grants the row lock in arrival order: once a later write to the same chain
+        // has committed, every earlier waiter has finished, committed or rolled back.
+        assert_eq!(server.post(&event("held")).await.status(), 201);
+        let mut c = db.connect().await;
+        let stored: Vec<Uuid> =
+            sqlx::query_scalar("SELECT event_id FROM audit_events WHERE event_id = ANY($1)")
+                .bind(vec![batch_id, single_id])
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+        c.close().await.ok();
+        let late: Vec<&str> = [
+            (batch_id, "the batch event"),
+            (single_id, "the single event"),
+        ]
+        .iter()
+        .filter(|(id, _)| stored.contains(id))
+        .map(|(_, what)| *what)
+        .collect();
+        assert!(
+            late.is_empty(),
+            "answered 503, yet committed afterwards: {late:?}\nlog:\n{}",
+            server.log_tail()
+        );
+        server.stop().await;
+    })
+    .await;
+}
+
+/// CRC-32 (ISO-HDLC, as zlib), for sqlx's migration lock id.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFF_u32;
+    for b in bytes {
+        crc ^= u32::from(*b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migrate_waits_for_another_replicas_migration_despite_request_timeouts() {
+    within(TEST_TIMEOUT, async {
+        let db = PgDb::create().await;
+        // Another replica is migrating: it holds sqlx's migration lock (an advisory lock keyed
+        // by the database name) for 4 s. The request-path timeouts (1 s here; 10 s lock and 30 s
+        // statement by default) must not cancel this replica's wait or a long migration step,
+        // or replicas crash-loop whenever a migration outlasts them.
+        let key = 0x3d32_ad9e_i64 * i64::from(crc32(db.name.as_bytes()));
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926, "CRC-32 check value");
+        let mut other_replica = db.connect().await;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(key)
+            .execute(&mut other_replica)
+            .await
+            .unwrap();
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            sqlx::query("SELECT pg_advisory_unlock_all()")
+                .execute(&mut other_replica)
+                .await
+                .unwrap();
+            other_replica.close().await.ok();
+        });
+
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("migrate.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "{}{}",
+                server_yaml(free_port(), free_port(), ""),
+                database_yaml(&db, "  statementTimeout: 1s\n  lockTimeout: 1s\n")
+            ),
+        )
+        .unwrap();
+        let watcher = {
+            let db = db.clone();
+            tokio::spawn(async move { wait_for_lock_waiter(&db, Duration::from_secs(4)).await })
+        };
+        let out = run_to_exit(&config, &["migrate"], Duration::from_secs(60)).await;
+        assert!(
+            watcher.await.unwrap(),
+            "`migrate` never waited on the migration lock; is the lock id still sqlx's?"
+        );
+        release.await.unwrap();
+        assert!(
+            out.status.success(),
+            "`migrate` gave up waiting for the other replica's migration after {:?} ({}):\n{}",
+            out.elapsed,
+            out.status,
+            out.stderr
+        );
+        assert!(
+            out.elapsed >= Duration::from_secs(3),
+            "`migrate` finished after {:?}, before the lock was released",
+            out.elapsed
+        );
     })
     .await;
 }
@@ -1015,7 +1206,7 @@ async fn database_outage_answers_503_with_retry_after_and_recovers() {
             let started = Instant::now();
             let resp = server.post(&event("outage")).await;
             let elapsed = started.elapsed();
-            expect_503(resp, &server).await;
+            expect_503(resp, &server, &format!("write {attempt} during the outage")).await;
             assert!(
                 elapsed < Duration::from_secs(10),
                 "attempt {attempt}: a 503 during the outage took {elapsed:?}"
@@ -1087,10 +1278,10 @@ async fn capacity_check_refuses_start_when_the_budget_does_not_fit() {
         let server = Server::start(&pool(2), "").await;
         assert_eq!(server.readyz().await, 200);
         let m = server.metrics().await;
-        assert_eq!(metric_value(&m, "datastorage_db_capacity_violated "), Some(0.0), "{m}");
-        assert_eq!(metric_value(&m, "datastorage_db_capacity_max_connections "), Some(20.0), "{m}");
-        assert_eq!(metric_value(&m, "datastorage_db_capacity_replicas "), Some(2.0), "{m}");
-        assert_eq!(metric_value(&m, "datastorage_db_capacity_budget_connections "), Some(15.0), "{m}");
+        assert_eq!(metric_value(&m, "datastorage_db_capacity_violated "), Some(0.0), "{}", pool_lines(&m));
+        assert_eq!(metric_value(&m, "datastorage_db_capacity_max_connections "), Some(20.0), "{}", pool_lines(&m));
+        assert_eq!(metric_value(&m, "datastorage_db_capacity_replicas "), Some(2.0), "{}", pool_lines(&m));
+        assert_eq!(metric_value(&m, "datastorage_db_capacity_budget_connections "), Some(15.0), "{}", pool_lines(&m));
         server.stop().await;
     })
     .await;

@@ -2,12 +2,127 @@
 //! verifying a stored chain.
 
 use std::collections::HashMap;
+use std::fmt;
 
+use anyhow::{ensure, Context as _};
 use chrono::Utc;
-use datastorage_api::chain::{chain_hash, stored_content, ALGORITHM_SHA256};
-use datastorage_api::{TamperedEvent, ValidatedEvent, VerifyChainResponse};
+use datastorage_api::chain::{
+    chain_hash, chain_hmac, stored_content, ALGORITHM_HMAC_SHA256, ALGORITHM_SHA256,
+};
+use datastorage_api::{AuditEvent, TamperedEvent, ValidatedEvent, VerifyChainResponse};
 
 use super::ChainRows;
+use crate::config::HashChainSettings;
+
+/// Shortest accepted HMAC key.
+pub const MIN_KEY_BYTES: usize = 32;
+
+/// Computes and checks chain hashes: plain SHA-256, or HMAC-SHA-256 with the active key; holds
+/// retired keys for verification. Keys never print.
+#[derive(Clone, Default)]
+pub struct Hasher {
+    active: Option<String>,
+    keys: HashMap<String, Vec<u8>>,
+    accept_unkeyed: bool,
+}
+
+impl fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut ids: Vec<&String> = self.keys.keys().collect();
+        ids.sort();
+        f.debug_struct("Hasher")
+            .field("active", &self.active)
+            .field("key_ids", &ids)
+            .finish()
+    }
+}
+
+impl Hasher {
+    /// Reads the key files named by `hashChain`.
+    pub fn from_settings(s: &HashChainSettings) -> anyhow::Result<Self> {
+        let read = |key: &str, path: &std::path::Path| -> anyhow::Result<Vec<u8>> {
+            let mut bytes = std::fs::read(path)
+                .with_context(|| format!("{key}: cannot read {}", path.display()))?;
+            while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                bytes.pop();
+            }
+            ensure!(
+                bytes.len() >= MIN_KEY_BYTES,
+                "{key}: the key in {} must be at least {MIN_KEY_BYTES} bytes (got {})",
+                path.display(),
+                bytes.len()
+            );
+            Ok(bytes)
+        };
+        let mut hasher = Hasher {
+            accept_unkeyed: s.accept_unkeyed,
+            ..Hasher::default()
+        };
+        for (id, path) in &s.verify_key_files {
+            hasher.keys.insert(
+                id.clone(),
+                read(&format!("hashChain.verifyKeyFiles.{id}"), path)?,
+            );
+        }
+        if let (Some(path), Some(id)) = (&s.key_file, &s.key_id) {
+            hasher
+                .keys
+                .insert(id.clone(), read("hashChain.keyFile", path)?);
+            hasher.active = Some(id.clone());
+        }
+        Ok(hasher)
+    }
+
+    /// `(hash, algorithm, key id)` of a new event.
+    fn sign(
+        &self,
+        previous_hash: &str,
+        event: &ValidatedEvent,
+        sequence: i64,
+    ) -> (String, &'static str, Option<String>) {
+        match &self.active {
+            Some(id) => (
+                chain_hmac(&self.keys[id], previous_hash, event, sequence),
+                ALGORITHM_HMAC_SHA256,
+                Some(id.clone()),
+            ),
+            None => (
+                chain_hash(previous_hash, event, sequence),
+                ALGORITHM_SHA256,
+                None,
+            ),
+        }
+    }
+
+    /// The hash a stored row should carry, or why it cannot be checked.
+    fn recompute(&self, row: &AuditEvent) -> Result<String, String> {
+        let content = stored_content(row);
+        match row.hash_algorithm.as_str() {
+            ALGORITHM_SHA256 if !self.keys.is_empty() && !self.accept_unkeyed => Err(
+                "unkeyed sha256 row while chain keys are configured: anyone with write access to the \
+                 database could have recomputed it (set hashChain.acceptUnkeyed for rows written \
+                 before the key)"
+                    .to_owned(),
+            ),
+            ALGORITHM_SHA256 => Ok(chain_hash(
+                &row.previous_event_hash,
+                &content,
+                row.chain_sequence,
+            )),
+            ALGORITHM_HMAC_SHA256 => {
+                let id = row.hash_key_id.as_deref().unwrap_or_default();
+                let key = self.keys.get(id).ok_or_else(|| format!("signed with key {id:?}, which is not configured (hashChain.keyFile / verifyKeyFiles): cannot verify"))?;
+                Ok(chain_hmac(
+                    key,
+                    &row.previous_event_hash,
+                    &content,
+                    row.chain_sequence,
+                ))
+            }
+            other => Err(format!("unknown hash_algorithm {other:?}")),
+        }
+    }
+}
 
 /// A new event with its chain position.
 #[derive(Debug, Clone)]
@@ -22,11 +137,14 @@ pub struct Linked<'a> {
     pub hash: String,
     /// Algorithm name stored with the row.
     pub algorithm: &'static str,
+    /// Key id stored with the row (keyed chains).
+    pub key_id: Option<String>,
 }
 
 /// Assigns sequence numbers and hashes to `events` in order, starting from `heads`
 /// (`correlation_id → (last_sequence, last_hash)`), and advances `heads`.
 pub fn link<'a>(
+    hasher: &Hasher,
     events: &[&'a ValidatedEvent],
     heads: &mut HashMap<String, (i64, String)>,
 ) -> Vec<Linked<'a>> {
@@ -38,14 +156,15 @@ pub fn link<'a>(
                 .or_insert((0, String::new()));
             let sequence = head.0 + 1;
             let previous_hash = std::mem::take(&mut head.1);
-            let hash = chain_hash(&previous_hash, event, sequence);
+            let (hash, algorithm, key_id) = hasher.sign(&previous_hash, event, sequence);
             *head = (sequence, hash.clone());
             Linked {
                 event,
                 sequence,
                 previous_hash,
                 hash,
-                algorithm: ALGORITHM_SHA256,
+                algorithm,
+                key_id,
             }
         })
         .collect()
@@ -54,7 +173,7 @@ pub fn link<'a>(
 /// Walks a chain in sequence order and reports every broken link: edited content, a broken
 /// `previous_event_hash` link, a missing sequence number, or a head that does not match the
 /// last row (truncation).
-pub fn verify(correlation_id: &str, chain: ChainRows) -> VerifyChainResponse {
+pub fn verify(hasher: &Hasher, correlation_id: &str, chain: ChainRows) -> VerifyChainResponse {
     let mut tampered = Vec::new();
     let mut bad_rows = 0u64;
     let mut previous = String::new();
@@ -92,12 +211,14 @@ pub fn verify(correlation_id: &str, chain: ChainRows) -> VerifyChainResponse {
                 "previous_event_hash does not match the hash of the event before it".to_owned(),
             );
         }
-        let recomputed = chain_hash(
-            &row.previous_event_hash,
-            &stored_content(&row),
-            row.chain_sequence,
-        );
-        if recomputed != row.event_hash {
+        let recomputed = match hasher.recompute(&row) {
+            Ok(h) => h,
+            Err(why) => {
+                problems.push(why);
+                String::new()
+            }
+        };
+        if !recomputed.is_empty() && recomputed != row.event_hash {
             problems.push(
                 "content changed: the recomputed hash differs from the stored one".to_owned(),
             );

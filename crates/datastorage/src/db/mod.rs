@@ -212,11 +212,29 @@ impl Store {
     }
 
     /// Builds the pool. Connections open lazily.
-    pub fn open(db: &DatabaseSettings, counters: PoolCounters) -> anyhow::Result<Self> {
+    pub fn open(
+        db: &DatabaseSettings,
+        counters: PoolCounters,
+        hasher: chain::Hasher,
+    ) -> anyhow::Result<Self> {
+        let hasher = std::sync::Arc::new(hasher);
         Ok(match db.effective_driver() {
-            Driver::Postgres => Store::Postgres(postgres::PgStore::open(db, counters)?),
-            Driver::Sqlite => Store::Sqlite(sqlite::SqliteStore::open(db, counters)?),
+            Driver::Postgres => Store::Postgres(postgres::PgStore::open(db, counters, hasher)?),
+            Driver::Sqlite => Store::Sqlite(sqlite::SqliteStore::open(db, counters, hasher)?),
         })
+    }
+
+    /// Walks one chain and reports every broken link.
+    pub async fn verify_chain(
+        &self,
+        correlation_id: &str,
+    ) -> Result<datastorage_api::VerifyChainResponse, DbError> {
+        let rows = self.chain_rows(correlation_id).await?;
+        let hasher = match self {
+            Store::Postgres(s) => &s.hasher,
+            Store::Sqlite(s) => &s.hasher,
+        };
+        Ok(chain::verify(hasher, correlation_id, rows))
     }
 
     /// Writes events atomically, in order. Every event gets an outcome in input order.

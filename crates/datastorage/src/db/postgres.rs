@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -17,7 +18,7 @@ use sqlx::postgres::{PgConnectOptions, PgRow, PgSslMode};
 use sqlx::{ConnectOptions, Connection, PgConnection, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
-use super::chain::link;
+use super::chain::{link, Hasher};
 use super::pool::{Pool, PoolLimits, PooledConn};
 use super::{ChainRows, DbError, WriteOutcome};
 use crate::config::{DatabaseSettings, SslMode};
@@ -31,7 +32,7 @@ const COLUMNS: &str = "event_id, event_timestamp, event_date, version, event_typ
     event_action, event_outcome, actor_type, actor_id, actor_ip, resource_type, resource_id, \
     correlation_id, parent_event_id, parent_event_date, namespace, cluster_id, severity, duration_ms, \
     error_code, error_message, retention_days, is_sensitive, event_data, chain_sequence, \
-    previous_event_hash, event_hash, hash_algorithm";
+    previous_event_hash, event_hash, hash_algorithm, hash_key_id";
 
 /// Times a transaction is retried after a deadlock, serialization failure or concurrent insert
 /// of the same id.
@@ -123,13 +124,19 @@ async fn applied_versions(conn: &mut PgConnection) -> anyhow::Result<HashSet<i64
 pub struct PgStore {
     /// The pool.
     pub pool: Pool<PgConnection>,
+    pub(super) hasher: Arc<Hasher>,
 }
 
 impl PgStore {
     /// Builds the pool from the settings.
-    pub fn open(db: &DatabaseSettings, counters: PoolCounters) -> anyhow::Result<Self> {
+    pub fn open(
+        db: &DatabaseSettings,
+        counters: PoolCounters,
+        hasher: Arc<Hasher>,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             pool: Pool::new(connect_options(db), PoolLimits::from_settings(db), counters),
+            hasher,
         })
     }
 
@@ -142,7 +149,7 @@ impl PgStore {
         let mut attempt = 1;
         let mut check_replays = false;
         loop {
-            match write_batch(&mut conn, events, check_replays).await {
+            match write_batch(&mut conn, &self.hasher, events, check_replays).await {
                 Ok(outcomes) => return Ok(outcomes),
                 Err(Failed::Db(e)) => return Err(e),
                 Err(Failed::Replays) if attempt < MAX_TX_ATTEMPTS => {
@@ -277,6 +284,7 @@ impl From<sqlx::Error> for Failed {
 /// head lock, one statement inserting every row and advancing the heads, `COMMIT`.
 async fn write_batch(
     conn: &mut PgConnection,
+    hasher: &Hasher,
     events: &[ValidatedEvent],
     check_replays: bool,
 ) -> Result<Vec<WriteOutcome>, Failed> {
@@ -328,7 +336,7 @@ async fn write_batch(
         }
     }
 
-    let linked = link(&fresh, &mut heads);
+    let linked = link(hasher, &fresh, &mut heads);
     if !linked.is_empty() {
         let touched: HashSet<&str> = fresh.iter().map(|e| e.correlation_id.as_str()).collect();
         let new_heads: Vec<(&str, i64, &str)> = touched
@@ -374,19 +382,19 @@ async fn insert_rows(
          event_category, event_action, event_outcome, actor_type, actor_id, actor_ip, resource_type, \
          resource_id, correlation_id, parent_event_id, parent_event_date, namespace, cluster_id, \
          severity, duration_ms, error_code, error_message, retention_days, is_sensitive, event_data, \
-         chain_sequence, previous_event_hash, event_hash, hash_algorithm) \
+         chain_sequence, previous_event_hash, event_hash, hash_algorithm, hash_key_id) \
          SELECT id, ts, (ts AT TIME ZONE 'UTC')::date, v, t, cat, act, o, aty, aid, aip, rty, rid, cid, \
-                pid, pdate, ns, cl, sev, dur, ec, em, rd, sens, data, seq, prev, h, alg \
+                pid, pdate, ns, cl, sev, dur, ec, em, rd, sens, data, seq, prev, h, alg, kid \
          FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], \
                      $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
                      $13::text[], $14::uuid[], $15::timestamptz[], $16::text[], $17::text[], \
                      $18::text[], $19::bigint[], $20::text[], $21::text[], $22::int[], $23::bool[], \
-                     $24::jsonb[], $25::bigint[], $26::text[], $27::text[], $28::text[]) \
+                     $24::jsonb[], $25::bigint[], $26::text[], $27::text[], $28::text[], $29::text[]) \
               AS u(id, ts, v, t, cat, act, o, aty, aid, aip, rty, rid, cid, pid, pdate, ns, cl, sev, \
-                   dur, ec, em, rd, sens, data, seq, prev, h, alg) \
+                   dur, ec, em, rd, sens, data, seq, prev, h, alg, kid) \
          ON CONFLICT (event_id) DO NOTHING RETURNING 1), \
          upd AS (UPDATE audit_chain_heads AS hd SET last_sequence = v.s, last_hash = v.h \
-                 FROM unnest($29::text[], $30::bigint[], $31::text[]) AS v(c, s, h) \
+                 FROM unnest($30::text[], $31::bigint[], $32::text[]) AS v(c, s, h) \
                  WHERE hd.correlation_id = v.c) \
          SELECT count(*) FROM ins",
     )
@@ -418,6 +426,7 @@ async fn insert_rows(
     .bind(col!(|l| l.previous_hash.as_str()))
     .bind(col!(|l| l.hash.as_str()))
     .bind(col!(|l| l.algorithm))
+    .bind(col!(|l| l.key_id.as_deref()))
     .bind(heads.iter().map(|h| h.0).collect::<Vec<_>>())
     .bind(heads.iter().map(|h| h.1).collect::<Vec<_>>())
     .bind(heads.iter().map(|h| h.2).collect::<Vec<_>>())
@@ -513,6 +522,7 @@ fn decode_row(row: &PgRow) -> Result<AuditEvent, String> {
             event_hash: row.try_get("event_hash")?,
             previous_event_hash: row.try_get("previous_event_hash")?,
             hash_algorithm: row.try_get("hash_algorithm")?,
+            hash_key_id: row.try_get("hash_key_id")?,
             legal_hold: false,
         })
     };

@@ -19,7 +19,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSyn
 use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
 use uuid::Uuid;
 
-use super::chain::link;
+use super::chain::{link, Hasher};
 use super::pool::{Pool, PoolLimits, PooledConn};
 use super::{ChainRows, DbError, WriteOutcome};
 use crate::config::DatabaseSettings;
@@ -32,7 +32,7 @@ const COLUMNS: &str = "event_id, event_timestamp, event_date, version, event_typ
     event_action, event_outcome, actor_type, actor_id, actor_ip, resource_type, resource_id, \
     correlation_id, parent_event_id, parent_event_date, namespace, cluster_id, severity, duration_ms, \
     error_code, error_message, retention_days, is_sensitive, event_data, chain_sequence, \
-    previous_event_hash, event_hash, hash_algorithm";
+    previous_event_hash, event_hash, hash_algorithm, hash_key_id";
 
 /// Connect options: WAL, `synchronous = NORMAL` (durable across process crashes; the last
 /// transactions may be lost on power loss, as usual for WAL), foreign keys, busy timeout.
@@ -118,15 +118,21 @@ pub struct SqliteStore {
     /// The pool.
     pub pool: Pool<SqliteConnection>,
     writer: Arc<tokio::sync::Mutex<()>>,
+    pub(super) hasher: Arc<Hasher>,
 }
 
 impl SqliteStore {
     /// Builds the pool; creates the database folder.
-    pub fn open(db: &DatabaseSettings, counters: PoolCounters) -> anyhow::Result<Self> {
+    pub fn open(
+        db: &DatabaseSettings,
+        counters: PoolCounters,
+        hasher: Arc<Hasher>,
+    ) -> anyhow::Result<Self> {
         create_parent(db)?;
         Ok(Self {
             pool: Pool::new(connect_options(db), PoolLimits::from_settings(db), counters),
             writer: Arc::new(tokio::sync::Mutex::new(())),
+            hasher,
         })
     }
 
@@ -138,7 +144,7 @@ impl SqliteStore {
         // The writer lock comes first, so queued writers do not hold connections readers need.
         let _writer = self.writer.lock().await;
         let mut conn = self.pool.acquire().await?;
-        match write_batch(&mut conn, events).await {
+        match write_batch(&mut conn, &self.hasher, events).await {
             Ok(outcomes) => Ok(outcomes),
             Err(Failed::Db(e)) => Err(e),
             Err(Failed::Sql(e)) => Err(fail(conn, e)),
@@ -249,6 +255,7 @@ impl From<sqlx::Error> for Failed {
 
 async fn write_batch(
     conn: &mut SqliteConnection,
+    hasher: &Hasher,
     events: &[ValidatedEvent],
 ) -> Result<Vec<WriteOutcome>, Failed> {
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
@@ -287,7 +294,7 @@ async fn write_batch(
         }
     }
 
-    let linked = link(&fresh, &mut heads);
+    let linked = link(hasher, &fresh, &mut heads);
     for l in &linked {
         let e = l.event;
         sqlx::query(
@@ -295,8 +302,8 @@ async fn write_batch(
              event_category, event_action, event_outcome, actor_type, actor_id, actor_ip, resource_type, \
              resource_id, correlation_id, parent_event_id, parent_event_date, namespace, cluster_id, \
              severity, duration_ms, error_code, error_message, retention_days, is_sensitive, event_data, \
-             chain_sequence, previous_event_hash, event_hash, hash_algorithm) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             chain_sequence, previous_event_hash, event_hash, hash_algorithm, hash_key_id) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(e.event_id.to_string())
         .bind(e.event_timestamp.timestamp_micros())
@@ -327,6 +334,7 @@ async fn write_batch(
         .bind(&l.previous_hash)
         .bind(&l.hash)
         .bind(l.algorithm)
+        .bind(l.key_id.as_deref())
         .execute(&mut *tx)
         .await?;
     }
@@ -461,6 +469,7 @@ fn decode_row(row: &SqliteRow) -> Result<AuditEvent, String> {
             event_hash: get_str("event_hash")?,
             previous_event_hash: get_str("previous_event_hash")?,
             hash_algorithm: get_str("hash_algorithm")?,
+            hash_key_id: get_opt("hash_key_id")?,
             legal_hold: false,
         })
     };

@@ -7,7 +7,6 @@ use datastorage_api::{FieldErrors, VerifyChainResponse};
 use super::body::JsonBody;
 use super::error::ApiError;
 use super::AppState;
-use crate::db::chain;
 
 /// Walks one chain and reports every broken link (200 either way; `is_valid` tells).
 pub async fn verify_chain(
@@ -34,6 +33,5 @@ pub async fn verify_chain(
             return Err(ApiError::Validation(errors));
         }
     };
-    let rows = state.store.chain_rows(&correlation_id).await?;
-    Ok(Json(chain::verify(&correlation_id, rows)))
+    Ok(Json(state.store.verify_chain(&correlation_id).await?))
 }
