@@ -328,9 +328,13 @@ impl<C: Connection + 'static> Pool<C> {
         if s.waiting.load(Ordering::Relaxed) == 0 && idle_now >= s.limits.max_idle as usize {
             s.counters.max_idle_closed.inc();
             let conn = managed::Object::take(object);
-            tokio::spawn(async move {
-                let _ = conn.close().await;
-            });
+            // Close politely when a runtime is at hand (not while it shuts down); dropping the
+            // connection closes its socket either way.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = conn.close().await;
+                });
+            }
         }
     }
 }
