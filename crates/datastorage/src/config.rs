@@ -29,6 +29,8 @@ use serde_norway::Value;
 pub const ENV_PREFIX: &str = "DATASTORAGE_";
 /// Environment variable naming the config file when `--config` is not given.
 pub const ENV_CONFIG_FILE: &str = "DATASTORAGE_CONFIG";
+/// Environment variable the `events` commands read the server URL from (not a config key).
+pub const ENV_SERVER_URL: &str = "DATASTORAGE_URL";
 
 /// Default API port.
 pub const DEFAULT_PORT: u16 = 8080;
@@ -474,7 +476,11 @@ impl Settings {
             let Some(path) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
-            if name == ENV_CONFIG_FILE || path.starts_with("TEST_") || is_service_link(path) {
+            if name == ENV_CONFIG_FILE
+                || name == ENV_SERVER_URL
+                || path.starts_with("TEST_")
+                || is_service_link(path)
+            {
                 continue;
             }
             let segments: Vec<&str> = path.split("__").collect();
