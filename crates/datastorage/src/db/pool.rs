@@ -113,7 +113,7 @@ impl<C: Connection + 'static> managed::Manager for ConnManager<C> {
         self.options.connect().await
     }
 
-    async fn recycle(&self, _conn: &mut C, m: &ObjectMetrics) -> RecycleResult<sqlx::Error> {
+    async fn recycle(&self, conn: &mut C, m: &ObjectMetrics) -> RecycleResult<sqlx::Error> {
         // The reaper closes expired idle connections in the background; this catches the ones
         // that expired since its last pass, before they are handed out.
         match expiry(&self.limits, m) {
@@ -125,10 +125,19 @@ impl<C: Connection + 'static> managed::Manager for ConnManager<C> {
                 self.counters.max_idle_time_closed.inc();
                 Err(RecycleError::message("connMaxIdleTime reached"))
             }
+            // A connection idle for a while may have been cut (database restart, firewall idle
+            // timeout): check it before handing it out, so the request gets a live one instead
+            // of a 503. Recently used connections skip the round trip.
+            None if m.last_used() >= PING_IDLE_AFTER => {
+                conn.ping().await.map_err(RecycleError::Backend)
+            }
             None => Ok(()),
         }
     }
 }
+
+/// Idle time after which a connection is pinged before reuse.
+pub const PING_IDLE_AFTER: Duration = Duration::from_secs(5);
 
 enum Expiry {
     Lifetime,
