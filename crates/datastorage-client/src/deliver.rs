@@ -10,22 +10,45 @@
 //!   their id and reason) and the rest is re-sent; when the answer names none, the batch is
 //!   halved until the bad events stand alone.
 //!
-//! Every event of the batch ends counted exactly once in `sent`, `failed` or `abandoned`.
+//! With a spool, a live batch whose retry deadline passes, or that `close` gives up on, goes to
+//! the spool instead of `failed`/`abandoned`. Replayed batches (from the spool) are retried
+//! without a deadline: they are already durable, so there is no reason to give up on them.
+//!
+//! Every event of a live batch ends counted exactly once in `sent`, `failed`, `spooled` or
+//! `abandoned`; every event of a replayed batch in `replayed` or `failed`, unless the replay is
+//! interrupted (then its segment stays on disk and is replayed again).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
 
 use datastorage_api::{AuditEventRequest, Problem, ProblemType};
 use tokio::time::Instant;
 
 use crate::error::Error;
+use crate::spool::{read_segment, Spool};
 use crate::store::{Metrics, Shared};
+
+/// Where a batch comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// From the in-memory queue: retried until the retry deadline.
+    Live,
+    /// From the spool: retried until the server takes it or the store stops.
+    Replay,
+}
+
+/// How long the replay task waits for new spool data before looking again.
+const REPLAY_IDLE_POLL: Duration = Duration::from_secs(1);
 
 /// What one chunk's delivery came to.
 enum Verdict {
     Sent,
     /// `close` gave up on it.
     Abandoned,
+    /// The retry deadline passed while the server stayed unreachable or busy.
+    Expired(String),
     /// Every event of the chunk fails with this reason.
     Fail(String),
     /// The chunk must be halved; the reason applies when it is a single event.
@@ -36,9 +59,17 @@ enum Verdict {
     Reject(BTreeMap<usize, String>),
 }
 
-/// Delivers one batch, counting each event as sent, failed or abandoned.
-pub(crate) async fn deliver(shared: &Shared, batch: Vec<AuditEventRequest>) {
-    let deadline = Instant::now() + shared.config.retry.deadline;
+/// Delivers one batch, counting each event (see the module rules). Returns false only when a
+/// replay was interrupted by `close`, so its segment must stay on disk.
+pub(crate) async fn deliver(
+    shared: &Shared,
+    batch: Vec<AuditEventRequest>,
+    origin: Origin,
+) -> bool {
+    let deadline = match origin {
+        Origin::Live => Some(Instant::now() + shared.config.retry.deadline),
+        Origin::Replay => None,
+    };
     let mut work = VecDeque::from([batch]);
     while let Some(mut chunk) = work.pop_front() {
         let limit = shared.limit.load(Ordering::Relaxed).max(1);
@@ -46,11 +77,32 @@ pub(crate) async fn deliver(shared: &Shared, batch: Vec<AuditEventRequest>) {
             work.push_front(chunk.split_off(limit));
         }
         match send(shared, &chunk, deadline).await {
-            Verdict::Sent => Metrics::add(&shared.metrics.sent, chunk.len()),
+            Verdict::Sent => match origin {
+                Origin::Live => Metrics::add(&shared.metrics.sent, chunk.len()),
+                Origin::Replay => Metrics::add(&shared.metrics.replayed, chunk.len()),
+            },
+            Verdict::Abandoned if origin == Origin::Replay => return false,
             Verdict::Abandoned => {
-                let left = chunk.len() + work.iter().map(Vec::len).sum::<usize>();
-                Metrics::add(&shared.metrics.abandoned, left);
-                return;
+                work.push_front(chunk);
+                if shared.spool.is_some() {
+                    for chunk in work {
+                        spool_batch(shared, chunk, "close deadline reached").await;
+                    }
+                } else {
+                    let left = work.iter().map(Vec::len).sum::<usize>();
+                    Metrics::add(&shared.metrics.abandoned, left);
+                }
+                return true;
+            }
+            Verdict::Expired(reason) => {
+                if shared.spool.is_some() {
+                    work.push_front(chunk);
+                    for chunk in work {
+                        spool_batch(shared, chunk, &reason).await;
+                    }
+                    return true;
+                }
+                fail(shared, &chunk, &reason);
             }
             Verdict::Fail(reason) => fail(shared, &chunk, &reason),
             Verdict::Halve(reason) if chunk.len() == 1 => fail(shared, &chunk, &reason),
@@ -95,6 +147,132 @@ pub(crate) async fn deliver(shared: &Shared, batch: Vec<AuditEventRequest>) {
             }
         }
     }
+    true
+}
+
+/// Writes a batch to the spool (counted in `spooled`), or fails it (counted in `failed`) when
+/// the spool refuses. Only called when the store has a spool.
+pub(crate) async fn spool_batch(shared: &Shared, events: Vec<AuditEventRequest>, why: &str) {
+    let Some(spool) = shared.spool.clone() else {
+        fail(shared, &events, why);
+        return;
+    };
+    let written = tokio::task::spawn_blocking(move || {
+        let written = spool.append(&events);
+        (events, written)
+    })
+    .await;
+    match written {
+        Ok((events, Ok(_))) => {
+            tracing::debug!(
+                events = events.len(),
+                why,
+                "audit batch written to the spool"
+            );
+            Metrics::add(&shared.metrics.spooled, events.len());
+            shared.spool_wake.notify_one();
+        }
+        Ok((events, Err(e))) => {
+            let reason = format!("{why}; and the spool refused it: {}", chain_of(&e));
+            fail(shared, &events, &reason);
+        }
+        Err(join) => tracing::error!(error = %join, "spool writer task failed"),
+    }
+}
+
+/// Runs for the store's life when it has a spool: replays segments oldest first, deletes each
+/// once every batch in it is settled, and stops on abort, or once closed with the spool empty.
+pub(crate) async fn replay(shared: Arc<Shared>, spool: Arc<Spool>) {
+    loop {
+        if shared.is_aborted() {
+            return;
+        }
+        let next = {
+            let spool = spool.clone();
+            tokio::task::spawn_blocking(move || spool.next_segment()).await
+        };
+        let segment = match next {
+            Ok(Ok(Some(segment))) => segment,
+            Ok(Ok(None)) => {
+                if shared.is_closed() {
+                    return;
+                }
+                tokio::select! {
+                    () = shared.spool_wake.notified() => {}
+                    () = tokio::time::sleep(REPLAY_IDLE_POLL) => {}
+                    () = shared.aborted() => return,
+                }
+                continue;
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot read the spool directory; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(REPLAY_IDLE_POLL) => {}
+                    () = shared.aborted() => return,
+                }
+                continue;
+            }
+            Err(join) => {
+                tracing::error!(error = %join, "spool reader task failed");
+                return;
+            }
+        };
+        let path = segment.path.clone();
+        let contents = match tokio::task::spawn_blocking(move || read_segment(&path)).await {
+            Ok(Ok(contents)) => contents,
+            Ok(Err(e)) => {
+                tracing::error!(segment = %segment.path.display(), error = %e, "cannot read a spool segment; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(REPLAY_IDLE_POLL) => {}
+                    () = shared.aborted() => return,
+                }
+                continue;
+            }
+            Err(join) => {
+                tracing::error!(error = %join, "spool reader task failed");
+                return;
+            }
+        };
+        shared
+            .metrics
+            .spool_corrupt
+            .fetch_add(contents.corrupt, Ordering::Relaxed);
+        let corrupt = contents.corrupt > 0;
+        for batch in contents.batches {
+            if !deliver(&shared, batch, Origin::Replay).await {
+                return;
+            }
+        }
+        let finished = {
+            let spool = spool.clone();
+            tokio::task::spawn_blocking(move || spool.finish(&segment, corrupt)).await
+        };
+        match finished {
+            Ok(Ok(())) => shared.spool_progress.notify_waiters(),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot remove a replayed spool segment");
+                tokio::select! {
+                    () = tokio::time::sleep(REPLAY_IDLE_POLL) => {}
+                    () = shared.aborted() => return,
+                }
+            }
+            Err(join) => {
+                tracing::error!(error = %join, "spool task failed");
+                return;
+            }
+        }
+    }
+}
+
+fn chain_of(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Counts events as failed and logs each with its id and reason (never the payload).
@@ -110,8 +288,8 @@ fn fail(shared: &Shared, events: &[AuditEventRequest], reason: &str) {
     }
 }
 
-/// Sends one chunk, retrying what may succeed later, until the deadline.
-async fn send(shared: &Shared, chunk: &[AuditEventRequest], deadline: Instant) -> Verdict {
+/// Sends one chunk, retrying what may succeed later, until the deadline (none: until abort).
+async fn send(shared: &Shared, chunk: &[AuditEventRequest], deadline: Option<Instant>) -> Verdict {
     let mut attempt = 0u32;
     loop {
         let started = Instant::now();
@@ -133,8 +311,8 @@ async fn send(shared: &Shared, chunk: &[AuditEventRequest], deadline: Instant) -
             return classify(&error, chunk);
         }
         let wait = shared.config.retry.delay(attempt, error.retry_after());
-        if Instant::now() + wait > deadline {
-            return Verdict::Fail(format!(
+        if deadline.is_some_and(|deadline| Instant::now() + wait > deadline) {
+            return Verdict::Expired(format!(
                 "retry deadline reached after {} attempts; last error: {}",
                 attempt + 1,
                 error_chain(&error)
@@ -228,14 +406,7 @@ pub(crate) fn bad_positions(problem: &Problem) -> BTreeMap<usize, String> {
 
 /// The error and its causes on one line, for the log.
 fn error_chain(error: &Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    chain_of(error)
 }
 
 #[cfg(test)]

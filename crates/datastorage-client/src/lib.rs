@@ -27,6 +27,7 @@ pub mod backoff;
 pub mod client;
 mod deliver;
 pub mod error;
+pub mod spool;
 pub mod store;
 
 /// The wire types, re-exported so users need one dependency.
@@ -35,6 +36,9 @@ pub use datastorage_api as api;
 pub use backoff::RetryPolicy;
 pub use client::{Client, ClientBuilder, HealthStatus};
 pub use error::Error;
+pub use spool::{
+    SpoolConfig, Watermark, DEFAULT_SEGMENT_BYTES, DEFAULT_SPOOL_MAX_BYTES, DEFAULT_WATERMARK,
+};
 pub use store::{
     AuditStore, CloseTimeout, OverflowPolicy, RecordError, StoreConfig, StoreError, StoreStats,
     DEFAULT_FLUSH_INTERVAL, DEFAULT_IN_FLIGHT, DEFAULT_MAX_BATCH, DEFAULT_QUEUE_CAPACITY,

@@ -12,6 +12,10 @@
 //!   `record` can neither slip past a `close` unnoticed nor make a `flush` wait forever.
 //! - `close` flips `closed` under the same lock `record` takes: a `record` either happened before
 //!   (and is drained) or gets [`RecordError::Closed`]. Nothing accepted is dropped silently.
+//! - With a spool ([`StoreConfig::spool`]), a batch goes to disk when its retry deadline passes,
+//!   when `close` reaches its deadline, or when the queue is past the watermark while every
+//!   delivery slot is busy; a background task replays the spool in order (see
+//!   [`crate::spool`]).
 
 use std::collections::{BTreeSet, VecDeque};
 use std::pin::pin;
@@ -26,7 +30,12 @@ use uuid::Uuid;
 
 use crate::backoff::RetryPolicy;
 use crate::client::Client;
-use crate::deliver;
+use crate::deliver::{self, Origin};
+use crate::spool::{Spool, SpoolConfig};
+
+/// After `close` reaches its deadline with a spool, how long it waits for what is left to be
+/// written to disk.
+const SPOOL_GRACE: Duration = Duration::from_secs(10);
 
 /// Events the queue holds before the overflow policy applies.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 10_000;
@@ -72,6 +81,8 @@ pub struct StoreConfig {
     pub overflow: OverflowPolicy,
     /// Backoff and deadline of retries.
     pub retry: RetryPolicy,
+    /// The durable spool directory; `None` (the default) keeps everything in memory.
+    pub spool: Option<SpoolConfig>,
 }
 
 impl Default for StoreConfig {
@@ -83,6 +94,7 @@ impl Default for StoreConfig {
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             overflow: OverflowPolicy::default(),
             retry: RetryPolicy::default(),
+            spool: None,
         }
     }
 }
@@ -106,6 +118,9 @@ impl StoreConfig {
         if self.retry.initial_backoff.is_zero() {
             problems.push("retry.initial_backoff must be longer than zero");
         }
+        if let Some(spool) = &self.spool {
+            spool.problems(&mut problems);
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -120,6 +135,15 @@ pub enum StoreError {
     /// A setting broke a rule.
     #[error("invalid audit store settings: {0}")]
     InvalidConfig(String),
+    /// The spool directory could not be opened.
+    #[error("cannot open the audit spool directory {dir}")]
+    Spool {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Why `record` did not accept an event. A refused event is not stored and not retried.
@@ -145,8 +169,9 @@ pub struct CloseTimeout {
 
 /// A snapshot of the store's own counters. Totals only grow; gauges are current values.
 ///
-/// Every accepted event ends in exactly one of `sent`, `failed` or `abandoned`; until then it is
-/// pending (in the queue or in a batch on the wire).
+/// Every accepted event ends in exactly one of `sent`, `failed`, `spooled` or `abandoned`; until
+/// then it is pending (in the queue or in a batch on the wire). A spooled event is later counted
+/// again in `replayed` once the server has it (or in `failed` if the server refuses it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StoreStats {
     /// Events accepted by `record` (total).
@@ -174,6 +199,14 @@ pub struct StoreStats {
     pub batch_latency_micros_sum: u64,
     /// Number of batch requests that got an answer (total).
     pub batch_latency_count: u64,
+    /// Events written to the spool (total).
+    pub spooled: u64,
+    /// Events replayed from the spool and confirmed stored by the server (total).
+    pub replayed: u64,
+    /// Bytes of the spool's segment files now (gauge).
+    pub spool_bytes: u64,
+    /// Corrupt or torn spool records found and skipped during replay (total).
+    pub spool_corrupt_records: u64,
 }
 
 /// The counters behind [`StoreStats`].
@@ -190,6 +223,9 @@ pub(crate) struct Metrics {
     pub in_flight_batches: AtomicU64,
     pub latency_micros_sum: AtomicU64,
     pub latency_count: AtomicU64,
+    pub spooled: AtomicU64,
+    pub replayed: AtomicU64,
+    pub spool_corrupt: AtomicU64,
 }
 
 impl Metrics {
@@ -246,6 +282,16 @@ pub(crate) struct Shared {
     settled: Notify,
     slots: Arc<Semaphore>,
     abort: watch::Sender<bool>,
+    /// The durable spool, when configured.
+    pub spool: Option<Arc<Spool>>,
+    /// Queue depth past which the dispatcher spools (with a spool only).
+    watermark: Option<usize>,
+    /// Wakes the dispatcher when the queue passes the watermark.
+    spill: Notify,
+    /// Wakes the replay task: something was spooled.
+    pub spool_wake: Notify,
+    /// Wakes `close` when the replay task removed a segment.
+    pub spool_progress: Notify,
 }
 
 impl Shared {
@@ -260,6 +306,31 @@ impl Shared {
         let mut rx = self.abort.subscribe();
         // The sender lives as long as `self`, so this only returns on abort.
         let _ = rx.wait_for(|aborted| *aborted).await;
+    }
+
+    /// `close` gave up and asked every task to stop.
+    pub(crate) fn is_aborted(&self) -> bool {
+        *self.abort.borrow()
+    }
+
+    /// `close` has begun (or the last handle was dropped).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Resolves when the queue is at or past the watermark; never without a spool.
+    async fn over_watermark(&self) {
+        let Some(mark) = self.watermark else {
+            return std::future::pending().await;
+        };
+        loop {
+            let mut notified = pin!(self.spill.notified());
+            notified.as_mut().enable();
+            if self.lock().queue.len() >= mark {
+                return;
+            }
+            notified.await;
+        }
     }
 
     fn close_now(&self) -> u64 {
@@ -296,6 +367,9 @@ impl Shared {
         if depth >= self.limit.load(Ordering::Relaxed) {
             self.wake.notify_one();
         }
+        if self.watermark.is_some_and(|mark| depth >= mark) {
+            self.spill.notify_one();
+        }
         Ok(id)
     }
 
@@ -327,6 +401,7 @@ impl Shared {
         let m = &self.metrics;
         let settled = m.sent.load(Ordering::Relaxed)
             + m.failed.load(Ordering::Relaxed)
+            + m.spooled.load(Ordering::Relaxed)
             + m.abandoned.load(Ordering::Relaxed);
         st.next_seq.saturating_sub(settled)
     }
@@ -338,7 +413,7 @@ impl Shared {
             let mut notified = pin!(self.wake.notified());
             notified.as_mut().enable();
             let due_at = {
-                let mut st = self.lock();
+                let st = self.lock();
                 let limit = self.limit.load(Ordering::Relaxed);
                 let oldest = st.queue.front().map(|q| q.at);
                 let due = match oldest {
@@ -351,16 +426,7 @@ impl Shared {
                     }
                 };
                 if due {
-                    let start = st.head_seq();
-                    let n = st.queue.len().min(limit);
-                    let batch: Vec<_> = st.queue.drain(..n).map(|q| q.event).collect();
-                    st.outstanding.insert(start);
-                    self.metrics
-                        .queue_depth
-                        .store(st.queue.len() as u64, Ordering::Relaxed);
-                    drop(st);
-                    self.space.notify_waiters();
-                    return Some((start, batch));
+                    return Some(self.cut(st, limit));
                 }
                 if st.closed && st.queue.is_empty() {
                     return None;
@@ -379,6 +445,33 @@ impl Shared {
                 () = self.aborted() => return None,
             }
         }
+    }
+
+    /// Takes the next batch of at most `limit` events off a non-empty queue.
+    fn cut(&self, mut st: MutexGuard<'_, State>, limit: usize) -> (u64, Vec<AuditEventRequest>) {
+        let start = st.head_seq();
+        let n = st.queue.len().min(limit);
+        let batch: Vec<_> = st.queue.drain(..n).map(|q| q.event).collect();
+        st.outstanding.insert(start);
+        self.metrics
+            .queue_depth
+            .store(st.queue.len() as u64, Ordering::Relaxed);
+        drop(st);
+        self.metrics
+            .in_flight_batches
+            .fetch_add(1, Ordering::Relaxed);
+        self.space.notify_waiters();
+        (start, batch)
+    }
+
+    /// The next batch at once, due or not; `None` when the queue is empty.
+    fn cut_now(&self) -> Option<(u64, Vec<AuditEventRequest>)> {
+        let st = self.lock();
+        if st.queue.is_empty() {
+            return None;
+        }
+        let limit = self.limit.load(Ordering::Relaxed);
+        Some(self.cut(st, limit))
     }
 
     fn batch_settled(&self, start: u64) {
@@ -408,31 +501,46 @@ enum PushError {
 }
 
 /// Runs for the store's life: cuts batches and starts a delivery task for each.
+/// With a spool, batches go to disk instead when every slot is busy and the queue is past the
+/// watermark.
 async fn dispatch(shared: Arc<Shared>) {
     loop {
         let permit = tokio::select! {
+            biased;
             permit = shared.slots.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
+                Ok(permit) => Some(permit),
                 Err(_) => break,
             },
             () = shared.aborted() => break,
+            () = shared.over_watermark() => None,
+        };
+        let Some(permit) = permit else {
+            if let Some((start, batch)) = shared.cut_now() {
+                deliver::spool_batch(&shared, batch, "queue past the spool watermark").await;
+                shared.batch_settled(start);
+            }
+            continue;
         };
         let Some((start, batch)) = shared.next_batch().await else {
             break;
         };
-        shared
-            .metrics
-            .in_flight_batches
-            .fetch_add(1, Ordering::Relaxed);
         let shared = shared.clone();
         tokio::spawn(async move {
-            deliver::deliver(&shared, batch).await;
+            deliver::deliver(&shared, batch, Origin::Live).await;
             drop(permit);
             shared.batch_settled(start);
         });
     }
-    if *shared.abort.borrow() {
-        shared.abandon_queue();
+    if shared.is_aborted() {
+        if shared.spool.is_some() {
+            // What close gave up on goes to disk rather than being abandoned.
+            while let Some((start, batch)) = shared.cut_now() {
+                deliver::spool_batch(&shared, batch, "close deadline reached").await;
+                shared.batch_settled(start);
+            }
+        } else {
+            shared.abandon_queue();
+        }
     }
 }
 
@@ -471,10 +579,30 @@ impl AuditStore {
     }
 
     /// A store with these settings. Must be called inside a Tokio runtime.
+    ///
+    /// With a spool, opening it queues every segment an earlier run left for replay.
     pub fn with_config(client: Client, config: StoreConfig) -> Result<Self, StoreError> {
         config.validate()?;
+        let spool = match &config.spool {
+            None => None,
+            Some(sc) => Some(Arc::new(Spool::open(sc.clone()).map_err(|source| {
+                StoreError::Spool {
+                    dir: sc.dir.clone(),
+                    source,
+                }
+            })?)),
+        };
+        let watermark = config
+            .spool
+            .as_ref()
+            .map(|sc| sc.watermark.events(config.queue_capacity));
         let (abort, _) = watch::channel(false);
         let shared = Arc::new(Shared {
+            spool: spool.clone(),
+            watermark,
+            spill: Notify::new(),
+            spool_wake: Notify::new(),
+            spool_progress: Notify::new(),
             client,
             limit: AtomicUsize::new(config.max_batch),
             slots: Arc::new(Semaphore::new(config.in_flight)),
@@ -487,6 +615,9 @@ impl AuditStore {
             abort,
         });
         tokio::spawn(dispatch(shared.clone()));
+        if let Some(spool) = spool {
+            tokio::spawn(deliver::replay(shared.clone(), spool));
+        }
         Ok(Self {
             handle: Arc::new(Handle { shared }),
         })
@@ -570,13 +701,18 @@ impl AuditStore {
     ///
     /// Race-free against concurrent `record`: each event is either accepted before the close
     /// (and drained) or refused with [`RecordError::Closed`]. Calling it again is harmless.
+    ///
+    /// With a spool, "settled" includes "written to the spool": at the deadline what is left is
+    /// spooled rather than abandoned (allowing a short grace for the disk), and before returning
+    /// `close` keeps replaying the spool until it is empty or the deadline passes. Whatever is
+    /// still spooled then is on disk and is replayed by the next store opened on the directory.
     pub async fn close(&self, deadline: Duration) -> Result<(), CloseTimeout> {
         let shared = self.shared();
         let until = Instant::now() + deadline;
         let target = shared.close_now();
-        match shared.wait_settled(target, Some(until)).await {
+        let result = match shared.wait_settled(target, Some(until)).await {
             Ok(()) => Ok(()),
-            Err(remaining) => {
+            Err(remaining) if shared.spool.is_none() => {
                 tracing::warn!(
                     remaining,
                     "audit store close deadline reached; abandoning unsent events"
@@ -584,7 +720,33 @@ impl AuditStore {
                 shared.abort.send_replace(true);
                 Err(CloseTimeout { remaining })
             }
+            Err(remaining) => {
+                tracing::warn!(
+                    remaining,
+                    "audit store close deadline reached; writing unsent events to the spool"
+                );
+                shared.abort.send_replace(true);
+                let grace = Instant::now() + SPOOL_GRACE;
+                shared
+                    .wait_settled(target, Some(grace))
+                    .await
+                    .map_err(|remaining| CloseTimeout { remaining })
+            }
+        };
+        if let Some(spool) = &shared.spool {
+            while !shared.is_aborted() && !spool.is_empty() && Instant::now() < until {
+                let progress = shared.spool_progress.notified();
+                let _ = tokio::time::timeout(Duration::from_millis(100), progress).await;
+            }
+            shared.abort.send_replace(true);
+            let spool = spool.clone();
+            match tokio::task::spawn_blocking(move || spool.close()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "cannot sync the audit spool at close"),
+                Err(e) => tracing::error!(error = %e, "audit spool close task failed"),
+            }
         }
+        result
     }
 
     /// The store's counters now.
@@ -605,6 +767,10 @@ impl AuditStore {
             batch_limit: shared.limit.load(Ordering::Relaxed) as u64,
             batch_latency_micros_sum: get(&m.latency_micros_sum),
             batch_latency_count: get(&m.latency_count),
+            spooled: get(&m.spooled),
+            replayed: get(&m.replayed),
+            spool_bytes: shared.spool.as_ref().map_or(0, |s| s.bytes()),
+            spool_corrupt_records: get(&m.spool_corrupt),
         }
     }
 }

@@ -17,7 +17,8 @@ use axum::routing::post;
 use common::{closed_port, event, PgDb, TestApp};
 use datastorage_client::api::{EventQueryParams, ProblemType, VerifyChainRequest};
 use datastorage_client::{
-    AuditStore, Client, OverflowPolicy, RecordError, RetryPolicy, StoreConfig,
+    AuditStore, Client, OverflowPolicy, RecordError, RetryPolicy, SpoolConfig, StoreConfig,
+    Watermark,
 };
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -421,4 +422,119 @@ async fn block_policy_waits_for_room_then_drops_with_a_count() {
     let stats = store.stats();
     assert_eq!((stats.queued, stats.dropped), (accepted, 1));
     let _ = store.close(Duration::from_millis(10)).await;
+}
+
+/// A store that spools after `retry_deadline` of failures, in `dir`.
+fn spooling(dir: &std::path::Path, retry_deadline: Duration) -> StoreConfig {
+    StoreConfig {
+        retry: fast_retry(retry_deadline),
+        spool: Some(SpoolConfig::new(dir)),
+        ..StoreConfig::default()
+    }
+}
+
+/// Polls `check` every 50 ms for at most `limit`.
+async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn spooled_batches_survive_a_restart_of_the_store_and_are_replayed_once() {
+    const EVENTS: usize = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    let port = closed_port();
+    let base = format!("http://127.0.0.1:{port}");
+
+    // First store: the server is down past the retry deadline, so every batch is spooled; close
+    // then finds nothing to wait for.
+    let store = AuditStore::with_config(
+        short_timeouts(&base),
+        spooling(dir.path(), Duration::from_millis(300)),
+    )
+    .unwrap();
+    let ids: Vec<_> = (0..EVENTS)
+        .map(|i| store.try_record(event(i)).unwrap())
+        .collect();
+    assert!(
+        eventually(Duration::from_secs(30), || store.stats().spooled
+            == EVENTS as u64)
+        .await,
+        "{:?}",
+        store.stats()
+    );
+    store.close(Duration::from_millis(200)).await.unwrap();
+    let stats = store.stats();
+    assert_eq!((stats.sent, stats.failed, stats.abandoned), (0, 0, 0));
+    assert!(stats.spool_bytes > 0);
+    drop(store);
+
+    // Second store on the same directory: the server is back, the spool is replayed.
+    let pg = PgDb::create().await;
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let app = TestApp::spawn_on(listener, pg, |_| {}).await;
+    let store = AuditStore::with_config(
+        Client::new(&app.base).unwrap(),
+        spooling(dir.path(), Duration::from_secs(30)),
+    )
+    .unwrap();
+    store.close(Duration::from_secs(60)).await.unwrap();
+    let stats = store.stats();
+    assert_eq!(stats.replayed, EVENTS as u64, "{stats:?}");
+    assert_eq!((stats.spool_bytes, stats.spool_corrupt_records), (0, 0));
+    let stored = app.pg.stored_ids().await;
+    assert_eq!(stored.len(), EVENTS);
+    assert!(ids.iter().all(|id| stored.get(id) == Some(&1)));
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "segments deleted once acknowledged: {left:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn past_the_watermark_batches_go_to_the_spool_and_are_replayed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = closed_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut config = spooling(dir.path(), Duration::from_secs(600));
+    config.queue_capacity = 100;
+    config.max_batch = 10;
+    config.in_flight = 1;
+    config.spool.as_mut().unwrap().watermark = Watermark::Events(50);
+    // The producer waits for room; only the spool can make room while the server is down.
+    config.overflow = OverflowPolicy::Block {
+        timeout: Duration::from_secs(10),
+    };
+    let store = AuditStore::with_config(short_timeouts(&base), config).unwrap();
+    // Far more than the queue holds: with the spool nothing is dropped.
+    let mut ids = Vec::new();
+    for i in 0..1_000 {
+        ids.push(store.record(event(i)).await.unwrap());
+    }
+    let stats = store.stats();
+    assert_eq!(stats.dropped, 0);
+    assert!(
+        eventually(Duration::from_secs(10), || store.stats().spooled > 0).await,
+        "{stats:?}"
+    );
+
+    let pg = PgDb::create().await;
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let app = TestApp::spawn_on(listener, pg, |_| {}).await;
+    store.close(Duration::from_secs(60)).await.unwrap();
+    let stats = store.stats();
+    assert_eq!(stats.sent + stats.spooled, 1_000, "{stats:?}");
+    assert_eq!(stats.replayed, stats.spooled, "{stats:?}");
+    let stored = app.pg.stored_ids().await;
+    assert_eq!(stored.len(), 1_000);
+    assert!(ids.iter().all(|id| stored.get(id) == Some(&1)));
+    app.stop().await;
 }
