@@ -24,6 +24,8 @@
 //! ```
 
 pub mod backoff;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod client;
 mod deliver;
 pub mod error;

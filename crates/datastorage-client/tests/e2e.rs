@@ -102,15 +102,16 @@ async fn every_route_answers_with_typed_values_and_problems() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn twenty_thousand_events_from_eight_tasks_arrive_exactly_once() {
+async fn a_hundred_thousand_events_from_eight_tasks_arrive_exactly_once() {
     const TASKS: usize = 8;
-    const PER_TASK: usize = 2_500;
+    const PER_TASK: usize = 12_500;
+    const TOTAL: usize = TASKS * PER_TASK;
     let app = TestApp::spawn().await;
-    // 20,000 events arrive faster than any server writes them: the producers choose to wait for
+    // 100,000 events arrive faster than any server writes them: the producers choose to wait for
     // room rather than drop (the default would drop, and count, the overflow).
     let config = StoreConfig {
         overflow: OverflowPolicy::Block {
-            timeout: Duration::from_secs(60),
+            timeout: Duration::from_secs(120),
         },
         ..StoreConfig::default()
     };
@@ -134,19 +135,75 @@ async fn twenty_thousand_events_from_eight_tasks_arrive_exactly_once() {
     for p in producers {
         ids.extend(p.await.unwrap());
     }
-    assert_eq!(ids.len(), TASKS * PER_TASK, "ids are unique");
-    store.close(Duration::from_secs(120)).await.unwrap();
+    assert_eq!(ids.len(), TOTAL, "ids are unique");
+    store.close(Duration::from_secs(300)).await.unwrap();
 
     let stored = app.pg.stored_ids().await;
-    assert_eq!(stored.len(), TASKS * PER_TASK, "row count");
+    assert_eq!(stored.len(), TOTAL, "row count");
     for id in &ids {
         assert_eq!(stored.get(id), Some(&1), "{id} must be stored exactly once");
     }
     let stats = store.stats();
-    assert_eq!(stats.queued, 20_000);
-    assert_eq!(stats.sent, 20_000);
+    assert_eq!(stats.queued, TOTAL as u64);
+    assert_eq!(stats.sent, TOTAL as u64);
     assert_eq!((stats.dropped, stats.failed, stats.abandoned), (0, 0, 0));
-    assert!(stats.batch_latency_count >= 40, "{stats:?}");
+    assert!(stats.batch_latency_count >= 200, "{stats:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_stopped_for_ten_seconds_mid_stream_loses_and_duplicates_nothing() {
+    const EVENTS: usize = 20_000;
+    let app = TestApp::spawn().await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let pg = app.pg.clone();
+    let config = StoreConfig {
+        retry: fast_retry(Duration::from_secs(120)),
+        overflow: OverflowPolicy::Block {
+            timeout: Duration::from_secs(60),
+        },
+        ..StoreConfig::default()
+    };
+    let store = AuditStore::with_config(short_timeouts(&app.base), config).unwrap();
+    // A steady stream of about 20 s: 100 events every 100 ms.
+    let producer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::with_capacity(EVENTS);
+            for i in 0..EVENTS {
+                ids.push(store.record(event(i)).await.unwrap());
+                if i % 100 == 99 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            ids
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    app.stop().await;
+    let stopped_at = store.stats().sent;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let during = store.stats();
+    assert!(during.retried > 0, "the outage was felt: {during:?}");
+    // At most the batches that were in flight when the server stopped were answered since.
+    assert!(
+        during.sent <= stopped_at + 2_000,
+        "nothing sent while down: {during:?}"
+    );
+    let listener = TcpListener::bind(&addr).await.unwrap();
+    let app = TestApp::spawn_on(listener, pg, |_| {}).await;
+
+    let ids = producer.await.unwrap();
+    store.close(Duration::from_secs(120)).await.unwrap();
+    let stats = store.stats();
+    assert_eq!(
+        (stats.sent, stats.dropped, stats.failed),
+        (EVENTS as u64, 0, 0),
+        "{stats:?}"
+    );
+    let stored = app.pg.stored_ids().await;
+    assert_eq!(stored.len(), EVENTS, "row count");
+    assert!(ids.iter().all(|id| stored.get(id) == Some(&1)));
     app.stop().await;
 }
 
@@ -537,4 +594,390 @@ async fn past_the_watermark_batches_go_to_the_spool_and_are_replayed_once() {
     assert_eq!(stored.len(), 1_000);
     assert!(ids.iter().all(|id| stored.get(id) == Some(&1)));
     app.stop().await;
+}
+
+// ---- The spool across a killed client process ----------------------------------------------
+//
+// The client runs as a child process: this very test binary, started again with
+// `--ignored --exact spool_child_process`, steered by environment variables. Its event ids are
+// derived from a seed, so the parent knows them without being told.
+
+const CHILD_MODE: &str = "DS_SPOOL_CHILD_MODE";
+const CHILD_URL: &str = "DS_SPOOL_CHILD_URL";
+const CHILD_DIR: &str = "DS_SPOOL_CHILD_DIR";
+const CHILD_SEED: &str = "DS_SPOOL_CHILD_SEED";
+const CHILD_EVENTS: usize = 5_000;
+
+fn child_event_id(seed: u64, i: usize) -> Uuid {
+    Uuid::from_u128((u128::from(seed) << 64) | i as u128)
+}
+
+/// Not a test on its own: the client process of
+/// `a_client_killed_while_the_server_is_down_loses_nothing_that_it_spooled`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs only as the child process of a spool test"]
+async fn spool_child_process() {
+    let Ok(mode) = std::env::var(CHILD_MODE) else {
+        return;
+    };
+    let url = std::env::var(CHILD_URL).unwrap();
+    let dir = std::env::var(CHILD_DIR).unwrap();
+    let seed: u64 = std::env::var(CHILD_SEED).unwrap().parse().unwrap();
+    let config = spooling(std::path::Path::new(&dir), Duration::from_millis(500));
+    let store = AuditStore::with_config(short_timeouts(&url), config).unwrap();
+    match mode.as_str() {
+        // Record every event; report once all of them are on disk; wait to be killed.
+        "record" => {
+            for i in 0..CHILD_EVENTS {
+                let mut e = event(i);
+                e.event_id = Some(child_event_id(seed, i));
+                store.try_record(e).unwrap();
+            }
+            let all = || store.stats().spooled == CHILD_EVENTS as u64;
+            assert!(
+                eventually(Duration::from_secs(60), all).await,
+                "{:?}",
+                store.stats()
+            );
+            println!("SPOOLED {}", store.stats().spooled);
+            tokio::time::sleep(Duration::from_secs(120)).await;
+            panic!("the parent should have killed this process");
+        }
+        // Record nothing; close drains the spool left by the killed process.
+        "drain" => {
+            let closed = store.close(Duration::from_secs(90)).await;
+            let stats = store.stats();
+            println!(
+                "DRAINED replayed={} spool_bytes={} corrupt={} closed_ok={}",
+                stats.replayed,
+                stats.spool_bytes,
+                stats.spool_corrupt_records,
+                closed.is_ok()
+            );
+        }
+        other => panic!("unknown child mode {other}"),
+    }
+}
+
+fn spawn_child(mode: &str, url: &str, dir: &std::path::Path, seed: u64) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "spool_child_process", "--nocapture"])
+        .env(CHILD_MODE, mode)
+        .env(CHILD_URL, url)
+        .env(CHILD_DIR, dir)
+        .env(CHILD_SEED, seed.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Reads the child's standard output until a line starting with `marker` (or its end).
+fn wait_for_line(child: &mut std::process::Child, marker: &str) -> Option<String> {
+    use std::io::BufRead as _;
+    let stdout = child.stdout.as_mut().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    lines.find_map(|line| line.ok().filter(|l| l.starts_with(marker)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_killed_while_the_server_is_down_loses_nothing_that_it_spooled() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = closed_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let seed = fastrand::u64(1..u64::MAX);
+
+    // 1. The server is down; the client spools everything, then is killed with SIGKILL.
+    let mut child = spawn_child("record", &url, dir.path(), seed);
+    let reported = tokio::task::spawn_blocking(move || {
+        let line = wait_for_line(&mut child, "SPOOLED");
+        child.kill().unwrap(); // SIGKILL: no close, no destructor
+        child.wait().unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    assert_eq!(reported.as_deref(), Some("SPOOLED 5000"));
+    let segments = std::fs::read_dir(dir.path()).unwrap().count();
+    assert!(segments > 0, "the spool is on disk");
+
+    // 2. The client starts again on the same spool while the server is still down; then the
+    //    server comes up and the spool is replayed.
+    let mut child = spawn_child("drain", &url, dir.path(), seed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pg = PgDb::create().await;
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let app = TestApp::spawn_on(listener, pg, |_| {}).await;
+    let (drained, status) = tokio::task::spawn_blocking(move || {
+        let line = wait_for_line(&mut child, "DRAINED");
+        (line, child.wait().unwrap())
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        drained.as_deref(),
+        Some("DRAINED replayed=5000 spool_bytes=0 corrupt=0 closed_ok=true")
+    );
+
+    let stored = app.pg.stored_ids().await;
+    assert_eq!(stored.len(), CHILD_EVENTS, "row count");
+    for i in 0..CHILD_EVENTS {
+        let id = child_event_id(seed, i);
+        assert_eq!(
+            stored.get(&id),
+            Some(&1),
+            "event {i} ({id}) stored exactly once"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "spool emptied"
+    );
+    app.stop().await;
+}
+
+// ---- The `datastorage events` commands -------------------------------------------------------
+
+mod cli {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use clap::Parser;
+    use datastorage_client::api::AuditEvent;
+    use datastorage_client::cli::{run, EventsArgs, EXIT_NEGATIVE};
+    use serde_json::Value;
+
+    use super::common::TestApp;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        events: EventsArgs,
+    }
+
+    /// Runs `datastorage events ARGS` in process: exit code and standard output.
+    async fn events(base: &str, args: &[&str]) -> (u8, String) {
+        let mut argv = vec!["events", "--url", base];
+        argv.extend_from_slice(args);
+        let cmd = Cmd::try_parse_from(argv).unwrap();
+        let mut out = Vec::new();
+        let code = match run(cmd.events, &mut out, std::future::pending()).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                2
+            }
+        };
+        (code, String::from_utf8(out).unwrap())
+    }
+
+    fn post_args(correlation_id: &str, action: &str) -> Vec<String> {
+        [
+            "post",
+            "--json",
+            "--type",
+            "cli.test",
+            "--category",
+            "gateway",
+            "--action",
+            action,
+            "--outcome",
+            "success",
+            "--correlation-id",
+            correlation_id,
+            "--actor-id",
+            "tester",
+            "--data",
+            r#"{"k":"v"}"#,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
+    async fn post(base: &str, correlation_id: &str, action: &str) -> String {
+        let args = post_args(correlation_id, action);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, out) = events(base, &args).await;
+        assert_eq!(code, 0, "{out}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v["event_id"].as_str().unwrap().to_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn post_then_get_and_query_round_trip_and_verify_exit_codes() {
+        let app = TestApp::spawn().await;
+        let id = post(&app.base, "cli-1", "first").await;
+
+        let (code, out) = events(&app.base, &["get", &id, "--json"]).await;
+        assert_eq!(code, 0);
+        let got: AuditEvent = serde_json::from_str(&out).unwrap();
+        assert_eq!(got.event_id.to_string(), id);
+        assert_eq!(
+            (
+                got.event_type.as_str(),
+                got.event_action.as_str(),
+                got.actor_id.as_deref()
+            ),
+            ("cli.test", "first", Some("tester"))
+        );
+        assert_eq!(got.event_data["k"], "v");
+        let (code, table) = events(&app.base, &["get", &id]).await;
+        assert_eq!(code, 0);
+        assert!(table.starts_with("FIELD") && table.contains(&id), "{table}");
+
+        for n in 0..4 {
+            post(&app.base, "cli-1", &format!("more-{n}")).await;
+        }
+        let (code, out) =
+            events(&app.base, &["query", "--json", "--correlation-id", "cli-1"]).await;
+        assert_eq!(code, 0);
+        let page: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(page["pagination"]["total"], 5);
+        assert!(page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["event_id"] == id.as_str()));
+        // --all follows cursors across pages of two.
+        let (code, out) = events(
+            &app.base,
+            &[
+                "query",
+                "--json",
+                "--all",
+                "--limit",
+                "2",
+                "--correlation-id",
+                "cli-1",
+            ],
+        )
+        .await;
+        assert_eq!(code, 0);
+        let all: Vec<AuditEvent> = serde_json::from_str(&out).unwrap();
+        assert_eq!(all.len(), 5);
+        // A filter the server refuses (400 with the field named) is an error.
+        let (code, _) = events(&app.base, &["query", "--since", "tomorrow"]).await;
+        assert_eq!(code, 2);
+        let (code, table) = events(&app.base, &["query", "--correlation-id", "cli-1"]).await;
+        assert_eq!(code, 0);
+        assert!(
+            table.starts_with("TIMESTAMP") && table.contains("5 of 5 events"),
+            "{table}"
+        );
+
+        let (code, out) = events(&app.base, &["verify", "cli-1"]).await;
+        assert_eq!(
+            (code, out.trim()),
+            (0, "cli-1: valid (5 of 5 events verified)")
+        );
+        app.pg
+            .sql(&[
+                "ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only",
+                "UPDATE audit_events SET event_action = 'forged' WHERE correlation_id = 'cli-1' AND chain_sequence = 2",
+                "ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only",
+            ])
+            .await;
+        let (code, out) = events(&app.base, &["verify", "cli-1"]).await;
+        assert_eq!(code, EXIT_NEGATIVE, "{out}");
+        assert!(out.contains("TAMPERED"), "{out}");
+        let (code, out) = events(&app.base, &["verify", "--json", "cli-1"]).await;
+        assert_eq!(code, EXIT_NEGATIVE);
+        assert_eq!(
+            serde_json::from_str::<Value>(&out).unwrap()["is_valid"],
+            false
+        );
+
+        let (code, _) = events(&app.base, &["get", &uuid::Uuid::now_v7().to_string()]).await;
+        assert_eq!(code, 2, "not found is an error");
+        app.stop().await;
+    }
+
+    /// A writer the test can read while `tail` writes to it.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Shared {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn tail_prints_events_posted_after_it_started_once_and_stops_cleanly() {
+        let app = TestApp::spawn().await;
+        let before = post(&app.base, "tail-1", "before").await;
+        let other = post(&app.base, "tail-other", "ignored").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        let cmd = Cmd::try_parse_from([
+            "events",
+            "--url",
+            &app.base,
+            "tail",
+            "--json",
+            "--interval",
+            "100ms",
+            "--correlation-id",
+            "tail-1",
+        ])
+        .unwrap();
+        let out = Shared::default();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let tail = {
+            let mut out = out.clone();
+            tokio::spawn(async move {
+                run(cmd.events, &mut out, async {
+                    let _ = stop_rx.await;
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut posted = Vec::new();
+        for n in 0..3 {
+            posted.push(post(&app.base, "tail-1", &format!("after-{n}")).await);
+            post(&app.base, "tail-other", "ignored").await;
+        }
+        let mut lines = Vec::new();
+        for _ in 0..100 {
+            lines = out.text().lines().map(str::to_owned).collect();
+            if lines.len() >= 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // A few more polls: nothing may be printed twice.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        stop_tx.send(()).unwrap();
+        let code = tail.await.unwrap().unwrap();
+        assert_eq!(code, 0, "stopping (Ctrl-C) exits 0");
+        let printed: Vec<String> = out
+            .text()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["event_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(
+            printed, posted,
+            "each new event once, in order; got {lines:?}"
+        );
+        assert!(!printed.contains(&before) && !printed.contains(&other));
+        app.stop().await;
+    }
 }

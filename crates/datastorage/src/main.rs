@@ -42,6 +42,9 @@ enum Command {
     /// Config helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Client commands against a running server (--url or DATASTORAGE_URL): post, query, get,
+    /// tail and verify audit events. They never read the server's config.
+    Events(Box<datastorage_client::cli::EventsArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -54,6 +57,10 @@ enum ConfigCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A client of a server, not the server: dispatched before any server setting is loaded.
+    if let Command::Events(args) = cli.command {
+        return datastorage_client::cli::main(*args);
+    }
     if let Command::Config(ConfigCommand::PrintDefault) = cli.command {
         print!("{}", config::default_config_yaml());
         return ExitCode::SUCCESS;
@@ -103,7 +110,9 @@ async fn execute(command: Command, mut settings: Settings) -> anyhow::Result<Exi
                 serde_norway::to_string(&settings).context("cannot print the config")?
             );
         }
-        Command::Config(ConfigCommand::PrintDefault) => unreachable!("handled before loading"),
+        Command::Config(ConfigCommand::PrintDefault) | Command::Events(_) => {
+            unreachable!("handled before loading")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -90,6 +90,15 @@ impl PgDb {
         rows.into_iter().collect()
     }
 
+    /// Runs statements on the test database, in order.
+    pub async fn sql(&self, statements: &[&str]) {
+        let mut c = PgConnection::connect(&self.url()).await.unwrap();
+        for statement in statements {
+            sqlx::query(statement).execute(&mut c).await.unwrap();
+        }
+        c.close().await.ok();
+    }
+
     pub async fn count(&self) -> i64 {
         self.stored_ids().await.values().sum()
     }

@@ -1,0 +1,847 @@
+//! `datastorage events …`: the command-line client of a DataStorage server (feature `cli`, on by
+//! default). The `datastorage` binary only parses [`EventsArgs`] and calls [`main`]; the server's
+//! settings are never loaded for these commands.
+//!
+//! Output is an aligned table by default and JSON with `--json`. Exit codes: 0 success; 1 the
+//! answer is a negative one (`verify` found tampering, `post --stdin` could not deliver every
+//! event); 2 an error (bad arguments the server refused, server unreachable, not found).
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::io::{BufRead as _, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use chrono::{DateTime, SecondsFormat, Utc};
+use clap::{Args, Subcommand};
+use datastorage_api::{
+    AuditEvent, AuditEventRequest, EventCategory, EventOutcome, EventQueryParams,
+    VerifyChainRequest, MAX_PAGE_LIMIT,
+};
+use uuid::Uuid;
+
+use crate::{AuditStore, Client, OverflowPolicy, SpoolConfig, StoreConfig};
+
+/// Environment variable of the server URL (`--url`).
+pub const ENV_URL: &str = "DATASTORAGE_URL";
+
+/// Server URL when neither `--url` nor `DATASTORAGE_URL` is given.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+
+/// Exit code of a negative answer (tampered chain, undelivered events).
+pub const EXIT_NEGATIVE: u8 = 1;
+
+/// Exit code of an error.
+pub const EXIT_ERROR: u8 = 2;
+
+/// Most pages `query --all` follows (at the largest page size, 100 million events).
+const MAX_PAGES: usize = 100_000;
+
+/// Most pages one `tail` poll follows before printing and polling again.
+const MAX_TAIL_PAGES: usize = 100;
+
+/// Write, query, follow and verify audit events on a DataStorage server.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Base URL of the DataStorage server.
+    #[arg(long, global = true, env = ENV_URL, default_value = DEFAULT_URL)]
+    pub url: String,
+
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: EventsCommand,
+}
+
+/// The `events` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Write one event from flags, or NDJSON events from standard input through the buffered
+    /// store (`--stdin`).
+    Post(PostArgs),
+    /// List events matching filters, newest first.
+    Query(QueryArgs),
+    /// Show one event.
+    Get {
+        /// The event id.
+        id: Uuid,
+    },
+    /// Follow new events matching filters until Ctrl-C.
+    Tail(TailArgs),
+    /// Verify the hash chain of a correlation id; exits 1 when it is tampered.
+    Verify {
+        /// The correlation id whose chain to verify.
+        correlation_id: String,
+    },
+}
+
+/// `events post`.
+#[derive(Debug, Args)]
+pub struct PostArgs {
+    /// Read one JSON event per line from standard input and send them in batches. Missing
+    /// `version` and `event_timestamp` are filled in (`1.0`, now).
+    #[arg(long, conflicts_with_all = ["event_type", "category", "action", "outcome", "correlation_id"])]
+    pub stdin: bool,
+    /// Event type, e.g. `gateway.signal.received`.
+    #[arg(long = "type", required_unless_present = "stdin")]
+    pub event_type: Option<String>,
+    /// Event category (gateway, notification, analysis, …).
+    #[arg(long, required_unless_present = "stdin")]
+    pub category: Option<EventCategory>,
+    /// Action performed.
+    #[arg(long, required_unless_present = "stdin")]
+    pub action: Option<String>,
+    /// Outcome: success, failure or pending.
+    #[arg(long, required_unless_present = "stdin")]
+    pub outcome: Option<EventOutcome>,
+    /// Correlation id (one hash chain per value).
+    #[arg(long, required_unless_present = "stdin")]
+    pub correlation_id: Option<String>,
+    /// Event id (default: a new UUIDv7, so a re-run with the same id is a no-op).
+    #[arg(long)]
+    pub id: Option<Uuid>,
+    /// Kind of actor (`service`, `user`, …).
+    #[arg(long)]
+    pub actor_type: Option<String>,
+    /// Who acted.
+    #[arg(long)]
+    pub actor_id: Option<String>,
+    /// Kind of the resource acted upon.
+    #[arg(long)]
+    pub resource_type: Option<String>,
+    /// Id of the resource acted upon.
+    #[arg(long)]
+    pub resource_id: Option<String>,
+    /// Kubernetes namespace.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Cluster id.
+    #[arg(long)]
+    pub cluster_id: Option<String>,
+    /// Severity.
+    #[arg(long)]
+    pub severity: Option<String>,
+    /// Payload: a JSON object.
+    #[arg(long, value_name = "JSON")]
+    pub data: Option<String>,
+    /// With --stdin: longest to wait at the end for every event to be written.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub close_timeout: Duration,
+    /// With --stdin: spool directory for events the server cannot take now (replayed by the
+    /// next run with the same directory).
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+}
+
+/// Filters shared by `query` and `tail`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct Filters {
+    /// Exact event type.
+    #[arg(long = "type")]
+    pub event_type: Option<String>,
+    /// Category, any case.
+    #[arg(long)]
+    pub category: Option<String>,
+    /// Outcome, any case.
+    #[arg(long)]
+    pub outcome: Option<String>,
+    /// Severity, any case.
+    #[arg(long)]
+    pub severity: Option<String>,
+    /// Exact correlation id.
+    #[arg(long)]
+    pub correlation_id: Option<String>,
+    /// `event_data` key to match (with --detail-value).
+    #[arg(long, requires = "detail_value")]
+    pub detail_key: Option<String>,
+    /// `event_data` value to match, as text (with --detail-key).
+    #[arg(long, requires = "detail_key")]
+    pub detail_value: Option<String>,
+    /// Exact actor id.
+    #[arg(long)]
+    pub actor_id: Option<String>,
+    /// Exact resource type.
+    #[arg(long)]
+    pub resource_type: Option<String>,
+    /// Exact resource id.
+    #[arg(long)]
+    pub resource_id: Option<String>,
+    /// Exact namespace.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Exact cluster id.
+    #[arg(long)]
+    pub cluster_id: Option<String>,
+}
+
+impl Filters {
+    fn params(&self) -> EventQueryParams {
+        EventQueryParams {
+            event_type: self.event_type.clone(),
+            event_category: self.category.clone(),
+            event_outcome: self.outcome.clone(),
+            severity: self.severity.clone(),
+            correlation_id: self.correlation_id.clone(),
+            detail_key: self.detail_key.clone(),
+            detail_value: self.detail_value.clone(),
+            actor_id: self.actor_id.clone(),
+            resource_type: self.resource_type.clone(),
+            resource_id: self.resource_id.clone(),
+            namespace: self.namespace.clone(),
+            cluster_id: self.cluster_id.clone(),
+            ..EventQueryParams::default()
+        }
+    }
+}
+
+/// `events query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// Filters.
+    #[command(flatten)]
+    pub filters: Filters,
+    /// Lower time bound, inclusive: `24h`, `7d`, an RFC 3339 date-time or a date.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Upper time bound, exclusive (same forms as --since).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Page size, 1–1000 (server default 50).
+    #[arg(long)]
+    pub limit: Option<u32>,
+    /// Page offset.
+    #[arg(long, conflicts_with = "cursor")]
+    pub offset: Option<u64>,
+    /// Start after this `next_cursor` of a previous page.
+    #[arg(long)]
+    pub cursor: Option<String>,
+    /// Follow cursors to the last page and print every matching event.
+    #[arg(long, conflicts_with = "offset")]
+    pub all: bool,
+}
+
+/// `events tail`.
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Filters.
+    #[command(flatten)]
+    pub filters: Filters,
+    /// Also print events from this point on (default: only events from now on).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Time between two polls.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// How far behind the newest event seen each poll looks again, for events that arrive late
+    /// (their timestamp is the client's). An event older than this when it is stored is missed.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lookback: Duration,
+    /// Exit after printing this many events.
+    #[arg(long)]
+    pub count: Option<u64>,
+}
+
+/// Runs one `events` command and exits: builds a runtime, prints to standard output, stops
+/// `tail` on Ctrl-C (exit 0). For the `datastorage` binary.
+pub fn main(args: EventsArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let mut stdout = std::io::stdout();
+    match runtime.block_on(run(args, &mut stdout, ctrl_c)) {
+        Ok(code) => ExitCode::from(code),
+        // A reader that went away (`| head`) is not an error.
+        Err(e)
+            if e.chain().any(|c| {
+                let kind = c.downcast_ref::<std::io::Error>().map(std::io::Error::kind);
+                let json = c.downcast_ref::<serde_json::Error>();
+                kind.or_else(|| json.and_then(serde_json::Error::io_error_kind))
+                    == Some(std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let _ = stdout.flush();
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// Runs one `events` command, printing to `out`; `stop` ends `tail` (exit 0). Returns the exit
+/// code; an `Err` means exit code [`EXIT_ERROR`].
+pub async fn run<W: Write + Send>(
+    args: EventsArgs,
+    out: &mut W,
+    stop: impl Future<Output = ()> + Send,
+) -> anyhow::Result<u8> {
+    let client = Client::new(&args.url).context("--url")?;
+    let json = args.json;
+    match args.command {
+        EventsCommand::Post(post) if post.stdin => post_stdin(&client, post, json, out).await,
+        EventsCommand::Post(post) => post_one(&client, post, json, out).await,
+        EventsCommand::Query(query) => run_query(&client, query, json, out).await,
+        EventsCommand::Get { id } => {
+            let event = client
+                .get_event(id)
+                .await
+                .with_context(|| format!("cannot get event {id}"))?;
+            if json {
+                print_json(out, &event)?;
+            } else {
+                print_event_detail(out, &event)?;
+            }
+            Ok(0)
+        }
+        EventsCommand::Tail(tail) => run_tail(&client, tail, json, out, stop).await,
+        EventsCommand::Verify { correlation_id } => {
+            let answer = client
+                .verify_chain(&VerifyChainRequest {
+                    correlation_id: correlation_id.clone(),
+                })
+                .await
+                .with_context(|| format!("cannot verify the chain of {correlation_id:?}"))?;
+            if json {
+                print_json(out, &answer)?;
+            } else {
+                writeln!(
+                    out,
+                    "{}: {} ({} of {} events verified)",
+                    answer.correlation_id,
+                    if answer.is_valid { "valid" } else { "TAMPERED" },
+                    answer.verified_events,
+                    answer.total_events
+                )?;
+                if !answer.tampered_events.is_empty() {
+                    let rows = answer
+                        .tampered_events
+                        .iter()
+                        .map(|t| vec![t.event_id.clone(), t.message.clone()])
+                        .collect();
+                    write!(out, "{}", table(&["EVENT_ID", "PROBLEM"], rows))?;
+                }
+            }
+            Ok(if answer.is_valid { 0 } else { EXIT_NEGATIVE })
+        }
+    }
+}
+
+fn print_json<W: Write, T: serde::Serialize>(out: &mut W, value: &T) -> anyhow::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn build_event(post: PostArgs) -> anyhow::Result<AuditEventRequest> {
+    let (Some(t), Some(c), Some(a), Some(o), Some(corr)) = (
+        post.event_type,
+        post.category,
+        post.action,
+        post.outcome,
+        post.correlation_id,
+    ) else {
+        bail!("--type, --category, --action, --outcome and --correlation-id are required");
+    };
+    let mut event = AuditEventRequest::new(t, c, a, o, corr);
+    event.event_id = Some(post.id.unwrap_or_else(Uuid::now_v7));
+    event.actor_type = post.actor_type;
+    event.actor_id = post.actor_id;
+    event.resource_type = post.resource_type;
+    event.resource_id = post.resource_id;
+    event.namespace = post.namespace;
+    event.cluster_id = post.cluster_id;
+    event.severity = post.severity;
+    if let Some(data) = post.data {
+        event.event_data = serde_json::from_str(&data).context("--data must be a JSON object")?;
+    }
+    Ok(event)
+}
+
+async fn post_one<W: Write>(
+    client: &Client,
+    post: PostArgs,
+    json: bool,
+    out: &mut W,
+) -> anyhow::Result<u8> {
+    let event = build_event(post)?;
+    let answer = client
+        .create_event(&event)
+        .await
+        .context("the event was not stored")?;
+    if json {
+        print_json(out, &answer)?;
+    } else {
+        let rows = vec![vec![
+            answer.event_id.to_string(),
+            format_ts(answer.event_timestamp),
+            answer.message,
+        ]];
+        write!(
+            out,
+            "{}",
+            table(&["EVENT_ID", "TIMESTAMP", "MESSAGE"], rows)
+        )?;
+    }
+    Ok(0)
+}
+
+/// One NDJSON line as an event: `version` and `event_timestamp` default to `1.0` and now.
+pub fn parse_ndjson_event(line: &str) -> Result<AuditEventRequest, String> {
+    let mut value: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let object = value
+        .as_object_mut()
+        .ok_or_else(|| "not a JSON object".to_owned())?;
+    object
+        .entry("version")
+        .or_insert_with(|| serde_json::Value::from("1.0"));
+    object.entry("event_timestamp").or_insert_with(|| {
+        serde_json::Value::from(Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true))
+    });
+    object
+        .entry("event_data")
+        .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
+/// What `post --stdin` did.
+#[derive(Debug, Default, serde::Serialize)]
+struct PostSummary {
+    lines: u64,
+    invalid: u64,
+    accepted: u64,
+    sent: u64,
+    failed: u64,
+    dropped: u64,
+    spooled: u64,
+    replayed: u64,
+    not_confirmed: u64,
+}
+
+async fn post_stdin<W: Write>(
+    client: &Client,
+    post: PostArgs,
+    json: bool,
+    out: &mut W,
+) -> anyhow::Result<u8> {
+    let config = StoreConfig {
+        // A command-line batch prefers completeness to speed: wait for room.
+        overflow: OverflowPolicy::Block {
+            timeout: post.close_timeout,
+        },
+        spool: post.spool_dir.map(SpoolConfig::new),
+        ..StoreConfig::default()
+    };
+    let store = AuditStore::with_config(client.clone(), config)?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(u64, std::io::Result<String>)>(1024);
+    let reader = tokio::task::spawn_blocking(move || {
+        let stdin = std::io::stdin();
+        for (n, line) in stdin.lock().lines().enumerate() {
+            let stop = line.is_err();
+            if tx.blocking_send((n as u64 + 1, line)).is_err() || stop {
+                break;
+            }
+        }
+    });
+    let mut summary = PostSummary::default();
+    while let Some((n, line)) = rx.recv().await {
+        let line = line.with_context(|| format!("cannot read standard input at line {n}"))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        summary.lines += 1;
+        match parse_ndjson_event(&line) {
+            Ok(event) => {
+                if store.record(event).await.is_ok() {
+                    summary.accepted += 1;
+                }
+            }
+            Err(e) => {
+                summary.invalid += 1;
+                eprintln!("line {n}: not an event: {e}");
+            }
+        }
+    }
+    reader.await.context("stdin reader failed")?;
+    let closed = store.close(post.close_timeout).await;
+    let stats = store.stats();
+    summary.sent = stats.sent;
+    summary.failed = stats.failed;
+    summary.dropped = stats.dropped;
+    summary.spooled = stats.spooled;
+    summary.replayed = stats.replayed;
+    summary.not_confirmed = closed.err().map_or(0, |t| t.remaining);
+    if json {
+        print_json(out, &summary)?;
+    } else {
+        let rows = vec![vec![
+            summary.lines.to_string(),
+            summary.invalid.to_string(),
+            summary.sent.to_string(),
+            summary.failed.to_string(),
+            summary.dropped.to_string(),
+            summary.spooled.to_string(),
+            summary.replayed.to_string(),
+            summary.not_confirmed.to_string(),
+        ]];
+        let head = [
+            "LINES",
+            "INVALID",
+            "SENT",
+            "FAILED",
+            "DROPPED",
+            "SPOOLED",
+            "REPLAYED",
+            "NOT_CONFIRMED",
+        ];
+        write!(out, "{}", table(&head, rows))?;
+    }
+    let complete = summary.invalid == 0
+        && summary.failed == 0
+        && summary.dropped == 0
+        && summary.not_confirmed == 0
+        && summary.sent + summary.spooled == summary.accepted;
+    Ok(if complete { 0 } else { EXIT_NEGATIVE })
+}
+
+async fn run_query<W: Write>(
+    client: &Client,
+    query: QueryArgs,
+    json: bool,
+    out: &mut W,
+) -> anyhow::Result<u8> {
+    let mut params = query.filters.params();
+    params.since = query.since;
+    params.until = query.until;
+    params.limit = query
+        .limit
+        .or(query.all.then_some(MAX_PAGE_LIMIT))
+        .map(|l| l.to_string());
+    params.offset = query.offset.map(|o| o.to_string());
+    params.cursor = query.cursor;
+    if !query.all {
+        let page = client.query_events(&params).await.context("query failed")?;
+        if json {
+            print_json(out, &page)?;
+        } else {
+            write!(out, "{}", events_table(&page.data))?;
+            let p = &page.pagination;
+            write!(
+                out,
+                "{} of {} events (offset {})",
+                page.data.len(),
+                p.total,
+                p.offset
+            )?;
+            match &p.next_cursor {
+                Some(c) if p.has_more => writeln!(out, "; next page: --cursor {c}")?,
+                _ => writeln!(out)?,
+            }
+        }
+        return Ok(0);
+    }
+    let mut all = Vec::new();
+    for _ in 0..MAX_PAGES {
+        let page = client.query_events(&params).await.context("query failed")?;
+        all.extend(page.data);
+        match page.pagination.next_cursor {
+            Some(next) if page.pagination.has_more && params.cursor.as_ref() != Some(&next) => {
+                params.cursor = Some(next);
+                params.offset = None;
+            }
+            _ => break,
+        }
+    }
+    if json {
+        print_json(out, &all)?;
+    } else {
+        write!(out, "{}", events_table(&all))?;
+        writeln!(out, "{} events", all.len())?;
+    }
+    Ok(0)
+}
+
+/// What `tail` has printed: ids per timestamp, kept for the look-back window only.
+#[derive(Debug, Default)]
+struct Seen {
+    ids: HashSet<Uuid>,
+    by_time: HashMap<Uuid, DateTime<Utc>>,
+    newest: Option<DateTime<Utc>>,
+}
+
+impl Seen {
+    /// Keeps the events of `page` not printed yet, oldest first, and remembers them.
+    fn fresh(&mut self, mut events: Vec<AuditEvent>) -> Vec<AuditEvent> {
+        events.retain(|e| !self.ids.contains(&e.event_id));
+        events.sort_by_key(|e| (e.event_timestamp, e.event_id));
+        events.dedup_by_key(|e| e.event_id);
+        for e in &events {
+            self.ids.insert(e.event_id);
+            self.by_time.insert(e.event_id, e.event_timestamp);
+            self.newest = self.newest.max(Some(e.event_timestamp));
+        }
+        events
+    }
+
+    /// Forgets events older than `horizon`: polls no longer return them.
+    fn prune(&mut self, horizon: DateTime<Utc>) {
+        self.by_time.retain(|_, at| *at >= horizon);
+        let by_time = &self.by_time;
+        self.ids.retain(|id| by_time.contains_key(id));
+    }
+}
+
+async fn run_tail<W: Write>(
+    client: &Client,
+    tail: TailArgs,
+    json: bool,
+    out: &mut W,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<u8> {
+    let lookback = chrono::Duration::from_std(tail.lookback).context("--lookback")?;
+    let start = match &tail.since {
+        Some(raw) => datastorage_api::query::parse_time(raw, Utc::now())
+            .map_err(|rule| anyhow::anyhow!("--since {rule}"))?,
+        None => Utc::now(),
+    };
+    let mut seen = Seen::default();
+    let mut printed = 0u64;
+    let mut header = !json;
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        // Each poll looks back from the newest event seen (or the start), so an event stored a
+        // little after a newer one is still found; ids already printed are skipped.
+        let from = seen.newest.map_or(start, |n| (n - lookback).max(start));
+        let mut params = tail.filters.params();
+        params.since = Some(from.to_rfc3339_opts(SecondsFormat::Micros, true));
+        params.limit = Some(MAX_PAGE_LIMIT.to_string());
+        let mut found = Vec::new();
+        let mut failed = None;
+        for _ in 0..MAX_TAIL_PAGES {
+            match client.query_events(&params).await {
+                Ok(page) => {
+                    found.extend(page.data);
+                    match page.pagination.next_cursor {
+                        Some(c) if page.pagination.has_more => params.cursor = Some(c),
+                        _ => break,
+                    }
+                }
+                Err(e) if e.is_retryable() => {
+                    failed = Some(e);
+                    break;
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context("tail query failed")),
+            }
+        }
+        if let Some(e) = failed {
+            eprintln!("warning: poll failed, retrying: {e}");
+        }
+        let fresh = seen.fresh(found);
+        for event in fresh {
+            if json {
+                serde_json::to_writer(&mut *out, &event)?;
+                writeln!(out)?;
+            } else {
+                let text = table(&EVENT_COLUMNS, vec![event_row(&event)]);
+                let mut lines = text.lines();
+                let head = lines.next().unwrap_or_default();
+                if std::mem::take(&mut header) {
+                    writeln!(out, "{head}")?;
+                }
+                for line in lines {
+                    writeln!(out, "{line}")?;
+                }
+            }
+            out.flush()?;
+            printed += 1;
+            if tail.count.is_some_and(|c| printed >= c) {
+                return Ok(0);
+            }
+        }
+        if let Some(newest) = seen.newest {
+            seen.prune((newest - lookback).max(start));
+        }
+        tokio::select! {
+            () = &mut stop => return Ok(0),
+            () = tokio::time::sleep(tail.interval) => {}
+        }
+    }
+}
+
+const EVENT_COLUMNS: [&str; 8] = [
+    "TIMESTAMP",
+    "EVENT_ID",
+    "TYPE",
+    "CATEGORY",
+    "ACTION",
+    "OUTCOME",
+    "CORRELATION_ID",
+    "ACTOR",
+];
+
+fn format_ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn event_row(e: &AuditEvent) -> Vec<String> {
+    vec![
+        format_ts(e.event_timestamp),
+        e.event_id.to_string(),
+        e.event_type.clone(),
+        e.event_category.to_string(),
+        e.event_action.clone(),
+        e.event_outcome.to_string(),
+        e.correlation_id.clone(),
+        e.actor_id.clone().unwrap_or_default(),
+    ]
+}
+
+fn events_table(events: &[AuditEvent]) -> String {
+    table(&EVENT_COLUMNS, events.iter().map(event_row).collect())
+}
+
+fn print_event_detail<W: Write>(out: &mut W, e: &AuditEvent) -> anyhow::Result<()> {
+    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    let rows = [
+        ("event_id", e.event_id.to_string()),
+        ("event_timestamp", format_ts(e.event_timestamp)),
+        ("event_type", e.event_type.clone()),
+        ("event_category", e.event_category.to_string()),
+        ("event_action", e.event_action.clone()),
+        ("event_outcome", e.event_outcome.to_string()),
+        ("correlation_id", e.correlation_id.clone()),
+        (
+            "actor",
+            format!("{} {}", opt(&e.actor_type), opt(&e.actor_id)),
+        ),
+        (
+            "resource",
+            format!("{} {}", opt(&e.resource_type), opt(&e.resource_id)),
+        ),
+        ("namespace", opt(&e.namespace)),
+        ("cluster_id", opt(&e.cluster_id)),
+        ("severity", opt(&e.severity)),
+        ("chain_sequence", e.chain_sequence.to_string()),
+        ("event_hash", e.event_hash.clone()),
+        ("previous_event_hash", e.previous_event_hash.clone()),
+        ("hash_algorithm", e.hash_algorithm.clone()),
+        (
+            "event_data",
+            serde_json::to_string(&e.event_data).unwrap_or_default(),
+        ),
+    ];
+    let rows = rows
+        .into_iter()
+        .map(|(k, v)| vec![k.to_owned(), v.trim().to_owned()])
+        .collect();
+    write!(out, "{}", table(&["FIELD", "VALUE"], rows))?;
+    Ok(())
+}
+
+/// Aligned columns: a header line, then one line per row; cells never wrap.
+pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.zip(&widths).enumerate() {
+            if i > 0 {
+                l.push_str("  ");
+            }
+            l.push_str(cell);
+            let pad = w - cell.chars().count();
+            l.extend(std::iter::repeat_n(' ', pad));
+        }
+        text.push_str(l.trim_end());
+        text.push('\n');
+    };
+    line(&mut headers.iter().copied());
+    for row in &rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns_and_trim_line_ends() {
+        let t = table(
+            &["A", "LONGER"],
+            vec![
+                vec!["xyz".into(), "1".into()],
+                vec!["é".into(), String::new()],
+            ],
+        );
+        assert_eq!(t, "A    LONGER\nxyz  1\né\n");
+    }
+
+    #[test]
+    fn ndjson_lines_get_defaults_and_bad_ones_are_explained() {
+        let e = parse_ndjson_event(
+            r#"{"event_type":"a.b","event_category":"gateway","event_action":"x","event_outcome":"success","correlation_id":"c"}"#,
+        )
+        .unwrap();
+        assert_eq!(e.version, "1.0");
+        assert!(e.event_data.is_empty());
+        assert!(parse_ndjson_event("[1]").unwrap_err().contains("object"));
+        assert!(parse_ndjson_event(r#"{"event_type":"a"}"#).is_err());
+    }
+
+    fn ev(ts: i64, id: u128) -> AuditEvent {
+        serde_json::from_value(serde_json::json!({
+            "event_id": Uuid::from_u128(id), "version": "1.0", "event_type": "t",
+            "event_timestamp": DateTime::from_timestamp(ts, 0).unwrap(), "event_date": "2026-01-01",
+            "event_category": "gateway", "event_action": "a", "event_outcome": "success",
+            "actor_type": null, "actor_id": null, "actor_ip": null, "resource_type": null,
+            "resource_id": null, "correlation_id": "c", "parent_event_id": null,
+            "parent_event_date": null, "namespace": null, "cluster_id": null, "severity": null,
+            "duration_ms": null, "error_code": null, "error_message": null, "retention_days": 1,
+            "is_sensitive": false, "event_data": {}, "chain_sequence": 1, "event_hash": "",
+            "previous_event_hash": "", "hash_algorithm": "sha256", "legal_hold": false
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn tail_prints_each_event_once_oldest_first_even_when_it_arrives_late() {
+        let mut seen = Seen::default();
+        let first = seen.fresh(vec![ev(20, 2), ev(10, 1)]);
+        assert_eq!(
+            first.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+            vec![Uuid::from_u128(1), Uuid::from_u128(2)]
+        );
+        // The next poll returns the same events again plus one at the same second and one
+        // that arrived late with an older timestamp.
+        let second = seen.fresh(vec![ev(20, 3), ev(20, 2), ev(15, 4), ev(10, 1)]);
+        assert_eq!(
+            second.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+            vec![Uuid::from_u128(4), Uuid::from_u128(3)]
+        );
+        seen.prune(DateTime::from_timestamp(15, 0).unwrap());
+        assert_eq!(seen.ids.len(), 3, "event 1 is behind the window");
+        assert!(seen.fresh(vec![ev(20, 3)]).is_empty());
+    }
+}
