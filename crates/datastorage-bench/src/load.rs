@@ -1,0 +1,321 @@
+//! The HTTP load generator: closed-loop clients, one keep-alive HTTP/1.1 connection each.
+//!
+//! Each client sends a request, waits for the whole answer, and sends the next. A warm-up runs
+//! first and is discarded; then requests that complete inside the measured window are counted
+//! and their latencies recorded (microseconds, HdrHistogram). Every loop is bounded by time and
+//! by a request count, and every request by a timeout.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::events::{Gen, Templates};
+use crate::sys::{vm_kib, CpuSnap, CpuUse, Probe};
+
+/// Longest wait for one answer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most requests one scenario sends, all clients together.
+pub const MAX_REQUESTS: u64 = 5_000_000;
+
+/// One keep-alive HTTP/1.1 connection.
+pub struct Conn {
+    addr: SocketAddr,
+    host: String,
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl Conn {
+    /// A connection to `addr`, opened on first use.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            host: addr.to_string(),
+            sender: None,
+        }
+    }
+
+    async fn open(&mut self) -> Result<&mut SendRequest<Full<Bytes>>> {
+        if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
+            let stream = TcpStream::connect(self.addr)
+                .await
+                .with_context(|| format!("cannot connect to {}", self.addr))?;
+            stream.set_nodelay(true)?;
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .context("HTTP handshake")?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            self.sender = Some(sender);
+        }
+        let sender = self.sender.as_mut().context("connection lost")?;
+        sender.ready().await.context("connection not ready")?;
+        Ok(sender)
+    }
+
+    /// Sends one request and reads the whole answer.
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes)> {
+        let host = self.host.clone();
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, host)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))?;
+        let result = async {
+            let sender = self.open().await?;
+            let resp = sender.send_request(req).await?;
+            let status = resp.status();
+            let body = resp.into_body().collect().await?.to_bytes();
+            anyhow::Ok((status, body))
+        }
+        .await;
+        if result.is_err() {
+            self.sender = None;
+        }
+        result
+    }
+}
+
+/// One GET, on a fresh connection.
+pub async fn get(addr: SocketAddr, path: &str) -> Result<(StatusCode, Bytes)> {
+    tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        Conn::new(addr).send(Method::GET, path, Bytes::new()),
+    )
+    .await
+    .context("timed out")?
+}
+
+/// One POST of a JSON body, on a fresh connection.
+pub async fn post(addr: SocketAddr, path: &str, body: Bytes) -> Result<(StatusCode, Bytes)> {
+    tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        Conn::new(addr).send(Method::POST, path, body),
+    )
+    .await
+    .context("timed out")?
+}
+
+/// What each request does.
+#[derive(Debug, Clone, Copy)]
+pub enum Work {
+    /// `POST /api/v1/audit/events`, one event.
+    Single,
+    /// `POST /api/v1/audit/events/batch` with this many events.
+    Batch(usize),
+    /// `GET /api/v1/audit/events?correlation_id=cid-<n>&limit=50`, `n` below this.
+    Query(u64),
+}
+
+impl Work {
+    /// Events (or queries) one request stands for.
+    pub fn per_request(self) -> u64 {
+        match self {
+            Work::Batch(n) => n as u64,
+            _ => 1,
+        }
+    }
+}
+
+/// How long and how wide.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Discarded lead-in.
+    pub warmup: Duration,
+    /// Measured window.
+    pub duration: Duration,
+}
+
+/// What one scenario measured.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Successful requests completed in the window.
+    pub requests: u64,
+    /// Events (or queries) those requests stand for.
+    pub units: u64,
+    /// Latency of successful requests in the window, microseconds.
+    pub hist: Histogram<u64>,
+    /// Failures in the window by kind (`HTTP 503`, `transport`, `timeout`).
+    pub errors: BTreeMap<String, u64>,
+    /// The measured window, seconds.
+    pub window: f64,
+    /// Highest server VmRSS seen during the scenario, KiB.
+    pub rss_peak_kib: Option<u64>,
+    /// CPU over the measured window.
+    pub cpu: CpuUse,
+}
+
+impl Outcome {
+    /// Units per second.
+    pub fn rate(&self) -> f64 {
+        if self.window > 0.0 {
+            self.units as f64 / self.window
+        } else {
+            0.0
+        }
+    }
+
+    /// Latency quantile in milliseconds.
+    pub fn ms(&self, q: f64) -> f64 {
+        self.hist.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    /// Failed requests in the window.
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
+struct WorkerStats {
+    requests: u64,
+    hist: Histogram<u64>,
+    errors: BTreeMap<String, u64>,
+}
+
+fn new_hist() -> Histogram<u64> {
+    // 1 µs .. 10 min, 3 significant digits.
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+async fn worker(
+    addr: SocketAddr,
+    work: Work,
+    mut gen: Gen,
+    measure_from: Instant,
+    end: Instant,
+    max_requests: u64,
+) -> WorkerStats {
+    let mut conn = Conn::new(addr);
+    let mut stats = WorkerStats {
+        requests: 0,
+        hist: new_hist(),
+        errors: BTreeMap::new(),
+    };
+    let mut sent = 0u64;
+    while Instant::now() < end && sent < max_requests {
+        sent += 1;
+        let (method, path, body) = match work {
+            Work::Single => (
+                Method::POST,
+                "/api/v1/audit/events".to_owned(),
+                gen.single(),
+            ),
+            Work::Batch(n) => (
+                Method::POST,
+                "/api/v1/audit/events/batch".to_owned(),
+                gen.batch(n),
+            ),
+            Work::Query(n) => (
+                Method::GET,
+                format!(
+                    "/api/v1/audit/events?correlation_id=cid-{}&limit=50",
+                    gen.pick(n)
+                ),
+                Bytes::new(),
+            ),
+        };
+        let start = Instant::now();
+        let result = tokio::time::timeout(REQUEST_TIMEOUT, conn.send(method, &path, body)).await;
+        let done = Instant::now();
+        let counted = done >= measure_from && done <= end;
+        let failure = match result {
+            Ok(Ok((status, _))) if status.is_success() => None,
+            Ok(Ok((status, _))) => Some(format!("HTTP {}", status.as_u16())),
+            Ok(Err(_)) => Some("transport".to_owned()),
+            Err(_) => {
+                conn = Conn::new(addr);
+                Some("timeout".to_owned())
+            }
+        };
+        match failure {
+            None if counted => {
+                stats.requests += 1;
+                let us = done.duration_since(start).as_micros().max(1) as u64;
+                let _ = stats.hist.record(us.min(600_000_000));
+            }
+            None => {}
+            Some(kind) => {
+                if counted {
+                    *stats.errors.entry(kind).or_default() += 1;
+                }
+                // Do not spin on a refused connection.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+    stats
+}
+
+/// Runs `work` against the server at `addr` and measures it.
+pub async fn run(
+    addr: SocketAddr,
+    work: Work,
+    plan: Plan,
+    templates: &Arc<Templates>,
+    cids: u64,
+    probe: Probe,
+    tck: f64,
+) -> Outcome {
+    let begin = Instant::now();
+    let measure_from = begin + plan.warmup;
+    let end = measure_from + plan.duration;
+    let per_client = (MAX_REQUESTS / plan.clients.max(1) as u64).max(1);
+    let seed0 = fastrand::u64(..);
+    let handles: Vec<_> = (0..plan.clients)
+        .map(|i| {
+            let gen = Gen::new(templates.clone(), cids, seed0.wrapping_add(i as u64));
+            tokio::spawn(worker(addr, work, gen, measure_from, end, per_client))
+        })
+        .collect();
+    // Sample memory while the load runs and CPU at the window's edges.
+    let mut rss_peak: Option<u64> = None;
+    tokio::time::sleep_until(measure_from.into()).await;
+    let cpu_start = CpuSnap::take(probe);
+    while Instant::now() < end {
+        if let Some(rss) = probe.server.and_then(|p| vm_kib(p, "VmRSS")) {
+            rss_peak = Some(rss_peak.map_or(rss, |r| r.max(rss)));
+        }
+        let left = end.saturating_duration_since(Instant::now());
+        tokio::time::sleep(left.min(Duration::from_millis(200))).await;
+    }
+    let cpu_end = CpuSnap::take(probe);
+    let mut out = Outcome {
+        requests: 0,
+        units: 0,
+        hist: new_hist(),
+        errors: BTreeMap::new(),
+        window: plan.duration.as_secs_f64(),
+        rss_peak_kib: rss_peak,
+        cpu: cpu_start.until(&cpu_end, tck),
+    };
+    for h in handles {
+        // A worker ends by itself at most REQUEST_TIMEOUT after `end`.
+        if let Ok(s) = h.await {
+            out.requests += s.requests;
+            let _ = out.hist.add(&s.hist);
+            for (k, v) in s.errors {
+                *out.errors.entry(k).or_default() += v;
+            }
+        }
+    }
+    out.units = out.requests * work.per_request();
+    out
+}

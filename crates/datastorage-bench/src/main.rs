@@ -1,0 +1,619 @@
+//! `datastorage-bench`: measures the DataStorage server against PostgreSQL's own ceiling on the
+//! same machine, in one run, and writes `BENCHMARKS.md`.
+//!
+//! The run: a throwaway PostgreSQL cluster (or `--pg-url`), the release server binary started
+//! with a generated config, then
+//! 1. single-event POST at 1, 16, 64 clients, each right after pgbench's prepared single-row
+//!    INSERT at the same concurrency;
+//! 2. the bulk ceiling (multi-row INSERT, COPY with 1 and 2 streams), then batch POST of 100 and
+//!    500 events at 4 and 16 clients;
+//! 3. the table topped up to `--rows` rows of real chained events, then pgbench's prepared
+//!    SELECT and the server's query by correlation id;
+//! 4. pool exhaustion: `maxOpenConns: 5`, 200 writers;
+//! 5. the single and batch scenarios again on SQLite.
+//!
+//! The harness prints numbers; it asserts nothing about them.
+
+mod events;
+mod load;
+mod pg;
+mod report;
+mod server;
+mod sys;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use clap::Parser;
+
+use crate::events::Templates;
+use crate::load::{Plan, Work};
+use crate::pg::{Ceiling, Cluster, Db, Method};
+use crate::report::{PoolRun, Run, Scenario};
+use crate::server::{Backend, Server, ServerConfig};
+use crate::sys::{MachineInfo, Probe};
+
+/// Benchmark harness for DataStorage: throughput and latency against PostgreSQL's own ceiling.
+#[derive(Debug, Parser)]
+#[command(name = "datastorage-bench", version, about)]
+struct Cli {
+    /// Smoke run of about a minute: 2 s scenarios, 100 k query rows, 5 s pool exhaustion.
+    #[arg(long)]
+    quick: bool,
+    /// Admin URL of an existing PostgreSQL (a fresh database is created on it) instead of a
+    /// throwaway cluster. PostgreSQL CPU is then not measured.
+    #[arg(long, value_name = "URL")]
+    pg_url: Option<String>,
+    /// PostgreSQL binaries folder (initdb, pg_ctl, pgbench, postgres).
+    #[arg(long, value_name = "DIR")]
+    pg_bin: Option<PathBuf>,
+    /// The server binary [default: <workspace>/target/release/datastorage].
+    #[arg(long, value_name = "FILE")]
+    server_bin: Option<PathBuf>,
+    /// Write the Markdown report here (it is printed either way).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Measured seconds per server scenario [default: 15, quick 2].
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Warm-up seconds before each measured window [default: 3, quick 1].
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// Measured seconds per ceiling workload [default: 10, quick 2].
+    #[arg(long)]
+    ceiling_duration: Option<f64>,
+    /// Measured seconds per SQLite scenario [default: 10, quick 2].
+    #[arg(long)]
+    sqlite_duration: Option<f64>,
+    /// Seconds of the pool-exhaustion run [default: 30, quick 5].
+    #[arg(long)]
+    pool_duration: Option<f64>,
+    /// Rows in audit_events for the query scenario [default: 1000000, quick 100000].
+    #[arg(long)]
+    rows: Option<u64>,
+    /// Correlation ids the write scenarios draw from.
+    #[arg(long, default_value_t = 20_000)]
+    cids: u64,
+    /// Length of each seeded chain.
+    #[arg(long, default_value_t = 50)]
+    chain_len: i64,
+    /// database.maxOpenConns of the server under test.
+    #[arg(long, default_value_t = 25)]
+    max_open_conns: u32,
+    /// database.maxIdleConns of the server under test [default: the server's default, 5].
+    #[arg(long)]
+    max_idle_conns: Option<u32>,
+    /// Clients of the query scenario (and of pgbench's SELECT).
+    #[arg(long, default_value_t = 16)]
+    query_clients: usize,
+    /// Writers of the pool-exhaustion run.
+    #[arg(long, default_value_t = 200)]
+    pool_writers: usize,
+    /// database.maxOpenConns of the pool-exhaustion run.
+    #[arg(long, default_value_t = 5)]
+    pool_max_open_conns: u32,
+    /// Skip the SQLite scenarios.
+    #[arg(long)]
+    skip_sqlite: bool,
+    /// Skip the pool-exhaustion run.
+    #[arg(long)]
+    skip_pool: bool,
+}
+
+/// Resolved durations and sizes.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    duration: Duration,
+    warmup: Duration,
+    ceiling: Duration,
+    sqlite: Duration,
+    pool: Duration,
+    rows: u64,
+}
+
+impl Cli {
+    fn sizes(&self) -> Sizes {
+        let q = self.quick;
+        let secs = |v: Option<f64>, full: f64, quick: f64| {
+            Duration::from_secs_f64(v.unwrap_or(if q { quick } else { full }).max(0.0))
+        };
+        Sizes {
+            duration: secs(self.duration, 15.0, 2.0),
+            warmup: secs(self.warmup, 3.0, 1.0),
+            ceiling: secs(self.ceiling_duration, 10.0, 2.0),
+            sqlite: secs(self.sqlite_duration, 10.0, 2.0),
+            pool: secs(self.pool_duration, 30.0, 5.0),
+            rows: self.rows.unwrap_or(if q { 100_000 } else { 1_000_000 }),
+        }
+    }
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap_or_else(|_| PathBuf::from("."))
+}
+
+/// Progress on stderr, with the time since start.
+struct Log(Instant);
+
+impl Log {
+    fn say(&self, msg: impl AsRef<str>) {
+        eprintln!("[{:6.1}s] {}", self.0.elapsed().as_secs_f64(), msg.as_ref());
+    }
+}
+
+/// Shared state of the run.
+struct Ctx {
+    log: Log,
+    templates: Arc<Templates>,
+    tck: f64,
+    cids: u64,
+}
+
+impl Ctx {
+    #[allow(clippy::too_many_arguments)]
+    async fn scenario(
+        &self,
+        server: &Server,
+        probe: Probe,
+        work: Work,
+        clients: usize,
+        warmup: Duration,
+        duration: Duration,
+        table_rows: Option<i64>,
+    ) -> Scenario {
+        let m0 = server.metrics().await.unwrap_or_default();
+        let plan = Plan {
+            clients,
+            warmup,
+            duration,
+        };
+        let outcome = load::run(
+            server.api,
+            work,
+            plan,
+            &self.templates,
+            self.cids,
+            probe,
+            self.tck,
+        )
+        .await;
+        let m1 = server.metrics().await.unwrap_or_default();
+        let s = Scenario {
+            work,
+            clients,
+            outcome,
+            pool: m1.minus(&m0).pool(),
+            table_rows,
+        };
+        self.log.say(format!(
+            "  {} @{}: {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, errors {}",
+            s.label(),
+            clients,
+            s.outcome.rate(),
+            s.outcome.ms(0.5),
+            s.outcome.ms(0.99),
+            s.outcome.error_count()
+        ));
+        s
+    }
+
+    fn ceiling_done(&self, c: &Ceiling) {
+        self.log.say(format!(
+            "  ceiling {} ×{}: {:.0}/s (mean {:.2} ms)",
+            c.name, c.clients, c.rate, c.latency_ms
+        ));
+    }
+}
+
+async fn verify_chain(addr: SocketAddr, cid: &str) -> String {
+    let body = bytes::Bytes::from(format!(r#"{{"correlation_id":"{cid}"}}"#));
+    match load::post(addr, "/api/v1/audit/verify-chain", body).await {
+        Ok((s, b)) if s.is_success() => {
+            let v: serde_json::Value = serde_json::from_slice(&b).unwrap_or_default();
+            format!(
+                "{cid}: is_valid={} ({} of {} events verified)",
+                v["is_valid"], v["verified_events"], v["total_events"]
+            )
+        }
+        Ok((s, b)) => format!("{cid}: HTTP {s}: {}", String::from_utf8_lossy(&b)),
+        Err(e) => format!("{cid}: {e:#}"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let started = Instant::now();
+    let ctx = Ctx {
+        log: Log(started),
+        templates: Arc::new(Templates::build()?),
+        tck: sys::clk_tck(),
+        cids: cli.cids.max(1),
+    };
+    let sz = cli.sizes();
+    let repo = repo_root();
+    let pg_bin = match &cli.pg_bin {
+        Some(p) => p.clone(),
+        None => pg::find_bin()?,
+    };
+    let server_bin = cli
+        .server_bin
+        .clone()
+        .unwrap_or_else(|| repo.join("target/release/datastorage"));
+    ensure!(
+        server_bin.exists(),
+        "{} not found: run `cargo build --release -p datastorage` (scripts/bench does)",
+        server_bin.display()
+    );
+    // The server runs in its own folder, so a relative path would not resolve.
+    let server_bin = server_bin.canonicalize()?;
+    let mut run = Run {
+        machine: MachineInfo::read(&pg_bin, &repo),
+        mode: if cli.quick { "quick" } else { "full" }.to_owned(),
+        ..Run::default()
+    };
+
+    // PostgreSQL.
+    let cluster = match &cli.pg_url {
+        Some(_) => None,
+        None => {
+            ctx.log.say("starting a throwaway PostgreSQL cluster");
+            Some(Cluster::start(&pg_bin, 200)?)
+        }
+    };
+    let admin_url = match (&cli.pg_url, &cluster) {
+        (Some(u), _) => u.clone(),
+        (None, Some(c)) => c.admin_url(),
+        (None, None) => unreachable!("a cluster starts when no URL is given"),
+    };
+    let db = Db::create(&admin_url, "datastorage_bench").await?;
+    let postmaster = cluster.as_ref().map(|c| c.postmaster);
+    let pg_settings = db
+        .text(
+            "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings \
+             WHERE name IN ('fsync','synchronous_commit','shared_buffers','max_connections','wal_level','full_page_writes','max_wal_size','checkpoint_timeout','work_mem')",
+        )
+        .await?;
+    let data_fs = match &cluster {
+        Some(c) => std::process::Command::new("df")
+            .arg("--output=fstype")
+            .arg(c.data_dir())
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .nth(1)
+                    .map(|s| s.trim().to_owned())
+            })
+            .unwrap_or_default(),
+        None => "unknown (external server)".to_owned(),
+    };
+    run.facts.push((
+        "PostgreSQL".to_owned(),
+        match &cli.pg_url {
+            Some(_) => "external (--pg-url); its CPU is not measured".to_owned(),
+            None => format!("throwaway cluster, stock settings except listen_addresses=127.0.0.1, max_connections=200; data on {data_fs}"),
+        },
+    ));
+    run.facts
+        .push(("PostgreSQL settings".to_owned(), pg_settings));
+    run.facts.push((
+        "durations".to_owned(),
+        format!(
+            "server scenarios {:.0} s after {:.0} s warm-up; ceilings {:.0} s (+{:.0} s warm-up for INSERT/COPY, none for pgbench); SQLite {:.0} s; pool exhaustion {:.0} s",
+            sz.duration.as_secs_f64(),
+            sz.warmup.as_secs_f64(),
+            sz.ceiling.as_secs_f64(),
+            sz.warmup.as_secs_f64().min(2.0),
+            sz.sqlite.as_secs_f64(),
+            sz.pool.as_secs_f64()
+        ),
+    ));
+    run.facts.push((
+        "server config".to_owned(),
+        format!(
+            "release binary, generated config: maxOpenConns {}, maxIdleConns {} (other pool keys default), logging warn; {}",
+            cli.max_open_conns,
+            cli.max_idle_conns
+                .map_or("default (5)".to_owned(), |n| n.to_string()),
+            server_bin.display()
+        ),
+    ));
+    run.facts.push((
+        "events".to_owned(),
+        format!(
+            "{} templates over all 14 categories, 19–24 fields, ~{} B event_data with a unique trace_id, correlation ids from a pool of {}, client UUIDv7 ids in half",
+            events::TEMPLATES,
+            events::EVENT_DATA_BYTES,
+            ctx.cids
+        ),
+    ));
+
+    ctx.log.say("starting the server on PostgreSQL");
+    let pg_cfg = ServerConfig {
+        backend: Backend::Postgres {
+            host: db.host.clone(),
+            port: db.port,
+            name: db.name.clone(),
+            user: db.user.clone(),
+            password: db.password.clone(),
+        },
+        max_open_conns: cli.max_open_conns,
+        max_idle_conns: cli.max_idle_conns,
+    };
+    let srv = Server::start(&server_bin, &pg_cfg).await?;
+    let probe = Probe {
+        server: Some(srv.pid),
+        postmaster,
+    };
+    let ceiling_probe = Probe {
+        server: None,
+        postmaster,
+    };
+    db.reset_ceiling_table().await?;
+    let ceiling_secs = sz.ceiling.as_secs_f64().ceil().max(1.0) as u64;
+    let ceiling_warmup = sz.warmup.min(Duration::from_secs(2));
+    let insert_script = pg::pgbench_insert_script(&ctx.templates, ctx.cids)?;
+    let rows_now = || async { db.scalar("SELECT count(*) FROM audit_events").await.ok() };
+
+    // 1. Single events, each beside pgbench's prepared single-row INSERT.
+    for clients in [1usize, 16, 64] {
+        ctx.log.say(format!("single events, {clients} clients"));
+        db.exec(&[&format!("TRUNCATE {}", pg::CEILING_TABLE), "CHECKPOINT"])
+            .await?;
+        let c = pg::pgbench(
+            &pg_bin,
+            &db,
+            "pgbench prepared INSERT, 1 row/tx",
+            &insert_script,
+            clients,
+            ceiling_secs,
+            ceiling_probe,
+            ctx.tck,
+        )
+        .await?;
+        ctx.ceiling_done(&c);
+        run.ceilings.push(c);
+        db.exec(&["CHECKPOINT"]).await?;
+        let rows = rows_now().await;
+        let s = ctx
+            .scenario(
+                &srv,
+                probe,
+                Work::Single,
+                clients,
+                sz.warmup,
+                sz.duration,
+                rows,
+            )
+            .await;
+        run.pg.push(s);
+    }
+
+    // 2. Bulk: the ceiling, then the batch endpoint.
+    ctx.log.say("bulk ceiling: multi-row INSERT and COPY");
+    for method_streams in [
+        (Method::MultiRow(100), 1),
+        (Method::MultiRow(500), 1),
+        (Method::MultiRow(500), 2),
+        (Method::Copy(2000), 1),
+        (Method::Copy(2000), 2),
+    ] {
+        db.exec(&[&format!("TRUNCATE {}", pg::CEILING_TABLE), "CHECKPOINT"])
+            .await?;
+        let c = pg::ceiling_write(
+            &db,
+            method_streams.0,
+            method_streams.1,
+            ceiling_warmup,
+            sz.ceiling,
+            &ctx.templates,
+            ctx.cids,
+            ceiling_probe,
+            ctx.tck,
+        )
+        .await?;
+        ctx.ceiling_done(&c);
+        run.ceilings.push(c);
+    }
+    db.exec(&[&format!("TRUNCATE {}", pg::CEILING_TABLE), "CHECKPOINT"])
+        .await?;
+    for n in [100usize, 500] {
+        for clients in [4usize, 16] {
+            ctx.log.say(format!("batch of {n}, {clients} clients"));
+            db.exec(&["CHECKPOINT"]).await?;
+            let rows = rows_now().await;
+            let s = ctx
+                .scenario(
+                    &srv,
+                    probe,
+                    Work::Batch(n),
+                    clients,
+                    sz.warmup,
+                    sz.duration,
+                    rows,
+                )
+                .await;
+            run.pg.push(s);
+        }
+    }
+
+    // 3. Query table: top up with real chains, then SELECT ceiling and the query endpoint.
+    let existing = db.scalar("SELECT count(*) FROM audit_events").await?;
+    let need = sz.rows.saturating_sub(existing.max(0) as u64);
+    let mut seeded_chains = 0;
+    if need > 0 {
+        ctx.log.say(format!(
+            "seeding {need} rows ({existing} written by the scenarios) as chains of {}",
+            cli.chain_len
+        ));
+        let t = Instant::now();
+        seeded_chains = pg::seed(&db, &ctx.templates, ctx.cids, need, cli.chain_len).await?;
+        run.notes.push(format!(
+            "Query table: {existing} rows written through the API by the scenarios above, plus {} rows seeded by COPY in {:.1} s as {seeded_chains} chains of {} with hashes computed by datastorage-api's chain::chain_hash (correlation ids cid-{}..cid-{}).",
+            seeded_chains * cli.chain_len as u64,
+            t.elapsed().as_secs_f64(),
+            cli.chain_len,
+            ctx.cids,
+            ctx.cids + seeded_chains - 1
+        ));
+    } else {
+        run.notes.push(format!(
+            "Query table: {existing} rows, all written through the API by the scenarios above; nothing seeded."
+        ));
+    }
+    db.exec(&["ANALYZE audit_events", "CHECKPOINT"]).await?;
+    let total_rows = db.scalar("SELECT count(*) FROM audit_events").await?;
+    let query_cids = ctx.cids + seeded_chains;
+    let mut verified = vec![verify_chain(srv.api, "cid-0").await];
+    if seeded_chains > 0 {
+        verified.push(verify_chain(srv.api, &events::cid(ctx.cids)).await);
+    }
+    run.notes.push(format!(
+        "Chain verification through the server after seeding: {}.",
+        verified.join("; ")
+    ));
+    if sz.rows > 100_000 || cli.quick {
+        run.notes.push(format!(
+            "The query scenario ran on {total_rows} rows{}.",
+            if cli.quick {
+                " (--quick: 100 k target, not the 1 M of a full run)"
+            } else {
+                ""
+            }
+        ));
+    }
+    ctx.log.say(format!("query scenario on {total_rows} rows"));
+    let c = pg::pgbench(
+        &pg_bin,
+        &db,
+        "pgbench prepared SELECT by correlation_id, LIMIT 51",
+        &pg::pgbench_select_script(query_cids),
+        cli.query_clients,
+        ceiling_secs,
+        ceiling_probe,
+        ctx.tck,
+    )
+    .await?;
+    ctx.ceiling_done(&c);
+    run.ceilings.push(c);
+    let s = ctx
+        .scenario(
+            &srv,
+            probe,
+            Work::Query(query_cids),
+            cli.query_clients,
+            sz.warmup,
+            sz.duration,
+            Some(total_rows),
+        )
+        .await;
+    run.pg.push(s);
+    run.pg_hwm_kib = srv.hwm_kib();
+    let problems = srv.log_problems();
+    if !problems.is_empty() {
+        run.notes.push(format!(
+            "The PostgreSQL-backed server logged {} warning/error lines; first: `{}`",
+            problems.len(),
+            problems[0].replace('`', "'")
+        ));
+    }
+    srv.stop().await?;
+
+    // 4. Pool exhaustion.
+    if !cli.skip_pool {
+        ctx.log.say(format!(
+            "pool exhaustion: maxOpenConns {}, {} writers",
+            cli.pool_max_open_conns, cli.pool_writers
+        ));
+        let cfg = ServerConfig {
+            max_open_conns: cli.pool_max_open_conns,
+            max_idle_conns: None,
+            ..pg_cfg.clone()
+        };
+        let srv = Server::start(&server_bin, &cfg).await?;
+        let probe = Probe {
+            server: Some(srv.pid),
+            postmaster,
+        };
+        db.exec(&["CHECKPOINT"]).await?;
+        let s = ctx
+            .scenario(
+                &srv,
+                probe,
+                Work::Single,
+                cli.pool_writers,
+                Duration::ZERO,
+                sz.pool,
+                None,
+            )
+            .await;
+        ctx.log.say(format!(
+            "  pool waits {:.0}, mean wait {:.2} ms, acquire timeouts {:.0}",
+            s.pool.waits,
+            s.pool.mean_wait_ms(),
+            s.pool.timeouts
+        ));
+        run.pool = Some(PoolRun {
+            max_open_conns: cli.pool_max_open_conns,
+            writers: cli.pool_writers,
+            outcome: s.outcome,
+            pool: s.pool,
+            hwm_kib: srv.hwm_kib(),
+            log_problems: srv.log_problems(),
+        });
+        srv.stop().await?;
+    }
+    drop(cluster);
+
+    // 5. SQLite.
+    if !cli.skip_sqlite {
+        ctx.log.say("SQLite: single and batch scenarios");
+        let dir = tempfile::Builder::new()
+            .prefix("ds-bench-sqlite-")
+            .tempdir()?;
+        let cfg = ServerConfig {
+            backend: Backend::Sqlite(dir.path().join("bench.db")),
+            max_open_conns: cli.max_open_conns,
+            max_idle_conns: cli.max_idle_conns,
+        };
+        let srv = Server::start(&server_bin, &cfg).await?;
+        let probe = Probe {
+            server: Some(srv.pid),
+            postmaster: None,
+        };
+        let warm = sz.warmup.min(Duration::from_secs(2));
+        for clients in [1usize, 16, 64] {
+            let s = ctx
+                .scenario(&srv, probe, Work::Single, clients, warm, sz.sqlite, None)
+                .await;
+            run.sqlite.push(s);
+        }
+        for n in [100usize, 500] {
+            for clients in [4usize, 16] {
+                let s = ctx
+                    .scenario(&srv, probe, Work::Batch(n), clients, warm, sz.sqlite, None)
+                    .await;
+                run.sqlite.push(s);
+            }
+        }
+        run.sqlite_hwm_kib = srv.hwm_kib();
+        srv.stop().await?;
+    }
+
+    run.elapsed = started.elapsed().as_secs_f64();
+    let md = report::markdown(&run);
+    println!("{md}");
+    if let Some(path) = &cli.out {
+        std::fs::write(path, &md).with_context(|| format!("cannot write {}", path.display()))?;
+        ctx.log.say(format!("wrote {}", path.display()));
+    }
+    Ok(())
+}

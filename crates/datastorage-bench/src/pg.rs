@@ -1,0 +1,774 @@
+//! PostgreSQL: a throwaway cluster, the ceiling workloads (multi-row INSERT, COPY, pgbench), and
+//! seeding the query table with real, chained rows.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use chrono::Utc;
+use sqlx::postgres::PgConnection;
+use sqlx::Connection;
+
+use crate::events::{cid, now_texts, Gen, Templates, ROW_COLUMNS};
+use crate::sys::{CpuSnap, CpuUse, Probe};
+
+/// Name of the scratch table the ceiling workloads write to.
+pub const CEILING_TABLE: &str = "bench_ceiling";
+
+/// The PostgreSQL binaries' folder: `pg_config --bindir`, else the newest under
+/// `/usr/lib/postgresql`.
+pub fn find_bin() -> Result<PathBuf> {
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if out.status.success() && p.join("initdb").exists() {
+            return Ok(p);
+        }
+    }
+    let mut v: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.flatten().map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    v.retain(|p| p.join("initdb").exists());
+    v.sort_by_key(|p| {
+        p.parent()
+            .and_then(|p| p.file_name())
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    v.pop()
+        .context("PostgreSQL server binaries not found (install postgresql or pass --pg-bin)")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
+}
+
+/// `cmd args`, as the `postgres` account when running as root (initdb refuses root).
+fn as_postgres(cmd: &Path, args: &[&str]) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(cmd).args(args);
+        c
+    } else {
+        let mut c = Command::new(cmd);
+        c.args(args);
+        c
+    }
+}
+
+/// A private cluster on a free loopback port, stopped and removed on drop.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    /// Its port.
+    pub port: u16,
+    /// The postmaster's process id.
+    pub postmaster: u32,
+}
+
+impl Cluster {
+    /// initdb + pg_ctl start with stock settings except `listen_addresses` and
+    /// `max_connections` (fsync and synchronous_commit stay on).
+    pub fn start(bin: &Path, max_connections: u32) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("ds-bench-pg-").tempdir()?;
+        if is_root() {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()?;
+            ensure!(ok.success(), "chown of the cluster folder failed");
+        }
+        let data = dir.path().join("data");
+        let data_s = data.to_string_lossy().into_owned();
+        let out = as_postgres(
+            &bin.join("initdb"),
+            &["-D", &data_s, "-U", "postgres", "-A", "trust", "--no-sync"],
+        )
+        .output()?;
+        ensure!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = crate::server::free_port()?;
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections={max_connections}",
+            dir.path().display()
+        );
+        let log = dir.path().join("log");
+        let out = as_postgres(
+            &bin.join("pg_ctl"),
+            &[
+                "-D",
+                &data_s,
+                "-l",
+                &log.to_string_lossy(),
+                "-o",
+                &opts,
+                "-w",
+                "start",
+            ],
+        )
+        .output()?;
+        ensure!(
+            out.status.success(),
+            "pg_ctl start failed: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        let pidfile = std::fs::read_to_string(data.join("postmaster.pid"))?;
+        let postmaster = pidfile
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .context("postmaster.pid has no pid")?;
+        Ok(Self {
+            dir,
+            bin: bin.to_owned(),
+            port,
+            postmaster,
+        })
+    }
+
+    /// The superuser URL of its `postgres` database.
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Where its data lives (for the report).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let _ = as_postgres(
+            &self.bin.join("pg_ctl"),
+            &["-D", &data.to_string_lossy(), "-m", "fast", "-w", "stop"],
+        )
+        .output();
+    }
+}
+
+/// Connection facts of the benchmark database.
+#[derive(Debug, Clone)]
+pub struct Db {
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Role.
+    pub user: String,
+    /// Password, if any.
+    pub password: Option<String>,
+    /// Database name.
+    pub name: String,
+}
+
+impl Db {
+    /// Creates database `name` through `admin_url` and describes it.
+    pub async fn create(admin_url: &str, name: &str) -> Result<Self> {
+        let mut admin = PgConnection::connect(admin_url)
+            .await
+            .with_context(|| format!("cannot connect to {admin_url}"))?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+            .execute(&mut admin)
+            .await?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await?;
+        admin.close().await.ok();
+        let rest = admin_url
+            .strip_prefix("postgres://")
+            .or_else(|| admin_url.strip_prefix("postgresql://"))
+            .context("--pg-url must start with postgres://")?;
+        let (auth, hostpart) = rest.rsplit_once('@').unwrap_or(("postgres", rest));
+        let (user, password) = match auth.split_once(':') {
+            Some((u, p)) => (u.to_owned(), Some(p.to_owned())),
+            None => (auth.to_owned(), None),
+        };
+        let hostport = hostpart.split('/').next().unwrap_or("127.0.0.1");
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), p.parse().context("port in --pg-url")?),
+            None => (hostport.to_owned(), 5432),
+        };
+        Ok(Self {
+            host,
+            port,
+            user: if user.is_empty() {
+                "postgres".to_owned()
+            } else {
+                user
+            },
+            password,
+            name: name.to_owned(),
+        })
+    }
+
+    /// URL of this database.
+    pub fn url(&self) -> String {
+        match &self.password {
+            Some(p) => format!(
+                "postgres://{}:{p}@{}:{}/{}",
+                self.user, self.host, self.port, self.name
+            ),
+            None => format!(
+                "postgres://{}@{}:{}/{}",
+                self.user, self.host, self.port, self.name
+            ),
+        }
+    }
+
+    /// A new connection.
+    pub async fn connect(&self) -> Result<PgConnection> {
+        Ok(PgConnection::connect(&self.url()).await?)
+    }
+
+    /// Runs statements on a new connection.
+    pub async fn exec(&self, statements: &[&str]) -> Result<()> {
+        let mut c = self.connect().await?;
+        for s in statements {
+            sqlx::query(s)
+                .execute(&mut c)
+                .await
+                .with_context(|| s.to_string())?;
+        }
+        c.close().await.ok();
+        Ok(())
+    }
+
+    /// One integer.
+    pub async fn scalar(&self, sql: &str) -> Result<i64> {
+        let mut c = self.connect().await?;
+        let v: i64 = sqlx::query_scalar(sql).fetch_one(&mut c).await?;
+        c.close().await.ok();
+        Ok(v)
+    }
+
+    /// One text.
+    pub async fn text(&self, sql: &str) -> Result<String> {
+        let mut c = self.connect().await?;
+        let v: String = sqlx::query_scalar(sql).fetch_one(&mut c).await?;
+        c.close().await.ok();
+        Ok(v)
+    }
+
+    /// (Re)creates the scratch ceiling table: the same columns, defaults, constraints and
+    /// indexes as `audit_events`, no triggers.
+    pub async fn reset_ceiling_table(&self) -> Result<()> {
+        self.exec(&[
+            &format!("DROP TABLE IF EXISTS {CEILING_TABLE}"),
+            &format!("CREATE TABLE {CEILING_TABLE} (LIKE audit_events INCLUDING ALL)"),
+            "CHECKPOINT",
+        ])
+        .await
+    }
+}
+
+/// What a ceiling workload measured.
+#[derive(Debug, Clone)]
+pub struct Ceiling {
+    /// What ran.
+    pub name: String,
+    /// Concurrent sessions.
+    pub clients: usize,
+    /// Rows (or transactions) per second.
+    pub rate: f64,
+    /// Mean latency per statement or transaction, ms.
+    pub latency_ms: f64,
+    /// CPU over the window.
+    pub cpu: CpuUse,
+    /// Failures reported.
+    pub failures: u64,
+}
+
+/// How ceiling rows are written.
+#[derive(Debug, Clone, Copy)]
+pub enum Method {
+    /// `INSERT ... VALUES (...), (...)` with bound parameters, this many rows per statement.
+    MultiRow(usize),
+    /// `COPY ... FROM STDIN` (text), this many rows per COPY.
+    Copy(usize),
+}
+
+fn insert_sql(rows: usize) -> String {
+    let cols = ROW_COLUMNS.len();
+    let mut sql = format!(
+        "INSERT INTO {CEILING_TABLE} ({}) VALUES ",
+        ROW_COLUMNS.join(", ")
+    );
+    for r in 0..rows {
+        if r > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for (c, name) in ROW_COLUMNS.iter().enumerate() {
+            if c > 0 {
+                sql.push(',');
+            }
+            let n = r * cols + c + 1;
+            if *name == "event_data" {
+                sql.push_str(&format!("${n}::jsonb"));
+            } else {
+                sql.push_str(&format!("${n}"));
+            }
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+async fn write_statement(
+    conn: &mut PgConnection,
+    method: Method,
+    sql: &str,
+    gen: &mut Gen,
+    seq: &AtomicI64,
+) -> Result<u64> {
+    match method {
+        Method::MultiRow(n) => {
+            let mut q = sqlx::query(sql);
+            for _ in 0..n {
+                let r = gen.row(seq.fetch_add(1, Ordering::Relaxed));
+                let e = r.event;
+                q = q
+                    .bind(e.event_id)
+                    .bind(e.event_timestamp)
+                    .bind(e.event_timestamp.date_naive())
+                    .bind(e.correlation_id)
+                    .bind(r.seq)
+                    .bind(r.data)
+                    .bind(e.version)
+                    .bind(e.event_type)
+                    .bind(e.event_category.as_str())
+                    .bind(e.event_action)
+                    .bind(e.event_outcome.as_str())
+                    .bind(e.actor_type)
+                    .bind(e.actor_id)
+                    .bind(e.actor_ip)
+                    .bind(e.resource_type)
+                    .bind(e.resource_id)
+                    .bind(e.parent_event_id)
+                    .bind(e.parent_event_date)
+                    .bind(e.namespace)
+                    .bind(e.cluster_id)
+                    .bind(e.severity)
+                    .bind(e.duration_ms)
+                    .bind(e.error_code)
+                    .bind(e.error_message)
+                    .bind(e.retention_days)
+                    .bind(e.is_sensitive)
+                    .bind(r.previous_hash)
+                    .bind(r.hash)
+                    .bind(datastorage_api::chain::ALGORITHM_SHA256);
+            }
+            Ok(q.execute(&mut *conn).await?.rows_affected())
+        }
+        Method::Copy(n) => {
+            let (ts, date) = now_texts();
+            let mut buf = String::with_capacity(n * 1300);
+            for _ in 0..n {
+                gen.copy_row(seq.fetch_add(1, Ordering::Relaxed), &ts, &date, &mut buf);
+            }
+            let mut copy = conn.copy_in_raw(sql).await?;
+            copy.send(buf.into_bytes()).await?;
+            Ok(copy.finish().await?)
+        }
+    }
+}
+
+/// Writes ceiling rows with `streams` sessions for `warmup + duration`; counts rows whose
+/// statement committed inside the measured window.
+#[allow(clippy::too_many_arguments)]
+pub async fn ceiling_write(
+    db: &Db,
+    method: Method,
+    streams: usize,
+    warmup: Duration,
+    duration: Duration,
+    templates: &Arc<Templates>,
+    cids: u64,
+    probe: Probe,
+    tck: f64,
+) -> Result<Ceiling> {
+    let sql = match method {
+        Method::MultiRow(n) => insert_sql(n),
+        Method::Copy(_) => format!(
+            "COPY {CEILING_TABLE} ({}) FROM STDIN",
+            ROW_COLUMNS.join(", ")
+        ),
+    };
+    let seq = Arc::new(AtomicI64::new(1));
+    let begin = Instant::now();
+    let measure_from = begin + warmup;
+    let end = measure_from + duration;
+    let mut tasks = Vec::new();
+    for i in 0..streams {
+        let (db, sql, seq) = (db.clone(), sql.clone(), seq.clone());
+        let mut gen = Gen::new(templates.clone(), cids, 0xc0de + i as u64);
+        tasks.push(tokio::spawn(async move {
+            let mut conn = db.connect().await?;
+            let (mut rows, mut stmts, mut busy) = (0u64, 0u64, Duration::ZERO);
+            // Bounded by time, and by a statement count as a backstop.
+            for _ in 0..1_000_000 {
+                if Instant::now() >= end {
+                    break;
+                }
+                let t0 = Instant::now();
+                let n = write_statement(&mut conn, method, &sql, &mut gen, &seq).await?;
+                let done = Instant::now();
+                if done >= measure_from && done <= end {
+                    rows += n;
+                    stmts += 1;
+                    busy += done - t0;
+                }
+            }
+            conn.close().await.ok();
+            anyhow::Ok((rows, stmts, busy))
+        }));
+    }
+    tokio::time::sleep_until(measure_from.into()).await;
+    let c0 = CpuSnap::take(probe);
+    tokio::time::sleep_until(end.into()).await;
+    let c1 = CpuSnap::take(probe);
+    let (mut rows, mut stmts, mut busy) = (0u64, 0u64, Duration::ZERO);
+    for t in tasks {
+        let (r, s, b) = t.await??;
+        rows += r;
+        stmts += s;
+        busy += b;
+    }
+    let name = match method {
+        Method::MultiRow(n) => format!("multi-row INSERT, {n} rows/statement"),
+        Method::Copy(n) => format!("COPY, {n} rows/COPY"),
+    };
+    Ok(Ceiling {
+        name,
+        clients: streams,
+        rate: rows as f64 / duration.as_secs_f64(),
+        latency_ms: if stmts > 0 {
+            busy.as_secs_f64() * 1000.0 / stmts as f64
+        } else {
+            0.0
+        },
+        cpu: c0.until(&c1, tck),
+        failures: 0,
+    })
+}
+
+/// A pgbench script value: a SQL string literal, refusing text pgbench would read as a
+/// variable (`:name`).
+fn sql_literal(s: &str) -> Result<String> {
+    let b = s.as_bytes();
+    for (i, &c) in b.iter().enumerate() {
+        if c == b':'
+            && b.get(i + 1)
+                .is_some_and(|n| n.is_ascii_alphanumeric() || *n == b'_')
+        {
+            bail!("pgbench would read {s:?} as holding a variable");
+        }
+    }
+    Ok(format!("'{}'", s.replace('\'', "''")))
+}
+
+fn opt_literal(v: Option<&str>) -> Result<String> {
+    v.map_or(Ok("NULL".to_owned()), sql_literal)
+}
+
+/// The pgbench script of a prepared single-row INSERT of template 0 into the ceiling table:
+/// fresh id, correlation id from the pool, unique sequence, and `event_data` built per
+/// execution so PostgreSQL parses its JSON every time, as it does for a real client.
+pub fn pgbench_insert_script(templates: &Templates, cids: u64) -> Result<String> {
+    let t = &templates.0[1];
+    let e = &t.validated;
+    let mut data = serde_json::to_string(&e.event_data)?;
+    data = data.replace("\":", "\": ");
+    data.pop(); // the closing brace; the sequence is appended per execution
+    let cols = [
+        "event_id",
+        "event_timestamp",
+        "event_date",
+        "correlation_id",
+        "chain_sequence",
+        "event_data",
+        "version",
+        "event_type",
+        "event_category",
+        "event_action",
+        "event_outcome",
+        "actor_type",
+        "actor_id",
+        "actor_ip",
+        "resource_type",
+        "resource_id",
+        "namespace",
+        "cluster_id",
+        "severity",
+        "duration_ms",
+        "retention_days",
+        "is_sensitive",
+        "previous_event_hash",
+        "event_hash",
+        "hash_algorithm",
+    ];
+    let values = [
+        "gen_random_uuid()".to_owned(),
+        "now()".to_owned(),
+        "current_date".to_owned(),
+        "'cid-' || :c::text".to_owned(),
+        ":s".to_owned(),
+        format!(
+            "({} || ', \"seq\": ' || :s::text || '}}')::jsonb",
+            sql_literal(&data)?
+        ),
+        sql_literal(&e.version)?,
+        sql_literal(&e.event_type)?,
+        sql_literal(e.event_category.as_str())?,
+        sql_literal(&e.event_action)?,
+        sql_literal(e.event_outcome.as_str())?,
+        opt_literal(e.actor_type.as_deref())?,
+        opt_literal(e.actor_id.as_deref())?,
+        opt_literal(e.actor_ip.as_deref())?,
+        opt_literal(e.resource_type.as_deref())?,
+        opt_literal(e.resource_id.as_deref())?,
+        opt_literal(e.namespace.as_deref())?,
+        opt_literal(e.cluster_id.as_deref())?,
+        opt_literal(e.severity.as_deref())?,
+        e.duration_ms.map_or("NULL".to_owned(), |d| d.to_string()),
+        e.retention_days.to_string(),
+        e.is_sensitive.to_string(),
+        sql_literal(&t.fake_hash)?,
+        sql_literal(&t.fake_hash)?,
+        sql_literal(datastorage_api::chain::ALGORITHM_SHA256)?,
+    ];
+    Ok(format!(
+        "\\set c random(0, {})\n\\set s random(1, 4000000000000000000)\nINSERT INTO {CEILING_TABLE} ({}) VALUES ({});\n",
+        cids.max(1) - 1,
+        cols.join(", "),
+        values.join(", ")
+    ))
+}
+
+/// The pgbench script of the prepared page query the server runs for
+/// `?correlation_id=X&limit=50` (same columns, order and limit + 1).
+pub fn pgbench_select_script(cids: u64) -> String {
+    let cols: Vec<&str> = ROW_COLUMNS.iter().copied().chain(["created_at"]).collect();
+    format!(
+        "\\set c random(0, {})\nSELECT {} FROM audit_events WHERE correlation_id = 'cid-' || :c::text ORDER BY event_timestamp DESC, event_id DESC LIMIT 51;\n",
+        cids.max(1) - 1,
+        cols.join(", ")
+    )
+}
+
+/// pgbench's summary numbers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PgbenchSummary {
+    /// Transactions per second, without connection time.
+    pub tps: f64,
+    /// Mean latency, ms.
+    pub latency_ms: f64,
+    /// Failed transactions.
+    pub failed: u64,
+}
+
+/// Reads pgbench's stdout.
+pub fn parse_pgbench(out: &str) -> Option<PgbenchSummary> {
+    let num = |prefix: &str| {
+        out.lines()
+            .find(|l| l.trim_start().starts_with(prefix))
+            .and_then(|l| l.split_once('='))
+            .and_then(|(_, v)| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let failed = out
+        .lines()
+        .find(|l| l.starts_with("number of failed transactions"))
+        .and_then(|l| l.split_once(':'))
+        .and_then(|(_, v)| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Some(PgbenchSummary {
+        tps: num("tps")?,
+        latency_ms: num("latency average").unwrap_or(0.0),
+        failed,
+    })
+}
+
+/// Runs pgbench with `script` (`-M prepared -c clients -j min(2, clients) -T secs`).
+#[allow(clippy::too_many_arguments)]
+pub async fn pgbench(
+    bin: &Path,
+    db: &Db,
+    name: &str,
+    script: &str,
+    clients: usize,
+    secs: u64,
+    probe: Probe,
+    tck: f64,
+) -> Result<Ceiling> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("script.sql");
+    std::fs::write(&file, script)?;
+    let mut cmd = tokio::process::Command::new(bin.join("pgbench"));
+    cmd.args(["-n", "-M", "prepared", "-f"])
+        .arg(&file)
+        .args(["-c", &clients.to_string()])
+        .args(["-j", &clients.min(2).to_string()])
+        .args(["-T", &secs.max(1).to_string()])
+        .args(["-h", &db.host, "-p", &db.port.to_string(), "-U", &db.user])
+        .arg(&db.name)
+        .kill_on_drop(true);
+    if let Some(p) = &db.password {
+        cmd.env("PGPASSWORD", p);
+    }
+    let c0 = CpuSnap::take(probe);
+    let out = tokio::time::timeout(Duration::from_secs(secs + 120), cmd.output())
+        .await
+        .context("pgbench did not finish")??;
+    let c1 = CpuSnap::take(probe);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let Some(s) = parse_pgbench(&stdout).filter(|_| out.status.success()) else {
+        bail!(
+            "pgbench {name} failed: {}\n{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    Ok(Ceiling {
+        name: name.to_owned(),
+        clients,
+        rate: s.tps,
+        latency_ms: s.latency_ms,
+        cpu: c0.until(&c1, tck),
+        failures: s.failed,
+    })
+}
+
+/// Adds valid chains of `chain_len` rows for correlation ids `cid-<first>..` until `rows` rows
+/// are added, with their `audit_chain_heads`, through two COPY streams. Returns chains added.
+pub async fn seed(
+    db: &Db,
+    templates: &Arc<Templates>,
+    first: u64,
+    rows: u64,
+    chain_len: i64,
+) -> Result<u64> {
+    let chains = rows.div_ceil(chain_len as u64);
+    let streams = 2u64;
+    let mut tasks = Vec::new();
+    for s in 0..streams {
+        let (db, templates) = (db.clone(), templates.clone());
+        let (lo, hi) = (
+            first + chains * s / streams,
+            first + chains * (s + 1) / streams,
+        );
+        tasks.push(tokio::spawn(async move {
+            // Rows are built on a blocking thread (hashing is CPU work) and streamed in chunks.
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, String)>(4);
+            let producer = tokio::task::spawn_blocking(move || {
+                let mut gen = Gen::new(templates, 1, 0x5eed + lo);
+                let start = Utc::now() - chrono::Duration::days(30);
+                let (mut rows, mut heads) = (String::new(), String::new());
+                for n in lo..hi {
+                    let c = cid(n);
+                    let (last, hash) = gen.chain_rows(&c, chain_len, start, &mut rows);
+                    heads.push_str(&format!("{c}\t{last}\t{hash}\n"));
+                    if rows.len() > 2 << 20 {
+                        let chunk = (std::mem::take(&mut rows), std::mem::take(&mut heads));
+                        if tx.blocking_send(chunk).is_err() {
+                            return;
+                        }
+                    }
+                }
+                let _ = tx.blocking_send((rows, heads));
+            });
+            let mut conn = db.connect().await?;
+            let mut tx = conn.begin().await?;
+            let mut events = tx
+                .copy_in_raw(&format!(
+                    "COPY audit_events ({}) FROM STDIN",
+                    ROW_COLUMNS.join(", ")
+                ))
+                .await?;
+            let mut all_heads = String::new();
+            while let Some((rows, heads)) = rx.recv().await {
+                events.send(rows.into_bytes()).await?;
+                all_heads.push_str(&heads);
+            }
+            events.finish().await?;
+            let mut h = tx
+                .copy_in_raw(
+                    "COPY audit_chain_heads (correlation_id, last_sequence, last_hash) FROM STDIN",
+                )
+                .await?;
+            h.send(all_heads.into_bytes()).await?;
+            h.finish().await?;
+            tx.commit().await?;
+            producer.await?;
+            conn.close().await.ok();
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(chains)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pgbench_output_parses() {
+        let out = "transaction type: x.sql\nscaling factor: 1\nnumber of clients: 16\nnumber of transactions actually processed: 1000\nnumber of failed transactions: 0 (0.000%)\nlatency average = 2.051 ms\ninitial connection time = 12.3 ms\ntps = 7801.123456 (without initial connection time)\n";
+        let s = parse_pgbench(out).unwrap();
+        assert_eq!(
+            s,
+            PgbenchSummary {
+                tps: 7801.123456,
+                latency_ms: 2.051,
+                failed: 0
+            }
+        );
+        assert!(parse_pgbench("nothing").is_none());
+    }
+
+    #[test]
+    fn scripts_hold_no_accidental_pgbench_variables() {
+        let t = Templates::build().unwrap();
+        let s = pgbench_insert_script(&t, 100).unwrap();
+        assert!(s.contains("random(0, 99)"));
+        let sql = s.lines().nth(2).unwrap();
+        // Only :c and :s are variables; `::jsonb` is a cast.
+        let vars: Vec<&str> = sql
+            .match_indices(':')
+            .filter(|(i, _)| {
+                let b = sql.as_bytes();
+                b.get(i + 1).is_some_and(|c| c.is_ascii_alphanumeric())
+                    && (*i == 0 || b[i - 1] != b':')
+            })
+            .map(|(i, _)| &sql[i..i + 2])
+            .collect();
+        assert!(vars.iter().all(|v| *v == ":c" || *v == ":s"), "{vars:?}");
+        assert!(sql_literal("a:b").is_err());
+        assert_eq!(sql_literal("it's").unwrap(), "'it''s'");
+        assert!(pgbench_select_script(10).contains("LIMIT 51"));
+    }
+
+    #[test]
+    fn insert_sql_numbers_every_parameter() {
+        let sql = insert_sql(2);
+        assert!(sql.contains(&format!("${}", 2 * ROW_COLUMNS.len())));
+        assert!(!sql.contains(&format!("${}", 2 * ROW_COLUMNS.len() + 1)));
+        assert_eq!(sql.matches("::jsonb").count(), 2);
+    }
+}
