@@ -250,7 +250,8 @@ pub struct DatabaseSettings {
     pub ssl_mode: SslMode,
     /// Most connections open at once (in use + idle).
     pub max_open_conns: u32,
-    /// Most idle connections kept; a returned connection beyond this is closed.
+    /// Most idle connections kept; a returned connection beyond this is closed. When omitted:
+    /// 5, or `maxOpenConns` if that is smaller.
     pub max_idle_conns: u32,
     /// Idle connections kept open ahead of demand.
     pub min_idle_conns: u32,
@@ -502,10 +503,17 @@ impl Settings {
             }
             env_overrides.push(name);
         }
+        let idle_given = lookup(&tree, &["database".to_owned(), "maxIdleConns".to_owned()])
+            .is_some_and(|v| !v.is_null());
         let mut settings: Settings = serde_path_to_error::deserialize(tree).map_err(|e| {
             let path = e.path().to_string();
             anyhow!("{source}: invalid config at `{path}`: {}", e.into_inner())
         })?;
+        if !idle_given {
+            // Like Go's database/sql: an omitted maxIdleConns never exceeds maxOpenConns.
+            let db = &mut settings.database;
+            db.max_idle_conns = db.max_idle_conns.min(db.max_open_conns);
+        }
         if let Some(p) = env_password {
             settings.database.password = Some(p);
         } else if let Some(secrets) = &settings.database.secrets_file {
@@ -827,6 +835,19 @@ mod tests {
         );
         let err = load_yaml(&yaml, &[]).unwrap_err().to_string();
         assert!(err.contains("passwordKey"), "{err}");
+    }
+
+    #[test]
+    fn an_omitted_max_idle_conns_follows_a_small_max_open_conns() {
+        let s = load_yaml("database:\n  maxOpenConns: 3\n", &[])
+            .unwrap()
+            .settings
+            .database;
+        assert_eq!(s.max_idle_conns, 3);
+        let err = load_yaml("database:\n  maxOpenConns: 3\n  maxIdleConns: 5\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database.maxIdleConns"), "{err}");
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub async fn run(
         store.clone(),
         db.max_open_conns,
         settings.server.max_batch_size,
+        db.acquire_timeout,
+        metrics.pool.clone(),
     );
     let settings = Arc::new(settings);
     let accepting = Arc::new(AtomicBool::new(true));

@@ -693,13 +693,14 @@ async fn group_commit_isolates_a_conflicting_event_from_its_neighbours(backend: 
             _ => event("iso"),
         };
         tasks.push(tokio::spawn(async move {
-            (i, app.post_event(&body).await.status().as_u16())
+            let r = app.post_event(&body).await;
+            (i, r.status().as_u16(), r.text().await.unwrap())
         }));
     }
     for t in tasks {
-        let (i, status) = t.await.unwrap();
+        let (i, status, body) = t.await.unwrap();
         let expected = if i == 30 { 409 } else { 201 };
-        assert_eq!(status, expected, "request {i}");
+        assert_eq!(status, expected, "request {i}: {body}");
     }
     let v = app.verify("iso").await;
     assert_eq!(v["is_valid"], true, "{v}");

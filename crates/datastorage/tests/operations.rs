@@ -377,13 +377,24 @@ impl ConnSampler {
     }
 }
 
-/// `writers` tasks, each posting `per_writer` events one after another on its own chain;
+/// How the writers of [`concurrent_writers`] send their events.
+#[derive(Clone, Copy)]
+enum Writes {
+    /// `POST /api/v1/audit/events`, one event per request.
+    Single,
+    /// Every other writer posts batches of two to `/batch` (which go straight to the pool), the
+    /// rest single events: a burst the pool sees whatever single writes queue behind.
+    Mixed,
+}
+
+/// `writers` tasks, each posting `per_writer` requests one after another on its own chain;
 /// returns every answer (status, or the transport error).
 async fn concurrent_writers(
     server: &Server,
     writers: usize,
     per_writer: usize,
     prefix: &str,
+    writes: Writes,
 ) -> Vec<Result<u16, String>> {
     let tasks: Vec<_> = (0..writers)
         .map(|w| {
@@ -392,10 +403,17 @@ async fn concurrent_writers(
                 server.events_url(),
                 format!("{prefix}-{w}"),
             );
+            let batch = matches!(writes, Writes::Mixed) && w % 2 == 1;
             tokio::spawn(async move {
                 let mut out = Vec::with_capacity(per_writer);
                 for _ in 0..per_writer {
-                    let r = http.post(&url).json(&event(&cid)).send().await;
+                    let request = if batch {
+                        http.post(format!("{url}/batch"))
+                            .json(&json!([event(&cid), event(&cid)]))
+                    } else {
+                        http.post(&url).json(&event(&cid))
+                    };
+                    let r = request.send().await;
                     out.push(r.map(|r| r.status().as_u16()).map_err(|e| e.to_string()));
                 }
                 out
@@ -574,7 +592,9 @@ async fn max_open_conns_4_with_64_writers_waits_without_errors() {
         )
         .await;
         let sampler = ConnSampler::start(&db);
-        let answers = concurrent_writers(&server, 64, 5, "acc").await;
+        // Single-event POSTs, the way upstream's services write: saturation on this path must
+        // show in the pool's DBStats (the pool alerts watch wait_count), not vanish upstream of it.
+        let answers = concurrent_writers(&server, 64, 5, "acc", Writes::Single).await;
         let (max, samples) = sampler.finish().await;
 
         assert_eq!(answers.len(), 320);
@@ -622,7 +642,7 @@ async fn idle_connections_beyond_max_idle_conns_are_closed() {
         )
         .await;
         let sampler = ConnSampler::start(&db);
-        let answers = concurrent_writers(&server, 40, 3, "idle").await;
+        let answers = concurrent_writers(&server, 40, 3, "idle", Writes::Mixed).await;
         let (burst_max, _) = sampler.finish().await;
         assert_all(&answers, 201, &server);
         assert!(
@@ -677,7 +697,7 @@ async fn idle_connections_past_conn_max_idle_time_are_closed() {
         )
         .await;
         let sampler = ConnSampler::start(&db);
-        let answers = concurrent_writers(&server, 20, 3, "idletime").await;
+        let answers = concurrent_writers(&server, 20, 3, "idletime", Writes::Mixed).await;
         let (burst_max, _) = sampler.finish().await;
         assert_all(&answers, 201, &server);
         assert!(burst_max > 0, "the burst opened no connection");
@@ -823,7 +843,7 @@ async fn statement_timeout_is_set_per_session_and_cancels_long_statements() {
         let started = Instant::now();
         let resp = server.post(&event("held")).await;
         let elapsed = started.elapsed();
-        let body = expect_503(resp, &server).await;
+        let body = expect_503(resp, &server, "a write to the locked chain").await;
         assert!(
             elapsed < Duration::from_secs(10),
             "statementTimeout 300ms, yet the answer took {elapsed:?} (lockTimeout is 20 s)"
@@ -864,7 +884,7 @@ async fn lock_timeout_is_set_per_session() {
         let started = Instant::now();
         let resp = server.post(&event("held")).await;
         let elapsed = started.elapsed();
-        let body = expect_503(resp, &server).await;
+        let body = expect_503(resp, &server, "a write to the locked chain").await;
         assert!(
             elapsed < Duration::from_secs(10),
             "lockTimeout 300ms, yet the answer took {elapsed:?} (statementTimeout is 30 s)"

@@ -149,7 +149,7 @@ impl fmt::Display for Capacity {
 
 /// Reads the figures over one short-lived connection.
 pub async fn check(db: &DatabaseSettings) -> anyhow::Result<Capacity> {
-    let mut conn = super::postgres::connect_options(db)
+    let mut conn = super::postgres::admin_connect_options(db)
         .connect()
         .await
         .context("capacity check: cannot connect to PostgreSQL")?;

@@ -8,82 +8,203 @@
 //! event, then whatever else is already queued (up to the group limit), and commits. At low
 //! concurrency the queue holds one event, which is committed at once (no added latency); under
 //! load, events pile up while the previous commit runs and the next group is larger. Several
-//! committers run at once so commits overlap.
+//! committers (one per pool connection, at most [`MAX_COMMITTERS`]) run at once.
 //!
-//! Failure isolation: when a group fails for a reason tied to one event (a conflicting replay,
-//! bad data), each event of the group is retried alone, so one bad event never fails its
-//! neighbours. When the database is unavailable, every event of the group gets the same 503.
+//! The queue is part of waiting for a connection, and obeys the same rules as the pool:
+//! - An event queued while every committer is busy counts one pool wait
+//!   (`datastorage_db_pool_wait_count_total`), and its time in the queue counts as wait
+//!   duration.
+//! - An event not picked up within `database.acquireTimeout` is abandoned: it is never written,
+//!   the request answers 503 with `Retry-After`, and `datastorage_db_pool_acquire_timeouts_total`
+//!   counts it.
+//! - A request that goes away (its `server.writeTimeout` passed, or the client hung up) before
+//!   its group commits is dropped from the group, which is rolled back and retried without it,
+//!   so no event answered 503 is committed afterwards.
+//!
+//! Failure isolation: when a group fails for a reason that may concern only some of its events
+//! (a conflicting replay, bad data, a lock or statement timeout on one chain), each event is
+//! retried alone, so one event never fails its neighbours. When the database is unavailable,
+//! every event of the group gets the same 503.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use datastorage_api::ValidatedEvent;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use super::{DbError, Store, WriteOutcome};
+use super::{DbError, Store, WriteOutcome, RETRY_AFTER_BUSY};
+use crate::metrics::PoolCounters;
 
-/// Events queued ahead of the committers before writers wait (back-pressure).
+/// Events queued ahead of the committers before writers wait to enqueue (back-pressure; the
+/// wait counts against `acquireTimeout` too).
 pub const QUEUE_CAPACITY: usize = 10_000;
 /// Most committers running at once.
 pub const MAX_COMMITTERS: u32 = 8;
 
+const QUEUED: u8 = 0;
+const CLAIMED: u8 = 1;
+const ABANDONED: u8 = 2;
+
 struct Job {
     event: ValidatedEvent,
     reply: oneshot::Sender<Result<WriteOutcome, DbError>>,
+    state: Arc<AtomicU8>,
+    enqueued: Instant,
+    waited: bool,
+}
+
+struct Shared {
+    store: Store,
+    counters: PoolCounters,
+    idle_committers: AtomicUsize,
+    max_group: usize,
 }
 
 /// Handle to the committers; cheap to clone. The committers stop when every handle is dropped.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct GroupCommit {
     queue: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
+    acquire_timeout: Duration,
+}
+
+impl std::fmt::Debug for GroupCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommit")
+            .field("queued", &(QUEUE_CAPACITY - self.queue.capacity()))
+            .finish()
+    }
 }
 
 impl GroupCommit {
-    /// Starts committers for `store`: half the pool (at least 1, at most [`MAX_COMMITTERS`]), so
-    /// batch requests and reads keep connections too. A group holds at most `max_group` events.
-    pub fn start(store: Store, max_open_conns: u32, max_group: usize) -> Self {
+    /// Starts the committers for `store`; a group holds at most `max_group` events.
+    pub fn start(
+        store: Store,
+        max_open_conns: u32,
+        max_group: usize,
+        acquire_timeout: Duration,
+        counters: PoolCounters,
+    ) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let rx = Arc::new(Mutex::new(rx));
-        let committers = (max_open_conns / 2).clamp(1, MAX_COMMITTERS);
-        for _ in 0..committers {
-            tokio::spawn(committer(store.clone(), Arc::clone(&rx), max_group.max(1)));
+        let shared = Arc::new(Shared {
+            store,
+            counters,
+            idle_committers: AtomicUsize::new(0),
+            max_group: max_group.max(1),
+        });
+        for _ in 0..max_open_conns.clamp(1, MAX_COMMITTERS) {
+            tokio::spawn(committer(Arc::clone(&shared), Arc::clone(&rx)));
         }
-        Self { queue }
+        Self {
+            queue,
+            shared,
+            acquire_timeout,
+        }
     }
 
-    /// Writes one event; returns once its group has committed.
+    /// Writes one event; returns once its group has committed, or 503 when no committer picked
+    /// it up within `acquireTimeout`.
     pub async fn write(&self, event: ValidatedEvent) -> Result<WriteOutcome, DbError> {
-        let (reply, answer) = oneshot::channel();
-        self.queue
-            .send(Job { event, reply })
-            .await
-            .map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        let (reply, mut answer) = oneshot::channel();
+        let state = Arc::new(AtomicU8::new(QUEUED));
+        let waited = self.shared.idle_committers.load(Ordering::Relaxed) == 0;
+        if waited {
+            self.shared.counters.wait_count.inc();
+        }
+        let job = Job {
+            event,
+            reply,
+            state: Arc::clone(&state),
+            enqueued: Instant::now(),
+            waited,
+        };
+        let deadline = tokio::time::Instant::now() + self.acquire_timeout;
+        match tokio::time::timeout_at(deadline, self.queue.send(job)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(shutting_down()),
+            Err(_) => return Err(self.timed_out(waited)),
+        }
+        match tokio::time::timeout_at(deadline, &mut answer).await {
+            Ok(result) => result.map_err(|_| shutting_down())?,
+            Err(_) => {
+                if state
+                    .compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return Err(self.timed_out(waited));
+                }
+                // A committer has it: its commit is bounded by the pool and statement timeouts.
+                answer.await.map_err(|_| shutting_down())?
+            }
+        }
+    }
+
+    fn timed_out(&self, waited: bool) -> DbError {
+        let counters = &self.shared.counters;
+        counters.acquire_timeouts.inc();
+        if waited {
+            counters
+                .wait_duration_seconds
+                .inc_by(self.acquire_timeout.as_secs_f64());
+        }
+        DbError::Unavailable {
+            message: format!(
+                "no database connection became free within {:?} (database.acquireTimeout)",
+                self.acquire_timeout
+            ),
+            retry_after: RETRY_AFTER_BUSY,
+        }
     }
 }
 
-fn closed() -> DbError {
+fn shutting_down() -> DbError {
     DbError::Unavailable {
         message: "the service is shutting down".to_owned(),
-        retry_after: super::RETRY_AFTER_BUSY,
+        retry_after: RETRY_AFTER_BUSY,
     }
 }
 
-async fn committer(store: Store, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max_group: usize) {
+/// Takes a queued job for a group, unless its requester gave up.
+fn claim(shared: &Shared, job: Job) -> Option<Job> {
+    job.state
+        .compare_exchange(QUEUED, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
+        .ok()?;
+    if job.waited {
+        shared
+            .counters
+            .wait_duration_seconds
+            .inc_by(job.enqueued.elapsed().as_secs_f64());
+    }
+    Some(job)
+}
+
+async fn committer(shared: Arc<Shared>, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
     let mut carry: Vec<Job> = Vec::new();
     loop {
         let mut group = std::mem::take(&mut carry);
-        {
-            let mut rx = rx.lock().await;
-            if group.is_empty() {
-                match rx.recv().await {
-                    Some(job) => group.push(job),
+        // With events carried over, never wait for the queue: another committer may be parked
+        // on it with nothing coming.
+        let rx_guard = if group.is_empty() {
+            Some(rx.lock().await)
+        } else {
+            rx.try_lock().ok()
+        };
+        if let Some(mut rx) = rx_guard {
+            while group.is_empty() {
+                shared.idle_committers.fetch_add(1, Ordering::Relaxed);
+                let job = rx.recv().await;
+                shared.idle_committers.fetch_sub(1, Ordering::Relaxed);
+                match job {
+                    Some(job) => group.extend(claim(&shared, job)),
                     None => return,
                 }
             }
-            while group.len() < max_group {
+            while group.len() < shared.max_group {
                 match rx.try_recv() {
-                    Ok(job) => group.push(job),
+                    Ok(job) => group.extend(claim(&shared, job)),
                     Err(_) => break,
                 }
             }
@@ -95,34 +216,55 @@ async fn committer(store: Store, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max_group:
             .into_iter()
             .partition(|j| ids.insert(j.event.event_id));
         carry = repeats;
-        commit(&store, unique).await;
+        commit(&shared.store, unique).await;
     }
 }
 
-async fn commit(store: &Store, group: Vec<Job>) {
-    let events: Vec<ValidatedEvent> = group.iter().map(|j| j.event.clone()).collect();
-    match store.insert_events(&events).await {
-        Ok(outcomes) => {
-            for (job, outcome) in group.into_iter().zip(outcomes) {
-                let _ = job.reply.send(Ok(outcome));
+async fn commit(store: &Store, mut group: Vec<Job>) {
+    loop {
+        group.retain(|j| !j.reply.is_closed());
+        if group.is_empty() {
+            return;
+        }
+        let events: Vec<ValidatedEvent> = group.iter().map(|j| j.event.clone()).collect();
+        let result = {
+            let jobs = &group;
+            let gone = move || jobs.iter().any(|j| j.reply.is_closed());
+            store.insert_events_unless(&events, &gone).await
+        };
+        match result {
+            Ok(outcomes) => {
+                for (job, outcome) in group.into_iter().zip(outcomes) {
+                    let _ = job.reply.send(Ok(outcome));
+                }
+                return;
             }
-        }
-        Err(e @ DbError::Unavailable { .. }) => {
-            for job in group {
-                let _ = job.reply.send(Err(e.duplicate()));
+            // A requester left just before commit: roll back, go again without it.
+            Err(DbError::Cancelled) => continue,
+            Err(e @ DbError::Unavailable { .. }) => {
+                for job in group {
+                    let _ = job.reply.send(Err(e.duplicate()));
+                }
+                return;
             }
-        }
-        Err(e) if group.len() == 1 => {
-            let job = group.into_iter().next().expect("one job");
-            let _ = job.reply.send(Err(e));
-        }
-        Err(_) => {
-            for job in group {
-                let result = store
-                    .insert_events(std::slice::from_ref(&job.event))
-                    .await
-                    .map(|mut o| o.remove(0));
-                let _ = job.reply.send(result);
+            Err(e) if group.len() == 1 => {
+                let job = group.pop().expect("one job");
+                let _ = job.reply.send(Err(e));
+                return;
+            }
+            Err(_) => {
+                for job in group {
+                    let result = store
+                        .insert_events_unless(std::slice::from_ref(&job.event), &|| {
+                            job.reply.is_closed()
+                        })
+                        .await
+                        .map(|mut o| o.remove(0));
+                    if !matches!(result, Err(DbError::Cancelled)) {
+                        let _ = job.reply.send(result);
+                    }
+                }
+                return;
             }
         }
     }

@@ -45,6 +45,19 @@ pub enum DbError {
         /// Suggested wait.
         retry_after: Duration,
     },
+    /// Too much contention to finish now (lock or statement timeout, deadlock or serialization
+    /// failure after retries, SQLite busy); the client should retry. Unlike
+    /// [`DbError::Unavailable`], it may concern only some of the events of a shared write.
+    #[error("{message}")]
+    Contention {
+        /// What happened, safe to show.
+        message: String,
+        /// Suggested wait.
+        retry_after: Duration,
+    },
+    /// The write was abandoned before commit because its requester went away; nothing stored.
+    #[error("the write was abandoned before commit")]
+    Cancelled,
     /// A client-supplied `event_id` is already stored with different content.
     #[error("event_id {0} is already stored with different content")]
     Conflict(Uuid),
@@ -80,6 +93,14 @@ impl DbError {
                 message: message.clone(),
                 retry_after: *retry_after,
             },
+            DbError::Contention {
+                message,
+                retry_after,
+            } => DbError::Contention {
+                message: message.clone(),
+                retry_after: *retry_after,
+            },
+            DbError::Cancelled => DbError::Cancelled,
             DbError::Conflict(id) => DbError::Conflict(*id),
             DbError::Data(m) => DbError::Data(m.clone()),
             DbError::Internal(e) => DbError::Internal(anyhow::anyhow!("{e:#}")),
@@ -103,6 +124,13 @@ impl DbError {
             E::Database(db) => {
                 let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
                 match classify_code(&code) {
+                    Class::Contention => DbError::Contention {
+                        message: format!(
+                            "the database could not finish the request: {}",
+                            db.message()
+                        ),
+                        retry_after: RETRY_AFTER_BUSY,
+                    },
                     Class::Unavailable => DbError::Unavailable {
                         message: format!(
                             "the database could not finish the request: {}",
@@ -126,6 +154,7 @@ impl DbError {
 }
 
 enum Class {
+    Contention,
     Unavailable,
     Data,
     Internal,
@@ -134,22 +163,18 @@ enum Class {
 /// PostgreSQL SQLSTATEs and SQLite extended result codes.
 fn classify_code(code: &str) -> Class {
     match code {
-        // PostgreSQL: connection exceptions, resource limits, operator intervention
-        // (query_canceled = statement_timeout, admin shutdown), lock not available,
+        // PostgreSQL: lock not available (lock_timeout), query canceled (statement_timeout),
         // serialization failure / deadlock after retries.
+        "55P03" | "57014" | "40001" | "40P01" => Class::Contention,
+        // PostgreSQL: connection exceptions, resource limits, operator intervention (shutdown).
         c if c.starts_with("08") || c.starts_with("53") || c.starts_with("57") => {
             Class::Unavailable
         }
-        "55P03" | "40001" | "40P01" => Class::Unavailable,
         // PostgreSQL: data exceptions and integrity constraint violations.
         c if c.starts_with("22") || c.starts_with("23") => Class::Data,
-        // SQLite: BUSY, LOCKED, FULL, IOERR and their extended codes.
-        c if c
-            .parse::<u32>()
-            .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 10 | 13)) =>
-        {
-            Class::Unavailable
-        }
+        // SQLite: BUSY and LOCKED (busy timeout), then FULL and IOERR.
+        c if c.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6)) => Class::Contention,
+        c if c.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 10 | 13)) => Class::Unavailable,
         // SQLite: CONSTRAINT, MISMATCH, TOOBIG.
         c if c.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 18..=20)) => Class::Data,
         _ => Class::Internal,
@@ -242,7 +267,17 @@ impl Store {
         &self,
         events: &[ValidatedEvent],
     ) -> Result<Vec<WriteOutcome>, DbError> {
-        dispatch!(self, s => s.insert_events(events).await)
+        self.insert_events_unless(events, &|| false).await
+    }
+
+    /// Like [`Store::insert_events`], but rolls back with [`DbError::Cancelled`] when
+    /// `cancelled` says so just before the commit.
+    pub async fn insert_events_unless(
+        &self,
+        events: &[ValidatedEvent],
+        cancelled: &(dyn Fn() -> bool + Send + Sync),
+    ) -> Result<Vec<WriteOutcome>, DbError> {
+        dispatch!(self, s => s.insert_events(events, cancelled).await)
     }
 
     /// One event by id.
@@ -293,14 +328,15 @@ mod tests {
 
     #[test]
     fn error_codes_are_classified() {
-        assert!(matches!(classify_code("57014"), Class::Unavailable));
+        assert!(matches!(classify_code("57014"), Class::Contention));
         assert!(matches!(classify_code("08006"), Class::Unavailable));
         assert!(matches!(classify_code("53300"), Class::Unavailable));
-        assert!(matches!(classify_code("55P03"), Class::Unavailable));
+        assert!(matches!(classify_code("55P03"), Class::Contention));
         assert!(matches!(classify_code("22P02"), Class::Data));
         assert!(matches!(classify_code("23514"), Class::Data));
-        assert!(matches!(classify_code("5"), Class::Unavailable));
-        assert!(matches!(classify_code("517"), Class::Unavailable));
+        assert!(matches!(classify_code("5"), Class::Contention));
+        assert!(matches!(classify_code("517"), Class::Contention));
+        assert!(matches!(classify_code("13"), Class::Unavailable));
         assert!(matches!(classify_code("275"), Class::Data));
         assert!(matches!(classify_code("42P01"), Class::Internal));
     }

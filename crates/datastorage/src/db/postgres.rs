@@ -72,10 +72,17 @@ pub fn connect_options(db: &DatabaseSettings) -> PgConnectOptions {
     opts
 }
 
+/// Connect options for one-off admin sessions (migrations, checks): the request timeouts are
+/// lifted, so a long migration step, or waiting for another replica's migration lock, is not
+/// cancelled. (A later `-c` option overrides an earlier one.)
+pub fn admin_connect_options(db: &DatabaseSettings) -> PgConnectOptions {
+    connect_options(db).options([("statement_timeout", "0"), ("lock_timeout", "0")])
+}
+
 /// Applies pending migrations on one dedicated connection (sqlx holds an advisory lock on that
 /// same connection while it migrates, so concurrent replicas take turns).
 pub async fn migrate(db: &DatabaseSettings) -> anyhow::Result<usize> {
-    let mut conn = connect_options(db)
+    let mut conn = admin_connect_options(db)
         .connect()
         .await
         .context("cannot connect to PostgreSQL to migrate")?;
@@ -91,7 +98,7 @@ pub async fn migrate(db: &DatabaseSettings) -> anyhow::Result<usize> {
 
 /// Fails unless every embedded migration is applied.
 pub async fn check_migrations(db: &DatabaseSettings) -> anyhow::Result<()> {
-    let mut conn = connect_options(db)
+    let mut conn = admin_connect_options(db)
         .connect()
         .await
         .context("cannot connect to PostgreSQL")?;
@@ -144,12 +151,13 @@ impl PgStore {
     pub async fn insert_events(
         &self,
         events: &[ValidatedEvent],
+        cancelled: &(dyn Fn() -> bool + Send + Sync),
     ) -> Result<Vec<WriteOutcome>, DbError> {
         let mut conn = self.pool.acquire().await?;
         let mut attempt = 1;
         let mut check_replays = false;
         loop {
-            match write_batch(&mut conn, &self.hasher, events, check_replays).await {
+            match write_batch(&mut conn, &self.hasher, events, check_replays, cancelled).await {
                 Ok(outcomes) => return Ok(outcomes),
                 Err(Failed::Db(e)) => return Err(e),
                 Err(Failed::Replays) if attempt < MAX_TX_ATTEMPTS => {
@@ -282,14 +290,38 @@ impl From<sqlx::Error> for Failed {
 /// already exist, and if any was skipped the attempt is abandoned ([`Failed::Replays`]) and
 /// repeated with the explicit replay check. A batch thus costs four round trips: `BEGIN`, the
 /// head lock, one statement inserting every row and advancing the heads, `COMMIT`.
+/// One attempt at writing a batch in its own transaction. Every failure rolls back explicitly
+/// before the connection goes back to the pool, so no lock outlives the attempt.
 async fn write_batch(
     conn: &mut PgConnection,
     hasher: &Hasher,
     events: &[ValidatedEvent],
     check_replays: bool,
+    cancelled: &(dyn Fn() -> bool + Send + Sync),
 ) -> Result<Vec<WriteOutcome>, Failed> {
     let mut tx = conn.begin().await?;
+    match write_in_tx(&mut tx, hasher, events, check_replays).await {
+        Ok(outcomes) if !cancelled() => {
+            tx.commit().await?;
+            Ok(outcomes)
+        }
+        Ok(_) => {
+            tx.rollback().await?;
+            Err(Failed::Db(DbError::Cancelled))
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
 
+async fn write_in_tx(
+    tx: &mut PgConnection,
+    hasher: &Hasher,
+    events: &[ValidatedEvent],
+    check_replays: bool,
+) -> Result<Vec<WriteOutcome>, Failed> {
     // Lock the heads of every chain in the batch, in a fixed order so writers cannot deadlock.
     let mut chains: Vec<&str> = events.iter().map(|e| e.correlation_id.as_str()).collect();
     chains.sort_unstable();
@@ -346,12 +378,11 @@ async fn write_batch(
                 (*c, *s, h.as_str())
             })
             .collect();
-        let inserted = insert_rows(&mut tx, &linked, &new_heads).await?;
+        let inserted = insert_rows(tx, &linked, &new_heads).await?;
         if inserted < linked.len() {
             return Err(Failed::Replays);
         }
     }
-    tx.commit().await?;
 
     Ok(events
         .iter()

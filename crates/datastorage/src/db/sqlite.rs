@@ -140,11 +140,12 @@ impl SqliteStore {
     pub async fn insert_events(
         &self,
         events: &[ValidatedEvent],
+        cancelled: &(dyn Fn() -> bool + Send + Sync),
     ) -> Result<Vec<WriteOutcome>, DbError> {
         // The writer lock comes first, so queued writers do not hold connections readers need.
         let _writer = self.writer.lock().await;
         let mut conn = self.pool.acquire().await?;
-        match write_batch(&mut conn, &self.hasher, events).await {
+        match write_batch(&mut conn, &self.hasher, events, cancelled).await {
             Ok(outcomes) => Ok(outcomes),
             Err(Failed::Db(e)) => Err(e),
             Err(Failed::Sql(e)) => Err(fail(conn, e)),
@@ -253,13 +254,36 @@ impl From<sqlx::Error> for Failed {
     }
 }
 
+/// One attempt at writing a batch in its own transaction. Every failure rolls back explicitly
+/// before the connection goes back to the pool, so no lock outlives the attempt.
 async fn write_batch(
     conn: &mut SqliteConnection,
     hasher: &Hasher,
     events: &[ValidatedEvent],
+    cancelled: &(dyn Fn() -> bool + Send + Sync),
 ) -> Result<Vec<WriteOutcome>, Failed> {
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    match write_in_tx(&mut tx, hasher, events).await {
+        Ok(outcomes) if !cancelled() => {
+            tx.commit().await?;
+            Ok(outcomes)
+        }
+        Ok(_) => {
+            tx.rollback().await?;
+            Err(Failed::Db(DbError::Cancelled))
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
 
+async fn write_in_tx(
+    tx: &mut SqliteConnection,
+    hasher: &Hasher,
+    events: &[ValidatedEvent],
+) -> Result<Vec<WriteOutcome>, Failed> {
     let mut heads = HashMap::new();
     let chains: HashSet<&str> = events.iter().map(|e| e.correlation_id.as_str()).collect();
     for c in &chains {
@@ -351,7 +375,6 @@ async fn write_batch(
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await?;
     Ok(events
         .iter()
         .map(|e| WriteOutcome {

@@ -74,10 +74,17 @@ impl From<DbError> for ApiError {
             DbError::Unavailable {
                 message,
                 retry_after,
+            }
+            | DbError::Contention {
+                message,
+                retry_after,
             } => ApiError::Unavailable {
                 message,
                 retry_after,
             },
+            DbError::Cancelled => ApiError::Internal(anyhow::anyhow!(
+                "a write was cancelled while its request was still waiting"
+            )),
             DbError::Conflict(id) => ApiError::Conflict(id),
             DbError::Data(message) => {
                 let mut errors = FieldErrors::default();
