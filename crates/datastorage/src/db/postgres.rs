@@ -195,24 +195,37 @@ impl PgStore {
     /// See [`super::Store::query_events`].
     pub async fn query_events(&self, f: &EventFilter) -> Result<(Vec<AuditEvent>, u64), DbError> {
         let mut conn = self.pool.acquire().await?;
-        let mut count =
-            QueryBuilder::<Postgres>::new("SELECT count(*) FROM audit_events WHERE TRUE");
-        push_filters(&mut count, f, false);
-        let total: i64 = match count.build_query_scalar().fetch_one(&mut *conn).await {
-            Ok(n) => n,
-            Err(e) => return Err(fail(conn, e)),
-        };
-        let mut page =
-            QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM audit_events WHERE TRUE"));
+        // One round trip: the page, with the total count of matches beside every row (the
+        // filters are bound twice). Only an empty page needs a separate count.
+        let mut page = QueryBuilder::<Postgres>::new(format!(
+            "WITH page AS (SELECT {COLUMNS} FROM audit_events WHERE TRUE"
+        ));
         push_filters(&mut page, f, true);
         page.push(" ORDER BY event_timestamp DESC, event_id DESC LIMIT ")
             .push_bind(i64::from(f.limit) + 1);
         if f.cursor.is_none() {
             page.push(" OFFSET ").push_bind(f.offset as i64);
         }
+        page.push(") SELECT page.*, (SELECT count(*) FROM audit_events WHERE TRUE");
+        push_filters(&mut page, f, false);
+        page.push(") AS total_count FROM page ORDER BY event_timestamp DESC, event_id DESC");
         let rows = match page.build().fetch_all(&mut *conn).await {
             Ok(rows) => rows,
             Err(e) => return Err(fail(conn, e)),
+        };
+        let total: i64 = match rows.first() {
+            Some(row) => row
+                .try_get("total_count")
+                .map_err(|e| DbError::Internal(e.into()))?,
+            None => {
+                let mut count =
+                    QueryBuilder::<Postgres>::new("SELECT count(*) FROM audit_events WHERE TRUE");
+                push_filters(&mut count, f, false);
+                match count.build_query_scalar().fetch_one(&mut *conn).await {
+                    Ok(n) => n,
+                    Err(e) => return Err(fail(conn, e)),
+                }
+            }
         };
         let events = rows
             .iter()
