@@ -181,7 +181,8 @@ pub(crate) async fn spool_batch(shared: &Shared, events: Vec<AuditEventRequest>,
 }
 
 /// Runs for the store's life when it has a spool: replays segments oldest first, deletes each
-/// once every batch in it is settled, and stops on abort, or once closed with the spool empty.
+/// once every batch in it is settled, and stops on abort, or once the store is closed, every
+/// accepted event settled and the spool empty.
 pub(crate) async fn replay(shared: Arc<Shared>, spool: Arc<Spool>) {
     loop {
         if shared.is_aborted() {
@@ -194,7 +195,7 @@ pub(crate) async fn replay(shared: Arc<Shared>, spool: Arc<Spool>) {
         let segment = match next {
             Ok(Ok(Some(segment))) => segment,
             Ok(Ok(None)) => {
-                if shared.is_closed() {
+                if shared.is_drained() {
                     return;
                 }
                 tokio::select! {

@@ -313,9 +313,11 @@ impl Shared {
         *self.abort.borrow()
     }
 
-    /// `close` has begun (or the last handle was dropped).
-    pub(crate) fn is_closed(&self) -> bool {
-        self.lock().closed
+    /// `close` has begun (or the last handle was dropped) and every accepted event is settled,
+    /// so nothing more can reach the spool.
+    pub(crate) fn is_drained(&self) -> bool {
+        let st = self.lock();
+        st.closed && st.settled_below() >= st.next_seq
     }
 
     /// Resolves when the queue is at or past the watermark; never without a spool.

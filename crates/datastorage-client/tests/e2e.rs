@@ -557,6 +557,45 @@ async fn spooled_batches_survive_a_restart_of_the_store_and_are_replayed_once() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_a_spool_close_at_its_deadline_spools_instead_of_abandoning() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = closed_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let store = AuditStore::with_config(
+        short_timeouts(&base),
+        spooling(dir.path(), Duration::from_secs(600)),
+    )
+    .unwrap();
+    let ids: Vec<_> = (0..100)
+        .map(|i| store.try_record(event(i)).unwrap())
+        .collect();
+    let started = Instant::now();
+    store.close(Duration::from_millis(500)).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let stats = store.stats();
+    assert_eq!(
+        (stats.spooled, stats.abandoned, stats.sent),
+        (100, 0, 0),
+        "{stats:?}"
+    );
+    drop(store);
+
+    let pg = PgDb::create().await;
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let app = TestApp::spawn_on(listener, pg, |_| {}).await;
+    let store = AuditStore::with_config(
+        Client::new(&app.base).unwrap(),
+        spooling(dir.path(), Duration::from_secs(30)),
+    )
+    .unwrap();
+    store.close(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(store.stats().replayed, 100);
+    let stored = app.pg.stored_ids().await;
+    assert!(ids.iter().all(|id| stored.get(id) == Some(&1)));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn past_the_watermark_batches_go_to_the_spool_and_are_replayed_once() {
     let dir = tempfile::tempdir().unwrap();
     let port = closed_port();
