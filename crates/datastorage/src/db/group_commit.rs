@@ -7,8 +7,10 @@
 //! The batching window adapts to load without a timer: a committer takes the first waiting
 //! event, then whatever else is already queued (up to the group limit), and commits. At low
 //! concurrency the queue holds one event, which is committed at once (no added latency); under
-//! load, events pile up while the previous commit runs and the next group is larger. Several
-//! committers (one per pool connection, at most [`MAX_COMMITTERS`]) run at once.
+//! load, events pile up while the previous commit runs and the next group is larger. A few
+//! committers (half the pool, at most [`MAX_COMMITTERS`]) run at once: enough to overlap
+//! commits, few enough that groups grow large under load (the cost per event of a large group
+//! is a fraction of a small one's), and the rest of the pool stays free for batches and reads.
 //!
 //! The queue is part of waiting for a connection, and obeys the same rules as the pool:
 //! - An event queued while every committer is busy counts one pool wait
@@ -41,7 +43,7 @@ use crate::metrics::PoolCounters;
 /// wait counts against `acquireTimeout` too).
 pub const QUEUE_CAPACITY: usize = 10_000;
 /// Most committers running at once.
-pub const MAX_COMMITTERS: u32 = 8;
+pub const MAX_COMMITTERS: u32 = 4;
 
 const QUEUED: u8 = 0;
 const CLAIMED: u8 = 1;
@@ -95,7 +97,7 @@ impl GroupCommit {
             idle_committers: AtomicUsize::new(0),
             max_group: max_group.max(1),
         });
-        for _ in 0..max_open_conns.clamp(1, MAX_COMMITTERS) {
+        for _ in 0..(max_open_conns / 2).clamp(1, MAX_COMMITTERS) {
             tokio::spawn(committer(Arc::clone(&shared), Arc::clone(&rx)));
         }
         Self {
