@@ -94,7 +94,7 @@ fn generate(root: &Path, n: usize) -> std::io::Result<(usize, u64)> {
                 } else {
                     String::new()
                 };
-                let db = if i % 97 == 0 {
+                let db = if i.is_multiple_of(97) {
                     "\nfunc open(dsn string) { db, _ := sql.Open(\"postgres\", dsn); db.SetMaxOpenConns(cfg.Max) }\n"
                 } else {
                     ""
