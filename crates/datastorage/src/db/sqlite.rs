@@ -93,7 +93,7 @@ pub async fn check_migrations(db: &DatabaseSettings) -> anyhow::Result<()> {
         .map(|m| m.version)
         .filter(|v| !applied.contains(v))
         .collect();
-    anyhow::ensure!(missing.is_empty(), "migrations {missing:?} are not applied; run `datastorage migrate` (database.migrateOnStart is false)");
+    anyhow::ensure!(missing.is_empty(), "migrations {missing:?} are not applied; run `datastorage migrate`, or let `serve` apply them (database.migrateOnStart: true)");
     Ok(())
 }
 
