@@ -305,6 +305,15 @@ async fn queries_filter_paginate_newest_first_and_page_by_cursor(backend: Backen
     let last: Value = app.query("limit=10&offset=20").await.json().await.unwrap();
     assert_eq!(last["pagination"]["has_more"], false);
     assert_eq!(last["data"].as_array().unwrap().len(), 6);
+    assert_eq!(last["pagination"]["total"], 26, "total of the last page");
+    let past: Value = app.query("limit=10&offset=40").await.json().await.unwrap();
+    assert_eq!(past["data"].as_array().unwrap().len(), 0);
+    assert_eq!(past["pagination"]["total"], 26, "total past the last page");
+    let whole: Value = app.query("limit=30").await.json().await.unwrap();
+    assert_eq!(
+        whole["pagination"]["total"], 26,
+        "total of one page holding all"
+    );
 
     // Cursor paging visits every event exactly once.
     let mut seen = HashSet::new();
@@ -315,6 +324,10 @@ async fn queries_filter_paginate_newest_first_and_page_by_cursor(backend: Backen
             None => "limit=7".to_owned(),
         };
         let page: Value = app.query(&q).await.json().await.unwrap();
+        assert_eq!(
+            page["pagination"]["total"], 26,
+            "total on every cursor page"
+        );
         for e in page["data"].as_array().unwrap() {
             assert!(
                 seen.insert(e["event_id"].as_str().unwrap().to_owned()),

@@ -222,48 +222,55 @@ async fn committer(shared: Arc<Shared>, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
     }
 }
 
-async fn commit(store: &Store, mut group: Vec<Job>) {
+async fn commit(store: &Store, group: Vec<Job>) {
+    type Reply = oneshot::Sender<Result<WriteOutcome, DbError>>;
+    let (mut events, mut replies): (Vec<ValidatedEvent>, Vec<Reply>) =
+        group.into_iter().map(|j| (j.event, j.reply)).unzip();
     loop {
-        group.retain(|j| !j.reply.is_closed());
-        if group.is_empty() {
+        let open: Vec<bool> = replies.iter().map(|r| !r.is_closed()).collect();
+        if open.contains(&false) {
+            let mut keep = open.iter().copied();
+            events.retain(|_| keep.next().unwrap_or(false));
+            let mut keep = open.iter().copied();
+            replies.retain(|_| keep.next().unwrap_or(false));
+        }
+        if events.is_empty() {
             return;
         }
-        let events: Vec<ValidatedEvent> = group.iter().map(|j| j.event.clone()).collect();
         let result = {
-            let jobs = &group;
-            let gone = move || jobs.iter().any(|j| j.reply.is_closed());
+            let replies = &replies;
+            let gone = move || replies.iter().any(|r| r.is_closed());
             store.insert_events_unless(&events, &gone).await
         };
         match result {
             Ok(outcomes) => {
-                for (job, outcome) in group.into_iter().zip(outcomes) {
-                    let _ = job.reply.send(Ok(outcome));
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
                 }
                 return;
             }
             // A requester left just before commit: roll back, go again without it.
             Err(DbError::Cancelled) => continue,
             Err(e @ DbError::Unavailable { .. }) => {
-                for job in group {
-                    let _ = job.reply.send(Err(e.duplicate()));
+                for reply in replies {
+                    let _ = reply.send(Err(e.duplicate()));
                 }
                 return;
             }
-            Err(e) if group.len() == 1 => {
-                let job = group.pop().expect("one job");
-                let _ = job.reply.send(Err(e));
+            Err(e) if events.len() == 1 => {
+                if let Some(reply) = replies.pop() {
+                    let _ = reply.send(Err(e));
+                }
                 return;
             }
             Err(_) => {
-                for job in group {
+                for (event, reply) in events.iter().zip(replies) {
                     let result = store
-                        .insert_events_unless(std::slice::from_ref(&job.event), &|| {
-                            job.reply.is_closed()
-                        })
+                        .insert_events_unless(std::slice::from_ref(event), &|| reply.is_closed())
                         .await
                         .map(|mut o| o.remove(0));
                     if !matches!(result, Err(DbError::Cancelled)) {
-                        let _ = job.reply.send(result);
+                        let _ = reply.send(result);
                     }
                 }
                 return;

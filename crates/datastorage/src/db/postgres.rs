@@ -195,34 +195,32 @@ impl PgStore {
     /// See [`super::Store::query_events`].
     pub async fn query_events(&self, f: &EventFilter) -> Result<(Vec<AuditEvent>, u64), DbError> {
         let mut conn = self.pool.acquire().await?;
-        // One round trip: the page, with the total count of matches beside every row (the
-        // filters are bound twice). Only an empty page needs a separate count.
-        let mut page = QueryBuilder::<Postgres>::new(format!(
-            "WITH page AS (SELECT {COLUMNS} FROM audit_events WHERE TRUE"
-        ));
+        let mut page =
+            QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM audit_events WHERE TRUE"));
         push_filters(&mut page, f, true);
         page.push(" ORDER BY event_timestamp DESC, event_id DESC LIMIT ")
             .push_bind(i64::from(f.limit) + 1);
         if f.cursor.is_none() {
             page.push(" OFFSET ").push_bind(f.offset as i64);
         }
-        page.push(") SELECT page.*, (SELECT count(*) FROM audit_events WHERE TRUE");
-        push_filters(&mut page, f, false);
-        page.push(") AS total_count FROM page ORDER BY event_timestamp DESC, event_id DESC");
         let rows = match page.build().fetch_all(&mut *conn).await {
             Ok(rows) => rows,
             Err(e) => return Err(fail(conn, e)),
         };
-        let total: i64 = match rows.first() {
-            Some(row) => row
-                .try_get("total_count")
-                .map_err(|e| DbError::Internal(e.into()))?,
+        // Most queries (one correlation id, one page) end within the page: the total is known
+        // without counting. Otherwise count, in a second round trip.
+        let total = match f.total_from_page(rows.len()) {
+            Some(n) => n,
             None => {
                 let mut count =
                     QueryBuilder::<Postgres>::new("SELECT count(*) FROM audit_events WHERE TRUE");
                 push_filters(&mut count, f, false);
-                match count.build_query_scalar().fetch_one(&mut *conn).await {
-                    Ok(n) => n,
+                match count
+                    .build_query_scalar::<i64>()
+                    .fetch_one(&mut *conn)
+                    .await
+                {
+                    Ok(n) => n as u64,
                     Err(e) => return Err(fail(conn, e)),
                 }
             }
@@ -232,7 +230,7 @@ impl PgStore {
             .map(decode_row)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| DbError::Internal(anyhow::anyhow!(e)))?;
-        Ok((events, total as u64))
+        Ok((events, total))
     }
 
     /// See [`super::Store::chain_rows`].
@@ -297,14 +295,14 @@ impl From<sqlx::Error> for Failed {
     }
 }
 
-/// One attempt at writing a batch, in one transaction.
+/// One attempt at writing a batch, in its own transaction.
 ///
 /// The fast path (`check_replays` false) assumes no event is a replay: its insert skips ids that
 /// already exist, and if any was skipped the attempt is abandoned ([`Failed::Replays`]) and
 /// repeated with the explicit replay check. A batch thus costs four round trips: `BEGIN`, the
-/// head lock, one statement inserting every row and advancing the heads, `COMMIT`.
-/// One attempt at writing a batch in its own transaction. Every failure rolls back explicitly
-/// before the connection goes back to the pool, so no lock outlives the attempt.
+/// head lock, one statement inserting every row and advancing the heads, `COMMIT`. Every
+/// failure rolls back explicitly before the connection goes back to the pool, so no lock
+/// outlives the attempt.
 async fn write_batch(
     conn: &mut PgConnection,
     hasher: &Hasher,
@@ -465,7 +463,7 @@ async fn insert_rows(
     .bind(col!(|l| l.event.error_message.as_deref()))
     .bind(col!(|l| l.event.retention_days))
     .bind(col!(|l| l.event.is_sensitive))
-    .bind(col!(|l| serde_json::Value::Object(l.event.event_data.clone())))
+    .bind(col!(|l| sqlx::types::Json(&l.event.event_data)))
     .bind(col!(|l| l.sequence))
     .bind(col!(|l| l.previous_hash.as_str()))
     .bind(col!(|l| l.hash.as_str()))

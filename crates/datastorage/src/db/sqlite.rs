@@ -171,12 +171,6 @@ impl SqliteStore {
     /// See [`super::Store::query_events`].
     pub async fn query_events(&self, f: &EventFilter) -> Result<(Vec<AuditEvent>, u64), DbError> {
         let mut conn = self.pool.acquire().await?;
-        let mut count = QueryBuilder::<Sqlite>::new("SELECT count(*) FROM audit_events WHERE 1");
-        push_filters(&mut count, f, false);
-        let total: i64 = match count.build_query_scalar().fetch_one(&mut *conn).await {
-            Ok(n) => n,
-            Err(e) => return Err(fail(conn, e)),
-        };
         let mut page =
             QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM audit_events WHERE 1"));
         push_filters(&mut page, f, true);
@@ -189,12 +183,29 @@ impl SqliteStore {
             Ok(rows) => rows,
             Err(e) => return Err(fail(conn, e)),
         };
+        // The total is known from a page that ends within the limit; otherwise count.
+        let total = match f.total_from_page(rows.len()) {
+            Some(n) => n,
+            None => {
+                let mut count =
+                    QueryBuilder::<Sqlite>::new("SELECT count(*) FROM audit_events WHERE 1");
+                push_filters(&mut count, f, false);
+                match count
+                    .build_query_scalar::<i64>()
+                    .fetch_one(&mut *conn)
+                    .await
+                {
+                    Ok(n) => n as u64,
+                    Err(e) => return Err(fail(conn, e)),
+                }
+            }
+        };
         let events = rows
             .iter()
             .map(decode_row)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| DbError::Internal(anyhow::anyhow!(e)))?;
-        Ok((events, total as u64))
+        Ok((events, total))
     }
 
     /// See [`super::Store::chain_rows`].
