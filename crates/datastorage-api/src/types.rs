@@ -216,10 +216,16 @@ impl AuditEventRequest {
     }
 }
 
+/// A JSON object, the type of `event_data`.
+pub type JsonObject = serde_json::Map<String, serde_json::Value>;
+
 /// One stored audit event (`AuditEvent` in the contract): the request's fields with the values
 /// actually stored, plus the id, the date and the hash-chain fields.
+///
+/// `D` is how `event_data` is held: a [`JsonObject`] by default; the server answers queries
+/// with `Box<serde_json::value::RawValue>`, the stored JSON text passed through unparsed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditEvent {
+pub struct AuditEvent<D = JsonObject> {
     /// The event's id.
     pub event_id: Uuid,
     /// Schema version.
@@ -269,7 +275,7 @@ pub struct AuditEvent {
     /// Whether the event holds sensitive data.
     pub is_sensitive: bool,
     /// The payload.
-    pub event_data: serde_json::Map<String, serde_json::Value>,
+    pub event_data: D,
     /// Position in the correlation id's hash chain, from 1 (extension).
     pub chain_sequence: i64,
     /// This event's chain hash (hex).
@@ -321,11 +327,11 @@ pub struct Pagination {
     pub next_cursor: Option<String>,
 }
 
-/// Answer to `GET /api/v1/audit/events`.
+/// Answer to `GET /api/v1/audit/events` (`D` as in [`AuditEvent`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditEventsQueryResponse {
+pub struct AuditEventsQueryResponse<D = JsonObject> {
     /// The page, newest first.
-    pub data: Vec<AuditEvent>,
+    pub data: Vec<AuditEvent<D>>,
     /// Where the page sits.
     pub pagination: Pagination,
 }

@@ -83,7 +83,9 @@ struct Cli {
     /// database.maxOpenConns of the server under test.
     #[arg(long, default_value_t = 25)]
     max_open_conns: u32,
-    /// database.maxIdleConns of the server under test [default: the server's default, 5].
+    /// database.maxIdleConns of the server under test [default: maxOpenConns, so the pool keeps
+    /// what saturation load uses instead of closing and reopening connections all the time;
+    /// see docs/tuning.md. 0: the server's own default, 5].
     #[arg(long)]
     max_idle_conns: Option<u32>,
     /// Clients of the query scenario (and of pgbench's SELECT).
@@ -101,6 +103,15 @@ struct Cli {
     /// Skip the pool-exhaustion run.
     #[arg(long)]
     skip_pool: bool,
+}
+
+/// maxIdleConns of the server under test: `None` leaves the server's default.
+fn idle_conns(cli: &Cli) -> Option<u32> {
+    match cli.max_idle_conns {
+        Some(0) => None,
+        Some(n) => Some(n),
+        None => Some(cli.max_open_conns),
+    }
 }
 
 /// Resolved durations and sizes.
@@ -321,8 +332,11 @@ async fn main() -> Result<()> {
         format!(
             "release binary, generated config: maxOpenConns {}, maxIdleConns {} (other pool keys default), logging warn; {}",
             cli.max_open_conns,
-            cli.max_idle_conns
-                .map_or("default (5)".to_owned(), |n| n.to_string()),
+            match cli.max_idle_conns {
+                Some(0) => "default (5)".to_owned(),
+                Some(n) => n.to_string(),
+                None => format!("{} (= maxOpenConns)", cli.max_open_conns),
+            },
             server_bin.display()
         ),
     ));
@@ -346,7 +360,7 @@ async fn main() -> Result<()> {
             password: db.password.clone(),
         },
         max_open_conns: cli.max_open_conns,
-        max_idle_conns: cli.max_idle_conns,
+        max_idle_conns: idle_conns(&cli),
     };
     let srv = Server::start(&server_bin, &pg_cfg).await?;
     let probe = Probe {
@@ -582,7 +596,7 @@ async fn main() -> Result<()> {
         let cfg = ServerConfig {
             backend: Backend::Sqlite(dir.path().join("bench.db")),
             max_open_conns: cli.max_open_conns,
-            max_idle_conns: cli.max_idle_conns,
+            max_idle_conns: idle_conns(&cli),
         };
         let srv = Server::start(&server_bin, &cfg).await?;
         let probe = Probe {

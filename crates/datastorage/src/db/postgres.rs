@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::chain::{link, Hasher};
 use super::pool::{Pool, PoolLimits, PooledConn};
-use super::{ChainRows, DbError, WriteOutcome};
+use super::{ChainRows, DbError, EventData, RawJson, WriteOutcome};
 use crate::config::{DatabaseSettings, SslMode};
 use crate::metrics::PoolCounters;
 
@@ -193,7 +193,10 @@ impl PgStore {
     }
 
     /// See [`super::Store::query_events`].
-    pub async fn query_events(&self, f: &EventFilter) -> Result<(Vec<AuditEvent>, u64), DbError> {
+    pub async fn query_events(
+        &self,
+        f: &EventFilter,
+    ) -> Result<(Vec<AuditEvent<RawJson>>, u64), DbError> {
         let mut conn = self.pool.acquire().await?;
         let mut page =
             QueryBuilder::<Postgres>::new(format!("SELECT {COLUMNS} FROM audit_events WHERE TRUE"));
@@ -519,21 +522,19 @@ fn push_filters<'a>(qb: &mut QueryBuilder<'a, Postgres>, f: &'a EventFilter, wit
 }
 
 /// Reads one row; an undecodable row (edited by hand) is an error message, not a panic.
-fn decode_row(row: &PgRow) -> Result<AuditEvent, String> {
-    let r = || -> Result<AuditEvent, sqlx::Error> {
+fn decode_row<D: EventData>(row: &PgRow) -> Result<AuditEvent<D>, String> {
+    let r = || -> Result<AuditEvent<D>, sqlx::Error> {
         fn parse<T: FromStr<Err = String>>(col: &str, s: String) -> Result<T, sqlx::Error> {
             T::from_str(&s).map_err(|e| sqlx::Error::ColumnDecode {
                 index: col.to_owned(),
                 source: e.into(),
             })
         }
-        let data: serde_json::Value = row.try_get("event_data")?;
-        let serde_json::Value::Object(event_data) = data else {
-            return Err(sqlx::Error::ColumnDecode {
-                index: "event_data".into(),
-                source: "not a JSON object".into(),
-            });
-        };
+        let data: sqlx::types::Json<RawJson> = row.try_get("event_data")?;
+        let event_data = D::from_raw(data.0).map_err(|e| sqlx::Error::ColumnDecode {
+            index: "event_data".into(),
+            source: e.into(),
+        })?;
         Ok(AuditEvent {
             event_id: row.try_get("event_id")?,
             version: row.try_get("version")?,

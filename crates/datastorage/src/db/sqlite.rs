@@ -15,13 +15,14 @@ use chrono::{DateTime, Utc};
 use datastorage_api::chain::{same_content, stored_content};
 use datastorage_api::query::EventFilter;
 use datastorage_api::{AuditEvent, ValidatedEvent};
+use serde_json::value::RawValue;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite, SqliteConnection};
 use uuid::Uuid;
 
 use super::chain::{link, Hasher};
 use super::pool::{Pool, PoolLimits, PooledConn};
-use super::{ChainRows, DbError, WriteOutcome};
+use super::{ChainRows, DbError, EventData, RawJson, WriteOutcome};
 use crate::config::DatabaseSettings;
 use crate::metrics::PoolCounters;
 
@@ -169,7 +170,10 @@ impl SqliteStore {
     }
 
     /// See [`super::Store::query_events`].
-    pub async fn query_events(&self, f: &EventFilter) -> Result<(Vec<AuditEvent>, u64), DbError> {
+    pub async fn query_events(
+        &self,
+        f: &EventFilter,
+    ) -> Result<(Vec<AuditEvent<RawJson>>, u64), DbError> {
         let mut conn = self.pool.acquire().await?;
         let mut page =
             QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} FROM audit_events WHERE 1"));
@@ -445,8 +449,8 @@ fn push_filters<'a>(qb: &mut QueryBuilder<'a, Sqlite>, f: &'a EventFilter, with_
     }
 }
 
-fn decode_row(row: &SqliteRow) -> Result<AuditEvent, String> {
-    let r = || -> Result<AuditEvent, String> {
+fn decode_row<D: EventData>(row: &SqliteRow) -> Result<AuditEvent<D>, String> {
+    let r = || -> Result<AuditEvent<D>, String> {
         let get_str = |c: &str| row.try_get::<String, _>(c).map_err(|e| e.to_string());
         let get_opt = |c: &str| {
             row.try_get::<Option<String>, _>(c)
@@ -461,12 +465,9 @@ fn decode_row(row: &SqliteRow) -> Result<AuditEvent, String> {
         let parent_ts: Option<i64> = row
             .try_get("parent_event_date")
             .map_err(|e| e.to_string())?;
-        let data: String = get_str("event_data")?;
-        let serde_json::Value::Object(event_data) =
-            serde_json::from_str(&data).map_err(|e| format!("event_data: {e}"))?
-        else {
-            return Err("event_data: not a JSON object".into());
-        };
+        let data = RawValue::from_string(get_str("event_data")?)
+            .map_err(|e| format!("event_data: {e}"))?;
+        let event_data = D::from_raw(data)?;
         Ok(AuditEvent {
             event_id: uuid("event_id", get_str("event_id")?)?,
             version: get_str("version")?,

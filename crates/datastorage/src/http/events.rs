@@ -19,6 +19,7 @@ use uuid::Uuid;
 use super::body::JsonBody;
 use super::error::ApiError;
 use super::AppState;
+use crate::db::RawJson;
 
 /// `POST /api/v1/audit/events`: one event → 201. A replay of a stored client id answers 201
 /// with the same id and writes nothing.
@@ -27,6 +28,7 @@ pub async fn create_event(
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<AuditEventResponse>), ApiError> {
     let event = validate_event(&body).map_err(ApiError::Validation)?;
+    drop(body);
     let start = Instant::now();
     let category = event.event_category.as_str();
     let outcome = state.writer.write(event).await?;
@@ -97,6 +99,9 @@ pub async fn create_events_batch(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
+    // The parsed tree is several times the size of the events it validated into: free it
+    // before waiting for the database, which bounds memory under concurrent large batches.
+    drop(items);
     let start = Instant::now();
     let outcomes = state.store.insert_events(&events).await?;
     let categories = events
@@ -125,7 +130,7 @@ pub async fn create_events_batch(
 pub async fn list_events(
     State(state): State<AppState>,
     params: Result<Query<EventQueryParams>, QueryRejection>,
-) -> Result<Json<AuditEventsQueryResponse>, ApiError> {
+) -> Result<Json<AuditEventsQueryResponse<RawJson>>, ApiError> {
     let Query(params) = params.map_err(|rejection| {
         let mut errors = FieldErrors::default();
         let text = rejection.body_text();
