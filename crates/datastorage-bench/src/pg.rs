@@ -237,7 +237,8 @@ impl Db {
     pub async fn exec(&self, statements: &[&str]) -> Result<()> {
         let mut c = self.connect().await?;
         for s in statements {
-            sqlx::query(s)
+            // Simple protocol: VACUUM cannot run as a prepared statement.
+            sqlx::raw_sql(s)
                 .execute(&mut c)
                 .await
                 .with_context(|| s.to_string())?;
