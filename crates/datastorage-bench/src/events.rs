@@ -24,7 +24,7 @@ pub const TEMPLATES: usize = 256;
 /// Target size of `event_data`, serialized, `trace_id` included.
 pub const EVENT_DATA_BYTES: usize = 500;
 
-/// Columns written by COPY and multi-row INSERT, in the order [`Template::copy_row`] writes them.
+/// Columns written by COPY and multi-row INSERT, in the order [`Gen::copy_row`] writes them.
 pub const ROW_COLUMNS: &[&str] = &[
     "event_id",
     "event_timestamp",

@@ -50,7 +50,7 @@ struct Cli {
     /// PostgreSQL binaries folder (initdb, pg_ctl, pgbench, postgres).
     #[arg(long, value_name = "DIR")]
     pg_bin: Option<PathBuf>,
-    /// The server binary [default: <workspace>/target/release/datastorage].
+    /// The server binary [default: target/release/datastorage in this workspace].
     #[arg(long, value_name = "FILE")]
     server_bin: Option<PathBuf>,
     /// Write the Markdown report here (it is printed either way).

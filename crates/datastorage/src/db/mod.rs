@@ -201,7 +201,8 @@ pub trait EventData: Sized {
     fn from_raw(raw: Box<RawValue>) -> Result<Self, String>;
 }
 
-/// Stored JSON text, valid JSON, passed through unparsed.
+/// Stored JSON text, valid JSON, passed through unparsed (every read endpoint answers with it, so
+/// one event looks the same whichever endpoint returned it).
 pub type RawJson = Box<RawValue>;
 
 impl EventData for JsonObject {
@@ -309,7 +310,7 @@ impl Store {
     }
 
     /// One event by id.
-    pub async fn get_event(&self, id: Uuid) -> Result<Option<AuditEvent>, DbError> {
+    pub async fn get_event(&self, id: Uuid) -> Result<Option<AuditEvent<RawJson>>, DbError> {
         dispatch!(self, s => s.get_event(id).await)
     }
 

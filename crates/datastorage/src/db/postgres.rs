@@ -181,7 +181,7 @@ impl PgStore {
     }
 
     /// See [`super::Store::get_event`].
-    pub async fn get_event(&self, id: Uuid) -> Result<Option<AuditEvent>, DbError> {
+    pub async fn get_event(&self, id: Uuid) -> Result<Option<AuditEvent<RawJson>>, DbError> {
         let mut conn = self.pool.acquire().await?;
         let sql = format!("SELECT {COLUMNS} FROM audit_events WHERE event_id = $1");
         let row = match sqlx::query(&sql).bind(id).fetch_optional(&mut *conn).await {

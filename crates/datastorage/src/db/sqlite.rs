@@ -154,7 +154,7 @@ impl SqliteStore {
     }
 
     /// See [`super::Store::get_event`].
-    pub async fn get_event(&self, id: Uuid) -> Result<Option<AuditEvent>, DbError> {
+    pub async fn get_event(&self, id: Uuid) -> Result<Option<AuditEvent<RawJson>>, DbError> {
         let mut conn = self.pool.acquire().await?;
         let sql = format!("SELECT {COLUMNS} FROM audit_events WHERE event_id = ?");
         match sqlx::query(&sql)

@@ -174,7 +174,7 @@ pub async fn list_events(
 pub async fn get_event(
     State(state): State<AppState>,
     Path(event_id): Path<String>,
-) -> Result<Json<AuditEvent>, ApiError> {
+) -> Result<Json<AuditEvent<RawJson>>, ApiError> {
     let id = Uuid::parse_str(&event_id).map_err(|_| {
         let mut errors = FieldErrors::default();
         errors.add("event_id", "event_id must be a UUID");
