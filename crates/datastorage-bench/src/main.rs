@@ -332,11 +332,7 @@ async fn main() -> Result<()> {
         format!(
             "release binary, generated config: maxOpenConns {}, maxIdleConns {} (other pool keys default), logging warn; {}",
             cli.max_open_conns,
-            match cli.max_idle_conns {
-                Some(0) => "default (5)".to_owned(),
-                Some(n) => n.to_string(),
-                None => format!("{} (= maxOpenConns)", cli.max_open_conns),
-            },
+            idle_conns(&cli).map_or("default (5)".to_owned(), |n| n.to_string()),
             server_bin.display()
         ),
     ));

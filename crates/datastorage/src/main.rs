@@ -11,8 +11,8 @@ use datastorage::db::{capacity, Store};
 use datastorage::{startup, telemetry};
 
 /// mimalloc instead of the system allocator: the request path allocates many small, short-lived
-/// values (JSON trees, strings), where glibc malloc cost a quarter of the server's CPU and
-/// fragmented across threads into a larger peak RSS (see BENCHMARKS.md).
+/// values (JSON trees, strings), and glibc malloc/free took about a quarter of the server's CPU
+/// in profiles under the benchmark harness.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
