@@ -125,20 +125,6 @@ pub struct EventFilter {
     pub cursor: Option<Cursor>,
 }
 
-impl EventFilter {
-    /// The total number of matches, when a page fetched with `LIMIT limit + 1` already shows it:
-    /// the page reached the end of the matches (`fetched <= limit`) and its start is a known
-    /// offset (no cursor), so the total is `offset + fetched`. An empty page past the start
-    /// proves nothing (the offset may overshoot), and neither does a cursor page; then `None`,
-    /// and the total must be counted.
-    pub fn total_from_page(&self, fetched: usize) -> Option<u64> {
-        let fetched = fetched as u64;
-        let at_end = fetched <= u64::from(self.limit);
-        let start_known = self.cursor.is_none() && (fetched > 0 || self.offset == 0);
-        (at_end && start_known).then_some(self.offset + fetched)
-    }
-}
-
 impl EventQueryParams {
     /// Validates every parameter against `now` (for relative times), naming each bad one.
     pub fn validate(&self, now: DateTime<Utc>) -> Result<EventFilter, FieldErrors> {
@@ -290,37 +276,6 @@ fn parse_age(s: &str) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn total_from_page_only_when_the_page_shows_it() {
-        let f = |limit, offset, cursor: bool| EventFilter {
-            limit,
-            offset,
-            cursor: cursor.then(|| Cursor {
-                event_timestamp: Utc::now(),
-                event_id: uuid::Uuid::nil(),
-            }),
-            ..EventFilter::default()
-        };
-        assert_eq!(f(50, 0, false).total_from_page(0), Some(0));
-        assert_eq!(f(50, 0, false).total_from_page(50), Some(50));
-        assert_eq!(
-            f(50, 0, false).total_from_page(51),
-            None,
-            "more beyond the page"
-        );
-        assert_eq!(f(50, 100, false).total_from_page(7), Some(107));
-        assert_eq!(
-            f(50, 100, false).total_from_page(0),
-            None,
-            "offset may overshoot"
-        );
-        assert_eq!(
-            f(50, 0, true).total_from_page(3),
-            None,
-            "rows before a cursor are unknown"
-        );
-    }
-
     use super::*;
 
     fn now() -> DateTime<Utc> {

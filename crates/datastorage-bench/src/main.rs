@@ -31,10 +31,11 @@ use clap::Parser;
 
 use crate::events::Templates;
 use crate::load::{Plan, Work};
-use crate::pg::{Ceiling, Cluster, Db, Method};
+use crate::pg::{Ceiling, Db, DbExt as _, Method};
 use crate::report::{PoolRun, Run, Scenario};
 use crate::server::{Backend, Server, ServerConfig};
 use crate::sys::{MachineInfo, Probe};
+use datastorage_testkit::pg::{Durability, TempCluster};
 
 /// Benchmark harness for DataStorage: throughput and latency against PostgreSQL's own ceiling.
 #[derive(Debug, Parser)]
@@ -251,7 +252,7 @@ async fn main() -> Result<()> {
     let repo = repo_root();
     let pg_bin = match &cli.pg_bin {
         Some(p) => p.clone(),
-        None => pg::find_bin()?,
+        None => datastorage_testkit::pg_bin()?,
     };
     let server_bin = cli
         .server_bin
@@ -259,7 +260,7 @@ async fn main() -> Result<()> {
         .unwrap_or_else(|| repo.join("target/release/datastorage"));
     ensure!(
         server_bin.exists(),
-        "{} not found: run `cargo build --release -p datastorage` (scripts/bench does)",
+        "{} not found: run `cargo build --release -p datastorage-cli` (scripts/bench does)",
         server_bin.display()
     );
     // The server runs in its own folder, so a relative path would not resolve.
@@ -275,7 +276,11 @@ async fn main() -> Result<()> {
         Some(_) => None,
         None => {
             ctx.log.say("starting a throwaway PostgreSQL cluster");
-            Some(Cluster::start(&pg_bin, 200)?)
+            Some(TempCluster::try_start(
+                &pg_bin,
+                &[("max_connections", "200")],
+                Durability::Stock,
+            )?)
         }
     };
     let admin_url = match (&cli.pg_url, &cluster) {
@@ -283,8 +288,8 @@ async fn main() -> Result<()> {
         (None, Some(c)) => c.admin_url(),
         (None, None) => unreachable!("a cluster starts when no URL is given"),
     };
-    let db = Db::create(&admin_url, "datastorage_bench").await?;
-    let postmaster = cluster.as_ref().map(|c| c.postmaster);
+    let db = Db::create_named(&admin_url, "datastorage_bench").await?;
+    let postmaster = cluster.as_ref().and_then(TempCluster::postmaster_pid);
     let pg_settings = db
         .text(
             "SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ', ' ORDER BY name) FROM pg_settings \
@@ -376,7 +381,7 @@ async fn main() -> Result<()> {
     // 1. Single events, each beside pgbench's prepared single-row INSERT.
     for clients in [1usize, 16, 64] {
         ctx.log.say(format!("single events, {clients} clients"));
-        db.exec(&[&format!("TRUNCATE {}", pg::CEILING_TABLE), "CHECKPOINT"])
+        db.try_sql(&[&format!("TRUNCATE {}", pg::CEILING_TABLE), "CHECKPOINT"])
             .await?;
         let c = pg::pgbench(
             &pg_bin,
@@ -391,7 +396,7 @@ async fn main() -> Result<()> {
         .await?;
         ctx.ceiling_done(&c);
         run.ceilings.push(c);
-        db.exec(&["CHECKPOINT"]).await?;
+        db.try_sql(&["CHECKPOINT"]).await?;
         let rows = rows_now().await;
         let s = ctx
             .scenario(
@@ -416,7 +421,7 @@ async fn main() -> Result<()> {
         (Method::Copy(2000), 1),
         (Method::Copy(2000), 2),
     ] {
-        db.exec(&[&format!("TRUNCATE {}", pg::CEILING_TABLE), "CHECKPOINT"])
+        db.try_sql(&[&format!("TRUNCATE {}", pg::CEILING_TABLE), "CHECKPOINT"])
             .await?;
         let c = pg::ceiling_write(
             &db,
@@ -433,12 +438,12 @@ async fn main() -> Result<()> {
         ctx.ceiling_done(&c);
         run.ceilings.push(c);
     }
-    db.exec(&[&format!("TRUNCATE {}", pg::CEILING_TABLE), "CHECKPOINT"])
+    db.try_sql(&[&format!("TRUNCATE {}", pg::CEILING_TABLE), "CHECKPOINT"])
         .await?;
     for n in [100usize, 500] {
         for clients in [4usize, 16] {
             ctx.log.say(format!("batch of {n}, {clients} clients"));
-            db.exec(&["CHECKPOINT"]).await?;
+            db.try_sql(&["CHECKPOINT"]).await?;
             let rows = rows_now().await;
             let s = ctx
                 .scenario(
@@ -483,7 +488,7 @@ async fn main() -> Result<()> {
     // autovacuum insert threshold while the second of the two query workloads runs, and that
     // one pays for the vacuum's CPU.
     ctx.log.say("VACUUM (ANALYZE) audit_events");
-    db.exec(&["VACUUM (ANALYZE) audit_events", "CHECKPOINT"])
+    db.try_sql(&["VACUUM (ANALYZE) audit_events", "CHECKPOINT"])
         .await?;
     let total_rows = db.scalar("SELECT count(*) FROM audit_events").await?;
     let query_cids = ctx.cids + seeded_chains;
@@ -558,7 +563,7 @@ async fn main() -> Result<()> {
             server: Some(srv.pid),
             postmaster,
         };
-        db.exec(&["CHECKPOINT"]).await?;
+        db.try_sql(&["CHECKPOINT"]).await?;
         let s = ctx
             .scenario(
                 &srv,

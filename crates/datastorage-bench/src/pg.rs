@@ -1,14 +1,14 @@
 //! PostgreSQL: a throwaway cluster, the ceiling workloads (multi-row INSERT, COPY, pgbench), and
 //! seeding the query table with real, chained rows.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, Context, Result};
 use chrono::Utc;
+use datastorage_testkit::PgDb;
 use sqlx::postgres::PgConnection;
 use sqlx::Connection;
 
@@ -18,255 +18,37 @@ use crate::sys::{CpuSnap, CpuUse, Probe};
 /// Name of the scratch table the ceiling workloads write to.
 pub const CEILING_TABLE: &str = "bench_ceiling";
 
-/// The PostgreSQL binaries' folder: `pg_config --bindir`, else the newest under
-/// `/usr/lib/postgresql`.
-pub fn find_bin() -> Result<PathBuf> {
-    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
-        let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        if out.status.success() && p.join("initdb").exists() {
-            return Ok(p);
-        }
-    }
-    let mut v: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| d.flatten().map(|e| e.path().join("bin")).collect())
-        .unwrap_or_default();
-    v.retain(|p| p.join("initdb").exists());
-    v.sort_by_key(|p| {
-        p.parent()
-            .and_then(|p| p.file_name())
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.parse::<u32>().ok())
-            .unwrap_or(0)
-    });
-    v.pop()
-        .context("PostgreSQL server binaries not found (install postgresql or pass --pg-bin)")
-}
+/// The benchmark database: a [`PgDb`] of the test kit.
+pub type Db = PgDb;
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0\n"))
-        .unwrap_or(false)
-}
-
-/// `cmd args`, as the `postgres` account when running as root (initdb refuses root).
-fn as_postgres(cmd: &Path, args: &[&str]) -> Command {
-    if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(cmd).args(args);
-        c
-    } else {
-        let mut c = Command::new(cmd);
-        c.args(args);
-        c
-    }
-}
-
-/// A private cluster on a free loopback port, stopped and removed on drop.
-pub struct Cluster {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    /// Its port.
-    pub port: u16,
-    /// The postmaster's process id.
-    pub postmaster: u32,
-}
-
-impl Cluster {
-    /// initdb + pg_ctl start with stock settings except `listen_addresses` and
-    /// `max_connections` (fsync and synchronous_commit stay on).
-    pub fn start(bin: &Path, max_connections: u32) -> Result<Self> {
-        let dir = tempfile::Builder::new().prefix("ds-bench-pg-").tempdir()?;
-        if is_root() {
-            let ok = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status()?;
-            ensure!(ok.success(), "chown of the cluster folder failed");
-        }
-        let data = dir.path().join("data");
-        let data_s = data.to_string_lossy().into_owned();
-        let out = as_postgres(
-            &bin.join("initdb"),
-            &["-D", &data_s, "-U", "postgres", "-A", "trust", "--no-sync"],
-        )
-        .output()?;
-        ensure!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let port = crate::server::free_port()?;
-        let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections={max_connections}",
-            dir.path().display()
-        );
-        let log = dir.path().join("log");
-        let out = as_postgres(
-            &bin.join("pg_ctl"),
-            &[
-                "-D",
-                &data_s,
-                "-l",
-                &log.to_string_lossy(),
-                "-o",
-                &opts,
-                "-w",
-                "start",
-            ],
-        )
-        .output()?;
-        ensure!(
-            out.status.success(),
-            "pg_ctl start failed: {}{}",
-            String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        let pidfile = std::fs::read_to_string(data.join("postmaster.pid"))?;
-        let postmaster = pidfile
-            .lines()
-            .next()
-            .and_then(|l| l.trim().parse().ok())
-            .context("postmaster.pid has no pid")?;
-        Ok(Self {
-            dir,
-            bin: bin.to_owned(),
-            port,
-            postmaster,
-        })
-    }
-
-    /// The superuser URL of its `postgres` database.
-    pub fn admin_url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    /// Where its data lives (for the report).
-    pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let data = self.dir.path().join("data");
-        let _ = as_postgres(
-            &self.bin.join("pg_ctl"),
-            &["-D", &data.to_string_lossy(), "-m", "fast", "-w", "stop"],
-        )
-        .output();
-    }
-}
-
-/// Connection facts of the benchmark database.
-#[derive(Debug, Clone)]
-pub struct Db {
-    /// Host.
-    pub host: String,
-    /// Port.
-    pub port: u16,
-    /// Role.
-    pub user: String,
-    /// Password, if any.
-    pub password: Option<String>,
-    /// Database name.
-    pub name: String,
-}
-
-impl Db {
-    /// Creates database `name` through `admin_url` and describes it.
-    pub async fn create(admin_url: &str, name: &str) -> Result<Self> {
-        let mut admin = PgConnection::connect(admin_url)
-            .await
-            .with_context(|| format!("cannot connect to {admin_url}"))?;
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
-            .execute(&mut admin)
-            .await?;
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await?;
-        admin.close().await.ok();
-        let rest = admin_url
-            .strip_prefix("postgres://")
-            .or_else(|| admin_url.strip_prefix("postgresql://"))
-            .context("--pg-url must start with postgres://")?;
-        let (auth, hostpart) = rest.rsplit_once('@').unwrap_or(("postgres", rest));
-        let (user, password) = match auth.split_once(':') {
-            Some((u, p)) => (u.to_owned(), Some(p.to_owned())),
-            None => (auth.to_owned(), None),
-        };
-        let hostport = hostpart.split('/').next().unwrap_or("127.0.0.1");
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) => (h.to_owned(), p.parse().context("port in --pg-url")?),
-            None => (hostport.to_owned(), 5432),
-        };
-        Ok(Self {
-            host,
-            port,
-            user: if user.is_empty() {
-                "postgres".to_owned()
-            } else {
-                user
-            },
-            password,
-            name: name.to_owned(),
-        })
-    }
-
-    /// URL of this database.
-    pub fn url(&self) -> String {
-        match &self.password {
-            Some(p) => format!(
-                "postgres://{}:{p}@{}:{}/{}",
-                self.user, self.host, self.port, self.name
-            ),
-            None => format!(
-                "postgres://{}@{}:{}/{}",
-                self.user, self.host, self.port, self.name
-            ),
-        }
-    }
-
-    /// A new connection.
-    pub async fn connect(&self) -> Result<PgConnection> {
-        Ok(PgConnection::connect(&self.url()).await?)
-    }
-
-    /// Runs statements on a new connection.
-    pub async fn exec(&self, statements: &[&str]) -> Result<()> {
-        let mut c = self.connect().await?;
-        for s in statements {
-            // Simple protocol: VACUUM cannot run as a prepared statement.
-            sqlx::raw_sql(s)
-                .execute(&mut c)
-                .await
-                .with_context(|| s.to_string())?;
-        }
-        c.close().await.ok();
-        Ok(())
-    }
-
+/// Queries the harness runs on its database.
+pub trait DbExt {
     /// One integer.
-    pub async fn scalar(&self, sql: &str) -> Result<i64> {
-        let mut c = self.connect().await?;
+    async fn scalar(&self, sql: &str) -> Result<i64>;
+    /// One text.
+    async fn text(&self, sql: &str) -> Result<String>;
+    /// (Re)creates the scratch ceiling table: the same columns, defaults, constraints and
+    /// indexes as `audit_events`, no triggers.
+    async fn reset_ceiling_table(&self) -> Result<()>;
+}
+
+impl DbExt for PgDb {
+    async fn scalar(&self, sql: &str) -> Result<i64> {
+        let mut c = self.try_connect().await?;
         let v: i64 = sqlx::query_scalar(sql).fetch_one(&mut c).await?;
         c.close().await.ok();
         Ok(v)
     }
 
-    /// One text.
-    pub async fn text(&self, sql: &str) -> Result<String> {
-        let mut c = self.connect().await?;
+    async fn text(&self, sql: &str) -> Result<String> {
+        let mut c = self.try_connect().await?;
         let v: String = sqlx::query_scalar(sql).fetch_one(&mut c).await?;
         c.close().await.ok();
         Ok(v)
     }
 
-    /// (Re)creates the scratch ceiling table: the same columns, defaults, constraints and
-    /// indexes as `audit_events`, no triggers.
-    pub async fn reset_ceiling_table(&self) -> Result<()> {
-        self.exec(&[
+    async fn reset_ceiling_table(&self) -> Result<()> {
+        self.try_sql(&[
             &format!("DROP TABLE IF EXISTS {CEILING_TABLE}"),
             &format!("CREATE TABLE {CEILING_TABLE} (LIKE audit_events INCLUDING ALL)"),
             "CHECKPOINT",
@@ -417,7 +199,7 @@ pub async fn ceiling_write(
         let (db, sql, seq) = (db.clone(), sql.clone(), seq.clone());
         let mut gen = Gen::new(templates.clone(), cids, 0xc0de + i as u64);
         tasks.push(tokio::spawn(async move {
-            let mut conn = db.connect().await?;
+            let mut conn = db.try_connect().await?;
             let (mut rows, mut stmts, mut busy) = (0u64, 0u64, Duration::ZERO);
             // Bounded by time, and by a statement count as a backstop.
             for _ in 0..1_000_000 {
@@ -691,7 +473,7 @@ pub async fn seed(
                 }
                 let _ = tx.blocking_send((rows, heads));
             });
-            let mut conn = db.connect().await?;
+            let mut conn = db.try_connect().await?;
             let mut tx = conn.begin().await?;
             let mut events = tx
                 .copy_in_raw(&format!(

@@ -9,15 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tokio::process::{Child, Command};
 
+use datastorage_testkit::free_port;
+
 use crate::load;
 use crate::sys::vm_kib;
-
-/// A free loopback TCP port (bound, then released).
-pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
 
 /// Where the server stores events.
 #[derive(Debug, Clone)]
@@ -100,7 +95,7 @@ impl Server {
     /// Starts `bin serve` with `cfg` and waits until `/readyz` answers 200.
     pub async fn start(bin: &Path, cfg: &ServerConfig) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("ds-bench-srv-").tempdir()?;
-        let (api_port, metrics_port) = (free_port()?, free_port()?);
+        let (api_port, metrics_port) = (free_port(), free_port());
         let config = dir.path().join("config.yaml");
         std::fs::write(&config, config_yaml(cfg, api_port, metrics_port))?;
         let log = dir.path().join("server.log");

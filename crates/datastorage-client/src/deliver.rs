@@ -27,8 +27,8 @@ use datastorage_api::{AuditEventRequest, Problem, ProblemType};
 use tokio::time::Instant;
 
 use crate::error::Error;
+use crate::queue::{Metrics, Shared};
 use crate::spool::{read_segment, Spool};
-use crate::store::{Metrics, Shared};
 
 /// Where a batch comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

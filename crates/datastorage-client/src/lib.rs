@@ -24,11 +24,11 @@
 //! ```
 
 pub mod backoff;
-#[cfg(feature = "cli")]
-pub mod cli;
 pub mod client;
+pub mod config;
 mod deliver;
 pub mod error;
+mod queue;
 pub mod spool;
 pub mod store;
 
@@ -37,11 +37,12 @@ pub use datastorage_api as api;
 
 pub use backoff::RetryPolicy;
 pub use client::{Client, ClientBuilder, HealthStatus};
+pub use config::{
+    OverflowPolicy, StoreConfig, StoreError, DEFAULT_FLUSH_INTERVAL, DEFAULT_IN_FLIGHT,
+    DEFAULT_MAX_BATCH, DEFAULT_QUEUE_CAPACITY,
+};
 pub use error::Error;
 pub use spool::{
     SpoolConfig, Watermark, DEFAULT_SEGMENT_BYTES, DEFAULT_SPOOL_MAX_BYTES, DEFAULT_WATERMARK,
 };
-pub use store::{
-    AuditStore, CloseTimeout, OverflowPolicy, RecordError, StoreConfig, StoreError, StoreStats,
-    DEFAULT_FLUSH_INTERVAL, DEFAULT_IN_FLIGHT, DEFAULT_MAX_BATCH, DEFAULT_QUEUE_CAPACITY,
-};
+pub use store::{AuditStore, CloseTimeout, RecordError, StoreStats};

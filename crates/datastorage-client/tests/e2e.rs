@@ -3,8 +3,6 @@
 //! The database is never mocked. One test puts a tiny HTTP stub in front of the real server to
 //! make it answer 429 with `Retry-After` first.
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,12 +12,12 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use common::{closed_port, event, PgDb, TestApp};
 use datastorage_client::api::{EventQueryParams, ProblemType, VerifyChainRequest};
 use datastorage_client::{
     AuditStore, Client, OverflowPolicy, RecordError, RetryPolicy, SpoolConfig, StoreConfig,
     Watermark,
 };
+use datastorage_testkit::{free_port as closed_port, request as event, Backend, PgDb, TestApp};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -43,8 +41,8 @@ fn short_timeouts(base: &str) -> Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_route_answers_with_typed_values_and_problems() {
-    let app = TestApp::spawn().await;
-    let client = Client::new(&app.base).unwrap();
+    let app = TestApp::serve(Backend::Postgres).await;
+    let client = Client::new(app.base()).unwrap();
 
     assert_eq!(client.healthz().await.unwrap().status, "ok");
     assert_eq!(client.readyz().await.unwrap().status, "ready");
@@ -106,7 +104,7 @@ async fn a_hundred_thousand_events_from_eight_tasks_arrive_exactly_once() {
     const TASKS: usize = 8;
     const PER_TASK: usize = 12_500;
     const TOTAL: usize = TASKS * PER_TASK;
-    let app = TestApp::spawn().await;
+    let app = TestApp::serve(Backend::Postgres).await;
     // 100,000 events arrive faster than any server writes them: the producers choose to wait for
     // room rather than drop (the default would drop, and count, the overflow).
     let config = StoreConfig {
@@ -115,7 +113,7 @@ async fn a_hundred_thousand_events_from_eight_tasks_arrive_exactly_once() {
         },
         ..StoreConfig::default()
     };
-    let store = AuditStore::with_config(Client::new(&app.base).unwrap(), config).unwrap();
+    let store = AuditStore::with_config(Client::new(app.base()).unwrap(), config).unwrap();
 
     let mut producers = Vec::new();
     for t in 0..TASKS {
@@ -138,7 +136,7 @@ async fn a_hundred_thousand_events_from_eight_tasks_arrive_exactly_once() {
     assert_eq!(ids.len(), TOTAL, "ids are unique");
     store.close(Duration::from_secs(300)).await.unwrap();
 
-    let stored = app.pg.stored_ids().await;
+    let stored = app.pg().stored_ids().await;
     assert_eq!(stored.len(), TOTAL, "row count");
     for id in &ids {
         assert_eq!(stored.get(id), Some(&1), "{id} must be stored exactly once");
@@ -154,9 +152,9 @@ async fn a_hundred_thousand_events_from_eight_tasks_arrive_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_server_stopped_for_ten_seconds_mid_stream_loses_and_duplicates_nothing() {
     const EVENTS: usize = 20_000;
-    let app = TestApp::spawn().await;
-    let addr = app.base.trim_start_matches("http://").to_owned();
-    let pg = app.pg.clone();
+    let app = TestApp::serve(Backend::Postgres).await;
+    let addr = app.base().trim_start_matches("http://").to_owned();
+    let pg = app.pg().clone();
     let config = StoreConfig {
         retry: fast_retry(Duration::from_secs(120)),
         overflow: OverflowPolicy::Block {
@@ -164,7 +162,7 @@ async fn a_server_stopped_for_ten_seconds_mid_stream_loses_and_duplicates_nothin
         },
         ..StoreConfig::default()
     };
-    let store = AuditStore::with_config(short_timeouts(&app.base), config).unwrap();
+    let store = AuditStore::with_config(short_timeouts(app.base()), config).unwrap();
     // A steady stream of about 20 s: 100 events every 100 ms.
     let producer = {
         let store = store.clone();
@@ -191,7 +189,7 @@ async fn a_server_stopped_for_ten_seconds_mid_stream_loses_and_duplicates_nothin
         "nothing sent while down: {during:?}"
     );
     let listener = TcpListener::bind(&addr).await.unwrap();
-    let app = TestApp::spawn_on(listener, pg, |_| {}).await;
+    let app = TestApp::serve_on_db(listener, pg, |_| {}).await;
 
     let ids = producer.await.unwrap();
     store.close(Duration::from_secs(120)).await.unwrap();
@@ -201,7 +199,7 @@ async fn a_server_stopped_for_ten_seconds_mid_stream_loses_and_duplicates_nothin
         (EVENTS as u64, 0, 0),
         "{stats:?}"
     );
-    let stored = app.pg.stored_ids().await;
+    let stored = app.pg().stored_ids().await;
     assert_eq!(stored.len(), EVENTS, "row count");
     assert!(ids.iter().all(|id| stored.get(id) == Some(&1)));
     app.stop().await;
@@ -250,10 +248,10 @@ async fn stub_batch(State(stub): State<Stub>, body: Bytes) -> Response {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_429_with_retry_after_is_not_retried_sooner() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::serve(Backend::Postgres).await;
     let arrivals = Arrivals::default();
     let stub = Stub {
-        upstream: app.base.clone(),
+        upstream: app.base().to_owned(),
         http: reqwest::Client::new(),
         arrivals: arrivals.clone(),
     };
@@ -281,7 +279,7 @@ async fn a_429_with_retry_after_is_not_retried_sooner() {
     assert!(gap >= Duration::from_secs(2), "retried after {gap:?}");
     let stats = store.stats();
     assert_eq!((stats.sent, stats.retried, stats.failed), (10, 10, 0));
-    let stored = app.pg.stored_ids().await;
+    let stored = app.pg().stored_ids().await;
     assert!(ids.iter().all(|id| stored.get(id) == Some(&1)));
     server.abort();
     app.stop().await;
@@ -319,9 +317,9 @@ async fn overflow_drops_exactly_the_events_it_refuses() {
     // The server comes up; everything accepted arrives and nothing else does.
     let pg = PgDb::create().await;
     let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    let app = TestApp::spawn_on(listener, pg, |_| {}).await;
+    let app = TestApp::serve_on_db(listener, pg, |_| {}).await;
     store.close(Duration::from_secs(60)).await.unwrap();
-    let stored = app.pg.stored_ids().await;
+    let stored = app.pg().stored_ids().await;
     let missing = RECORDED as u64 - stored.len() as u64;
     assert_eq!(
         missing,
@@ -335,7 +333,7 @@ async fn overflow_drops_exactly_the_events_it_refuses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn close_returns_after_everything_accepted_is_written_and_refuses_later_records() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::serve(Backend::Postgres).await;
     let config = StoreConfig {
         // Long enough that only close, not the timer, can explain a prompt drain.
         flush_interval: Duration::from_secs(60),
@@ -344,7 +342,7 @@ async fn close_returns_after_everything_accepted_is_written_and_refuses_later_re
         },
         ..StoreConfig::default()
     };
-    let store = AuditStore::with_config(Client::new(&app.base).unwrap(), config).unwrap();
+    let store = AuditStore::with_config(Client::new(app.base()).unwrap(), config).unwrap();
     let writer = {
         let store = store.clone();
         tokio::spawn(async move {
@@ -365,7 +363,7 @@ async fn close_returns_after_everything_accepted_is_written_and_refuses_later_re
     tokio::time::sleep(Duration::from_millis(300)).await;
     store.close(Duration::from_secs(60)).await.unwrap();
     // Counted the moment close returned: nothing accepted may still be on its way.
-    let stored = app.pg.stored_ids().await;
+    let stored = app.pg().stored_ids().await;
     let accepted = writer.await.unwrap();
     assert!(!accepted.is_empty());
     assert_eq!(stored.len(), accepted.len());
@@ -409,8 +407,8 @@ async fn close_at_its_deadline_reports_what_is_left() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lower_server_batch_limit_is_learned_and_nothing_is_dropped() {
-    let app = TestApp::spawn_with(|s| s.server.max_batch_size = 50).await;
-    let store = AuditStore::new(Client::new(&app.base).unwrap());
+    let app = TestApp::serve_with(Backend::Postgres, |s| s.server.max_batch_size = 50).await;
+    let store = AuditStore::new(Client::new(app.base()).unwrap());
     let ids: Vec<_> = (0..2_000)
         .map(|i| store.try_record(event(i)).unwrap())
         .collect();
@@ -418,7 +416,7 @@ async fn a_lower_server_batch_limit_is_learned_and_nothing_is_dropped() {
     let stats = store.stats();
     assert_eq!(stats.batch_limit, 50);
     assert_eq!((stats.sent, stats.dropped, stats.failed), (2_000, 0, 0));
-    let stored = app.pg.stored_ids().await;
+    let stored = app.pg().stored_ids().await;
     assert_eq!(stored.len(), 2_000);
     assert!(ids.iter().all(|id| stored.get(id) == Some(&1)));
     app.stop().await;
@@ -426,8 +424,8 @@ async fn a_lower_server_batch_limit_is_learned_and_nothing_is_dropped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn invalid_events_in_a_batch_fail_alone_and_the_rest_is_stored() {
-    let app = TestApp::spawn().await;
-    let store = AuditStore::new(Client::new(&app.base).unwrap());
+    let app = TestApp::serve(Backend::Postgres).await;
+    let store = AuditStore::new(Client::new(app.base()).unwrap());
     let mut good = Vec::new();
     for i in 0..100 {
         let mut e = event(i);
@@ -441,7 +439,7 @@ async fn invalid_events_in_a_batch_fail_alone_and_the_rest_is_stored() {
     store.close(Duration::from_secs(30)).await.unwrap();
     let stats = store.stats();
     assert_eq!((stats.sent, stats.failed), (96, 4));
-    let stored = app.pg.stored_ids().await;
+    let stored = app.pg().stored_ids().await;
     assert_eq!(stored.len(), 96);
     assert!(good.iter().all(|id| stored.get(id) == Some(&1)));
     app.stop().await;
@@ -535,9 +533,9 @@ async fn spooled_batches_survive_a_restart_of_the_store_and_are_replayed_once() 
     // Second store on the same directory: the server is back, the spool is replayed.
     let pg = PgDb::create().await;
     let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    let app = TestApp::spawn_on(listener, pg, |_| {}).await;
+    let app = TestApp::serve_on_db(listener, pg, |_| {}).await;
     let store = AuditStore::with_config(
-        Client::new(&app.base).unwrap(),
+        Client::new(app.base()).unwrap(),
         spooling(dir.path(), Duration::from_secs(30)),
     )
     .unwrap();
@@ -545,7 +543,7 @@ async fn spooled_batches_survive_a_restart_of_the_store_and_are_replayed_once() 
     let stats = store.stats();
     assert_eq!(stats.replayed, EVENTS as u64, "{stats:?}");
     assert_eq!((stats.spool_bytes, stats.spool_corrupt_records), (0, 0));
-    let stored = app.pg.stored_ids().await;
+    let stored = app.pg().stored_ids().await;
     assert_eq!(stored.len(), EVENTS);
     assert!(ids.iter().all(|id| stored.get(id) == Some(&1)));
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
@@ -582,15 +580,15 @@ async fn with_a_spool_close_at_its_deadline_spools_instead_of_abandoning() {
 
     let pg = PgDb::create().await;
     let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    let app = TestApp::spawn_on(listener, pg, |_| {}).await;
+    let app = TestApp::serve_on_db(listener, pg, |_| {}).await;
     let store = AuditStore::with_config(
-        Client::new(&app.base).unwrap(),
+        Client::new(app.base()).unwrap(),
         spooling(dir.path(), Duration::from_secs(30)),
     )
     .unwrap();
     store.close(Duration::from_secs(30)).await.unwrap();
     assert_eq!(store.stats().replayed, 100);
-    let stored = app.pg.stored_ids().await;
+    let stored = app.pg().stored_ids().await;
     assert!(ids.iter().all(|id| stored.get(id) == Some(&1)));
     app.stop().await;
 }
@@ -624,12 +622,12 @@ async fn past_the_watermark_batches_go_to_the_spool_and_are_replayed_once() {
 
     let pg = PgDb::create().await;
     let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    let app = TestApp::spawn_on(listener, pg, |_| {}).await;
+    let app = TestApp::serve_on_db(listener, pg, |_| {}).await;
     store.close(Duration::from_secs(60)).await.unwrap();
     let stats = store.stats();
     assert_eq!(stats.sent + stats.spooled, 1_000, "{stats:?}");
     assert_eq!(stats.replayed, stats.spooled, "{stats:?}");
-    let stored = app.pg.stored_ids().await;
+    let stored = app.pg().stored_ids().await;
     assert_eq!(stored.len(), 1_000);
     assert!(ids.iter().all(|id| stored.get(id) == Some(&1)));
     app.stop().await;
@@ -745,7 +743,7 @@ async fn a_client_killed_while_the_server_is_down_loses_nothing_that_it_spooled(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let pg = PgDb::create().await;
     let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    let app = TestApp::spawn_on(listener, pg, |_| {}).await;
+    let app = TestApp::serve_on_db(listener, pg, |_| {}).await;
     let (drained, status) = tokio::task::spawn_blocking(move || {
         let line = wait_for_line(&mut child, "DRAINED");
         (line, child.wait().unwrap())
@@ -758,7 +756,7 @@ async fn a_client_killed_while_the_server_is_down_loses_nothing_that_it_spooled(
         Some("DRAINED replayed=5000 spool_bytes=0 corrupt=0 closed_ok=true")
     );
 
-    let stored = app.pg.stored_ids().await;
+    let stored = app.pg().stored_ids().await;
     assert_eq!(stored.len(), CHILD_EVENTS, "row count");
     for i in 0..CHILD_EVENTS {
         let id = child_event_id(seed, i);
@@ -774,249 +772,4 @@ async fn a_client_killed_while_the_server_is_down_loses_nothing_that_it_spooled(
         "spool emptied"
     );
     app.stop().await;
-}
-
-// ---- The `datastorage events` commands -------------------------------------------------------
-
-mod cli {
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
-    use std::time::Duration;
-
-    use clap::Parser;
-    use datastorage_client::api::AuditEvent;
-    use datastorage_client::cli::{run, EventsArgs, EXIT_NEGATIVE};
-    use serde_json::Value;
-
-    use super::common::TestApp;
-
-    #[derive(Parser)]
-    struct Cmd {
-        #[command(flatten)]
-        events: EventsArgs,
-    }
-
-    /// Runs `datastorage events ARGS` in process: exit code and standard output.
-    async fn events(base: &str, args: &[&str]) -> (u8, String) {
-        let mut argv = vec!["events", "--url", base];
-        argv.extend_from_slice(args);
-        let cmd = Cmd::try_parse_from(argv).unwrap();
-        let mut out = Vec::new();
-        let code = match run(cmd.events, &mut out, std::future::pending()).await {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                2
-            }
-        };
-        (code, String::from_utf8(out).unwrap())
-    }
-
-    fn post_args(correlation_id: &str, action: &str) -> Vec<String> {
-        [
-            "post",
-            "--json",
-            "--type",
-            "cli.test",
-            "--category",
-            "gateway",
-            "--action",
-            action,
-            "--outcome",
-            "success",
-            "--correlation-id",
-            correlation_id,
-            "--actor-id",
-            "tester",
-            "--data",
-            r#"{"k":"v"}"#,
-        ]
-        .map(str::to_owned)
-        .to_vec()
-    }
-
-    async fn post(base: &str, correlation_id: &str, action: &str) -> String {
-        let args = post_args(correlation_id, action);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (code, out) = events(base, &args).await;
-        assert_eq!(code, 0, "{out}");
-        let v: Value = serde_json::from_str(&out).unwrap();
-        v["event_id"].as_str().unwrap().to_owned()
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn post_then_get_and_query_round_trip_and_verify_exit_codes() {
-        let app = TestApp::spawn().await;
-        let id = post(&app.base, "cli-1", "first").await;
-
-        let (code, out) = events(&app.base, &["get", &id, "--json"]).await;
-        assert_eq!(code, 0);
-        let got: AuditEvent = serde_json::from_str(&out).unwrap();
-        assert_eq!(got.event_id.to_string(), id);
-        assert_eq!(
-            (
-                got.event_type.as_str(),
-                got.event_action.as_str(),
-                got.actor_id.as_deref()
-            ),
-            ("cli.test", "first", Some("tester"))
-        );
-        assert_eq!(got.event_data["k"], "v");
-        let (code, table) = events(&app.base, &["get", &id]).await;
-        assert_eq!(code, 0);
-        assert!(table.starts_with("FIELD") && table.contains(&id), "{table}");
-
-        for n in 0..4 {
-            post(&app.base, "cli-1", &format!("more-{n}")).await;
-        }
-        let (code, out) =
-            events(&app.base, &["query", "--json", "--correlation-id", "cli-1"]).await;
-        assert_eq!(code, 0);
-        let page: Value = serde_json::from_str(&out).unwrap();
-        assert_eq!(page["pagination"]["total"], 5);
-        assert!(page["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["event_id"] == id.as_str()));
-        // --all follows cursors across pages of two.
-        let (code, out) = events(
-            &app.base,
-            &[
-                "query",
-                "--json",
-                "--all",
-                "--limit",
-                "2",
-                "--correlation-id",
-                "cli-1",
-            ],
-        )
-        .await;
-        assert_eq!(code, 0);
-        let all: Vec<AuditEvent> = serde_json::from_str(&out).unwrap();
-        assert_eq!(all.len(), 5);
-        // A filter the server refuses (400 with the field named) is an error.
-        let (code, _) = events(&app.base, &["query", "--since", "tomorrow"]).await;
-        assert_eq!(code, 2);
-        let (code, table) = events(&app.base, &["query", "--correlation-id", "cli-1"]).await;
-        assert_eq!(code, 0);
-        assert!(
-            table.starts_with("TIMESTAMP") && table.contains("5 of 5 events"),
-            "{table}"
-        );
-
-        let (code, out) = events(&app.base, &["verify", "cli-1"]).await;
-        assert_eq!(
-            (code, out.trim()),
-            (0, "cli-1: valid (5 of 5 events verified)")
-        );
-        app.pg
-            .sql(&[
-                "ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only",
-                "UPDATE audit_events SET event_action = 'forged' WHERE correlation_id = 'cli-1' AND chain_sequence = 2",
-                "ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only",
-            ])
-            .await;
-        let (code, out) = events(&app.base, &["verify", "cli-1"]).await;
-        assert_eq!(code, EXIT_NEGATIVE, "{out}");
-        assert!(out.contains("TAMPERED"), "{out}");
-        let (code, out) = events(&app.base, &["verify", "--json", "cli-1"]).await;
-        assert_eq!(code, EXIT_NEGATIVE);
-        assert_eq!(
-            serde_json::from_str::<Value>(&out).unwrap()["is_valid"],
-            false
-        );
-
-        let (code, _) = events(&app.base, &["get", &uuid::Uuid::now_v7().to_string()]).await;
-        assert_eq!(code, 2, "not found is an error");
-        app.stop().await;
-    }
-
-    /// A writer the test can read while `tail` writes to it.
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Shared {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Shared {
-        fn text(&self) -> String {
-            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn tail_prints_events_posted_after_it_started_once_and_stops_cleanly() {
-        let app = TestApp::spawn().await;
-        let before = post(&app.base, "tail-1", "before").await;
-        let other = post(&app.base, "tail-other", "ignored").await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-
-        let cmd = Cmd::try_parse_from([
-            "events",
-            "--url",
-            &app.base,
-            "tail",
-            "--json",
-            "--interval",
-            "100ms",
-            "--correlation-id",
-            "tail-1",
-        ])
-        .unwrap();
-        let out = Shared::default();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let tail = {
-            let mut out = out.clone();
-            tokio::spawn(async move {
-                run(cmd.events, &mut out, async {
-                    let _ = stop_rx.await;
-                })
-                .await
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let mut posted = Vec::new();
-        for n in 0..3 {
-            posted.push(post(&app.base, "tail-1", &format!("after-{n}")).await);
-            post(&app.base, "tail-other", "ignored").await;
-        }
-        let mut lines = Vec::new();
-        for _ in 0..100 {
-            lines = out.text().lines().map(str::to_owned).collect();
-            if lines.len() >= 3 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        // A few more polls: nothing may be printed twice.
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        stop_tx.send(()).unwrap();
-        let code = tail.await.unwrap().unwrap();
-        assert_eq!(code, 0, "stopping (Ctrl-C) exits 0");
-        let printed: Vec<String> = out
-            .text()
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<Value>(l).unwrap()["event_id"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned()
-            })
-            .collect();
-        assert_eq!(
-            printed, posted,
-            "each new event once, in order; got {lines:?}"
-        );
-        assert!(!printed.contains(&before) && !printed.contains(&other));
-        app.stop().await;
-    }
 }

@@ -4,11 +4,24 @@
 //! PostgreSQL (or embedded SQLite), chains them per correlation id for tamper evidence, and runs
 //! the one connection pool of the platform, bounded and observed.
 //!
-//! The seam for `main` and the tests is [`startup::run`].
+//! Where each concern lives (see `ARCHITECTURE.md` at the repository root):
+//! - [`config`]: typed settings, one file per section;
+//! - [`http`]: routers, middleware, one file per resource;
+//! - [`auth`]: access control (empty until it is built);
+//! - [`domain`]: the hash chain, pure logic;
+//! - [`writer`]: the one door every write goes through;
+//! - [`workers`]: background work (the group commit);
+//! - [`db`]: SQL per backend, the pool, the helpers both backends share;
+//! - [`metrics`]: every metric, declared once; [`telemetry`]: logging;
+//! - [`startup`]: the seam for the binary and the tests, [`startup::run`].
 
+pub mod auth;
 pub mod config;
 pub mod db;
+pub mod domain;
 pub mod http;
 pub mod metrics;
 pub mod startup;
 pub mod telemetry;
+pub mod workers;
+pub mod writer;

@@ -5,8 +5,9 @@
 //! write kinds `single`/`batch`, and the pool name. Nothing from a request body or query string
 //! becomes a label value (an upstream defect).
 //!
-//! Pool gauges are read from the pool when `/metrics` is scraped; pool counters are incremented by
-//! the pool itself (see [`crate::db::pool`]).
+//! Pool gauges are read from the pool when `/metrics` is scraped; pool counters
+//! ([`PoolCounters`]) are declared by the pool, registered here and incremented by the pool
+//! itself (see [`crate::db::pool`]).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -15,7 +16,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::db::pool::PoolSnapshot;
+use crate::db::capacity::Capacity;
+use crate::db::pool::{PoolCounters, PoolSnapshot};
 
 /// Name of the one pool, the `pool` label's value.
 pub const POOL_NAME: &str = "primary";
@@ -59,25 +61,6 @@ pub struct BuildLabels {
     pub version: &'static str,
 }
 
-/// Counters the pool increments (Go `DBStats` parity).
-#[derive(Debug, Clone)]
-pub struct PoolCounters {
-    /// Acquisitions that had to wait because every connection was in use.
-    pub wait_count: Counter,
-    /// Total seconds spent waiting.
-    pub wait_duration_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
-    /// Connections closed because idle connections exceeded `maxIdleConns`.
-    pub max_idle_closed: Counter,
-    /// Connections closed for exceeding `connMaxIdleTime`.
-    pub max_idle_time_closed: Counter,
-    /// Connections closed for exceeding `connMaxLifetime`.
-    pub max_lifetime_closed: Counter,
-    /// Acquisitions that gave up after `acquireTimeout`.
-    pub acquire_timeouts: Counter,
-    /// Time to get a connection, waiting and connecting included.
-    pub acquire_duration: Histogram,
-}
-
 /// The registry and handles to every metric.
 #[derive(Debug)]
 pub struct Metrics {
@@ -119,6 +102,20 @@ pub struct CapacityGauges {
     pub violated: Gauge,
 }
 
+impl CapacityGauges {
+    /// Sets every gauge from a finished check.
+    pub fn set(&self, cap: &Capacity) {
+        self.max_connections.set(cap.max_connections);
+        self.reserved_connections
+            .set(cap.superuser_reserved + cap.reserved);
+        self.other_connections.set(cap.others);
+        self.available_connections.set(cap.available());
+        self.budget_connections.set(cap.budget());
+        self.replicas.set(i64::from(cap.replicas));
+        self.violated.set(i64::from(cap.violated()));
+    }
+}
+
 fn seconds_histogram() -> Histogram {
     // 0.5 ms .. ~16 s
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
@@ -144,6 +141,7 @@ impl Metrics {
             max_lifetime_closed: pool_metric!("datastorage_db_pool_max_lifetime_closed", "Connections closed for exceeding connMaxLifetime (Go DBStats.MaxLifetimeClosed)", Counter::default()),
             acquire_timeouts: pool_metric!("datastorage_db_pool_acquire_timeouts", "Acquisitions that gave up after acquireTimeout and answered 503", Counter::default()),
             acquire_duration: pool_metric!("datastorage_db_pool_acquire_duration_seconds", "Time to get a connection from the pool, waiting and connecting included", seconds_histogram()),
+            waiting: Default::default(),
         };
         let pool_max_open = pool_metric!(
             "datastorage_db_pool_max_open_connections",

@@ -1,32 +1,38 @@
-//! Start-up and shutdown: the one `run` that both `main` and the tests call.
+//! Start-up and shutdown: [`prepare`] builds the service, [`Service::serve`] runs it; [`run`]
+//! does both, and is the seam `main` and the listener tests call. In-process tests use
+//! [`Service::into_routers`] without a listener.
 //!
 //! Order at start: migrations (or a check that they are applied), the capacity check
-//! (PostgreSQL), the pool, the listeners; readiness turns on last. Order at shutdown: readiness
-//! turns 503, `shutdownDelay` passes (load balancers stop routing here), the listeners stop
-//! accepting, in-flight requests finish within `shutdownTimeout`, the pool closes.
+//! (PostgreSQL), the pool, the workers, the listeners; readiness turns on last. Order at
+//! shutdown: readiness turns 503, `shutdownDelay` passes (load balancers stop routing here), the
+//! listeners stop accepting, in-flight requests finish within `shutdownTimeout`, the pool
+//! closes.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
+use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::config::{CapacityPolicy, Driver, Settings};
-use crate::db::chain::Hasher;
-use crate::db::group_commit::GroupCommit;
 use crate::db::{capacity, Store};
+use crate::domain::chain::Hasher;
+use crate::http::readiness::Readiness;
 use crate::http::{api_router, metrics_router, AppState};
 use crate::metrics::Metrics;
+use crate::writer::AuditWriter;
 
-/// Runs the service until `shutdown` resolves, then shuts down in order. Returns once the pool
-/// is closed.
-pub async fn run(
-    settings: Settings,
-    api: TcpListener,
-    metrics_listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+/// The service, built and connected, not yet listening.
+#[derive(Debug)]
+pub struct Service {
+    state: AppState,
+    store: Store,
+}
+
+/// Migrates (or checks the migrations), checks the connection budget, builds the pool, the
+/// workers and the handlers' state.
+pub async fn prepare(settings: Settings) -> anyhow::Result<Service> {
     let db = &settings.database;
     let driver = db.effective_driver();
     for section in settings.inactive_sections() {
@@ -52,7 +58,7 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new(driver == Driver::Postgres));
     if driver == Driver::Postgres {
         let cap = capacity::check(db).await?;
-        cap.export(&metrics.capacity);
+        metrics.capacity.set(&cap);
         if cap.violated() {
             if db.capacity.policy == CapacityPolicy::Fail {
                 bail!("refusing to start (database.capacity.policy is fail): {cap}");
@@ -84,58 +90,89 @@ pub async fn run(
         "connection pool settings in effect"
     );
 
-    let writer = GroupCommit::start(
+    let writer = AuditWriter::start(
         store.clone(),
-        db.max_open_conns,
         settings.server.max_batch_size,
-        db.acquire_timeout,
-        metrics.pool.clone(),
+        Arc::clone(&metrics),
     );
-    let settings = Arc::new(settings);
-    let accepting = Arc::new(AtomicBool::new(true));
+    let readiness = Arc::new(Readiness::new(metrics.ready.clone()));
     let state = AppState {
-        store: store.clone(),
         writer,
-        metrics: Arc::clone(&metrics),
-        settings: Arc::clone(&settings),
-        accepting: Arc::clone(&accepting),
+        store: store.reader(),
+        metrics,
+        settings: Arc::new(settings),
+        readiness,
     };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    tracing::info!(api = %api.local_addr()?, metrics = %metrics_listener.local_addr()?, "listening");
-    let api_server = tokio::spawn(std::future::IntoFuture::into_future(
-        axum::serve(api, api_router(state.clone()))
-            .with_graceful_shutdown(stopped(stop_rx.clone())),
-    ));
-    let metrics_server = tokio::spawn(std::future::IntoFuture::into_future(
-        axum::serve(metrics_listener, metrics_router(state))
-            .with_graceful_shutdown(stopped(stop_rx)),
-    ));
-    metrics.ready.set(1);
+    Ok(Service { state, store })
+}
 
-    shutdown.await;
-    let server = &settings.server;
-    tracing::info!(delay = ?server.shutdown_delay, "shutdown: readiness now 503");
-    accepting.store(false, Ordering::Relaxed);
-    metrics.ready.set(0);
-    tokio::time::sleep(server.shutdown_delay).await;
-    tracing::info!(timeout = ?server.shutdown_timeout, "shutdown: listeners closed, draining requests");
-    let _ = stop_tx.send(true);
-    let drained = tokio::time::timeout(server.shutdown_timeout, async {
-        let _ = api_server.await;
-        let _ = metrics_server.await;
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            "shutdown: requests still running after server.shutdownTimeout; closing anyway"
-        );
+impl Service {
+    /// The API and metrics routers, for a caller that serves them itself (in-process tests with
+    /// `Router::oneshot`): readiness turns on as if the listeners had opened.
+    pub fn into_routers(self) -> (Router, Router) {
+        self.state.readiness.opened();
+        (api_router(self.state.clone()), metrics_router(self.state))
     }
-    store.close().await;
-    tracing::info!("shutdown complete");
-    Ok(())
+
+    /// Serves both listeners until `shutdown` resolves, then shuts down in order. Returns once
+    /// the pool is closed.
+    pub async fn serve(
+        self,
+        api: TcpListener,
+        metrics_listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Service { state, store } = self;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        tracing::info!(api = %api.local_addr()?, metrics = %metrics_listener.local_addr()?, "listening");
+        let api_server = tokio::spawn(std::future::IntoFuture::into_future(
+            axum::serve(api, api_router(state.clone()))
+                .with_graceful_shutdown(stopped(stop_rx.clone())),
+        ));
+        let metrics_server = tokio::spawn(std::future::IntoFuture::into_future(
+            axum::serve(metrics_listener, metrics_router(state.clone()))
+                .with_graceful_shutdown(stopped(stop_rx)),
+        ));
+        state.readiness.opened();
+
+        shutdown.await;
+        let server = &state.settings.server;
+        tracing::info!(delay = ?server.shutdown_delay, "shutdown: readiness now 503");
+        state.readiness.stopping();
+        tokio::time::sleep(server.shutdown_delay).await;
+        tracing::info!(timeout = ?server.shutdown_timeout, "shutdown: listeners closed, draining requests");
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(server.shutdown_timeout, async {
+            let _ = api_server.await;
+            let _ = metrics_server.await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                "shutdown: requests still running after server.shutdownTimeout; closing anyway"
+            );
+        }
+        store.close().await;
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+/// Runs the service until `shutdown` resolves, then shuts down in order. Returns once the pool
+/// is closed.
+pub async fn run(
+    settings: Settings,
+    api: TcpListener,
+    metrics_listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    prepare(settings)
+        .await?
+        .serve(api, metrics_listener, shutdown)
+        .await
 }
 
 /// Binds both listeners from the settings.

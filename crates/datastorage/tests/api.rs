@@ -1,11 +1,11 @@
 //! The API suite, run against both backends: every test body is a function of the backend, and
 //! the `both!` macro instantiates it for PostgreSQL and SQLite.
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::*;
+use axum::http::Method;
+use datastorage_testkit::app::Listener;
+use datastorage_testkit::*;
 use serde_json::{json, Value};
 
 macro_rules! both {
@@ -53,15 +53,7 @@ async fn post_then_get_returns_the_stored_event(backend: Backend) {
         "server ids are UUIDv7"
     );
 
-    let got: Value = app
-        .http
-        .get(format!("{}/api/v1/audit/events/{id}", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got: Value = app.get_event(&id).await.json().await.unwrap();
     assert_eq!(got["event_id"], id.as_str());
     assert_eq!(got["correlation_id"], "rr-1");
     assert_eq!(got["event_data"], e["event_data"]);
@@ -174,15 +166,16 @@ async fn over_long_correlation_id_is_rejected_naming_the_field(backend: Backend)
 
 async fn malformed_oversized_and_non_json_bodies_get_their_own_problems(backend: Backend) {
     let app = TestApp::spawn_with(backend, |s| s.server.max_body_size = 1024 * 1024).await;
-    let url = format!("{}/api/v1/audit/events", app.base);
+    let url = "/api/v1/audit/events";
     let r = app
-        .http
-        .post(&url)
-        .header("content-type", "application/json")
-        .body("{\"version\": ")
-        .send()
-        .await
-        .unwrap();
+        .send(
+            Listener::Api,
+            Method::POST,
+            url,
+            Some("application/json"),
+            "{\"version\": ",
+        )
+        .await;
     assert_eq!(r.status(), 400);
     let p: Value = r.json().await.unwrap();
     assert!(
@@ -201,13 +194,14 @@ async fn malformed_oversized_and_non_json_bodies_get_their_own_problems(backend:
     );
 
     let r = app
-        .http
-        .post(&url)
-        .header("content-type", "text/plain")
-        .body(event("t").to_string())
-        .send()
-        .await
-        .unwrap();
+        .send(
+            Listener::Api,
+            Method::POST,
+            url,
+            Some("text/plain"),
+            event("t").to_string(),
+        )
+        .await;
     assert_eq!(r.status(), 415);
     app.stop().await;
 }
@@ -548,46 +542,26 @@ async fn concurrent_writers_to_one_chain_keep_it_valid_and_lose_nothing(backend:
 
 async fn unknown_ids_routes_and_methods_get_problems(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let r = app
-        .http
-        .get(format!(
-            "{}/api/v1/audit/events/{}",
-            app.base,
-            uuid::Uuid::now_v7()
-        ))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get_event(&uuid::Uuid::now_v7().to_string()).await;
     assert_eq!(r.status(), 404);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
-    let r = app
-        .http
-        .get(format!("{}/api/v1/audit/events/not-a-uuid", app.base))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get_event("not-a-uuid").await;
     assert_eq!(r.status(), 400);
-    let r = app
-        .http
-        .get(format!("{}/api/v2/nothing", app.base))
-        .send()
-        .await
-        .unwrap();
+    let r = app.get("/api/v2/nothing").await;
     assert_eq!(r.status(), 404);
     let r = app
-        .http
-        .delete(format!("{}/api/v1/audit/events", app.base))
-        .send()
-        .await
-        .unwrap();
+        .send(
+            Listener::Api,
+            Method::DELETE,
+            "/api/v1/audit/events",
+            None,
+            "",
+        )
+        .await;
     assert_eq!(r.status(), 405);
     let r = app
-        .http
-        .post(format!("{}/api/v1/audit/verify-chain", app.base))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+        .json(Method::POST, "/api/v1/audit/verify-chain", &json!({}))
+        .await;
     assert_eq!(r.status(), 400);
     let p: Value = r.json().await.unwrap();
     assert!(p["field_errors"]["correlation_id"].is_string(), "{p}");
@@ -601,35 +575,13 @@ async fn unknown_ids_routes_and_methods_get_problems(backend: Backend) {
 
 async fn probes_openapi_and_metrics_are_served(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    for base in [&app.base, &app.metrics_base] {
-        assert_eq!(
-            app.http
-                .get(format!("{base}/healthz"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
-        assert_eq!(
-            app.http
-                .get(format!("{base}/readyz"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+    for listener in [Listener::Api, Listener::Metrics] {
+        for probe in ["/healthz", "/readyz"] {
+            let r = app.send(listener, Method::GET, probe, None, "").await;
+            assert_eq!(r.status(), 200, "{probe} on {listener:?}");
+        }
     }
-    let spec: Value = app
-        .http
-        .get(format!("{}/openapi.json", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
     assert!(spec["paths"]["/api/v1/audit/events/batch"].is_object());
     assert_eq!(app.post_event(&event("m")).await.status(), 201);
     assert_eq!(app.post_event(&event(&"x".repeat(300))).await.status(), 400);
@@ -661,16 +613,7 @@ async fn probes_openapi_and_metrics_are_served(backend: Backend) {
             >= 1.0
     );
     // Raw paths never become labels.
-    let _ = app
-        .http
-        .get(format!(
-            "{}/api/v1/audit/events/{}",
-            app.base,
-            uuid::Uuid::now_v7()
-        ))
-        .send()
-        .await
-        .unwrap();
+    let _ = app.get_event(&uuid::Uuid::now_v7().to_string()).await;
     let text = app.metrics().await;
     assert!(
         text.contains("route=\"/api/v1/audit/events/{event_id}\""),
@@ -752,7 +695,7 @@ async fn keyed_chains_resist_recomputation_without_the_key(backend: Backend) {
     content.event_data = serde_json::from_value(json!({"forged": true})).unwrap();
     let forged = datastorage_api::chain::chain_hash(
         &content.previous_event_hash,
-        &datastorage_api::chain::stored_content(&content),
+        &content,
         content.chain_sequence,
     );
     let id = last["event_id"].as_str().unwrap();

@@ -13,7 +13,6 @@ use anyhow::Context as _;
 use sqlx::{ConnectOptions, Connection};
 
 use crate::config::DatabaseSettings;
-use crate::metrics::CapacityGauges;
 
 /// The figures and the verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,18 +63,6 @@ impl Capacity {
     /// True when the budget does not fit.
     pub fn violated(&self) -> bool {
         self.budget() > self.available()
-    }
-
-    /// Sets the capacity gauges.
-    pub fn export(&self, g: &CapacityGauges) {
-        g.max_connections.set(self.max_connections);
-        g.reserved_connections
-            .set(self.superuser_reserved + self.reserved);
-        g.other_connections.set(self.others);
-        g.available_connections.set(self.available());
-        g.budget_connections.set(self.budget());
-        g.replicas.set(i64::from(self.replicas));
-        g.violated.set(i64::from(self.violated()));
     }
 
     /// A table for `datastorage check`.
@@ -149,7 +136,7 @@ impl fmt::Display for Capacity {
 
 /// Reads the figures over one short-lived connection.
 pub async fn check(db: &DatabaseSettings) -> anyhow::Result<Capacity> {
-    let mut conn = super::postgres::admin_connect_options(db)
+    let mut conn = crate::db::postgres::admin_connect_options(db)
         .connect()
         .await
         .context("capacity check: cannot connect to PostgreSQL")?;

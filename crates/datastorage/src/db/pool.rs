@@ -17,17 +17,18 @@
 //!   when the connection starts, never concatenated into a DSN.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool::managed::{
     self, Metrics as ObjectMetrics, PoolError, RecycleError, RecycleResult, TimeoutType, Timeouts,
 };
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use sqlx::{ConnectOptions, Connection};
 
 use crate::config::DatabaseSettings;
-use crate::metrics::PoolCounters;
 
 /// Why no connection could be had.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +45,79 @@ pub enum AcquireError {
     /// The pool is shut down.
     #[error("the connection pool is closed")]
     Closed,
+}
+
+/// Counters the pool increments (Go `DBStats` parity); `crate::metrics` registers them.
+#[derive(Debug, Clone)]
+pub struct PoolCounters {
+    /// Acquisitions that had to wait because every connection was in use.
+    pub wait_count: Counter,
+    /// Total seconds spent waiting.
+    pub wait_duration_seconds: Counter<f64, AtomicU64>,
+    /// Connections closed because idle connections exceeded `maxIdleConns`.
+    pub max_idle_closed: Counter,
+    /// Connections closed for exceeding `connMaxIdleTime`.
+    pub max_idle_time_closed: Counter,
+    /// Connections closed for exceeding `connMaxLifetime`.
+    pub max_lifetime_closed: Counter,
+    /// Acquisitions that gave up after `acquireTimeout`.
+    pub acquire_timeouts: Counter,
+    /// Time to get a connection, waiting and connecting included.
+    pub acquire_duration: Histogram,
+    /// Acquirers waiting now.
+    pub waiting: Arc<AtomicUsize>,
+}
+
+impl PoolCounters {
+    /// Starts counting one wait for a connection: it shows in `waiting` and `wait_count` now,
+    /// and in `wait_duration` when it ends. Waiting in the group-commit queue counts the same
+    /// way, since it stands in for waiting on the pool.
+    pub fn begin_wait(&self) -> Wait {
+        self.wait_count.inc();
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        Wait {
+            counters: self.clone(),
+            started: Instant::now(),
+            ended: false,
+        }
+    }
+}
+
+/// One wait for a connection in progress; see [`PoolCounters::begin_wait`].
+#[derive(Debug)]
+pub struct Wait {
+    counters: PoolCounters,
+    started: Instant,
+    ended: bool,
+}
+
+impl Wait {
+    /// The wait ended with a connection (or its request went away).
+    pub fn end(mut self) {
+        self.finish();
+    }
+
+    /// The wait gave up after `acquireTimeout`: counted in `acquire_timeouts`.
+    pub fn timed_out(mut self) {
+        self.counters.acquire_timeouts.inc();
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        if !self.ended {
+            self.ended = true;
+            self.counters.waiting.fetch_sub(1, Ordering::Relaxed);
+            self.counters
+                .wait_duration_seconds
+                .inc_by(self.started.elapsed().as_secs_f64());
+        }
+    }
+}
+
+impl Drop for Wait {
+    fn drop(&mut self) {
+        self.finish();
+    }
 }
 
 /// Pool limits, taken from [`DatabaseSettings`].
@@ -159,7 +233,6 @@ struct Shared<C: Connection + 'static> {
     limits: PoolLimits,
     counters: PoolCounters,
     in_use: AtomicUsize,
-    waiting: AtomicUsize,
 }
 
 /// A pool of `C` connections. Cheap to clone.
@@ -210,7 +283,6 @@ impl<C: Connection + 'static> Pool<C> {
                 limits,
                 counters,
                 in_use: AtomicUsize::new(0),
-                waiting: AtomicUsize::new(0),
             }),
         };
         tokio::spawn(reaper(Arc::downgrade(&pool.shared)));
@@ -222,7 +294,7 @@ impl<C: Connection + 'static> Pool<C> {
         let start = Instant::now();
         let object = match self.get_now().await? {
             Some(object) => object,
-            None => self.wait_for_connection(start).await?,
+            None => self.wait_for_connection().await?,
         };
         Ok(self.hand_out(object, start))
     }
@@ -261,32 +333,33 @@ impl<C: Connection + 'static> Pool<C> {
         }
     }
 
-    async fn wait_for_connection(
-        &self,
-        start: Instant,
-    ) -> Result<managed::Object<ConnManager<C>>, AcquireError> {
+    async fn wait_for_connection(&self) -> Result<managed::Object<ConnManager<C>>, AcquireError> {
         let s = &*self.shared;
-        s.counters.wait_count.inc();
-        s.waiting.fetch_add(1, Ordering::Relaxed);
+        let wait = s.counters.begin_wait();
         let timeouts = Timeouts {
             wait: Some(s.limits.acquire_timeout),
             ..s.inner.timeouts()
         };
-        let result = s.inner.timeout_get(&timeouts).await;
-        s.waiting.fetch_sub(1, Ordering::Relaxed);
-        s.counters
-            .wait_duration_seconds
-            .inc_by(start.elapsed().as_secs_f64());
-        result.map_err(|e| self.map_error(e))
+        match s.inner.timeout_get(&timeouts).await {
+            Ok(object) => {
+                wait.end();
+                Ok(object)
+            }
+            Err(PoolError::Timeout(TimeoutType::Wait)) => {
+                wait.timed_out();
+                Err(AcquireError::Timeout(s.limits.acquire_timeout))
+            }
+            Err(e) => {
+                wait.end();
+                Err(self.map_error(e))
+            }
+        }
     }
 
     fn map_error(&self, e: PoolError<sqlx::Error>) -> AcquireError {
         let limits = &self.shared.limits;
         match e {
-            PoolError::Timeout(TimeoutType::Wait) => {
-                self.shared.counters.acquire_timeouts.inc();
-                AcquireError::Timeout(limits.acquire_timeout)
-            }
+            PoolError::Timeout(TimeoutType::Wait) => AcquireError::Timeout(limits.acquire_timeout),
             PoolError::Timeout(_) => AcquireError::ConnectTimeout(limits.connect_timeout),
             PoolError::Backend(e) => AcquireError::Connect(e),
             PoolError::Closed | PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_) => {
@@ -306,7 +379,7 @@ impl<C: Connection + 'static> Pool<C> {
             open: status.size,
             in_use,
             idle: status.size - in_use,
-            waiting: s.waiting.load(Ordering::Relaxed),
+            waiting: s.counters.waiting.load(Ordering::Relaxed),
         }
     }
 
@@ -325,6 +398,11 @@ impl<C: Connection + 'static> Pool<C> {
         self.shared.limits
     }
 
+    /// The counters this pool increments.
+    pub fn counters(&self) -> &PoolCounters {
+        &self.shared.counters
+    }
+
     fn release(&self, object: managed::Object<ConnManager<C>>) {
         let s = &*self.shared;
         s.in_use.fetch_sub(1, Ordering::Relaxed);
@@ -334,7 +412,8 @@ impl<C: Connection + 'static> Pool<C> {
             .saturating_sub(s.in_use.load(Ordering::Relaxed) + 1);
         // Hand the connection straight back when someone waits for it; otherwise keep at most
         // maxIdleConns idle, as Go's database/sql does.
-        if s.waiting.load(Ordering::Relaxed) == 0 && idle_now >= s.limits.max_idle as usize {
+        if s.counters.waiting.load(Ordering::Relaxed) == 0 && idle_now >= s.limits.max_idle as usize
+        {
             s.counters.max_idle_closed.inc();
             let conn = managed::Object::take(object);
             // Close politely when a runtime is at hand (not while it shuts down); dropping the

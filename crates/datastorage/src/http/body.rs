@@ -7,7 +7,7 @@ use axum::http::{header, StatusCode};
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::AppState;
+use super::state::AppState;
 
 /// A request body parsed as JSON.
 #[derive(Debug)]

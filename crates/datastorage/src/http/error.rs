@@ -13,7 +13,10 @@ use datastorage_api::problem::PROBLEM_CONTENT_TYPE;
 use datastorage_api::{FieldErrors, Problem, ProblemType};
 use uuid::Uuid;
 
-use crate::db::DbError;
+use crate::db::{DbError, RETRY_AFTER_BUSY};
+
+/// The result of a handler.
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +120,7 @@ impl ApiError {
     fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::Unavailable { retry_after, .. } => Some(*retry_after),
-            ApiError::Timeout(_) => Some(crate::db::RETRY_AFTER_BUSY),
+            ApiError::Timeout(_) => Some(RETRY_AFTER_BUSY),
             _ => None,
         }
     }

@@ -1,41 +1,43 @@
 //! The audit-event routes: write one, write a batch, query, read one.
 
 use std::collections::HashMap;
-use std::time::Instant;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use chrono::Utc;
-use datastorage_api::query::Cursor;
 use datastorage_api::{
     validate_event, AuditEvent, AuditEventResponse, AuditEventsQueryResponse,
-    BatchAuditEventResponse, EventQueryParams, FieldErrors, Pagination,
+    BatchAuditEventResponse, EventQueryParams, FieldErrors,
 };
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::body::JsonBody;
-use super::error::ApiError;
-use super::AppState;
+use super::error::{ApiError, Result};
+use super::state::AppState;
 use crate::db::RawJson;
+
+/// The routes of `/api/v1/audit/events`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/audit/events", post(create_event).get(list_events))
+        .route("/api/v1/audit/events/batch", post(create_events_batch))
+        .route("/api/v1/audit/events/{event_id}", get(get_event))
+}
 
 /// `POST /api/v1/audit/events`: one event → 201. A replay of a stored client id answers 201
 /// with the same id and writes nothing.
-pub async fn create_event(
+#[tracing::instrument(skip_all, fields(route = "/api/v1/audit/events", events = 1))]
+async fn create_event(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
-) -> Result<(StatusCode, Json<AuditEventResponse>), ApiError> {
+) -> Result<(StatusCode, Json<AuditEventResponse>)> {
     let event = validate_event(&body).map_err(ApiError::Validation)?;
     drop(body);
-    let start = Instant::now();
-    let category = event.event_category.as_str();
-    let outcome = state.writer.write(event).await?;
-    let written = (!outcome.replayed).then_some(category);
-    state
-        .metrics
-        .observe_write("single", written, start.elapsed().as_secs_f64());
+    let outcome = state.writer.write_one(event).await?;
     let message = if outcome.replayed {
         "audit event already stored (idempotent replay); nothing written"
     } else {
@@ -55,15 +57,17 @@ pub async fn create_event(
 ///
 /// Duplicate ids inside one batch are refused (400, naming each later position): the batch is
 /// one atomic write, and one id cannot stand for two events.
-pub async fn create_events_batch(
+#[tracing::instrument(skip_all, fields(route = "/api/v1/audit/events/batch", events))]
+async fn create_events_batch(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
-) -> Result<(StatusCode, Json<BatchAuditEventResponse>), ApiError> {
+) -> Result<(StatusCode, Json<BatchAuditEventResponse>)> {
     let Value::Array(items) = body else {
         let mut errors = FieldErrors::default();
         errors.add("(body)", "a batch must be a JSON array of events");
         return Err(ApiError::Validation(errors));
     };
+    tracing::Span::current().record("events", items.len());
     let max = state.settings.server.max_batch_size;
     if items.len() > max {
         return Err(ApiError::BatchTooLarge {
@@ -102,16 +106,7 @@ pub async fn create_events_batch(
     // The parsed tree is several times the size of the events it validated into: free it
     // before waiting for the database, which bounds memory under concurrent large batches.
     drop(items);
-    let start = Instant::now();
-    let outcomes = state.store.insert_events(&events).await?;
-    let categories = events
-        .iter()
-        .zip(&outcomes)
-        .filter(|(_, o)| !o.replayed)
-        .map(|(e, _)| e.event_category.as_str());
-    state
-        .metrics
-        .observe_write("batch", categories, start.elapsed().as_secs_f64());
+    let outcomes = state.writer.write_batch(&events).await?;
     let written = outcomes.iter().filter(|o| !o.replayed).count();
     Ok((
         StatusCode::CREATED,
@@ -127,10 +122,11 @@ pub async fn create_events_batch(
 }
 
 /// `GET /api/v1/audit/events`: filters, newest first, `limit`/`offset` or `cursor`.
-pub async fn list_events(
+#[tracing::instrument(skip_all, fields(route = "/api/v1/audit/events", correlation_id))]
+async fn list_events(
     State(state): State<AppState>,
-    params: Result<Query<EventQueryParams>, QueryRejection>,
-) -> Result<Json<AuditEventsQueryResponse<RawJson>>, ApiError> {
+    params: std::result::Result<Query<EventQueryParams>, QueryRejection>,
+) -> Result<Json<AuditEventsQueryResponse<RawJson>>> {
     let Query(params) = params.map_err(|rejection| {
         let mut errors = FieldErrors::default();
         let text = rejection.body_text();
@@ -144,37 +140,23 @@ pub async fn list_events(
         ApiError::Validation(errors)
     })?;
     let filter = params.validate(Utc::now()).map_err(ApiError::Validation)?;
-    let (mut data, total) = state.store.query_events(&filter).await?;
-    let has_more = data.len() > filter.limit as usize;
-    data.truncate(filter.limit as usize);
-    let next_cursor = has_more.then(|| data.last()).flatten().map(|last| {
-        Cursor {
-            event_timestamp: last.event_timestamp,
-            event_id: last.event_id,
-        }
-        .encode()
-    });
+    if let Some(cid) = &filter.correlation_id {
+        tracing::Span::current().record("correlation_id", cid.as_str());
+    }
+    let page = state.store.query_events(&filter).await?;
+    let pagination = page.pagination(&filter);
     Ok(Json(AuditEventsQueryResponse {
-        data,
-        pagination: Pagination {
-            limit: filter.limit,
-            offset: if filter.cursor.is_some() {
-                0
-            } else {
-                filter.offset
-            },
-            total,
-            has_more,
-            next_cursor,
-        },
+        data: page.events,
+        pagination,
     }))
 }
 
 /// `GET /api/v1/audit/events/{event_id}`.
-pub async fn get_event(
+#[tracing::instrument(skip_all, fields(route = "/api/v1/audit/events/{event_id}"))]
+async fn get_event(
     State(state): State<AppState>,
     Path(event_id): Path<String>,
-) -> Result<Json<AuditEvent<RawJson>>, ApiError> {
+) -> Result<Json<AuditEvent<RawJson>>> {
     let id = Uuid::parse_str(&event_id).map_err(|_| {
         let mut errors = FieldErrors::default();
         errors.add("event_id", "event_id must be a UUID");

@@ -9,7 +9,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::AppState;
+use super::state::AppState;
 
 /// Longest a readiness probe waits on the database.
 const READY_PING_TIMEOUT: Duration = Duration::from_secs(2);
@@ -30,7 +30,6 @@ async fn get_healthz() -> Json<serde_json::Value> {
 /// service out of rotation.
 async fn get_readyz(State(state): State<AppState>) -> Response {
     let not_ready = |status: &str| {
-        state.metrics.ready.set(0);
         (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, "5")],
@@ -38,14 +37,13 @@ async fn get_readyz(State(state): State<AppState>) -> Response {
         )
             .into_response()
     };
-    if state.shutting_down() {
+    if state.readiness.is_stopping() {
         return not_ready("shutting down");
     }
-    match tokio::time::timeout(READY_PING_TIMEOUT, state.store.ping()).await {
-        Ok(Ok(())) => {
-            state.metrics.ready.set(1);
-            Json(json!({ "status": "ready" })).into_response()
-        }
+    let probe = tokio::time::timeout(READY_PING_TIMEOUT, state.store.ping()).await;
+    state.readiness.database(matches!(probe, Ok(Ok(()))));
+    match probe {
+        Ok(Ok(())) => Json(json!({ "status": "ready" })).into_response(),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: database unavailable");
             not_ready("database unavailable")

@@ -2,14 +2,22 @@
 
 use std::sync::LazyLock;
 
-use axum::Json;
+use axum::routing::get;
+use axum::{Json, Router};
+
+use super::state::AppState;
 
 static SPEC: LazyLock<serde_json::Value> = LazyLock::new(|| {
     serde_norway::from_str(include_str!("../../openapi.yaml"))
         .expect("openapi.yaml is valid YAML (tested)")
 });
 
-pub async fn get_openapi() -> Json<serde_json::Value> {
+/// `GET /openapi.json`.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/openapi.json", get(get_openapi))
+}
+
+async fn get_openapi() -> Json<serde_json::Value> {
     Json(SPEC.clone())
 }
 

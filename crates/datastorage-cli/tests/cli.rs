@@ -1,22 +1,11 @@
 //! The binary as a user runs it: no config (SQLite default), `check`, `config` commands.
 
-mod common;
-
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use datastorage_testkit::process::{binary, sigterm, ChildGuard};
+use datastorage_testkit::*;
 use serde_json::Value;
-
-/// Kills the child on drop so a failed assertion leaks no process.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_with_no_config_stores_into_sqlite_under_data() {
@@ -33,7 +22,7 @@ async fn serve_with_no_config_stores_into_sqlite_under_data() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut child = Running(child);
+    let mut child = ChildGuard::new(child);
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let mut ready = false;
@@ -71,19 +60,8 @@ async fn serve_with_no_config_stores_into_sqlite_under_data() {
     assert_eq!(got["correlation_id"], "cli-1");
     assert!(dir.path().join("data/datastorage.db").exists());
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.0.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let mut status = None;
-    for _ in 0..200 {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            status = Some(s);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    sigterm(child.id());
+    let status = child.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(status.expect("exits after SIGTERM").code(), Some(0));
 }
 

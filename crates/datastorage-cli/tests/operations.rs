@@ -8,338 +8,20 @@
 //! Every child process sits in a guard whose `Drop` stops it (SIGTERM, then SIGKILL), every wait
 //! is bounded, and every test body runs under an overall time limit.
 
-mod common;
-
 use std::collections::HashSet;
-use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use datastorage_testkit::process::*;
+use datastorage_testkit::*;
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
-/// Longest a server may take to answer `/readyz` 200 after spawning (migrations included).
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// Longest a server may take to exit after SIGTERM.
-const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
-/// Overall limit of one test body.
-const TEST_TIMEOUT: Duration = Duration::from_secs(240);
-
 // ---------------------------------------------------------------------------------------------
 // Helpers: processes, configs, load, sampling.
 // ---------------------------------------------------------------------------------------------
-
-/// Runs a test body under an overall limit; on expiry the body is dropped, so every guard in it
-/// stops its process.
-async fn within<F: Future>(limit: Duration, f: F) -> F::Output {
-    match tokio::time::timeout(limit, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("test did not finish within {limit:?}"),
-    }
-}
-
-fn sigterm(pid: u32) {
-    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-}
-
-/// A child process, stopped when dropped: SIGTERM, up to 10 s to exit, then SIGKILL.
-struct ChildGuard {
-    child: Option<Child>,
-}
-
-impl ChildGuard {
-    fn new(child: Child) -> Self {
-        Self { child: Some(child) }
-    }
-
-    fn id(&self) -> u32 {
-        self.child.as_ref().expect("child present").id()
-    }
-
-    fn try_wait(&mut self) -> Option<ExitStatus> {
-        self.child
-            .as_mut()
-            .expect("child present")
-            .try_wait()
-            .expect("try_wait")
-    }
-
-    /// Waits up to `limit` for the process to exit.
-    async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if let Ok(None) = child.try_wait() {
-            sigterm(child.id());
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(25));
-            }
-            let _ = child.kill();
-        }
-        let _ = child.wait();
-    }
-}
-
-/// The `server:` and `logging:` sections: loopback only, the given ports, no shutdown delay
-/// unless `extra` sets one, text logs.
-fn server_yaml(port: u16, metrics_port: u16, extra: &str) -> String {
-    let mut s = format!(
-        "server:\n  host: 127.0.0.1\n  port: {port}\n  metricsHost: 127.0.0.1\n  metricsPort: {metrics_port}\n"
-    );
-    if !extra.contains("shutdownDelay") {
-        s.push_str("  shutdownDelay: 0s\n");
-    }
-    s.push_str(extra);
-    s.push_str("logging:\n  format: text\n  level: info\n");
-    s
-}
-
-/// The `database:` section for `db` plus extra keys (each line indented by two spaces).
-fn database_yaml(db: &PgDb, extra: &str) -> String {
-    format!("{}{extra}", db.yaml())
-}
-
-/// A `datastorage` command with no inherited `DATASTORAGE_*` variables (they would override the
-/// file), run in `dir` so a defaulted SQLite file could never land anywhere else.
-fn datastorage(config: &Path, dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(binary());
-    cmd.arg("--config")
-        .arg(config)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null());
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("DATASTORAGE_") {
-            cmd.env_remove(name);
-        }
-    }
-    cmd
-}
-
-/// What a command that ran to its end printed.
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
-/// Runs `datastorage --config FILE args…` to its end, at most `limit`.
-async fn run_to_exit(config: &Path, args: &[&str], limit: Duration) -> Finished {
-    let dir = tempfile::tempdir().unwrap();
-    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
-    let started = Instant::now();
-    let child = datastorage(config, dir.path(), args)
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(&err).unwrap())
-        .spawn()
-        .unwrap();
-    let mut child = ChildGuard::new(child);
-    let status = child.wait_exit(limit).await;
-    let stdout = std::fs::read_to_string(&out).unwrap_or_default();
-    let stderr = std::fs::read_to_string(&err).unwrap_or_default();
-    let status = status.unwrap_or_else(|| {
-        panic!(
-            "`datastorage {}` still running after {limit:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-            args.join(" ")
-        )
-    });
-    Finished {
-        status,
-        stdout,
-        stderr,
-        elapsed: started.elapsed(),
-    }
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// The binary serving from a config file in its own folder.
-struct Server {
-    proc: ChildGuard,
-    base: String,
-    metrics_base: String,
-    http: reqwest::Client,
-    config: PathBuf,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-enum Start {
-    Ready,
-    PortTaken,
-    Failed(String),
-}
-
-impl Server {
-    /// Writes the config (`database` is a whole `database:` section, `server_extra` more lines
-    /// of `server:`), runs `datastorage --config FILE serve` and waits for `/readyz` 200.
-    async fn start(database: &str, server_extra: &str) -> Self {
-        for _ in 0..3 {
-            let dir = tempfile::tempdir().unwrap();
-            let (port, metrics_port) = (free_port(), free_port());
-            if port == metrics_port {
-                continue;
-            }
-            let config = dir.path().join("datastorage.yaml");
-            std::fs::write(
-                &config,
-                format!(
-                    "{}{database}",
-                    server_yaml(port, metrics_port, server_extra)
-                ),
-            )
-            .unwrap();
-            let log = dir.path().join("server.log");
-            let file = std::fs::File::create(&log).unwrap();
-            let child = datastorage(&config, dir.path(), &["serve"])
-                .stdout(file.try_clone().unwrap())
-                .stderr(file)
-                .spawn()
-                .unwrap();
-            let mut server = Self {
-                proc: ChildGuard::new(child),
-                base: format!("http://127.0.0.1:{port}"),
-                metrics_base: format!("http://127.0.0.1:{metrics_port}"),
-                http: reqwest::Client::builder()
-                    .timeout(Duration::from_secs(60))
-                    .pool_max_idle_per_host(128)
-                    .build()
-                    .unwrap(),
-                config,
-                log,
-                _dir: dir,
-            };
-            match server.wait_ready().await {
-                Start::Ready => return server,
-                Start::PortTaken => continue,
-                Start::Failed(why) => panic!(
-                    "server did not start: {why}\nconfig:\n{}\nlog:\n{}",
-                    std::fs::read_to_string(&server.config).unwrap_or_default(),
-                    server.log_tail()
-                ),
-            }
-        }
-        panic!("no free port pair after 3 attempts");
-    }
-
-    async fn wait_ready(&mut self) -> Start {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let probe = reqwest::Client::builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .unwrap();
-        while Instant::now() < deadline {
-            if let Some(status) = self.proc.try_wait() {
-                let log = self.log_text();
-                return if log.contains("cannot listen on") {
-                    Start::PortTaken
-                } else {
-                    Start::Failed(format!("exited with {status}"))
-                };
-            }
-            if let Ok(r) = probe.get(format!("{}/readyz", self.base)).send().await {
-                if r.status() == 200 {
-                    return Start::Ready;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Start::Failed(format!("/readyz not 200 within {READY_TIMEOUT:?}"))
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn log_tail(&self) -> String {
-        tail(&self.log_text(), 40)
-    }
-
-    fn events_url(&self) -> String {
-        format!("{}/api/v1/audit/events", self.base)
-    }
-
-    async fn post(&self, event: &Value) -> reqwest::Response {
-        self.http
-            .post(self.events_url())
-            .json(event)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST failed: {e}\nlog:\n{}", self.log_tail()))
-    }
-
-    async fn readyz(&self) -> u16 {
-        let probe = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
-        probe
-            .get(format!("{}/readyz", self.base))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("/readyz failed: {e}\nlog:\n{}", self.log_tail()))
-            .status()
-            .as_u16()
-    }
-
-    async fn metrics(&self) -> String {
-        self.http
-            .get(format!("{}/metrics", self.metrics_base))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("/metrics failed: {e}"))
-            .text()
-            .await
-            .unwrap()
-    }
-
-    /// SIGTERM, then waits for the exit; the process must exit 0.
-    async fn stop(mut self) {
-        sigterm(self.proc.id());
-        let status = self.proc.wait_exit(EXIT_TIMEOUT).await;
-        let status = status.unwrap_or_else(|| {
-            panic!(
-                "server still running {EXIT_TIMEOUT:?} after SIGTERM\nlog:\n{}",
-                self.log_tail()
-            )
-        });
-        assert!(
-            status.success(),
-            "server exited with {status} after SIGTERM\nlog:\n{}",
-            self.log_tail()
-        );
-    }
-}
 
 /// One sample of a `pool="primary"` metric; panics when it is missing.
 fn pool_metric(text: &str, name: &str) -> f64 {
@@ -470,17 +152,8 @@ async fn unlock(mut c: PgConnection) {
 /// Waits until a service session of `db` waits on a lock.
 async fn wait_for_lock_waiter(db: &PgDb, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
-    let mut c = db.connect().await;
     while Instant::now() < deadline {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'datastorage' AND wait_event_type = 'Lock'",
-        )
-        .bind(&db.name)
-        .fetch_one(&mut c)
-        .await
-        .unwrap();
-        if n > 0 {
-            c.close().await.ok();
+        if db.service_sessions("wait_event_type = 'Lock'").await > 0 {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -828,86 +501,58 @@ async fn acquire_timeout_answers_503_with_retry_after_and_is_counted() {
     .await;
 }
 
+/// `statementTimeout` and `lockTimeout` each reach every session: a write waiting on a locked
+/// chain head is cancelled by the one that is short, with its own SQLSTATE in the answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn statement_timeout_is_set_per_session_and_cancels_long_statements() {
-    within(TEST_TIMEOUT, async {
-        let db = PgDb::create().await;
-        let server = Server::start(
-            &database_yaml(&db, "  statementTimeout: 300ms\n  lockTimeout: 20s\n"),
-            "",
-        )
+async fn statement_and_lock_timeouts_are_set_per_session_and_cancel_waits() {
+    // (setting under test, the database keys, what the 503 names)
+    let cases = [
+        (
+            "statementTimeout 300ms",
+            "  statementTimeout: 300ms\n  lockTimeout: 20s\n",
+            "statement timeout",
+        ),
+        (
+            "lockTimeout 300ms",
+            "  statementTimeout: 30s\n  lockTimeout: 300ms\n",
+            "lock timeout",
+        ),
+    ];
+    for (setting, keys, cancelled_by) in cases {
+        within(TEST_TIMEOUT, async {
+            let db = PgDb::create().await;
+            let server = Server::start(&database_yaml(&db, keys), "").await;
+            assert_eq!(server.post(&event("held")).await.status(), 201);
+            let locker = lock_chain_head(&db, "held").await;
+
+            let started = Instant::now();
+            let resp = server.post(&event("held")).await;
+            let elapsed = started.elapsed();
+            let body = expect_503(resp, &server, "a write to the locked chain").await;
+            assert!(
+                elapsed < Duration::from_secs(10),
+                "{setting}, yet the answer took {elapsed:?} (the other timeout is 20 s or more)"
+            );
+            assert!(
+                elapsed >= Duration::from_millis(250),
+                "{setting}: answered after {elapsed:?}: it did not wait on the lock at all"
+            );
+            let detail = body["detail"].as_str().unwrap_or_default();
+            assert!(
+                detail.contains(cancelled_by),
+                "{setting}: expected a cancel by {cancelled_by}: {body}"
+            );
+
+            unlock(locker).await;
+            assert_eq!(
+                server.post(&event("held")).await.status(),
+                201,
+                "{setting}: writes work again once the lock is gone"
+            );
+            server.stop().await;
+        })
         .await;
-        assert_eq!(server.post(&event("held")).await.status(), 201);
-        let locker = lock_chain_head(&db, "held").await;
-
-        let started = Instant::now();
-        let resp = server.post(&event("held")).await;
-        let elapsed = started.elapsed();
-        let body = expect_503(resp, &server, "a write to the locked chain").await;
-        assert!(
-            elapsed < Duration::from_secs(10),
-            "statementTimeout 300ms, yet the answer took {elapsed:?} (lockTimeout is 20 s)"
-        );
-        assert!(
-            elapsed >= Duration::from_millis(250),
-            "answered after {elapsed:?}: it did not wait on the lock at all"
-        );
-        let detail = body["detail"].as_str().unwrap_or_default();
-        assert!(
-            detail.contains("statement timeout"),
-            "expected a cancel by statement_timeout (57014): {body}"
-        );
-
-        unlock(locker).await;
-        assert_eq!(
-            server.post(&event("held")).await.status(),
-            201,
-            "writes work again once the lock is gone"
-        );
-        server.stop().await;
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn lock_timeout_is_set_per_session() {
-    within(TEST_TIMEOUT, async {
-        let db = PgDb::create().await;
-        let server = Server::start(
-            &database_yaml(&db, "  statementTimeout: 30s\n  lockTimeout: 300ms\n"),
-            "",
-        )
-        .await;
-        assert_eq!(server.post(&event("held")).await.status(), 201);
-        let locker = lock_chain_head(&db, "held").await;
-
-        let started = Instant::now();
-        let resp = server.post(&event("held")).await;
-        let elapsed = started.elapsed();
-        let body = expect_503(resp, &server, "a write to the locked chain").await;
-        assert!(
-            elapsed < Duration::from_secs(10),
-            "lockTimeout 300ms, yet the answer took {elapsed:?} (statementTimeout is 30 s)"
-        );
-        assert!(
-            elapsed >= Duration::from_millis(250),
-            "answered after {elapsed:?}: it did not wait on the lock at all"
-        );
-        let detail = body["detail"].as_str().unwrap_or_default();
-        assert!(
-            detail.contains("lock timeout"),
-            "expected a cancel by lock_timeout (55P03): {body}"
-        );
-
-        unlock(locker).await;
-        assert_eq!(
-            server.post(&event("held")).await.status(),
-            201,
-            "writes work again once the lock is gone"
-        );
-        server.stop().await;
-    })
-    .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,5 +1,5 @@
-//! `datastorage events …`: the command-line client of a DataStorage server (feature `cli`, on by
-//! default). The `datastorage` binary only parses [`EventsArgs`] and calls [`main`]; the server's
+//! `datastorage events …`: the command-line client of a DataStorage server, over
+//! `datastorage-client`. `main` only parses [`EventsArgs`] and calls [`main`]; the server's
 //! settings are never loaded for these commands.
 //!
 //! Output is an aligned table by default and JSON with `--json`. Exit codes: 0 success; 1 the
@@ -22,7 +22,7 @@ use datastorage_api::{
 };
 use uuid::Uuid;
 
-use crate::{AuditStore, Client, OverflowPolicy, SpoolConfig, StoreConfig};
+use datastorage_client::{AuditStore, Client, OverflowPolicy, SpoolConfig, StoreConfig};
 
 /// Environment variable of the server URL (`--url`).
 pub const ENV_URL: &str = "DATASTORAGE_URL";

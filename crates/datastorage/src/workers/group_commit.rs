@@ -31,13 +31,13 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use datastorage_api::ValidatedEvent;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use super::{DbError, Store, WriteOutcome, RETRY_AFTER_BUSY};
-use crate::metrics::PoolCounters;
+use crate::db::pool::{PoolCounters, Wait};
+use crate::db::{DbError, Store, WriteOutcome, RETRY_AFTER_BUSY};
 
 /// Events queued ahead of the committers before writers wait to enqueue (back-pressure; the
 /// wait counts against `acquireTimeout` too).
@@ -52,9 +52,28 @@ const ABANDONED: u8 = 2;
 struct Job {
     event: ValidatedEvent,
     reply: oneshot::Sender<Result<WriteOutcome, DbError>>,
-    state: Arc<AtomicU8>,
-    enqueued: Instant,
-    waited: bool,
+    ticket: Arc<Ticket>,
+}
+
+/// Who owns a queued job: the committer that claims it or the requester that gives up on it,
+/// whichever moves `state` away from `QUEUED` first; the winner also ends its wait.
+struct Ticket {
+    state: AtomicU8,
+    /// The pool wait the job counts as, when every committer was busy as it was queued.
+    wait: std::sync::Mutex<Option<Wait>>,
+}
+
+impl Ticket {
+    /// Moves the job from `QUEUED` to `to`; true for the one caller that did.
+    fn take(&self, to: u8) -> bool {
+        self.state
+            .compare_exchange(QUEUED, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    fn wait(&self) -> Option<Wait> {
+        self.wait.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
 }
 
 struct Shared {
@@ -81,29 +100,26 @@ impl std::fmt::Debug for GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the committers for `store`; a group holds at most `max_group` events.
-    pub fn start(
-        store: Store,
-        max_open_conns: u32,
-        max_group: usize,
-        acquire_timeout: Duration,
-        counters: PoolCounters,
-    ) -> Self {
+    /// Starts the committers for `store`, as many as its pool allows (half of `maxOpenConns`,
+    /// at most [`MAX_COMMITTERS`]); a group holds at most `max_group` events, and an event waits
+    /// for a committer at most the pool's `acquireTimeout`.
+    pub fn start(store: Store, max_group: usize) -> Self {
+        let limits = store.pool_limits();
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let rx = Arc::new(Mutex::new(rx));
         let shared = Arc::new(Shared {
+            counters: store.pool_counters(),
             store,
-            counters,
             idle_committers: AtomicUsize::new(0),
             max_group: max_group.max(1),
         });
-        for _ in 0..(max_open_conns / 2).clamp(1, MAX_COMMITTERS) {
+        for _ in 0..(limits.max_open / 2).clamp(1, MAX_COMMITTERS) {
             tokio::spawn(committer(Arc::clone(&shared), Arc::clone(&rx)));
         }
         Self {
             queue,
             shared,
-            acquire_timeout,
+            acquire_timeout: limits.acquire_timeout,
         }
     }
 
@@ -111,32 +127,27 @@ impl GroupCommit {
     /// it up within `acquireTimeout`.
     pub async fn write(&self, event: ValidatedEvent) -> Result<WriteOutcome, DbError> {
         let (reply, mut answer) = oneshot::channel();
-        let state = Arc::new(AtomicU8::new(QUEUED));
-        let waited = self.shared.idle_committers.load(Ordering::Relaxed) == 0;
-        if waited {
-            self.shared.counters.wait_count.inc();
-        }
+        let busy = self.shared.idle_committers.load(Ordering::Relaxed) == 0;
+        let ticket = Arc::new(Ticket {
+            state: AtomicU8::new(QUEUED),
+            wait: std::sync::Mutex::new(busy.then(|| self.shared.counters.begin_wait())),
+        });
         let job = Job {
             event,
             reply,
-            state: Arc::clone(&state),
-            enqueued: Instant::now(),
-            waited,
+            ticket: Arc::clone(&ticket),
         };
         let deadline = tokio::time::Instant::now() + self.acquire_timeout;
         match tokio::time::timeout_at(deadline, self.queue.send(job)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(shutting_down()),
-            Err(_) => return Err(self.timed_out(waited)),
+            Err(_) => return Err(self.timed_out(ticket.wait())),
         }
         match tokio::time::timeout_at(deadline, &mut answer).await {
             Ok(result) => result.map_err(|_| shutting_down())?,
             Err(_) => {
-                if state
-                    .compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    return Err(self.timed_out(waited));
+                if ticket.take(ABANDONED) {
+                    return Err(self.timed_out(ticket.wait()));
                 }
                 // A committer has it: its commit is bounded by the pool and statement timeouts.
                 answer.await.map_err(|_| shutting_down())?
@@ -144,13 +155,14 @@ impl GroupCommit {
         }
     }
 
-    fn timed_out(&self, waited: bool) -> DbError {
-        let counters = &self.shared.counters;
-        counters.acquire_timeouts.inc();
-        if waited {
-            counters
-                .wait_duration_seconds
-                .inc_by(self.acquire_timeout.as_secs_f64());
+    /// The 503 of an event no committer picked up within `acquireTimeout`, counted as an
+    /// acquire timeout (`wait`, when the wait is still held here, ends with it).
+    fn timed_out(&self, wait: Option<Wait>) -> DbError {
+        match wait {
+            Some(wait) => wait.timed_out(),
+            None => {
+                self.shared.counters.acquire_timeouts.inc();
+            }
         }
         DbError::Unavailable {
             message: format!(
@@ -169,16 +181,13 @@ fn shutting_down() -> DbError {
     }
 }
 
-/// Takes a queued job for a group, unless its requester gave up.
-fn claim(shared: &Shared, job: Job) -> Option<Job> {
-    job.state
-        .compare_exchange(QUEUED, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
-        .ok()?;
-    if job.waited {
-        shared
-            .counters
-            .wait_duration_seconds
-            .inc_by(job.enqueued.elapsed().as_secs_f64());
+/// Takes a queued job for a group, unless its requester gave up; its wait ends here.
+fn claim(job: Job) -> Option<Job> {
+    if !job.ticket.take(CLAIMED) {
+        return None;
+    }
+    if let Some(wait) = job.ticket.wait() {
+        wait.end();
     }
     Some(job)
 }
@@ -200,13 +209,13 @@ async fn committer(shared: Arc<Shared>, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
                 let job = rx.recv().await;
                 shared.idle_committers.fetch_sub(1, Ordering::Relaxed);
                 match job {
-                    Some(job) => group.extend(claim(&shared, job)),
+                    Some(job) => group.extend(claim(job)),
                     None => return,
                 }
             }
             while group.len() < shared.max_group {
                 match rx.try_recv() {
-                    Ok(job) => group.extend(claim(&shared, job)),
+                    Ok(job) => group.extend(claim(job)),
                     Err(_) => break,
                 }
             }
@@ -240,7 +249,7 @@ async fn commit(store: &Store, group: Vec<Job>) {
         let result = {
             let replies = &replies;
             let gone = move || replies.iter().any(|r| r.is_closed());
-            store.insert_events_unless(&events, &gone).await
+            store.insert_events(&events, &gone).await
         };
         match result {
             Ok(outcomes) => {
@@ -266,7 +275,7 @@ async fn commit(store: &Store, group: Vec<Job>) {
             Err(_) => {
                 for (event, reply) in events.iter().zip(replies) {
                     let result = store
-                        .insert_events_unless(std::slice::from_ref(event), &|| reply.is_closed())
+                        .insert_events(std::slice::from_ref(event), &|| reply.is_closed())
                         .await
                         .map(|mut o| o.remove(0));
                     if !matches!(result, Err(DbError::Cancelled)) {

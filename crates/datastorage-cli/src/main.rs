@@ -1,14 +1,16 @@
 //! The `datastorage` binary: parses the command line, sets up logging, loads the settings and
-//! calls into the library.
+//! calls into the server library (`serve`, `migrate`, `check`, `config`), or into the client
+//! library (`events`), whose commands never load the server's settings.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use datastorage::config::{self, Driver, Settings};
-use datastorage::db::{capacity, Store};
+use datastorage::config::{self, Settings};
+use datastorage::db::Store;
 use datastorage::{startup, telemetry};
+use datastorage_cli::{check, events};
 
 /// mimalloc instead of the system allocator: the request path allocates many small, short-lived
 /// values (JSON trees, strings), and glibc malloc/free took about a quarter of the server's CPU
@@ -50,7 +52,7 @@ enum Command {
     Config(ConfigCommand),
     /// Client commands against a running server (--url or DATASTORAGE_URL): post, query, get,
     /// tail and verify audit events. They never read the server's config.
-    Events(Box<datastorage_client::cli::EventsArgs>),
+    Events(Box<events::EventsArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -65,7 +67,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // A client of a server, not the server: dispatched before any server setting is loaded.
     if let Command::Events(args) = cli.command {
-        return datastorage_client::cli::main(*args);
+        return events::main(*args);
     }
     if let Command::Config(ConfigCommand::PrintDefault) = cli.command {
         print!("{}", config::default_config_yaml());
@@ -108,7 +110,7 @@ async fn execute(command: Command, mut settings: Settings) -> anyhow::Result<Exi
                 anyhow::ensure!(n > 0, "--replicas must be at least 1");
                 settings.database.capacity.replicas = n;
             }
-            return check(&settings).await;
+            return check::check(&settings).await;
         }
         Command::Config(ConfigCommand::Print) => {
             print!(
@@ -121,91 +123,4 @@ async fn execute(command: Command, mut settings: Settings) -> anyhow::Result<Exi
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-async fn check(settings: &Settings) -> anyhow::Result<ExitCode> {
-    let db = &settings.database;
-    println!("config: valid");
-    let driver = db.effective_driver();
-    match driver {
-        Driver::Postgres => println!(
-            "database: postgres {}:{}/{} as {}",
-            db.host.as_deref().unwrap_or_default(),
-            db.port,
-            db.name,
-            db.user
-        ),
-        Driver::Sqlite => println!("database: sqlite {}", db.sqlite_path.display()),
-    }
-    if driver == Driver::Sqlite && !db.sqlite_path.exists() {
-        println!("connection: the SQLite file does not exist yet; `serve` or `migrate` creates it");
-    } else {
-        report_migrations(db).await?;
-    }
-    println!("effective pool settings");
-    let rows = [
-        ("maxOpenConns", db.max_open_conns.to_string()),
-        ("maxIdleConns", db.max_idle_conns.to_string()),
-        ("minIdleConns", db.min_idle_conns.to_string()),
-        (
-            "connMaxLifetime",
-            humantime::format_duration(db.conn_max_lifetime).to_string(),
-        ),
-        (
-            "connMaxIdleTime",
-            humantime::format_duration(db.conn_max_idle_time).to_string(),
-        ),
-        (
-            "acquireTimeout",
-            humantime::format_duration(db.acquire_timeout).to_string(),
-        ),
-        (
-            "connectTimeout",
-            humantime::format_duration(db.connect_timeout).to_string(),
-        ),
-        ("statementTimeout", pg_only(driver, db.statement_timeout)),
-        (
-            "lockTimeout",
-            humantime::format_duration(db.lock_timeout).to_string(),
-        ),
-        (
-            "idleInTransactionTimeout",
-            pg_only(driver, db.idle_in_transaction_timeout),
-        ),
-    ];
-    for (key, value) in rows {
-        println!("  {key:<26}{value}");
-    }
-    if driver == Driver::Sqlite {
-        println!("connection budget: does not apply to SQLite");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let cap = capacity::check(db).await?;
-    println!("{}", cap.table());
-    Ok(if cap.violated() {
-        println!("{cap}");
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
-/// Connects and says whether every migration is applied; only a failure to connect is an error.
-async fn report_migrations(db: &config::DatabaseSettings) -> anyhow::Result<()> {
-    match Store::check_migrations(db).await {
-        Ok(()) => println!("connection: ok, migrations applied"),
-        Err(e) if format!("{e:#}").contains("not applied") => println!("connection: ok, {e:#}"),
-        Err(e) => return Err(e),
-    }
-    Ok(())
-}
-
-fn pg_only(driver: Driver, d: std::time::Duration) -> String {
-    match driver {
-        Driver::Postgres => humantime::format_duration(d).to_string(),
-        Driver::Sqlite => format!(
-            "{} (PostgreSQL only; not applied)",
-            humantime::format_duration(d)
-        ),
-    }
 }

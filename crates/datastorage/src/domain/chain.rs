@@ -1,17 +1,19 @@
-//! Backend-independent hash-chain logic: linking new events to their chain heads, and
-//! verifying a stored chain.
+//! The hash chain, apart from any storage: linking new events to their chain heads, telling an
+//! idempotent replay from a conflict, and verifying a stored chain.
+//!
+//! Pure logic: no SQL, no HTTP. The backends call [`link`] and [`Hasher::is_replay`] inside their
+//! write transactions, and hand the rows of a chain to [`verify`].
 
 use std::collections::HashMap;
 use std::fmt;
 
 use anyhow::{ensure, Context as _};
+use chrono::DateTime;
 use chrono::Utc;
-use datastorage_api::chain::{
-    chain_hash, chain_hmac, stored_content, ALGORITHM_HMAC_SHA256, ALGORITHM_SHA256,
-};
+use datastorage_api::chain::{chain_hash, chain_hmac, ALGORITHM_HMAC_SHA256, ALGORITHM_SHA256};
 use datastorage_api::{AuditEvent, TamperedEvent, ValidatedEvent, VerifyChainResponse};
+use uuid::Uuid;
 
-use super::ChainRows;
 use crate::config::HashChainSettings;
 
 /// Shortest accepted HMAC key.
@@ -96,32 +98,85 @@ impl Hasher {
 
     /// The hash a stored row should carry, or why it cannot be checked.
     fn recompute(&self, row: &AuditEvent) -> Result<String, String> {
-        let content = stored_content(row);
-        match row.hash_algorithm.as_str() {
+        self.hash_as_stored(
+            &row.hash_algorithm,
+            row.hash_key_id.as_deref(),
+            &row.previous_event_hash,
+            row,
+            row.chain_sequence,
+        )
+    }
+
+    /// Whether `event` is an idempotent replay of the stored event `stored` (same id): its
+    /// content, put at the stored position and hashed the way the stored row was, gives the
+    /// stored hash. Nothing of the stored row but its chain fields is read, so a replay check
+    /// never decodes `event_data`. An event whose row was signed with a key that is no longer
+    /// configured cannot be checked and counts as a conflict.
+    pub fn is_replay(&self, stored: &StoredLink, event: &ValidatedEvent) -> bool {
+        self.hash_as_stored(
+            &stored.algorithm,
+            stored.key_id.as_deref(),
+            &stored.previous_hash,
+            event,
+            stored.sequence,
+        )
+        .is_ok_and(|hash| hash == stored.hash)
+    }
+
+    /// The hash of `content` at `sequence` after `previous_hash`, with the algorithm and key a
+    /// stored row names, or why it cannot be computed.
+    fn hash_as_stored(
+        &self,
+        algorithm: &str,
+        key_id: Option<&str>,
+        previous_hash: &str,
+        content: &impl datastorage_api::chain::Canonical,
+        sequence: i64,
+    ) -> Result<String, String> {
+        match algorithm {
             ALGORITHM_SHA256 if !self.keys.is_empty() && !self.accept_unkeyed => Err(
                 "unkeyed sha256 row while chain keys are configured: anyone with write access to the \
                  database could have recomputed it (set hashChain.acceptUnkeyed for rows written \
                  before the key)"
                     .to_owned(),
             ),
-            ALGORITHM_SHA256 => Ok(chain_hash(
-                &row.previous_event_hash,
-                &content,
-                row.chain_sequence,
-            )),
+            ALGORITHM_SHA256 => Ok(chain_hash(previous_hash, content, sequence)),
             ALGORITHM_HMAC_SHA256 => {
-                let id = row.hash_key_id.as_deref().unwrap_or_default();
+                let id = key_id.unwrap_or_default();
                 let key = self.keys.get(id).ok_or_else(|| format!("signed with key {id:?}, which is not configured (hashChain.keyFile / verifyKeyFiles): cannot verify"))?;
-                Ok(chain_hmac(
-                    key,
-                    &row.previous_event_hash,
-                    &content,
-                    row.chain_sequence,
-                ))
+                Ok(chain_hmac(key, previous_hash, content, sequence))
             }
             other => Err(format!("unknown hash_algorithm {other:?}")),
         }
     }
+}
+
+/// The chain position of a stored event, as a replay check needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredLink {
+    /// The event's id.
+    pub event_id: Uuid,
+    /// Its stored timestamp (a replay answers with it).
+    pub event_timestamp: DateTime<chrono::Utc>,
+    /// Its sequence number in its chain.
+    pub sequence: i64,
+    /// Hash of the event before it.
+    pub previous_hash: String,
+    /// Its own hash.
+    pub hash: String,
+    /// `hash_algorithm` of the row.
+    pub algorithm: String,
+    /// `hash_key_id` of the row.
+    pub key_id: Option<String>,
+}
+
+/// The rows of one chain, in sequence order, and its head.
+#[derive(Debug, Clone)]
+pub struct ChainRows {
+    /// Rows ordered by `chain_sequence`; a row that cannot be decoded is its error message.
+    pub rows: Vec<Result<AuditEvent, String>>,
+    /// `(last_sequence, last_hash)` of the head, if the chain exists.
+    pub head: Option<(i64, String)>,
 }
 
 /// A new event with its chain position.
@@ -271,5 +326,67 @@ pub fn verify(hasher: &Hasher, correlation_id: &str, chain: ChainRows) -> Verify
         tampered_events: tampered,
         verification_time: Utc::now(),
         message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datastorage_api::{validate_event, AuditEventRequest, EventCategory, EventOutcome};
+
+    use super::*;
+
+    fn event(action: &str) -> ValidatedEvent {
+        let mut e = AuditEventRequest::new(
+            "t",
+            EventCategory::Gateway,
+            action,
+            EventOutcome::Success,
+            "c",
+        );
+        e.event_id = Some(Uuid::from_u128(1));
+        e.event_timestamp = "2025-01-01T00:00:00Z".parse().unwrap();
+        validate_event(&serde_json::to_value(e).unwrap()).unwrap()
+    }
+
+    /// Links `e` as the second event of a chain and describes the stored row.
+    fn stored(hasher: &Hasher, e: &ValidatedEvent) -> StoredLink {
+        let mut heads = HashMap::from([("c".to_owned(), (1, "ab".repeat(32)))]);
+        let linked = link(hasher, &[e], &mut heads).remove(0);
+        StoredLink {
+            event_id: e.event_id,
+            event_timestamp: e.event_timestamp,
+            sequence: linked.sequence,
+            previous_hash: linked.previous_hash,
+            hash: linked.hash,
+            algorithm: linked.algorithm.to_owned(),
+            key_id: linked.key_id,
+        }
+    }
+
+    fn keyed(ids: &[&str], active: Option<&str>) -> Hasher {
+        Hasher {
+            active: active.map(str::to_owned),
+            keys: ids
+                .iter()
+                .map(|id| ((*id).to_owned(), id.repeat(40).into_bytes()))
+                .collect(),
+            accept_unkeyed: false,
+        }
+    }
+
+    #[test]
+    fn the_same_content_at_the_stored_position_is_a_replay_and_other_content_is_not() {
+        for hasher in [Hasher::default(), keyed(&["k1"], Some("k1"))] {
+            let row = stored(&hasher, &event("created"));
+            assert!(hasher.is_replay(&row, &event("created")), "{hasher:?}");
+            assert!(!hasher.is_replay(&row, &event("deleted")), "{hasher:?}");
+        }
+    }
+
+    #[test]
+    fn a_row_signed_with_a_key_no_longer_configured_is_not_a_replay() {
+        let row = stored(&keyed(&["old"], Some("old")), &event("created"));
+        assert!(keyed(&["old", "new"], Some("new")).is_replay(&row, &event("created")));
+        assert!(!keyed(&["new"], Some("new")).is_replay(&row, &event("created")));
     }
 }

@@ -1,0 +1,95 @@
+//! `datastorage check`: validate the config, connect, say whether the migrations are applied,
+//! print the effective pool settings and (PostgreSQL) the connection budget.
+
+use std::process::ExitCode;
+
+use datastorage::config::{self, Driver, Settings};
+use datastorage::db::{capacity, Store};
+
+/// Runs the check; exits 1 when the budget does not fit.
+pub async fn check(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let db = &settings.database;
+    println!("config: valid");
+    let driver = db.effective_driver();
+    match driver {
+        Driver::Postgres => println!(
+            "database: postgres {}:{}/{} as {}",
+            db.host.as_deref().unwrap_or_default(),
+            db.port,
+            db.name,
+            db.user
+        ),
+        Driver::Sqlite => println!("database: sqlite {}", db.sqlite_path.display()),
+    }
+    if driver == Driver::Sqlite && !db.sqlite_path.exists() {
+        println!("connection: the SQLite file does not exist yet; `serve` or `migrate` creates it");
+    } else {
+        report_migrations(db).await?;
+    }
+    println!("effective pool settings");
+    let rows = [
+        ("maxOpenConns", db.max_open_conns.to_string()),
+        ("maxIdleConns", db.max_idle_conns.to_string()),
+        ("minIdleConns", db.min_idle_conns.to_string()),
+        (
+            "connMaxLifetime",
+            humantime::format_duration(db.conn_max_lifetime).to_string(),
+        ),
+        (
+            "connMaxIdleTime",
+            humantime::format_duration(db.conn_max_idle_time).to_string(),
+        ),
+        (
+            "acquireTimeout",
+            humantime::format_duration(db.acquire_timeout).to_string(),
+        ),
+        (
+            "connectTimeout",
+            humantime::format_duration(db.connect_timeout).to_string(),
+        ),
+        ("statementTimeout", pg_only(driver, db.statement_timeout)),
+        (
+            "lockTimeout",
+            humantime::format_duration(db.lock_timeout).to_string(),
+        ),
+        (
+            "idleInTransactionTimeout",
+            pg_only(driver, db.idle_in_transaction_timeout),
+        ),
+    ];
+    for (key, value) in rows {
+        println!("  {key:<26}{value}");
+    }
+    if driver == Driver::Sqlite {
+        println!("connection budget: does not apply to SQLite");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let cap = capacity::check(db).await?;
+    println!("{}", cap.table());
+    Ok(if cap.violated() {
+        println!("{cap}");
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Connects and says whether every migration is applied; only a failure to connect is an error.
+async fn report_migrations(db: &config::DatabaseSettings) -> anyhow::Result<()> {
+    match Store::check_migrations(db).await {
+        Ok(()) => println!("connection: ok, migrations applied"),
+        Err(e) if format!("{e:#}").contains("not applied") => println!("connection: ok, {e:#}"),
+        Err(e) => return Err(e),
+    }
+    Ok(())
+}
+
+fn pg_only(driver: Driver, d: std::time::Duration) -> String {
+    match driver {
+        Driver::Postgres => humantime::format_duration(d).to_string(),
+        Driver::Sqlite => format!(
+            "{} (PostgreSQL only; not applied)",
+            humantime::format_duration(d)
+        ),
+    }
+}

@@ -1,0 +1,6 @@
+//! The commands of the `datastorage` binary that are more than a call into a library: the
+//! `check` report and the `events` client commands. `main.rs` parses the command line and
+//! dispatches; the integration tests call these modules in process.
+
+pub mod check;
+pub mod events;

@@ -1,0 +1,21 @@
+//! The test kit of the DataStorage workspace (not published): real PostgreSQL and real SQLite,
+//! never a mock.
+//!
+//! - [`pg`]: fresh databases on the test server ([`PgDb`]) and private throwaway clusters with
+//!   special settings ([`TempCluster`]).
+//! - [`app`]: [`TestApp`], a server in process (`Router::oneshot`, no listener) or on loopback
+//!   ports, with typed calls for every route.
+//! - [`events`]: event builders.
+//! - [`process`]: the real `datastorage` binary as a child process that is always stopped.
+//!
+//! PostgreSQL comes from `DATASTORAGE_TEST_PG_URL` (an admin URL; `scripts/test` starts a
+//! throwaway cluster and sets it), else `postgres://postgres@127.0.0.1:5432/postgres`.
+
+pub mod app;
+pub mod events;
+pub mod pg;
+pub mod process;
+
+pub use app::{metric_value, Backend, TestApp, TestResponse};
+pub use events::{event, request};
+pub use pg::{free_port, pg_admin_url, pg_bin, PgDb, TempCluster};

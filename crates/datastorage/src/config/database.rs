@@ -1,0 +1,192 @@
+//! `database:`: backend, connection, pool knobs and the capacity budget.
+//!
+//! Every knob has a named default constant, so an omitted key never turns into a zero (an
+//! upstream defect: an omitted `maxIdleConns` kept no idle connections at all).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::secret::Secret;
+use super::values::duration;
+
+/// Default `database.maxOpenConns` (upstream's).
+pub const DEFAULT_MAX_OPEN_CONNS: u32 = 25;
+/// Default `database.maxIdleConns` (upstream's).
+pub const DEFAULT_MAX_IDLE_CONNS: u32 = 5;
+/// Default `database.connMaxLifetime`.
+pub const DEFAULT_CONN_MAX_LIFETIME: Duration = Duration::from_secs(5 * 60);
+/// Default `database.connMaxIdleTime`.
+pub const DEFAULT_CONN_MAX_IDLE_TIME: Duration = Duration::from_secs(10 * 60);
+/// Default `database.acquireTimeout`: well under the HTTP timeouts, so a saturated pool answers
+/// 503 quickly instead of holding the request until its deadline (an upstream defect).
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default `database.connectTimeout`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default `database.statementTimeout` (upstream's).
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `database.lockTimeout` (upstream's).
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `database.idleInTransactionTimeout`.
+pub const DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default SQLite file, relative to the working directory.
+pub const DEFAULT_SQLITE_PATH: &str = "./data/datastorage.db";
+/// Default connection headroom for migrations and admin sessions in the capacity budget.
+pub const DEFAULT_CAPACITY_HEADROOM: u32 = 5;
+
+/// Which database backs the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    /// PostgreSQL (production).
+    Postgres,
+    /// Embedded SQLite (default when no database is configured).
+    Sqlite,
+}
+
+/// PostgreSQL TLS mode, as libpq names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    /// No TLS.
+    Disable,
+    /// TLS when the server offers it.
+    Prefer,
+    /// TLS, server certificate not verified.
+    Require,
+    /// TLS, certificate verified against the CA.
+    VerifyCa,
+    /// TLS, certificate and host name verified.
+    VerifyFull,
+}
+
+/// `database:` — backend, connection and pool.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct DatabaseSettings {
+    /// `postgres` or `sqlite`; when absent, `postgres` if `host` is set, else `sqlite`.
+    pub driver: Option<Driver>,
+    /// PostgreSQL host.
+    pub host: Option<String>,
+    /// PostgreSQL port.
+    pub port: u16,
+    /// Database name.
+    pub name: String,
+    /// Role name.
+    pub user: String,
+    /// Password in the file itself (discouraged; prefer `secretsFile` or the environment).
+    pub password: Option<Secret>,
+    /// YAML file holding the password under `passwordKey` (a mounted Kubernetes Secret).
+    pub secrets_file: Option<PathBuf>,
+    /// Key of the password in `secretsFile`.
+    pub password_key: String,
+    /// TLS mode.
+    pub ssl_mode: SslMode,
+    /// Most connections open at once (in use + idle).
+    pub max_open_conns: u32,
+    /// Most idle connections kept; a returned connection beyond this is closed. When omitted:
+    /// 5, or `maxOpenConns` if that is smaller.
+    pub max_idle_conns: u32,
+    /// Idle connections kept open ahead of demand.
+    pub min_idle_conns: u32,
+    /// Connections older than this are closed (`0s`: never).
+    #[serde(with = "duration")]
+    pub conn_max_lifetime: Duration,
+    /// Connections idle longer than this are closed (`0s`: never).
+    #[serde(with = "duration")]
+    pub conn_max_idle_time: Duration,
+    /// Longest wait for a free connection before answering 503.
+    #[serde(with = "duration")]
+    pub acquire_timeout: Duration,
+    /// Longest time to open one connection.
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// PostgreSQL `statement_timeout`, set per session (`0s`: off).
+    #[serde(with = "duration")]
+    pub statement_timeout: Duration,
+    /// PostgreSQL `lock_timeout` per session; SQLite's busy timeout (`0s`: off).
+    #[serde(with = "duration")]
+    pub lock_timeout: Duration,
+    /// PostgreSQL `idle_in_transaction_session_timeout` per session (`0s`: off).
+    #[serde(with = "duration")]
+    pub idle_in_transaction_timeout: Duration,
+    /// SQLite database file; its folder is created.
+    pub sqlite_path: PathBuf,
+    /// Apply pending migrations when `serve` starts.
+    pub migrate_on_start: bool,
+    /// The connection budget check (PostgreSQL only).
+    pub capacity: CapacitySettings,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            driver: None,
+            host: None,
+            port: 5432,
+            name: "datastorage".to_owned(),
+            user: "datastorage".to_owned(),
+            password: None,
+            secrets_file: None,
+            password_key: "password".to_owned(),
+            ssl_mode: SslMode::Prefer,
+            max_open_conns: DEFAULT_MAX_OPEN_CONNS,
+            max_idle_conns: DEFAULT_MAX_IDLE_CONNS,
+            min_idle_conns: 0,
+            conn_max_lifetime: DEFAULT_CONN_MAX_LIFETIME,
+            conn_max_idle_time: DEFAULT_CONN_MAX_IDLE_TIME,
+            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            idle_in_transaction_timeout: DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT,
+            sqlite_path: PathBuf::from(DEFAULT_SQLITE_PATH),
+            migrate_on_start: true,
+            capacity: CapacitySettings::default(),
+        }
+    }
+}
+
+impl DatabaseSettings {
+    /// The backend in effect.
+    pub fn effective_driver(&self) -> Driver {
+        self.driver.unwrap_or(if self.host.is_some() {
+            Driver::Postgres
+        } else {
+            Driver::Sqlite
+        })
+    }
+}
+
+/// `database.capacity:` — the connection budget check.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct CapacitySettings {
+    /// Peak replicas of this service (HPA maximum plus surge).
+    pub replicas: u32,
+    /// Connections kept free for migrations and admin sessions.
+    pub headroom: u32,
+    /// `warn` logs a violated budget; `fail` refuses to start.
+    pub policy: CapacityPolicy,
+}
+
+impl Default for CapacitySettings {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            headroom: DEFAULT_CAPACITY_HEADROOM,
+            policy: CapacityPolicy::Warn,
+        }
+    }
+}
+
+/// What a violated connection budget does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CapacityPolicy {
+    /// Log and go on.
+    Warn,
+    /// Refuse to start.
+    Fail,
+}

@@ -1,0 +1,357 @@
+//! Loading: the YAML file, then `DATASTORAGE_*` environment overrides, then the password from
+//! its source, then validation. Every error names the key and where it came from.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_norway::Value;
+
+use super::secret::Secret;
+use super::settings::Settings;
+
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "DATASTORAGE_";
+/// Environment variable naming the config file when `--config` is not given.
+pub const ENV_CONFIG_FILE: &str = "DATASTORAGE_CONFIG";
+/// Environment variable the `events` commands read the server URL from (not a config key).
+pub const ENV_SERVER_URL: &str = "DATASTORAGE_URL";
+
+/// Where the settings came from, for messages.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The settings, validated, with the password resolved.
+    pub settings: Settings,
+    /// The file read, if any.
+    pub file: Option<PathBuf>,
+    /// Environment variables applied.
+    pub env_overrides: Vec<String>,
+}
+
+impl Settings {
+    /// Loads `file` (if any), applies `DATASTORAGE_*` variables from `env`, resolves the
+    /// password and validates. Every error names the key and where it came from.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Loaded> {
+        let source = file.map_or_else(|| "defaults".to_owned(), |p| p.display().to_string());
+        let mut tree = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                let value: Value = serde_norway::from_str(&text)
+                    .with_context(|| format!("config file {} is not valid YAML", path.display()))?;
+                match value {
+                    Value::Null => Value::Mapping(Default::default()),
+                    v @ Value::Mapping(_) => v,
+                    _ => bail!(
+                        "config file {}: the top level must be a mapping of sections",
+                        path.display()
+                    ),
+                }
+            }
+            None => Value::Mapping(Default::default()),
+        };
+        // The default tree lists every known key; env overrides are matched against it.
+        let known = serde_norway::to_value(Settings::default()).expect("defaults serialize");
+        let mut env_overrides = Vec::new();
+        let mut env_password = None;
+        let mut env: Vec<(String, String)> = env.into_iter().collect();
+        env.sort();
+        for (name, raw) in env {
+            let Some(path) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            if name == ENV_CONFIG_FILE
+                || name == ENV_SERVER_URL
+                || path.starts_with("TEST_")
+                || is_service_link(path)
+            {
+                continue;
+            }
+            let segments: Vec<&str> = path.split("__").collect();
+            let keys = resolve_env_path(&known, &segments)
+                .ok_or_else(|| anyhow!("environment variable {name} does not name a config key (the form is DATASTORAGE_<SECTION>__<KEY>, e.g. DATASTORAGE_DATABASE__MAX_OPEN_CONNS)"))?;
+            if keys == ["database", "password"] {
+                env_password = Some(Secret::new(raw));
+            } else {
+                let default = lookup(&known, &keys);
+                let value = match default {
+                    Some(Value::Number(_) | Value::Bool(_) | Value::Sequence(_)) => {
+                        serde_norway::from_str(&raw).with_context(|| {
+                            format!("environment variable {name}: cannot parse {raw:?}")
+                        })?
+                    }
+                    _ => Value::String(raw),
+                };
+                set_path(&mut tree, &keys, value);
+            }
+            env_overrides.push(name);
+        }
+        let idle_given = lookup(&tree, &["database".to_owned(), "maxIdleConns".to_owned()])
+            .is_some_and(|v| !v.is_null());
+        let mut settings: Settings = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let path = e.path().to_string();
+            anyhow!("{source}: invalid config at `{path}`: {}", e.into_inner())
+        })?;
+        if !idle_given {
+            // Like Go's database/sql: an omitted maxIdleConns never exceeds maxOpenConns.
+            let db = &mut settings.database;
+            db.max_idle_conns = db.max_idle_conns.min(db.max_open_conns);
+        }
+        if let Some(p) = env_password {
+            settings.database.password = Some(p);
+        } else if let Some(secrets) = &settings.database.secrets_file {
+            settings.database.password =
+                Some(read_secret(secrets, &settings.database.password_key)?);
+        }
+        settings.validate().map_err(|e| anyhow!("{source}: {e}"))?;
+        Ok(Loaded {
+            settings,
+            file: file.map(Path::to_path_buf),
+            env_overrides,
+        })
+    }
+}
+
+/// Variables Kubernetes injects for a Service named `datastorage` (service links), which share
+/// the prefix but are not config.
+fn is_service_link(path: &str) -> bool {
+    path == "SERVICE_HOST"
+        || path.starts_with("SERVICE_PORT")
+        || path == "PORT"
+        || path.starts_with("PORT_")
+}
+
+/// Matches `DATASTORAGE_A__B` segments to real key names, ignoring case and `_`.
+fn resolve_env_path(known: &Value, segments: &[&str]) -> Option<Vec<String>> {
+    let norm = |s: &str| s.replace('_', "").to_ascii_lowercase();
+    let mut node = known;
+    let mut keys = Vec::new();
+    for seg in segments {
+        let Value::Mapping(map) = node else {
+            return None;
+        };
+        let (key, child) = map.iter().find_map(|(k, v)| {
+            let k = k.as_str()?;
+            (norm(k) == norm(seg)).then(|| (k.to_owned(), v))
+        })?;
+        keys.push(key);
+        node = child;
+    }
+    // Only leaves (scalars, lists, or unset options) can be set from the environment.
+    (!matches!(node, Value::Mapping(_))).then_some(keys)
+}
+
+fn lookup<'a>(tree: &'a Value, keys: &[String]) -> Option<&'a Value> {
+    keys.iter().try_fold(tree, |node, k| node.get(k.as_str()))
+}
+
+fn set_path(tree: &mut Value, keys: &[String], value: Value) {
+    let mut node = tree;
+    for k in &keys[..keys.len() - 1] {
+        let Value::Mapping(map) = node else { return };
+        node = map
+            .entry(Value::String(k.clone()))
+            .or_insert_with(|| Value::Mapping(Default::default()));
+        if !node.is_mapping() {
+            *node = Value::Mapping(Default::default());
+        }
+    }
+    if let Value::Mapping(map) = node {
+        map.insert(Value::String(keys[keys.len() - 1].clone()), value);
+    }
+}
+
+fn read_secret(path: &Path, key: &str) -> Result<Secret> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("database.secretsFile: cannot read {}", path.display()))?;
+    let map: BTreeMap<String, Value> = serde_norway::from_str(&text).with_context(|| {
+        format!(
+            "database.secretsFile {} must be a YAML mapping of keys to values",
+            path.display()
+        )
+    })?;
+    match map.get(key) {
+        Some(Value::String(s)) => Ok(Secret::new(s.clone())),
+        Some(Value::Number(n)) => Ok(Secret::new(n.to_string())),
+        _ => bail!(
+            "database.secretsFile {} has no string key {key:?} (database.passwordKey)",
+            path.display()
+        ),
+    }
+}
+
+/// A commented example config with every key at its default, as `config print-default` prints.
+pub fn default_config_yaml() -> &'static str {
+    include_str!("../../config/default.yaml")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::database::{
+        Driver, SslMode, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_CONN_MAX_IDLE_TIME,
+        DEFAULT_MAX_IDLE_CONNS, DEFAULT_MAX_OPEN_CONNS,
+    };
+
+    fn load_yaml(yaml: &str, env: &[(&str, &str)]) -> Result<Loaded> {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(yaml.as_bytes()).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Settings::load(Some(f.path()), env)
+    }
+
+    #[test]
+    fn the_upstream_config_file_loads_with_inactive_sections() {
+        // A copy of shared/contract/upstream-config.yaml, byte for byte.
+        let yaml = include_str!("../../tests/data/upstream-config.yaml");
+        let loaded = load_yaml(yaml, &[]).unwrap();
+        let s = loaded.settings;
+        assert_eq!(s.database.effective_driver(), Driver::Postgres);
+        assert_eq!(s.database.max_open_conns, 25);
+        assert_eq!(s.database.statement_timeout, Duration::from_secs(30));
+        assert_eq!(s.server.max_body_size, 5_242_880);
+        assert_eq!(s.database.ssl_mode, SslMode::Disable);
+        assert_eq!(s.inactive_sections(), vec!["redis", "retention"]);
+    }
+
+    #[test]
+    fn the_printed_default_config_loads_and_equals_the_defaults() {
+        let loaded = load_yaml(default_config_yaml(), &[]).unwrap();
+        let printed = serde_norway::to_value(&loaded.settings).unwrap();
+        let defaults = serde_norway::to_value(Settings::default()).unwrap();
+        assert_eq!(printed, defaults);
+    }
+
+    #[test]
+    fn an_unknown_key_names_the_key_and_the_file() {
+        let err = load_yaml("database:\n  maxOpenConn: 3\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database"), "{err}");
+        assert!(err.contains("maxOpenConn"), "{err}");
+        assert!(err.contains(".tmp") || err.contains("tmp"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_match_keys_ignoring_case_and_underscores() {
+        let l = load_yaml(
+            "database:\n  host: db\n",
+            &[
+                ("DATASTORAGE_DATABASE__MAX_OPEN_CONNS", "7"),
+                ("DATASTORAGE_DATABASE__CONN_MAX_LIFETIME", "1h30m"),
+                ("DATASTORAGE_DATABASE__CAPACITY__REPLICAS", "6"),
+                ("DATASTORAGE_DATABASE__PASSWORD", "123"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(l.settings.database.max_open_conns, 7);
+        assert_eq!(
+            l.settings.database.conn_max_lifetime,
+            Duration::from_secs(5400)
+        );
+        assert_eq!(l.settings.database.capacity.replicas, 6);
+        assert_eq!(l.settings.database.password.unwrap().expose(), "123");
+    }
+
+    #[test]
+    fn an_unknown_env_variable_is_named() {
+        let err = load_yaml("", &[("DATASTORAGE_DATABASE__MAX_OPEN", "7")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("DATASTORAGE_DATABASE__MAX_OPEN"), "{err}");
+        let err = load_yaml("", &[("DATASTORAGE_DATABASE_MAX_OPEN_CONNS", "7")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("DATASTORAGE_DATABASE_MAX_OPEN_CONNS"), "{err}");
+    }
+
+    #[test]
+    fn kubernetes_service_link_variables_are_not_config() {
+        let env = [
+            ("DATASTORAGE_PORT", "tcp://10.0.0.1:8080"),
+            ("DATASTORAGE_PORT_8080_TCP_ADDR", "10.0.0.1"),
+            ("DATASTORAGE_SERVICE_HOST", "10.0.0.1"),
+            ("DATASTORAGE_SERVICE_PORT_HTTP", "8080"),
+        ];
+        assert!(load_yaml("", &env).is_ok());
+    }
+
+    #[test]
+    fn invalid_combinations_name_the_keys() {
+        let err = load_yaml("database:\n  maxOpenConns: 2\n  maxIdleConns: 5\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("database.maxIdleConns") && err.contains("database.maxOpenConns"),
+            "{err}"
+        );
+        let err = load_yaml("database:\n  connMaxLifetime: five\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("connMaxLifetime"), "{err}");
+        let err = load_yaml("hashChain:\n  keyFile: /k\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hashChain.keyId"), "{err}");
+        let err = load_yaml("server:\n  maxBodySize: \"12\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.maxBodySize"), "{err}");
+    }
+
+    #[test]
+    fn the_password_comes_from_the_secrets_file_and_never_prints() {
+        let mut secrets = tempfile::NamedTempFile::new().unwrap();
+        secrets.write_all(b"dbpass: s3cr3t-value\n").unwrap();
+        let yaml = format!(
+            "database:\n  host: db\n  secretsFile: {}\n  passwordKey: dbpass\n",
+            secrets.path().display()
+        );
+        let s = load_yaml(&yaml, &[]).unwrap().settings;
+        assert_eq!(
+            s.database.password.as_ref().unwrap().expose(),
+            "s3cr3t-value"
+        );
+        assert!(!format!("{s:?}").contains("s3cr3t"));
+        assert!(!serde_norway::to_string(&s).unwrap().contains("s3cr3t"));
+        let yaml = format!(
+            "database:\n  host: db\n  secretsFile: {}\n",
+            secrets.path().display()
+        );
+        let err = load_yaml(&yaml, &[]).unwrap_err().to_string();
+        assert!(err.contains("passwordKey"), "{err}");
+    }
+
+    #[test]
+    fn an_omitted_max_idle_conns_follows_a_small_max_open_conns() {
+        let s = load_yaml("database:\n  maxOpenConns: 3\n", &[])
+            .unwrap()
+            .settings
+            .database;
+        assert_eq!(s.max_idle_conns, 3);
+        let err = load_yaml("database:\n  maxOpenConns: 3\n  maxIdleConns: 5\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database.maxIdleConns"), "{err}");
+    }
+
+    #[test]
+    fn omitted_pool_keys_take_documented_defaults_not_zero() {
+        let s = load_yaml("database:\n  host: db\n", &[])
+            .unwrap()
+            .settings
+            .database;
+        assert_eq!(
+            (s.max_open_conns, s.max_idle_conns),
+            (DEFAULT_MAX_OPEN_CONNS, DEFAULT_MAX_IDLE_CONNS)
+        );
+        assert_eq!(s.conn_max_idle_time, DEFAULT_CONN_MAX_IDLE_TIME);
+        assert_eq!(s.acquire_timeout, DEFAULT_ACQUIRE_TIMEOUT);
+    }
+}

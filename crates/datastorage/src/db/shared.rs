@@ -1,0 +1,724 @@
+//! What both backends share, written once: the column list, decoding a row, the paged query,
+//! reading a chain, the replay split and outcomes of a write, the transaction wrapper, and
+//! migrations.
+//!
+//! The SQL both backends run is built here over sqlx's generic [`Database`]; what differs
+//! between them (how timestamps, ids and `event_data` members are stored and compared, how a
+//! write transaction begins) is the [`Dialect`] of each backend, and how a row's columns of
+//! those types decode is its [`RowCodec`].
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use datastorage_api::query::{Cursor, EventFilter};
+use datastorage_api::{AuditEvent, JsonObject, Pagination, ValidatedEvent};
+use serde_json::value::RawValue;
+use sqlx::{ColumnIndex, Connection, Database, Decode, Encode, Row, Transaction, Type};
+use uuid::Uuid;
+
+use super::error::DbError;
+use super::pool::PooledConn;
+use crate::domain::chain::{Hasher, StoredLink};
+
+/// Columns of `audit_events` as [`decode_row`] reads them, and as inserts list them.
+pub const COLUMNS: &str = "event_id, event_timestamp, event_date, version, event_type, \
+    event_category, event_action, event_outcome, actor_type, actor_id, actor_ip, resource_type, \
+    resource_id, correlation_id, parent_event_id, parent_event_date, namespace, cluster_id, \
+    severity, duration_ms, error_code, error_message, retention_days, is_sensitive, event_data, \
+    chain_sequence, previous_event_hash, event_hash, hash_algorithm, hash_key_id";
+
+/// Columns of a row's chain position, as [`decode_link`] reads them.
+pub const LINK_COLUMNS: &str = "event_id, event_timestamp, chain_sequence, previous_event_hash, \
+    event_hash, hash_algorithm, hash_key_id";
+
+/// What one write did with one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteOutcome {
+    /// The event's id.
+    pub event_id: Uuid,
+    /// Stored timestamp.
+    pub event_timestamp: DateTime<Utc>,
+    /// True when the id was already stored with the same content: nothing was written.
+    pub replayed: bool,
+}
+
+/// Stored JSON text, valid JSON, passed through unparsed (every read endpoint answers with it, so
+/// one event looks the same whichever endpoint returned it).
+pub type RawJson = Box<RawValue>;
+
+/// How a decoded row holds `event_data`: parsed into a [`JsonObject`] (to recompute hashes), or
+/// as [`RawJson`], the stored text checked and passed through to answers (parsing and
+/// re-encoding it was a fifth of the CPU of a query).
+pub trait EventData: Sized {
+    /// From the stored JSON text, which must be an object.
+    fn from_raw(raw: Box<RawValue>) -> Result<Self, String>;
+}
+
+impl EventData for JsonObject {
+    fn from_raw(raw: Box<RawValue>) -> Result<Self, String> {
+        serde_json::from_str(raw.get()).map_err(|e| format!("event_data: not a JSON object: {e}"))
+    }
+}
+
+impl EventData for RawJson {
+    fn from_raw(raw: Box<RawValue>) -> Result<Self, String> {
+        if raw.get().trim_start().starts_with('{') {
+            Ok(raw)
+        } else {
+            Err("event_data: not a JSON object".to_owned())
+        }
+    }
+}
+
+/// One page of a query: the events (newest first, at most `limit`), the total number of
+/// matches, and whether more follow.
+#[derive(Debug)]
+pub struct Page {
+    /// The events of the page.
+    pub events: Vec<AuditEvent<RawJson>>,
+    /// Matches of the filter, all pages together.
+    pub total: u64,
+    /// Whether more matches follow this page.
+    pub has_more: bool,
+}
+
+impl Page {
+    /// A page from the rows fetched with `LIMIT limit + 1`: the extra row only says that more
+    /// follow.
+    pub fn new(mut events: Vec<AuditEvent<RawJson>>, filter: &EventFilter, total: u64) -> Self {
+        let has_more = events.len() > filter.limit as usize;
+        events.truncate(filter.limit as usize);
+        Self {
+            events,
+            total,
+            has_more,
+        }
+    }
+
+    /// The pagination block of the answer, with the cursor of the next page when there is one.
+    pub fn pagination(&self, filter: &EventFilter) -> Pagination {
+        let next_cursor = self
+            .has_more
+            .then(|| self.events.last())
+            .flatten()
+            .map(|last| {
+                Cursor {
+                    event_timestamp: last.event_timestamp,
+                    event_id: last.event_id,
+                }
+                .encode()
+            });
+        Pagination {
+            limit: filter.limit,
+            offset: if filter.cursor.is_some() {
+                0
+            } else {
+                filter.offset
+            },
+            total: self.total,
+            has_more: self.has_more,
+            next_cursor,
+        }
+    }
+}
+
+/// The total number of matches, when a page fetched with `LIMIT limit + 1` already shows it: the
+/// page reached the end of the matches (`fetched <= limit`) and its start is a known offset (no
+/// cursor), so the total is `offset + fetched`. An empty page past the start proves nothing
+/// (the offset may overshoot), and neither does a cursor page; then `None`, and the total must
+/// be counted.
+pub fn total_from_page(filter: &EventFilter, fetched: usize) -> Option<u64> {
+    let fetched = fetched as u64;
+    let at_end = fetched <= u64::from(filter.limit);
+    let start_known = filter.cursor.is_none() && (fetched > 0 || filter.offset == 0);
+    (at_end && start_known).then_some(filter.offset + fetched)
+}
+
+/// A statement and its bound arguments, built up piece by piece (like sqlx's `QueryBuilder`,
+/// whose borrow of itself cannot be named in code generic over the backend).
+pub struct Sql<'q, DB: Database> {
+    text: String,
+    args: DB::Arguments<'q>,
+}
+
+impl<'q, DB: Database> Sql<'q, DB> {
+    /// A statement starting with `text`.
+    pub fn new(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            args: Default::default(),
+        }
+    }
+
+    /// Appends SQL text.
+    pub fn push(&mut self, text: impl std::fmt::Display) -> &mut Self {
+        use std::fmt::Write as _;
+        let _ = write!(self.text, "{text}");
+        self
+    }
+
+    /// Appends a placeholder bound to `value`.
+    pub fn bind<T>(&mut self, value: T) -> &mut Self
+    where
+        T: 'q + Encode<'q, DB> + Type<DB> + Send,
+    {
+        use sqlx::Arguments as _;
+        // Encoding owned values of the types used here does not fail.
+        if let Err(e) = self.args.add(value) {
+            tracing::error!(error = %e, "cannot bind a query argument");
+        }
+        let _ = self.args.format_placeholder(&mut self.text);
+        self
+    }
+
+    /// The statement's text and arguments, for `sqlx::query_with`.
+    pub fn into_parts(self) -> (String, DB::Arguments<'q>) {
+        (self.text, self.args)
+    }
+}
+
+/// Runs a [`Sql`] statement: `run!(sql, fetch_all, executor)`. A macro, not a method: the
+/// arguments' lifetime must be the borrow of the statement's text, which only the caller's
+/// scope can name.
+macro_rules! run {
+    ($sql:expr, $fetch:ident, $executor:expr) => {{
+        let (text, args) = $sql.into_parts();
+        ::sqlx::query_with(&text, args).$fetch($executor).await
+    }};
+}
+pub(crate) use run;
+
+/// What differs between the backends' SQL.
+pub trait Dialect: Database {
+    /// The statement that opens a write transaction.
+    const BEGIN_WRITE: &'static str;
+    /// The statement that opens a read of one consistent snapshot.
+    const BEGIN_SNAPSHOT: &'static str;
+    /// A query answering one boolean: whether the migrations table exists.
+    const MIGRATIONS_TABLE_EXISTS: &'static str;
+    /// Whether a connection that answered [`DbError::Unavailable`] is closed instead of reused.
+    const DISCARD_WHEN_UNAVAILABLE: bool;
+
+    /// Binds a timestamp in the form the backend stores it.
+    fn push_time(qb: &mut Sql<'_, Self>, t: DateTime<Utc>);
+    /// Binds an event id in the form the backend stores it.
+    fn push_id(qb: &mut Sql<'_, Self>, id: Uuid);
+    /// `AND <top-level event_data member key, as text> = value`.
+    fn push_detail(qb: &mut Sql<'_, Self>, key: &str, value: &str);
+}
+
+/// How a backend decodes the columns whose storage differs: timestamps, ids, dates and JSON.
+pub trait RowCodec: Row {
+    /// A timestamp column.
+    fn time(&self, column: &str) -> Result<Option<DateTime<Utc>>, sqlx::Error>;
+    /// A UUID column.
+    fn id(&self, column: &str) -> Result<Option<Uuid>, sqlx::Error>;
+    /// A date column, as `YYYY-MM-DD`.
+    fn date(&self, column: &str) -> Result<String, sqlx::Error>;
+    /// A JSON column, as its text.
+    fn json(&self, column: &str) -> Result<Box<RawValue>, sqlx::Error>;
+}
+
+fn missing(column: &str) -> sqlx::Error {
+    sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: "unexpected NULL".into(),
+    }
+}
+
+fn parsed<T: std::str::FromStr<Err = String>>(column: &str, s: String) -> Result<T, sqlx::Error> {
+    T::from_str(&s).map_err(|e| sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: format!("{column} {e}").into(),
+    })
+}
+
+/// Reads one row of [`COLUMNS`]; an undecodable row (edited by hand) is an error message, not a
+/// panic.
+pub fn decode_row<R, D>(row: &R) -> Result<AuditEvent<D>, String>
+where
+    R: RowCodec,
+    D: EventData,
+    for<'c> &'c str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i32: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let r = || -> Result<AuditEvent<D>, sqlx::Error> {
+        let text = |c: &str| row.try_get::<String, _>(c);
+        let opt = |c: &str| row.try_get::<Option<String>, _>(c);
+        let time = |c: &str| row.time(c)?.ok_or_else(|| missing(c));
+        let event_data =
+            D::from_raw(row.json("event_data")?).map_err(|e| sqlx::Error::ColumnDecode {
+                index: "event_data".into(),
+                source: e.into(),
+            })?;
+        Ok(AuditEvent {
+            event_id: row.id("event_id")?.ok_or_else(|| missing("event_id"))?,
+            version: text("version")?,
+            event_type: text("event_type")?,
+            event_timestamp: time("event_timestamp")?,
+            event_date: row.date("event_date")?,
+            event_category: parsed("event_category", text("event_category")?)?,
+            event_action: text("event_action")?,
+            event_outcome: parsed("event_outcome", text("event_outcome")?)?,
+            actor_type: opt("actor_type")?,
+            actor_id: opt("actor_id")?,
+            actor_ip: opt("actor_ip")?,
+            resource_type: opt("resource_type")?,
+            resource_id: opt("resource_id")?,
+            correlation_id: text("correlation_id")?,
+            parent_event_id: row.id("parent_event_id")?,
+            parent_event_date: row.time("parent_event_date")?,
+            namespace: opt("namespace")?,
+            cluster_id: opt("cluster_id")?,
+            severity: opt("severity")?,
+            duration_ms: row.try_get("duration_ms")?,
+            error_code: opt("error_code")?,
+            error_message: opt("error_message")?,
+            retention_days: row.try_get("retention_days")?,
+            is_sensitive: row.try_get("is_sensitive")?,
+            event_data,
+            chain_sequence: row.try_get("chain_sequence")?,
+            event_hash: text("event_hash")?,
+            previous_event_hash: text("previous_event_hash")?,
+            hash_algorithm: text("hash_algorithm")?,
+            hash_key_id: opt("hash_key_id")?,
+            legal_hold: false,
+        })
+    };
+    r().map_err(|e| e.to_string())
+}
+
+/// Reads one row of [`LINK_COLUMNS`].
+pub fn decode_link<R>(row: &R) -> Result<StoredLink, sqlx::Error>
+where
+    R: RowCodec,
+    for<'c> &'c str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(StoredLink {
+        event_id: row.id("event_id")?.ok_or_else(|| missing("event_id"))?,
+        event_timestamp: row
+            .time("event_timestamp")?
+            .ok_or_else(|| missing("event_timestamp"))?,
+        sequence: row.try_get("chain_sequence")?,
+        previous_hash: row.try_get("previous_event_hash")?,
+        hash: row.try_get("event_hash")?,
+        algorithm: row.try_get("hash_algorithm")?,
+        key_id: row.try_get("hash_key_id")?,
+    })
+}
+
+/// Appends the `AND …` conditions of `f` (and of its cursor, with `with_cursor`).
+pub fn push_filters<DB>(qb: &mut Sql<'_, DB>, f: &EventFilter, with_cursor: bool)
+where
+    DB: Dialect,
+    String: for<'q> Encode<'q, DB> + Type<DB>,
+{
+    let exact = [
+        ("event_type", &f.event_type),
+        ("correlation_id", &f.correlation_id),
+        ("actor_id", &f.actor_id),
+        ("resource_type", &f.resource_type),
+        ("resource_id", &f.resource_id),
+        ("namespace", &f.namespace),
+        ("cluster_id", &f.cluster_id),
+        ("lower(severity)", &f.severity),
+    ];
+    for (column, value) in exact {
+        if let Some(v) = value {
+            qb.push(format_args!(" AND {column} = ")).bind(v.clone());
+        }
+    }
+    if let Some(c) = f.event_category {
+        qb.push(" AND event_category = ")
+            .bind(c.as_str().to_owned());
+    }
+    if let Some(o) = f.event_outcome {
+        qb.push(" AND event_outcome = ").bind(o.as_str().to_owned());
+    }
+    if let Some(t) = f.since {
+        qb.push(" AND event_timestamp >= ");
+        DB::push_time(qb, t);
+    }
+    if let Some(t) = f.until {
+        qb.push(" AND event_timestamp < ");
+        DB::push_time(qb, t);
+    }
+    if let Some((k, v)) = &f.detail {
+        DB::push_detail(qb, k, v);
+    }
+    if let (true, Some(c)) = (with_cursor, f.cursor) {
+        qb.push(" AND (event_timestamp, event_id) < (");
+        DB::push_time(qb, c.event_timestamp);
+        qb.push(", ");
+        DB::push_id(qb, c.event_id);
+        qb.push(")");
+    }
+}
+
+/// Classifies `e`, and closes the connection when the error may have left it unusable.
+pub fn fail<C, DB>(conn: PooledConn<C>, e: sqlx::Error) -> DbError
+where
+    C: Connection<Database = DB>,
+    DB: Dialect,
+{
+    let err = DbError::from_sqlx(e);
+    let broken = match err {
+        DbError::Internal(_) => true,
+        DbError::Unavailable { .. } => DB::DISCARD_WHEN_UNAVAILABLE,
+        _ => false,
+    };
+    if broken {
+        conn.discard();
+    }
+    err
+}
+
+/// Why one attempt at a write failed.
+pub enum Failed {
+    /// A statement failed.
+    Sql(sqlx::Error),
+    /// The write cannot go on (conflict, cancellation, a bug).
+    Db(DbError),
+    /// The fast path met an id that is already stored (PostgreSQL).
+    Replays,
+}
+
+impl From<sqlx::Error> for Failed {
+    fn from(e: sqlx::Error) -> Self {
+        Failed::Sql(e)
+    }
+}
+
+/// Says, just before a commit, whether the write's requesters went away (the commit is then
+/// rolled back).
+pub type Cancelled<'a> = dyn Fn() -> bool + Send + Sync + 'a;
+
+/// Ends a write transaction: commits what `result` wrote unless `cancelled` says so just before
+/// the commit; every failure rolls back explicitly before the connection goes back to the pool,
+/// so no lock outlives the attempt.
+pub async fn finish<DB: Database, T>(
+    tx: Transaction<'_, DB>,
+    result: Result<T, Failed>,
+    cancelled: &Cancelled<'_>,
+) -> Result<T, Failed> {
+    match result {
+        Ok(done) if !cancelled() => {
+            tx.commit().await?;
+            Ok(done)
+        }
+        Ok(_) => {
+            tx.rollback().await?;
+            Err(Failed::Db(DbError::Cancelled))
+        }
+        Err(e) => {
+            let _ = tx.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+/// The events of a write that are new, in order. An event whose id is stored with the same
+/// content is a replay and is left out; one stored with other content is a conflict.
+pub fn fresh_events<'a>(
+    hasher: &Hasher,
+    events: &'a [ValidatedEvent],
+    stored: &HashMap<Uuid, StoredLink>,
+) -> Result<Vec<&'a ValidatedEvent>, DbError> {
+    let mut fresh = Vec::with_capacity(events.len());
+    for e in events {
+        match stored.get(&e.event_id) {
+            Some(link) if hasher.is_replay(link, e) => {}
+            Some(_) => return Err(DbError::Conflict(e.event_id)),
+            None => fresh.push(e),
+        }
+    }
+    Ok(fresh)
+}
+
+/// The correlation ids of `events`, each once.
+pub fn chains_of<'a>(events: &[&'a ValidatedEvent]) -> HashSet<&'a str> {
+    events.iter().map(|e| e.correlation_id.as_str()).collect()
+}
+
+/// The outcome of every event of a write, in input order: a replay answers with the stored
+/// timestamp.
+pub fn outcomes(
+    events: &[ValidatedEvent],
+    stored: &HashMap<Uuid, StoredLink>,
+) -> Vec<WriteOutcome> {
+    events
+        .iter()
+        .map(|e| match stored.get(&e.event_id) {
+            Some(link) => WriteOutcome {
+                event_id: e.event_id,
+                event_timestamp: link.event_timestamp,
+                replayed: true,
+            },
+            None => WriteOutcome {
+                event_id: e.event_id,
+                event_timestamp: e.event_timestamp,
+                replayed: false,
+            },
+        })
+        .collect()
+}
+
+/// The async SQL both backends run, written once and expanded in each backend's module for its
+/// store type, database and connection: `shared_sql!(PgStore, Postgres, PgConnection)`. It
+/// gives the store `get_event`, `query_events`, `chain_rows` and `ping`, and the module
+/// `stored_links`, `migrate_on` and `check_migrations_on`. A macro, not generic functions:
+/// sqlx's executor bounds, written generically, make futures the compiler cannot prove `Send`.
+macro_rules! shared_sql {
+    ($store:ty, $db:ty, $conn:ty) => {
+        impl $store {
+            /// One event by id.
+            pub async fn get_event(
+                &self,
+                id: ::uuid::Uuid,
+            ) -> Result<
+                Option<::datastorage_api::AuditEvent<$crate::db::shared::RawJson>>,
+                $crate::db::error::DbError,
+            > {
+                use $crate::db::shared::{decode_row, fail, run, Dialect as _, Sql, COLUMNS};
+                let mut conn = self.pool.acquire().await?;
+                let mut qb = Sql::<$db>::new(format!(
+                    "SELECT {COLUMNS} FROM audit_events WHERE event_id = "
+                ));
+                <$db>::push_id(&mut qb, id);
+                let row = match run!(qb, fetch_optional, &mut *conn) {
+                    Ok(row) => row,
+                    Err(e) => return Err(fail(conn, e)),
+                };
+                row.map(|r| {
+                    decode_row(&r)
+                        .map_err(|e| $crate::db::error::DbError::Internal(anyhow::anyhow!(e)))
+                })
+                .transpose()
+            }
+
+            /// One page of events matching `f`, and the total count of matches: counted in a
+            /// second round trip only when the page does not show it (most queries, one
+            /// correlation id on one page, end within the page).
+            pub async fn query_events(
+                &self,
+                f: &::datastorage_api::query::EventFilter,
+            ) -> Result<$crate::db::shared::Page, $crate::db::error::DbError> {
+                use ::sqlx::Row as _;
+                use $crate::db::shared::{
+                    decode_row, fail, push_filters, run, total_from_page, Page, Sql, COLUMNS,
+                };
+                let mut conn = self.pool.acquire().await?;
+                let mut page =
+                    Sql::<$db>::new(format!("SELECT {COLUMNS} FROM audit_events WHERE 1 = 1"));
+                push_filters(&mut page, f, true);
+                page.push(" ORDER BY event_timestamp DESC, event_id DESC LIMIT ")
+                    .bind(i64::from(f.limit) + 1);
+                if f.cursor.is_none() {
+                    page.push(" OFFSET ").bind(f.offset as i64);
+                }
+                let rows = match run!(page, fetch_all, &mut *conn) {
+                    Ok(rows) => rows,
+                    Err(e) => return Err(fail(conn, e)),
+                };
+                let total = match total_from_page(f, rows.len()) {
+                    Some(n) => n,
+                    None => {
+                        let mut count =
+                            Sql::<$db>::new("SELECT count(*) FROM audit_events WHERE 1 = 1");
+                        push_filters(&mut count, f, false);
+                        match run!(count, fetch_one, &mut *conn)
+                            .and_then(|row| row.try_get::<i64, _>(0))
+                        {
+                            Ok(n) => n as u64,
+                            Err(e) => return Err(fail(conn, e)),
+                        }
+                    }
+                };
+                let events = rows
+                    .iter()
+                    .map(decode_row)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| $crate::db::error::DbError::Internal(anyhow::anyhow!(e)))?;
+                Ok(Page::new(events, f, total))
+            }
+
+            /// Every row of one chain and its head, from one snapshot, so a concurrent append
+            /// cannot look like truncation.
+            pub async fn chain_rows(
+                &self,
+                correlation_id: &str,
+            ) -> Result<$crate::domain::chain::ChainRows, $crate::db::error::DbError> {
+                use ::sqlx::{Connection as _, Row as _};
+                use $crate::db::shared::{decode_row, fail, run, Dialect as _, Sql, COLUMNS};
+                let mut conn = self.pool.acquire().await?;
+                let result = async {
+                    let mut tx = conn.begin_with(<$db>::BEGIN_SNAPSHOT).await?;
+                    let mut rows = Sql::<$db>::new(format!(
+                        "SELECT {COLUMNS} FROM audit_events WHERE correlation_id = "
+                    ));
+                    rows.bind(correlation_id.to_owned())
+                        .push(" ORDER BY chain_sequence");
+                    let rows = run!(rows, fetch_all, &mut *tx)?;
+                    let mut head = Sql::<$db>::new(
+                        "SELECT last_sequence, last_hash FROM audit_chain_heads WHERE correlation_id = ",
+                    );
+                    head.bind(correlation_id.to_owned());
+                    let head = match run!(head, fetch_optional, &mut *tx)? {
+                        Some(row) => Some((row.try_get("last_sequence")?, row.try_get("last_hash")?)),
+                        None => None,
+                    };
+                    tx.commit().await?;
+                    Ok::<_, ::sqlx::Error>((rows, head))
+                }
+                .await;
+                match result {
+                    Ok((rows, head)) => Ok($crate::domain::chain::ChainRows {
+                        rows: rows.iter().map(decode_row).collect(),
+                        head,
+                    }),
+                    Err(e) => Err(fail(conn, e)),
+                }
+            }
+
+            /// Whether the database answers. A saturated pool counts as answering.
+            pub async fn ping(&self) -> Result<(), $crate::db::error::DbError> {
+                let Some(mut conn) = self.pool.try_acquire().await? else {
+                    return Ok(()); // every connection is busy serving: the database answers
+                };
+                match ::sqlx::query("SELECT 1").execute(&mut *conn).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err($crate::db::shared::fail(conn, e)),
+                }
+            }
+        }
+
+        /// The chain positions of those `events` whose client-supplied ids are already stored.
+        async fn stored_links(
+            conn: &mut $conn,
+            events: &[::datastorage_api::ValidatedEvent],
+        ) -> Result<
+            ::std::collections::HashMap<::uuid::Uuid, $crate::domain::chain::StoredLink>,
+            ::sqlx::Error,
+        > {
+            use $crate::db::shared::{decode_link, run, Dialect as _, Sql, LINK_COLUMNS};
+            let supplied: Vec<::uuid::Uuid> = events
+                .iter()
+                .filter(|e| e.id_supplied)
+                .map(|e| e.event_id)
+                .collect();
+            if supplied.is_empty() {
+                return Ok(Default::default());
+            }
+            let mut qb = Sql::<$db>::new(format!(
+                "SELECT {LINK_COLUMNS} FROM audit_events WHERE event_id IN ("
+            ));
+            for (i, id) in supplied.into_iter().enumerate() {
+                if i > 0 {
+                    qb.push(", ");
+                }
+                <$db>::push_id(&mut qb, id);
+            }
+            qb.push(")");
+            let rows = run!(qb, fetch_all, &mut *conn)?;
+            rows.iter()
+                .map(|row| decode_link(row).map(|link| (link.event_id, link)))
+                .collect()
+        }
+
+        /// Applies pending migrations on one dedicated connection; returns how many were
+        /// applied now.
+        async fn migrate_on(
+            mut conn: $conn,
+            migrator: &::sqlx::migrate::Migrator,
+        ) -> anyhow::Result<usize> {
+            use anyhow::Context as _;
+            use ::sqlx::Connection as _;
+            let before = applied_versions(&mut conn).await?;
+            migrator
+                .run_direct(&mut conn)
+                .await
+                .context("migration failed")?;
+            let after = applied_versions(&mut conn).await?;
+            conn.close().await.ok();
+            Ok(after.len().saturating_sub(before.len()))
+        }
+
+        /// Fails unless every migration of `migrator` is applied.
+        async fn check_migrations_on(
+            mut conn: $conn,
+            migrator: &::sqlx::migrate::Migrator,
+        ) -> anyhow::Result<()> {
+            use ::sqlx::Connection as _;
+            let applied = applied_versions(&mut conn).await?;
+            conn.close().await.ok();
+            let missing: Vec<i64> = migrator
+                .iter()
+                .map(|m| m.version)
+                .filter(|v| !applied.contains(v))
+                .collect();
+            anyhow::ensure!(missing.is_empty(), "migrations {missing:?} are not applied; run `datastorage migrate`, or let `serve` apply them (database.migrateOnStart: true)");
+            Ok(())
+        }
+
+        async fn applied_versions(
+            conn: &mut $conn,
+        ) -> anyhow::Result<::std::collections::HashSet<i64>> {
+            use ::sqlx::Row as _;
+            use $crate::db::shared::Dialect as _;
+            let exists = ::sqlx::query(<$db>::MIGRATIONS_TABLE_EXISTS)
+                .fetch_one(&mut *conn)
+                .await?;
+            if !exists.try_get::<bool, _>(0)? {
+                return Ok(Default::default());
+            }
+            let rows = ::sqlx::query("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&mut *conn)
+                .await?;
+            rows.iter()
+                .map(|r| r.try_get::<i64, _>(0).map_err(Into::into))
+                .collect()
+        }
+    };
+}
+pub(crate) use shared_sql;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn total_from_page_only_when_the_page_shows_it() {
+        let f = |limit, offset, cursor: bool| EventFilter {
+            limit,
+            offset,
+            cursor: cursor.then(|| Cursor {
+                event_timestamp: Utc::now(),
+                event_id: uuid::Uuid::nil(),
+            }),
+            ..EventFilter::default()
+        };
+        assert_eq!(total_from_page(&f(50, 0, false), 0), Some(0));
+        assert_eq!(total_from_page(&f(50, 0, false), 50), Some(50));
+        assert_eq!(
+            total_from_page(&f(50, 0, false), 51),
+            None,
+            "more beyond the page"
+        );
+        assert_eq!(total_from_page(&f(50, 100, false), 7), Some(107));
+        assert_eq!(
+            total_from_page(&f(50, 100, false), 0),
+            None,
+            "offset may overshoot"
+        );
+        assert_eq!(
+            total_from_page(&f(50, 0, true), 3),
+            None,
+            "rows before a cursor are unknown"
+        );
+    }
+}

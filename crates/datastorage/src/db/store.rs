@@ -1,0 +1,151 @@
+//! [`Store`]: the backend in use, behind one interface; [`ReadStore`], the part of it request
+//! handlers may see.
+//!
+//! Writes go through [`crate::writer::AuditWriter`], the one write door; handlers hold a
+//! [`ReadStore`], which has no write methods.
+
+use std::sync::Arc;
+
+use datastorage_api::query::EventFilter;
+use datastorage_api::{AuditEvent, ValidatedEvent, VerifyChainResponse};
+use uuid::Uuid;
+
+use super::error::DbError;
+use super::pool::{Pool, PoolCounters, PoolLimits, PoolSnapshot};
+use super::shared::{Cancelled, Page, RawJson, WriteOutcome};
+use super::{postgres, sqlite};
+use crate::config::{DatabaseSettings, Driver};
+use crate::domain::chain::{self, Hasher};
+
+/// The storage backend in use. Cheap to clone.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// PostgreSQL.
+    Postgres(postgres::PgStore),
+    /// SQLite.
+    Sqlite(sqlite::SqliteStore),
+}
+
+macro_rules! dispatch {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self {
+            Store::Postgres($s) => $e,
+            Store::Sqlite($s) => $e,
+        }
+    };
+}
+
+impl Store {
+    /// Applies pending migrations on a dedicated connection.
+    pub async fn migrate(db: &DatabaseSettings) -> anyhow::Result<usize> {
+        match db.effective_driver() {
+            Driver::Postgres => postgres::migrate(db).await,
+            Driver::Sqlite => sqlite::migrate(db).await,
+        }
+    }
+
+    /// Fails unless every embedded migration is applied (for `migrateOnStart: false`).
+    pub async fn check_migrations(db: &DatabaseSettings) -> anyhow::Result<()> {
+        match db.effective_driver() {
+            Driver::Postgres => postgres::check_migrations(db).await,
+            Driver::Sqlite => sqlite::check_migrations(db).await,
+        }
+    }
+
+    /// Builds the pool. Connections open lazily.
+    pub fn open(
+        db: &DatabaseSettings,
+        counters: PoolCounters,
+        hasher: Hasher,
+    ) -> anyhow::Result<Self> {
+        let hasher = Arc::new(hasher);
+        let limits = PoolLimits::from_settings(db);
+        Ok(match db.effective_driver() {
+            Driver::Postgres => Store::Postgres(postgres::PgStore {
+                pool: Pool::new(postgres::connect_options(db), limits, counters),
+                hasher,
+            }),
+            Driver::Sqlite => Store::Sqlite(sqlite::SqliteStore::new(
+                db,
+                Pool::new(sqlite::connect_options(db), limits, counters),
+                hasher,
+            )?),
+        })
+    }
+
+    /// Writes events atomically, in order; every event gets an outcome in input order. Rolls
+    /// back with [`DbError::Cancelled`] when `cancelled` says so just before the commit.
+    #[tracing::instrument(skip_all, fields(events = events.len()))]
+    pub async fn insert_events(
+        &self,
+        events: &[ValidatedEvent],
+        cancelled: &Cancelled<'_>,
+    ) -> Result<Vec<WriteOutcome>, DbError> {
+        dispatch!(self, s => s.insert_events(events, cancelled).await)
+    }
+
+    /// The read side of this store, for request handlers.
+    pub fn reader(&self) -> ReadStore {
+        ReadStore(self.clone())
+    }
+
+    /// Pool limits in force.
+    pub fn pool_limits(&self) -> PoolLimits {
+        dispatch!(self, s => s.pool.limits())
+    }
+
+    /// The counters the pool increments.
+    pub fn pool_counters(&self) -> PoolCounters {
+        dispatch!(self, s => s.pool.counters().clone())
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        dispatch!(self, s => s.pool.close().await)
+    }
+
+    /// `postgres` or `sqlite`.
+    pub fn driver_name(&self) -> &'static str {
+        match self {
+            Store::Postgres(_) => "postgres",
+            Store::Sqlite(_) => "sqlite",
+        }
+    }
+}
+
+/// The read side of a [`Store`]: queries, chain verification, and the pool's health. Cheap to
+/// clone.
+#[derive(Debug, Clone)]
+pub struct ReadStore(Store);
+
+impl ReadStore {
+    /// One event by id.
+    #[tracing::instrument(skip_all, fields(%id))]
+    pub async fn get_event(&self, id: Uuid) -> Result<Option<AuditEvent<RawJson>>, DbError> {
+        dispatch!(&self.0, s => s.get_event(id).await)
+    }
+
+    /// One page of events matching `filter`, with the total count of matches.
+    #[tracing::instrument(skip_all, fields(limit = filter.limit))]
+    pub async fn query_events(&self, filter: &EventFilter) -> Result<Page, DbError> {
+        dispatch!(&self.0, s => s.query_events(filter).await)
+    }
+
+    /// Walks one chain and reports every broken link.
+    #[tracing::instrument(skip_all, fields(%correlation_id))]
+    pub async fn verify_chain(&self, correlation_id: &str) -> Result<VerifyChainResponse, DbError> {
+        let (rows, hasher) =
+            dispatch!(&self.0, s => (s.chain_rows(correlation_id).await?, &s.hasher));
+        Ok(chain::verify(hasher, correlation_id, rows))
+    }
+
+    /// Whether the database answers. A saturated pool counts as answering.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        dispatch!(&self.0, s => s.ping().await)
+    }
+
+    /// Pool counts of the moment.
+    pub fn snapshot(&self) -> PoolSnapshot {
+        dispatch!(&self.0, s => s.pool.snapshot())
+    }
+}

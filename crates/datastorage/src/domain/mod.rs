@@ -1,0 +1,8 @@
+//! Domain logic with no I/O: the hash chain (linking, replay comparison, verification). Legal
+//! holds and checkpoints join it.
+//!
+//! Nothing here runs SQL or speaks HTTP; it imports only the wire types and the config. The
+//! storage backends call it inside their transactions, and the read side hands it the rows of a
+//! chain to verify.
+
+pub mod chain;

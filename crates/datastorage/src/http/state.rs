@@ -1,0 +1,24 @@
+//! [`AppState`]: what every handler shares.
+
+use std::sync::Arc;
+
+use super::readiness::Readiness;
+use crate::config::Settings;
+use crate::db::ReadStore;
+use crate::metrics::Metrics;
+use crate::writer::AuditWriter;
+
+/// What handlers share. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The one write door.
+    pub writer: AuditWriter,
+    /// Queries, verification and the pool's health.
+    pub store: ReadStore,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+    /// Settings in force.
+    pub settings: Arc<Settings>,
+    /// Whether the service accepts traffic.
+    pub readiness: Arc<Readiness>,
+}

@@ -1,0 +1,66 @@
+//! [`AuditWriter`]: the one door every write goes through.
+//!
+//! It takes one event or a batch and decides how to commit it: a single event joins the group
+//! commit ([`crate::workers::group_commit`]), which coalesces concurrent single writes into one
+//! transaction; a batch is already a group and is written in its own transaction. Either way the
+//! answer comes only after the commit, and the write is counted in the metrics here, once.
+//! Request handlers hold an `AuditWriter` and a [`crate::db::ReadStore`], never the store's
+//! write methods.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use datastorage_api::ValidatedEvent;
+
+use crate::db::{DbError, Store, WriteOutcome};
+use crate::metrics::Metrics;
+use crate::workers::group_commit::GroupCommit;
+
+/// The write door. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AuditWriter {
+    store: Store,
+    group: GroupCommit,
+    metrics: Arc<Metrics>,
+}
+
+impl AuditWriter {
+    /// Starts the group commit on `store`; groups and batches hold at most `max_group` events.
+    pub fn start(store: Store, max_group: usize, metrics: Arc<Metrics>) -> Self {
+        Self {
+            group: GroupCommit::start(store.clone(), max_group),
+            store,
+            metrics,
+        }
+    }
+
+    /// Writes one event; returns once the group holding it has committed.
+    #[tracing::instrument(skip_all, fields(correlation_id = %event.correlation_id))]
+    pub async fn write_one(&self, event: ValidatedEvent) -> Result<WriteOutcome, DbError> {
+        let start = Instant::now();
+        let category = event.event_category.as_str();
+        let outcome = self.group.write(event).await?;
+        let written = (!outcome.replayed).then_some(category);
+        self.metrics
+            .observe_write("single", written, start.elapsed().as_secs_f64());
+        Ok(outcome)
+    }
+
+    /// Writes a batch atomically, in order; every event gets an outcome in input order.
+    #[tracing::instrument(skip_all, fields(events = events.len()))]
+    pub async fn write_batch(
+        &self,
+        events: &[ValidatedEvent],
+    ) -> Result<Vec<WriteOutcome>, DbError> {
+        let start = Instant::now();
+        let outcomes = self.store.insert_events(events, &|| false).await?;
+        let categories = events
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, o)| !o.replayed)
+            .map(|(e, _)| e.event_category.as_str());
+        self.metrics
+            .observe_write("batch", categories, start.elapsed().as_secs_f64());
+        Ok(outcomes)
+    }
+}
