@@ -1,10 +1,14 @@
 //! The policy: what turns a finding into a violation, and how the allowlist suppresses one.
 //!
 //! Rules: only production findings can be violations. A connection in production code is a
-//! violation for every non-owner service that contains it. A hard-coded pool value is a
-//! violation wherever it is in production code or deploy YAML, owners included: the owner is
-//! allowed to connect, not to hard-code. An allowlist entry suppresses a violation (it stays in
-//! the report, with its reason) when its path, and its `rule` and `line` if given, match.
+//! violation for every non-owner service that contains it; a Kubernetes workload given database
+//! credentials counts as a connection of the service it is attributed to (see
+//! [`crate::workloads`]). A hard-coded pool value is a violation wherever it is in production
+//! code or deploy YAML, owners included: the owner is allowed to connect, not to hard-code. A
+//! value from configuration with a literal fallback (`config.X || 20`) is a warning, not a
+//! violation. The capacity rule (`pool-exceeds-max-connections`) is checked across files by
+//! [`crate::capacity`]. An allowlist entry suppresses a violation or warning (it stays in the
+//! report, with its reason) when its path, and its `rule` and `line` if given, match.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,14 +28,40 @@ pub enum ViolationRule {
     HardcodedPoolSetting,
     /// A Kubernetes manifest or Helm template hard-codes a pool value instead of using values.
     HardcodedDeployPoolValue,
+    /// The owner's replicas × pool size exceeds PostgreSQL's usable `max_connections`.
+    PoolExceedsMaxConnections,
+    /// A pool setting comes from configuration but falls back to a literal (a warning).
+    LiteralPoolFallback,
+}
+
+/// How serious a rule is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Severity {
+    /// Fails the run.
+    Error,
+    /// Reported, never fails the run.
+    Warning,
+}
+
+impl Severity {
+    /// The SARIF level.
+    pub fn sarif_level(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+    }
 }
 
 impl ViolationRule {
     /// Every rule, in report order.
-    pub const ALL: [ViolationRule; 3] = [
+    pub const ALL: [ViolationRule; 5] = [
         ViolationRule::NonOwnerConnection,
         ViolationRule::HardcodedPoolSetting,
         ViolationRule::HardcodedDeployPoolValue,
+        ViolationRule::PoolExceedsMaxConnections,
+        ViolationRule::LiteralPoolFallback,
     ];
 
     /// The stable identifier used in configs, JSON and SARIF.
@@ -40,6 +70,16 @@ impl ViolationRule {
             ViolationRule::NonOwnerConnection => "non-owner-connection",
             ViolationRule::HardcodedPoolSetting => "hardcoded-pool-setting",
             ViolationRule::HardcodedDeployPoolValue => "hardcoded-deploy-pool-value",
+            ViolationRule::PoolExceedsMaxConnections => "pool-exceeds-max-connections",
+            ViolationRule::LiteralPoolFallback => "literal-pool-fallback",
+        }
+    }
+
+    /// Errors fail the run; warnings are reported only.
+    pub fn severity(self) -> Severity {
+        match self {
+            ViolationRule::LiteralPoolFallback => Severity::Warning,
+            _ => Severity::Error,
         }
     }
 
@@ -60,6 +100,12 @@ impl ViolationRule {
             ViolationRule::HardcodedDeployPoolValue => {
                 "Connection-pool value hard-coded in a manifest or Helm template"
             }
+            ViolationRule::PoolExceedsMaxConnections => {
+                "Owner replicas times pool size exceed PostgreSQL max_connections"
+            }
+            ViolationRule::LiteralPoolFallback => {
+                "Connection-pool setting from configuration falls back to a hard-coded literal"
+            }
         }
     }
 
@@ -75,7 +121,34 @@ impl ViolationRule {
             ViolationRule::HardcodedDeployPoolValue => {
                 "Reference a values file instead (e.g. `{{ .Values.database.maxOpenConns }}`); values*.yaml is where per-environment numbers belong."
             }
+            ViolationRule::PoolExceedsMaxConnections => {
+                "Every replica opens up to maxOpenConns connections: keep replicas (or the HPA's maxReplicas) × maxOpenConns at or below max_connections − superuser_reserved_connections, or put a pooler (PgBouncer) in front of PostgreSQL."
+            }
+            ViolationRule::LiteralPoolFallback => {
+                "The value is configurable, but an unset configuration silently falls back to the literal. Make the setting required, or make sure every deployment sets it."
+            }
         }
+    }
+}
+
+/// A further piece of evidence of a violation (for the capacity rule: the replicas and the
+/// PostgreSQL setting).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Related {
+    /// Path relative to the scanned root.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// What the location shows (`replicas 3`, `max_connections 100`).
+    pub what: String,
+    /// The line, trimmed and shortened.
+    pub snippet: String,
+}
+
+impl Related {
+    /// `file:line`.
+    pub fn location(&self) -> String {
+        format!("{}:{}", self.file, self.line)
     }
 }
 
@@ -93,6 +166,9 @@ pub struct Violation {
     /// Set when an allowlist entry suppresses the violation: that entry's reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_reason: Option<String>,
+    /// Further evidence (other `file:line` locations the verdict rests on).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub related: Vec<Related>,
 }
 
 impl Violation {
@@ -103,7 +179,9 @@ impl Violation {
 }
 
 /// Applies the policy to every finding. `services_of(finding)` returns, for a finding, the
-/// names of the services whose files contain it and whether each is an owner.
+/// names of the services whose files contain it (for a workload finding: the service it is
+/// attributed to) and whether each is an owner. Returns violations and warnings together; see
+/// [`ViolationRule::severity`].
 pub fn evaluate<'a>(
     findings: impl IntoIterator<Item = &'a Finding>,
     services_of: impl Fn(&Finding) -> Vec<(String, bool)>,
@@ -125,11 +203,18 @@ pub fn evaluate<'a>(
                 if non_owners.is_empty() {
                     continue;
                 }
-                let msg = format!(
-                    "{} opens a database connection ({}) but is not a database owner",
-                    non_owners.join(", "),
-                    f.technology
-                );
+                let msg = match &f.workload {
+                    Some(w) => format!(
+                        "{} ({w}) is given database credentials ({}) but is not a database owner",
+                        non_owners.join(", "),
+                        f.setting.as_deref().unwrap_or("?")
+                    ),
+                    None => format!(
+                        "{} opens a database connection ({}) but is not a database owner",
+                        non_owners.join(", "),
+                        f.technology
+                    ),
+                };
                 (ViolationRule::NonOwnerConnection, non_owners, msg)
             }
             FindingKind::PoolSetting if f.is_literal_setting() => {
@@ -146,30 +231,52 @@ pub fn evaluate<'a>(
                     (ViolationRule::HardcodedPoolSetting, services, msg)
                 }
             }
+            FindingKind::PoolSetting if f.has_literal_fallback() => {
+                let services = services_of(f).into_iter().map(|(n, _)| n).collect();
+                let msg = format!(
+                    "{} comes from configuration ({}) but falls back to the literal {}",
+                    f.setting.as_deref().unwrap_or("pool setting"),
+                    f.value.as_deref().unwrap_or("?"),
+                    f.fallback.as_deref().unwrap_or("?")
+                );
+                (ViolationRule::LiteralPoolFallback, services, msg)
+            }
             _ => continue,
         };
-        let allowed_reason = allowlist.iter().enumerate().find_map(|(i, (entry, pat))| {
-            let hit = pat.matches(&f.file)
-                && entry.rule.as_deref().is_none_or(|r| r == rule.id())
-                && entry.line.is_none_or(|l| l == f.line);
-            if hit {
-                if let Some(u) = used_entries.get_mut(i) {
-                    *u = true;
-                }
-                Some(entry.reason.clone())
-            } else {
-                None
-            }
-        });
+        let allowed_reason = allowed(allowlist, used_entries, rule, &f.file, f.line);
         out.push(Violation {
             rule,
             services,
             finding: f.clone(),
             message,
             allowed_reason,
+            related: Vec::new(),
         });
     }
     out
+}
+
+/// The reason of the first allowlist entry matching `rule` at `file:line` (marking it used).
+pub fn allowed(
+    allowlist: &[(AllowEntry, PathPattern)],
+    used_entries: &mut [bool],
+    rule: ViolationRule,
+    file: &str,
+    line: usize,
+) -> Option<String> {
+    allowlist.iter().enumerate().find_map(|(i, (entry, pat))| {
+        let hit = pat.matches(file)
+            && entry.rule.as_deref().is_none_or(|r| r == rule.id())
+            && entry.line.is_none_or(|l| l == line);
+        if hit {
+            if let Some(u) = used_entries.get_mut(i) {
+                *u = true;
+            }
+            Some(entry.reason.clone())
+        } else {
+            None
+        }
+    })
 }
 
 #[cfg(test)]
@@ -192,6 +299,9 @@ mod tests {
             setting: source.map(|_| "SetMaxOpenConns".into()),
             value: source.map(|_| "25".into()),
             value_source: source,
+            fallback: None,
+            workload: None,
+            service: None,
         }
     }
 
@@ -234,6 +344,21 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn a_literal_fallback_is_a_warning_not_a_violation() {
+        let mut f = finding(
+            FindingKind::PoolSetting,
+            Category::Production,
+            Some(ValueSource::Config),
+        );
+        f.fallback = Some("20".into());
+        let v = evaluate([&f], |_| vec![("api".into(), false)], &[], &mut []);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].rule, ViolationRule::LiteralPoolFallback);
+        assert_eq!(v[0].rule.severity(), Severity::Warning);
+        assert!(v[0].message.contains("falls back to the literal 20"));
     }
 
     #[test]

@@ -401,7 +401,9 @@ fn sarif_output_is_sarif_2_1_0_with_rules_results_and_regions() {
         [
             "non-owner-connection",
             "hardcoded-pool-setting",
-            "hardcoded-deploy-pool-value"
+            "hardcoded-deploy-pool-value",
+            "pool-exceeds-max-connections",
+            "literal-pool-fallback"
         ]
     );
     let results = run0["results"].as_array().unwrap();

@@ -1,6 +1,9 @@
 //! Helpers for the end-to-end tests: run the real `pooltriage` binary on fixtures (or on copies
 //! of them in temporary directories) and read its output back as typed values.
 
+// Shared by several test crates; each uses a subset.
+#![allow(dead_code)]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
