@@ -24,9 +24,10 @@ use crate::config::{AllowEntry, PathPattern};
 use crate::deploy::is_max_pool_key;
 use crate::finding::Finding;
 use crate::k8s::{resolve_number, K8sObject, PgSetting};
-use crate::policy::{allowed, Related, Violation, ViolationRule};
+use crate::policy::allowed;
 use crate::scan::ScannedFile;
 use crate::services::Service;
+use crate::violation::{Related, Violation, ViolationRule};
 use crate::workloads::Attributor;
 
 /// PostgreSQL's default `superuser_reserved_connections`.

@@ -13,6 +13,8 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+use crate::names::words;
+
 /// Where a finding lives, which decides whether it can be a violation.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
@@ -95,23 +97,7 @@ fn is_test_file_name(name: &str) -> bool {
 /// `sample(s)` in the name, split at separators and camelCase (`monitoring-example.yaml`,
 /// `config.sample.yaml`, `SampleConfig.java`), but not `sampler.go` or `counterexample.go`.
 fn is_example_file_name(name: &str) -> bool {
-    let mut words: Vec<String> = Vec::new();
-    let mut cur = String::new();
-    let mut prev_lower = false;
-    for c in name.chars() {
-        if !c.is_ascii_alphanumeric() {
-            words.push(std::mem::take(&mut cur));
-            prev_lower = false;
-            continue;
-        }
-        if c.is_ascii_uppercase() && prev_lower {
-            words.push(std::mem::take(&mut cur));
-        }
-        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
-        cur.push(c.to_ascii_lowercase());
-    }
-    words.push(cur);
-    words
+    words(name)
         .iter()
         .any(|w| matches!(w.as_str(), "example" | "examples" | "sample" | "samples"))
 }

@@ -14,6 +14,8 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
+use crate::k8s::Document;
+use crate::names::normalize_name;
 use crate::value::{classify_yaml_scalar_with_fallback, ValueSource};
 
 /// Name endings (lower-case, separators removed) that identify a connection-pool setting.
@@ -94,13 +96,6 @@ pub struct YamlHit {
     pub fallback: Option<String>,
 }
 
-fn normalise_key(key: &str) -> String {
-    key.chars()
-        .filter(char::is_ascii_alphanumeric)
-        .map(|c| c.to_ascii_lowercase())
-        .collect()
-}
-
 fn ends_with_key(norm: &str, endings: &[&str]) -> bool {
     std::iter::once(norm)
         .chain(UNIT_SUFFIXES.iter().filter_map(|u| norm.strip_suffix(u)))
@@ -111,13 +106,13 @@ fn ends_with_key(norm: &str, endings: &[&str]) -> bool {
 /// in a known pool key, optionally followed by a unit suffix (`DB_MAX_OPEN_CONNS`,
 /// `conn_max_lifetime_minutes`, `connMaxIdleTimeSeconds`).
 pub fn is_pool_key(key: &str) -> bool {
-    ends_with_key(&normalise_key(key), POOL_KEY_ENDINGS)
+    ends_with_key(&normalize_name(key), POOL_KEY_ENDINGS)
 }
 
 /// True when a pool key caps the pool's size (`maxOpenConns`, `DB_MAX_CONNECTIONS`,
 /// `poolSize`, `maximumPoolSize`), as opposed to idle counts and timeouts.
 pub fn is_max_pool_key(key: &str) -> bool {
-    let norm = normalise_key(key);
+    let norm = normalize_name(key);
     MAX_POOL_KEY_ENDINGS.iter().any(|e| norm.ends_with(e))
 }
 
@@ -133,21 +128,14 @@ pub fn is_values_file(rel_path: &str) -> bool {
 }
 
 /// True for files under a `templates/` directory (Helm charts).
-pub fn is_helm_template(rel_path: &str) -> bool {
+fn is_helm_template(rel_path: &str) -> bool {
     rel_path.split('/').any(|c| c == "templates")
 }
 
-/// The 1-based, inclusive line ranges of a YAML file that are deploy YAML: the whole file for a
-/// Helm template, otherwise the documents that are Kubernetes objects; none for values files.
-pub fn deploy_ranges(rel_path: &str, text: &str) -> Vec<(usize, usize)> {
-    if is_values_file(rel_path) {
-        return Vec::new();
-    }
-    ranges_of(rel_path, text, &crate::k8s::documents(text))
-}
-
-/// [`deploy_ranges`] from documents already split by [`crate::k8s::documents`].
-pub fn ranges_of(rel_path: &str, text: &str, docs: &[crate::k8s::Document]) -> Vec<(usize, usize)> {
+/// The 1-based, inclusive line ranges of a YAML file that are deploy YAML: none for a values
+/// file, the whole file for a Helm template, otherwise the documents of `docs` (the file split
+/// by [`crate::k8s::documents`]) that are Kubernetes objects.
+pub fn ranges(rel_path: &str, text: &str, docs: &[Document]) -> Vec<(usize, usize)> {
     if is_values_file(rel_path) {
         return Vec::new();
     }
@@ -158,12 +146,6 @@ pub fn ranges_of(rel_path: &str, text: &str, docs: &[crate::k8s::Document]) -> V
         .filter(|d| d.kubernetes)
         .map(|d| (d.first_line, d.last_line))
         .collect()
-}
-
-/// True when a YAML file is a Helm template or holds a Kubernetes object (and is not a values
-/// file).
-pub fn is_deploy_yaml(rel_path: &str, text: &str) -> bool {
-    !deploy_ranges(rel_path, text).is_empty()
 }
 
 static KEY: LazyLock<Regex> = LazyLock::new(|| {
@@ -193,13 +175,9 @@ fn is_scalar(value: &str) -> bool {
         || v.starts_with("{{")
 }
 
-/// Scans the code view of a deploy YAML file (comments already blanked) for pool values.
-pub fn scan_yaml(code: &str) -> Vec<YamlHit> {
-    scan_yaml_ranges(code, &[(1, code.lines().count().max(1))])
-}
-
-/// Like [`scan_yaml`], restricted to the given 1-based inclusive line ranges.
-pub fn scan_yaml_ranges(code: &str, ranges: &[(usize, usize)]) -> Vec<YamlHit> {
+/// Scans the code view of a YAML file (comments already blanked) for pool values, within the
+/// given 1-based inclusive line ranges (see [`ranges`]).
+pub fn scan(code: &str, ranges: &[(usize, usize)]) -> Vec<YamlHit> {
     let lines: Vec<&str> = code.lines().collect();
     let mut hits = Vec::new();
     for (idx, line) in lines.iter().enumerate() {
@@ -297,6 +275,20 @@ fn hit(idx: usize, col: usize, setting: &str, value: &str) -> YamlHit {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::k8s::documents;
+
+    /// Scans a whole file as deploy YAML.
+    fn scan_yaml(code: &str) -> Vec<YamlHit> {
+        scan(code, &[(1, usize::MAX)])
+    }
+
+    fn deploy_ranges(rel_path: &str, text: &str) -> Vec<(usize, usize)> {
+        ranges(rel_path, text, &documents(text))
+    }
+
+    fn is_deploy_yaml(rel_path: &str, text: &str) -> bool {
+        !deploy_ranges(rel_path, text).is_empty()
+    }
 
     #[test]
     fn pool_keys_match_in_any_spelling_but_not_server_max_connections() {
@@ -351,7 +343,7 @@ data:
   DB_MAX_OPEN_CONNS: \"20\"
 ";
         assert_eq!(deploy_ranges("config/app.yaml", text), [(6, 11)]);
-        let lines: Vec<usize> = scan_yaml_ranges(text, &deploy_ranges("config/app.yaml", text))
+        let lines: Vec<usize> = scan(text, &deploy_ranges("config/app.yaml", text))
             .iter()
             .map(|h| h.line)
             .collect();

@@ -15,6 +15,8 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_norway::Value;
 
+use crate::names::normalize_name;
+
 /// One YAML document of a file.
 #[derive(Debug, Clone)]
 pub struct Document {
@@ -35,8 +37,6 @@ pub struct Scalar {
     pub raw: String,
     /// 1-based line.
     pub line: usize,
-    /// 1-based column of the value.
-    pub column: usize,
 }
 
 /// An environment variable of a container that carries database credentials.
@@ -186,14 +186,9 @@ fn neutralise_templates(body: &str) -> String {
         .join("\n")
 }
 
-/// The Kubernetes objects of a YAML file. `code` is the file's code view (comments blanked), so
-/// values read from lines carry no trailing comments.
-pub fn objects(code: &str) -> Vec<K8sObject> {
-    objects_of(&documents(code), code)
-}
-
-/// [`objects`] from documents already split by [`documents`].
-pub fn objects_of(docs: &[Document], code: &str) -> Vec<K8sObject> {
+/// The Kubernetes objects among a YAML file's documents (split by [`documents`]). `code` is the
+/// file's code view (comments blanked), so values read from lines carry no trailing comments.
+pub fn objects(docs: &[Document], code: &str) -> Vec<K8sObject> {
     let lines: Vec<&str> = code.lines().collect();
     docs.iter()
         .filter_map(|d| {
@@ -272,11 +267,9 @@ fn object(v: &Value, lines: &[&str], first: usize, last: usize) -> K8sObject {
     let find_scalar = |re: &Regex| -> Option<Scalar> {
         (first..=last).find_map(|i| {
             let caps = re.captures(doc(i))?;
-            let m = caps.get(2)?;
             Some(Scalar {
-                raw: m.as_str().to_string(),
+                raw: caps.get(2)?.as_str().to_string(),
                 line: i,
-                column: m.start() + 1,
             })
         })
     };
@@ -437,84 +430,6 @@ fn push_unique(v: &mut Vec<String>, s: String) {
     }
 }
 
-/// Splits a name into lower-case words at separators and camelCase boundaries.
-pub fn words(name: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut prev_lower = false;
-    for c in name.chars() {
-        if !c.is_ascii_alphanumeric() {
-            if !cur.is_empty() {
-                out.push(std::mem::take(&mut cur));
-            }
-            prev_lower = false;
-            continue;
-        }
-        if c.is_ascii_uppercase() && prev_lower && !cur.is_empty() {
-            out.push(std::mem::take(&mut cur));
-        }
-        prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
-        cur.push(c.to_ascii_lowercase());
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
-}
-
-/// Words that say what kind of thing a name is rather than which service it is.
-const NOISE_WORDS: &[&str] = &[
-    "service",
-    "services",
-    "svc",
-    "server",
-    "deployment",
-    "deploy",
-    "statefulset",
-    "daemonset",
-    "job",
-    "cronjob",
-    "controller",
-    "api",
-    "app",
-    "schema",
-    "init",
-    "migration",
-    "migrations",
-    "migrate",
-    "migrator",
-    "db",
-    "database",
-    "config",
-    "configmap",
-    "cm",
-    "secret",
-    "secrets",
-    "hpa",
-    "pdb",
-    "tpl",
-];
-
-/// The comparison key of a name: words without the noise words, joined, a final plural `s`
-/// dropped (`webhook-service` and `webhooks` → `webhook`; `data-storage-schema-init` →
-/// `datastorage`). Falls back to all words when only noise remains (`api`).
-pub fn identity_key(name: &str) -> String {
-    let all = words(name);
-    let kept: Vec<&String> = all
-        .iter()
-        .filter(|w| !NOISE_WORDS.contains(&w.as_str()))
-        .collect();
-    let mut key: String = if kept.is_empty() {
-        all.concat()
-    } else {
-        kept.into_iter().map(String::as_str).collect()
-    };
-    if key.len() > 3 && key.ends_with('s') && !key.ends_with("ss") {
-        key.pop();
-    }
-    key
-}
-
 /// A PostgreSQL server setting declared in the repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgSetting {
@@ -524,8 +439,6 @@ pub struct PgSetting {
     pub value: u64,
     /// 1-based line.
     pub line: usize,
-    /// 1-based column of the setting's name.
-    pub column: usize,
 }
 
 /// Finds PostgreSQL's server-side `max_connections` and `superuser_reserved_connections` in the
@@ -560,32 +473,28 @@ pub fn postgres_settings(rel_path: &str, code: &str) -> Vec<PgSetting> {
     });
     let lines: Vec<&str> = code.lines().collect();
     let mut out = Vec::new();
-    let mut push = |name: &str, value: &str, line: usize, column: usize| {
+    let mut push = |name: &str, value: &str, line: usize| {
         if let Ok(value) = value.parse() {
             out.push(PgSetting {
                 name: name.to_ascii_lowercase(),
                 value,
                 line,
-                column,
             });
         }
     };
     let path_says_postgres = rel_path.to_ascii_lowercase().contains("postgres");
     for (i, line) in lines.iter().enumerate() {
         if let Some(c) = CONF_OR_FLAG.captures(line) {
-            let m = c.get(1).expect("group 1");
-            push(m.as_str(), &c[2], i + 1, m.start() + 1);
+            push(&c[1], &c[2], i + 1);
             continue;
         }
         if let Some(c) = ENV_KEY.captures(line) {
-            let m = c.get(1).expect("group 1");
-            push(&c[2], &c[3], i + 1, m.start() + 1);
+            push(&c[2], &c[3], i + 1);
             continue;
         }
         if let Some(c) = ENV_NAME.captures(line) {
             if let Some(v) = lines.get(i + 1).and_then(|l| ENV_VALUE.captures(l)) {
-                let m = c.get(1).expect("group 1");
-                push(&c[2], &v[1], i + 1, m.start() + 1);
+                push(&c[2], &v[1], i + 1);
             }
             continue;
         }
@@ -597,11 +506,7 @@ pub fn postgres_settings(rel_path: &str, code: &str) -> Vec<PgSetting> {
                 k.contains("postgres") || k == "parameters" || k == "pgparameters"
             }) || (ancestors.is_empty() && path_says_postgres);
             let client_sibling = siblings.iter().any(|s| {
-                let k: String = s
-                    .chars()
-                    .filter(char::is_ascii_alphanumeric)
-                    .collect::<String>()
-                    .to_ascii_lowercase();
+                let k = normalize_name(s);
                 [
                     "host", "hostname", "port", "user", "username", "password", "dsn", "url",
                     "sslmode", "dbname",
@@ -615,8 +520,7 @@ pub fn postgres_settings(rel_path: &str, code: &str) -> Vec<PgSetting> {
                 &c[2]
             };
             if server_section && !client_sibling {
-                let m = c.get(2).expect("group 2");
-                push(name, &c[3], i + 1, m.start() + 1);
+                push(name, &c[3], i + 1);
             }
         }
     }
@@ -717,6 +621,11 @@ pub fn resolve_number(raw: &str, values: Option<&Value>) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::names::identity_key;
+
+    fn objects_in(text: &str) -> Vec<K8sObject> {
+        objects(&documents(text), text)
+    }
 
     #[test]
     fn each_document_is_judged_on_its_own() {
@@ -758,7 +667,7 @@ spec:
         - name: datastorage
           image: \"kubernaut/datastorage:{{ .Chart.Version }}\"
 ";
-        let objs = objects(text);
+        let objs = objects_in(text);
         assert_eq!(objs.len(), 1);
         assert_eq!(objs[0].kind, "Deployment");
         assert_eq!(
@@ -811,7 +720,7 @@ spec:
             - name: POSTGRES_PASSWORD
               value: secret
 ";
-        let objs = objects(text);
+        let objs = objects_in(text);
         let web = &objs[0];
         assert_eq!(web.credentials.len(), 1);
         assert_eq!(web.credentials[0].name, "DB_PASSWORD");
@@ -836,15 +745,6 @@ spec:
         for n in ["DB_HOST", "REDIS_PASSWORD", "DB_MAX_OPEN_CONNS", "PASSWORD"] {
             assert!(!is_credential_env(n), "{n}");
         }
-    }
-
-    #[test]
-    fn identity_keys_ignore_kind_words_and_plurals() {
-        assert_eq!(identity_key("webhook-service"), identity_key("webhooks"));
-        assert_eq!(identity_key("data-storage-schema-init"), "datastorage");
-        assert_eq!(identity_key("DataStorage"), "datastorage");
-        assert_eq!(identity_key("holmesgpt-api"), "holmesgpt");
-        assert_eq!(identity_key("api"), "api");
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //! The pipeline is: load `.pooltriage.yaml` ([`config`]) → walk and scan the tree in parallel
 //! ([`scan`], using [`rules`], [`lang`], [`value`], [`deploy`], [`k8s`] and [`category`]) →
 //! detect services and their file sets ([`services`]) → attribute Kubernetes workloads to them
-//! ([`workloads`]) → apply the policy ([`policy`], [`capacity`]) → build a [`report::Report`] →
-//! render it ([`output`]). [`triage`] runs the whole pipeline; the binary
-//! only parses arguments, writes the rendered report and maps the result to an exit code.
+//! ([`workloads`]) → apply the policy ([`policy`], [`capacity`]; results are [`violation`]s) →
+//! build a [`report::Report`] → render it ([`output`]). Names are compared by [`names`].
+//! [`triage`] runs the whole pipeline; the binary only parses arguments, writes the rendered
+//! report and maps the result to an exit code.
 
 pub mod capacity;
 pub mod category;
@@ -15,6 +16,7 @@ pub mod deploy;
 pub mod finding;
 pub mod k8s;
 pub mod lang;
+pub mod names;
 pub mod output;
 pub mod policy;
 pub mod report;
@@ -22,6 +24,7 @@ pub mod rules;
 pub mod scan;
 pub mod services;
 pub mod value;
+pub mod violation;
 pub mod workloads;
 
 use std::path::{Path, PathBuf};

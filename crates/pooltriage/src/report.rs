@@ -10,12 +10,14 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::category::Category;
-use crate::config::{normalize_name, Resolved};
+use crate::config::Resolved;
 use crate::finding::Finding;
-use crate::policy::{self, Severity, Violation, ViolationRule};
+use crate::names::normalize_name;
+use crate::policy;
 use crate::rules::FindingKind;
 use crate::scan::{FileStatus, ScannedFile};
 use crate::services::{DetectedBy, Service};
+use crate::violation::{Severity, Violation, ViolationRule};
 
 /// Exit code when no active violation was found.
 pub const EXIT_CLEAN: u8 = 0;

@@ -322,8 +322,8 @@ pub fn scan_text(file: &mut ScannedFile, lang: Language, text: &str, clients: &[
         } else {
             k8s::documents(&views.code)
         };
-        let ranges = deploy::ranges_of(&file.path, &views.code, &docs);
-        for hit in deploy::scan_yaml_ranges(&views.code, &ranges) {
+        let ranges = deploy::ranges(&file.path, &views.code, &docs);
+        for hit in deploy::scan(&views.code, &ranges) {
             findings.push(Finding {
                 detector: "yaml/pool-value".to_string(),
                 kind: FindingKind::PoolSetting,
@@ -343,7 +343,7 @@ pub fn scan_text(file: &mut ScannedFile, lang: Language, text: &str, clients: &[
                 service: None,
             });
         }
-        file.k8s = k8s::objects_of(&docs, &views.code);
+        file.k8s = k8s::objects(&docs, &views.code);
         for obj in &file.k8s {
             if let Some(f) = credential_finding(&file.path, file.category, obj, text, &lines) {
                 findings.push(f);

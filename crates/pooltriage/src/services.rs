@@ -19,8 +19,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::category::{classify_dir, Category};
-use crate::config::{normalize_name, PathPattern, Resolved};
+use crate::config::{PathPattern, Resolved};
 use crate::lang::Language;
+use crate::names::{normalize_name, words};
 use crate::scan::ScannedFile;
 
 /// How a service was found.
@@ -407,12 +408,12 @@ fn dockerfile_variant(name: &str) -> Option<Vec<String>> {
         }
         if let Some(rest) = lower.strip_prefix(base) {
             if rest.starts_with(['.', '-', '_']) {
-                return Some(crate::k8s::words(rest));
+                return Some(words(rest));
             }
         }
         if let Some(rest) = lower.strip_suffix(base) {
             if rest.ends_with(['.', '-', '_']) {
-                return Some(crate::k8s::words(rest));
+                return Some(words(rest));
             }
         }
     }

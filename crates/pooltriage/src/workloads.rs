@@ -5,15 +5,15 @@
 //! `k8s-app` labels, `metadata.name`, container names, image names) are compared with the owner
 //! names first and then with the detected services, ignoring case, separators, kind words and a
 //! plural `s` (`data-storage-service` is `datastorage`, `webhook-service` is `webhooks`; see
-//! [`crate::k8s::identity_key`]). When no identity matches, the manifest's directory and file
+//! [`crate::names::identity_key`]). When no identity matches, the manifest's directory and file
 //! name are tried the same way, then a service whose files contain the manifest, then the one
 //! service covering the whole repository. Anything else is not attributed: a long-running
 //! workload is then its own (non-owner) service, named after its first identity, and a Job is
 //! reported as unattributed.
 
-use crate::config::normalize_name;
 use crate::finding::Finding;
-use crate::k8s::{identity_key, K8sObject};
+use crate::k8s::K8sObject;
+use crate::names::{identity_key, normalize_name};
 use crate::scan::ScannedFile;
 use crate::services::Service;
 

@@ -8,9 +8,9 @@ use std::collections::BTreeSet;
 
 use helpers::{active_violations, fixture, json_report, line_of, pooltriage};
 use pooltriage::category::Category;
-use pooltriage::policy::ViolationRule;
 use pooltriage::report::Verdict;
 use pooltriage::services::DetectedBy;
+use pooltriage::violation::ViolationRule;
 
 type Row = (String, String, usize, Vec<String>);
 

@@ -8,10 +8,10 @@ use std::fmt::Write as _;
 
 use crate::category::Category;
 use crate::finding::Finding;
-use crate::policy::{Violation, ViolationRule};
 use crate::report::{Report, ServiceReport, Verdict};
 use crate::rules::FindingKind;
 use crate::value::ValueSource;
+use crate::violation::{Violation, ViolationRule};
 
 /// How many evidence lines a single cell or list shows before summarising the rest.
 const MAX_INLINE: usize = 5;

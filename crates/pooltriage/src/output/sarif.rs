@@ -5,8 +5,8 @@
 
 use serde_json::{json, Value};
 
-use crate::policy::ViolationRule;
 use crate::report::Report;
+use crate::violation::ViolationRule;
 
 /// The SARIF schema URI written into every log.
 pub const SARIF_SCHEMA: &str = "https://json.schemastore.org/sarif-2.1.0.json";
