@@ -58,8 +58,9 @@ pub fn classify_expr(expr: &str) -> ValueSource {
 /// `Number(config.X) || 20`, `config.X ?? 20`, Python `settings.x or 20`,
 /// `os.getenv("X", "20")`, `.get("x", 20)`, Rust `.unwrap_or(20)` / `.unwrap_or_else(|| 20)`,
 /// Java `.orElse(20)` / `.getOrDefault(k, 20)`, Go `cmp.Or(cfg.X, 20)`, and helpers whose name
-/// says default (`getEnvOrDefault("X", 20)`). Single-argument conversions around such an
-/// expression (`int(os.getenv("X", "20"))`) are looked through.
+/// says default (`getEnvOrDefault("X", 20)`). Conversions around such an expression are looked
+/// through when their other arguments are literals (`int(os.getenv("X", "20"))`,
+/// `parseInt(process.env.X || "20", 10)`).
 pub fn classify_expr_with_fallback(expr: &str) -> (ValueSource, Option<String>) {
     let source = classify_expr(expr);
     if source == ValueSource::Literal {
@@ -83,14 +84,10 @@ fn literal_fallback(expr: &str, depth: usize) -> Option<String> {
     }
     // A call spanning the whole expression: `callee(args)`.
     let (callee, args) = whole_call(expr)?;
-    let method: String = callee
-        .chars()
-        .rev()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect::<String>()
+    let method = callee
+        .rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .next()
+        .unwrap_or("")
         .to_ascii_lowercase();
     let args = split_top_level_args(args);
     let fallbackish = matches!(
@@ -128,46 +125,59 @@ fn literal_fallback(expr: &str, depth: usize) -> Option<String> {
         }
         return None;
     }
-    if args.len() == 1 {
-        return literal_fallback(args[0].trim(), depth + 1);
+    // A conversion (`int(x)`, `parseInt(x, 10)`, `Duration::from_secs(x)`): its first argument.
+    let (first, rest) = args.split_first()?;
+    if rest.iter().all(|a| is_lit(a.trim())) {
+        return literal_fallback(first.trim(), depth + 1);
     }
     None
 }
 
-/// Splits at the last occurrence of any operator outside brackets and quotes.
-fn split_last_top_level<'a>(s: &'a str, ops: &[&str]) -> Option<(&'a str, &'a str)> {
-    let b = s.as_bytes();
+/// The bytes of `s` outside string literals (`"..."`, `'...'`, `` `...` ``, with backslash
+/// escapes), each with its byte index and the bracket depth before it: `(`, `[` and `{` open a
+/// level, their partners close one. An opening quote is yielded; the literal and its closing
+/// quote are not.
+fn unquoted(s: &str) -> impl Iterator<Item = (usize, u8, i32)> + '_ {
     let mut depth = 0i32;
     let mut quote: Option<u8> = None;
-    let mut found = None;
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
+    let mut escaped = false;
+    s.bytes().enumerate().filter_map(move |(i, c)| {
         if let Some(q) = quote {
-            if c == b'\\' {
-                i += 2;
-                continue;
-            }
-            if c == q {
+            if escaped {
+                escaped = false;
+            } else if c == b'\\' {
+                escaped = true;
+            } else if c == q {
                 quote = None;
             }
-            i += 1;
-            continue;
+            return None;
         }
+        let before = depth;
         match c {
             b'"' | b'\'' | b'`' => quote = Some(c),
             b'(' | b'[' | b'{' => depth += 1,
             b')' | b']' | b'}' => depth -= 1,
-            _ if depth == 0 => {
-                if let Some(op) = ops.iter().find(|op| s[i..].starts_with(**op)) {
-                    found = Some((i, op.len()));
-                    i += op.len();
-                    continue;
-                }
-            }
             _ => {}
         }
-        i += 1;
+        Some((i, c, before))
+    })
+}
+
+/// Splits at the last occurrence of any (ASCII) operator outside brackets and quotes.
+fn split_last_top_level<'a>(s: &'a str, ops: &[&str]) -> Option<(&'a str, &'a str)> {
+    let mut found = None;
+    let mut next = 0;
+    for (i, _, depth) in unquoted(s) {
+        if i < next || depth != 0 {
+            continue;
+        }
+        if let Some(op) = ops
+            .iter()
+            .find(|op| s.as_bytes()[i..].starts_with(op.as_bytes()))
+        {
+            found = Some((i, op.len()));
+            next = i + op.len();
+        }
     }
     found.map(|(at, len)| (&s[..at], &s[at + len..]))
 }
@@ -176,44 +186,18 @@ fn split_last_top_level<'a>(s: &'a str, ops: &[&str]) -> Option<(&'a str, &'a st
 /// parentheses.
 fn whole_call(s: &str) -> Option<(&str, &str)> {
     let s = s.trim();
+    let last = s.len().checked_sub(1)?;
     if !s.ends_with(')') {
         return None;
     }
-    let b = s.as_bytes();
-    let mut depth = 0i32;
-    let mut quote: Option<u8> = None;
     let mut open_at = None;
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        if let Some(q) = quote {
-            if c == b'\\' {
-                i += 2;
-                continue;
-            }
-            if c == q {
-                quote = None;
-            }
-            i += 1;
-            continue;
-        }
+    for (i, c, depth) in unquoted(s) {
         match c {
-            b'"' | b'\'' | b'`' => quote = Some(c),
-            b'(' => {
-                if depth == 0 {
-                    open_at = Some(i);
-                }
-                depth += 1;
-            }
-            b')' => {
-                depth -= 1;
-                if depth == 0 && i != b.len() - 1 {
-                    open_at = None; // `f(a).g` style: the last group decides
-                }
-            }
+            b'(' if depth == 0 => open_at = Some(i),
+            // `f(a).g(b)`: a group that closes before the end does not span the expression.
+            b')' if depth == 1 && i != last => open_at = None,
             _ => {}
         }
-        i += 1;
     }
     let open = open_at?;
     let callee = s[..open].trim_end();
@@ -222,50 +206,24 @@ fn whole_call(s: &str) -> Option<(&str, &str)> {
         .chars()
         .last()
         .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
-    valid.then(|| (callee, &s[open + 1..s.len() - 1]))
+    valid.then(|| (callee, &s[open + 1..last]))
 }
 
+/// The comma-separated arguments of a call (the text between its parentheses).
 fn split_top_level_args(s: &str) -> Vec<&str> {
+    if s.trim().is_empty() {
+        return Vec::new();
+    }
     let mut out = Vec::new();
-    let mut rest = s;
-    while let Some((a, b)) = split_first_top_level_comma(rest) {
-        out.push(a);
-        rest = b;
+    let mut start = 0;
+    for (i, c, depth) in unquoted(s) {
+        if c == b',' && depth == 0 {
+            out.push(&s[start..i]);
+            start = i + 1;
+        }
     }
-    if !rest.trim().is_empty() || !out.is_empty() {
-        out.push(rest);
-    }
+    out.push(&s[start..]);
     out
-}
-
-fn split_first_top_level_comma(s: &str) -> Option<(&str, &str)> {
-    let b = s.as_bytes();
-    let mut depth = 0i32;
-    let mut quote: Option<u8> = None;
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        if let Some(q) = quote {
-            if c == b'\\' {
-                i += 2;
-                continue;
-            }
-            if c == q {
-                quote = None;
-            }
-            i += 1;
-            continue;
-        }
-        match c {
-            b'"' | b'\'' | b'`' => quote = Some(c),
-            b'(' | b'[' | b'{' => depth += 1,
-            b')' | b']' | b'}' => depth -= 1,
-            b',' if depth == 0 => return Some((&s[..i], &s[i + 1..])),
-            _ => {}
-        }
-        i += 1;
-    }
-    None
 }
 
 /// Classifies a YAML scalar written in a manifest or Helm template. Templates (`{{ }}`) and
@@ -498,6 +456,36 @@ mod tests {
             assert_eq!(source, ValueSource::Config, "{raw}");
             assert_eq!(fallback.as_deref(), want, "{raw}");
         }
+    }
+
+    #[test]
+    fn fallbacks_are_found_inside_conversions_with_literal_arguments() {
+        // The usual Node idiom: the fallback sits inside parseInt, next to the radix.
+        let (source, fallback) =
+            classify_expr_with_fallback("parseInt(process.env.DB_POOL_MAX || \"10\", 10)");
+        assert_eq!(source, ValueSource::Config);
+        assert_eq!(fallback.as_deref(), Some("\"10\""));
+        assert_eq!(
+            classify_expr_with_fallback("Number.parseInt(cfg.max ?? 8, 10)").1,
+            Some("8".to_string())
+        );
+        // Other arguments that are not literals: not a conversion of the first one.
+        assert_eq!(
+            classify_expr_with_fallback("pick(cfg.max || 8, other)").1,
+            None
+        );
+    }
+
+    #[test]
+    fn non_ascii_expressions_do_not_panic() {
+        assert_eq!(
+            classify_expr_with_fallback("cfg.größe || 2"),
+            (ValueSource::Config, Some("2".to_string()))
+        );
+        assert_eq!(
+            classify_expr_with_fallback("größe(cfg.x, \"ü\")"),
+            (ValueSource::Config, None)
+        );
     }
 
     #[test]
