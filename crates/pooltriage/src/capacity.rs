@@ -7,7 +7,9 @@
 //! largest size-capping pool value (`maxOpenConns`, `DB_MAX_CONNECTIONS`, `poolSize`, ...; see
 //! [`crate::deploy::is_max_pool_key`]) found in deploy YAML in its own document or in a
 //! ConfigMap/Secret it reads (`envFrom`, `valueFrom`, volumes). Values may be literal or Helm
-//! `{{ .Values.x }}` references resolved from the chart's `values.yaml`. The limit is the
+//! `{{ .Values.x }}` references resolved from the chart's `values.yaml`; a template document
+//! wrapped in `{{- if .Values.x }}` whose `x` is unset or false there is not rendered and is
+//! ignored (the usual HPA behind `autoscaling.enabled: false`). The limit is the
 //! production PostgreSQL `max_connections` nearest to the workload's manifest (longest common
 //! directory; the smallest on a tie) minus `superuser_reserved_connections` declared in the same
 //! file (default 3). When replicas × pool size exceeds the limit the check reports a
@@ -23,7 +25,7 @@ use crate::category::Category;
 use crate::config::{AllowEntry, PathPattern};
 use crate::deploy::is_max_pool_key;
 use crate::finding::Finding;
-use crate::k8s::{resolve_number, K8sObject, PgSetting};
+use crate::k8s::{is_truthy, resolve_number, values_at, K8sObject, PgSetting};
 use crate::policy::allowed;
 use crate::scan::ScannedFile;
 use crate::services::Service;
@@ -40,10 +42,12 @@ struct Limit<'a> {
 }
 
 impl Limit<'_> {
+    fn reserved(&self) -> u64 {
+        self.reserved.map_or(DEFAULT_RESERVED, |r| r.value)
+    }
+
     fn usable(&self) -> u64 {
-        self.max
-            .value
-            .saturating_sub(self.reserved.map_or(DEFAULT_RESERVED, |r| r.value))
+        self.max.value.saturating_sub(self.reserved())
     }
 }
 
@@ -82,6 +86,7 @@ pub fn check(
         .iter()
         .filter(prod)
         .flat_map(|f| f.k8s.iter().map(move |o| (f, o)))
+        .filter(|(f, o)| rendered(o, f, &by_path))
         .collect();
     let attributor = Attributor::new(services, owners);
     let mut out = Vec::new();
@@ -115,7 +120,7 @@ pub fn check(
         if total <= usable {
             continue;
         }
-        let reserved = limit.reserved.map_or(DEFAULT_RESERVED, |r| r.value);
+        let reserved = limit.reserved();
         let setting = pool_finding.setting.as_deref().unwrap_or("pool size");
         let message = format!(
             "{}: {} ({}) × {setting} {pool} ({}) = {total} connections, more than PostgreSQL's max_connections {} − {reserved} reserved = {usable} ({}:{})",
@@ -166,13 +171,28 @@ pub fn check(
 
 type Charts<'a> = HashMap<&'a str, &'a ScannedFile>;
 
-/// The parsed `values.yaml` of the Helm chart a template belongs to.
+/// The parsed `values.yaml` of the Helm chart a template belongs to: the one next to the
+/// template's `templates/` directory.
 fn chart_values<'a>(charts: &Charts<'a>, f: &ScannedFile) -> Option<&'a Value> {
-    let (chart, _) = f.path.split_once("templates/")?;
+    let chart = if f.path.starts_with("templates/") {
+        ""
+    } else {
+        &f.path[..f.path.find("/templates/")? + 1]
+    };
     ["values.yaml", "values.yml"]
         .iter()
         .find_map(|n| charts.get(format!("{chart}{n}").as_str()))
         .and_then(|v| v.helm_values.as_ref())
+}
+
+/// False for a template document wrapped in `{{- if .Values.x }}` whose chart values leave `x`
+/// unset or false (the `helm create` HPA behind `autoscaling.enabled: false`): Helm does not
+/// render it. Without chart values the object is assumed rendered.
+fn rendered(o: &K8sObject, f: &ScannedFile, charts: &Charts<'_>) -> bool {
+    match (&o.condition, chart_values(charts, f)) {
+        (Some(path), Some(values)) => is_truthy(values_at(values, path)),
+        _ => true,
+    }
 }
 
 /// The replica count of `w`: an HPA's `maxReplicas`, `spec.replicas`, or 1.

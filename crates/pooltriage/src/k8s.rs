@@ -84,6 +84,9 @@ pub struct K8sObject {
     /// True when a Job/CronJob looks like a schema migration (name, labels, containers, image
     /// or command mention migrate/schema/flyway/liquibase/goose/dbmate/alembic/sqitch).
     pub migration: bool,
+    /// For a Helm template document wrapped in `{{- if .Values.a.b }}`: the values path (`a.b`)
+    /// that decides whether the object is rendered at all.
+    pub condition: Option<String>,
 }
 
 impl K8sObject {
@@ -202,6 +205,10 @@ static REPLICAS: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^(\s+)replicas:\s*(\S.*?)\s*$").expect("pattern compiles"));
 static MAX_REPLICAS: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^(\s+)maxReplicas:\s*(\S.*?)\s*$").expect("pattern compiles"));
+static IF_VALUES: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^\s*\{\{-?\s*if\s+\.Values\.([A-Za-z0-9_.-]+)\s*-?\}\}\s*$")
+        .expect("pattern compiles")
+});
 static KIND_LINE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^kind:").expect("pattern compiles"));
 static DB_SERVER_IMAGE: LazyLock<Regex> = LazyLock::new(|| {
@@ -244,12 +251,18 @@ fn object(v: &Value, lines: &[&str], first: usize, last: usize) -> K8sObject {
     let kind_line = (first..=last)
         .find(|&i| KIND_LINE.is_match(doc(i)))
         .unwrap_or(first);
+    let condition = (first..=last)
+        .map(doc)
+        .find(|l| !l.trim().is_empty())
+        .and_then(|l| IF_VALUES.captures(l))
+        .map(|c| c[1].to_string());
     let mut o = K8sObject {
         kind: kind.clone(),
         name: name.clone(),
         first_line: first,
         last_line: last,
         kind_line,
+        condition,
         ..K8sObject::default()
     };
     let spec = v.get("spec");
@@ -579,12 +592,31 @@ pub fn parse_values(text: &str) -> Option<Value> {
     serde_norway::from_str::<Value>(text).ok()
 }
 
+/// The value at a dotted path (`database.maxOpenConns`) of a chart's values.
+pub fn values_at<'a>(values: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(values, |cur, key| cur.get(key))
+}
+
+/// Helm's truthiness: `false`, `0`, `""`, null, an empty list or map (and a missing value) are
+/// false.
+pub fn is_truthy(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) => n.as_f64().is_some_and(|f| f != 0.0),
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Sequence(s)) => !s.is_empty(),
+        Some(Value::Mapping(m)) => !m.is_empty(),
+        Some(Value::Tagged(t)) => is_truthy(Some(&t.value)),
+    }
+}
+
 /// Resolves a scalar written in a manifest or template to a number: a (quoted) integer, or a
 /// `{{ .Values.a.b }}` reference looked up in the chart's values (with `| default N` or
 /// `required "..."` honoured).
 pub fn resolve_number(raw: &str, values: Option<&Value>) -> Option<u64> {
     static VALUES_REF: LazyLock<Regex> =
-        LazyLock::new(|| Regex::new(r"\.Values((?:\.[A-Za-z0-9_-]+)+)").expect("pattern compiles"));
+        LazyLock::new(|| Regex::new(r"\.Values\.([A-Za-z0-9_.-]+)").expect("pattern compiles"));
     static DEFAULT: LazyLock<Regex> =
         LazyLock::new(|| Regex::new(r#"\bdefault\s+["']?(\d+)["']?"#).expect("pattern compiles"));
     let t = raw.trim().trim_matches(|c| c == '"' || c == '\'');
@@ -594,28 +626,15 @@ pub fn resolve_number(raw: &str, values: Option<&Value>) -> Option<u64> {
     if !t.contains("{{") {
         return None;
     }
-    if let (Some(c), Some(vals)) = (VALUES_REF.captures(t), values) {
-        let mut cur = vals;
-        let mut ok = true;
-        for key in c[1].trim_start_matches('.').split('.') {
-            match cur.get(key) {
-                Some(v) => cur = v,
-                None => {
-                    ok = false;
-                    break;
-                }
-            }
-        }
-        if ok {
-            if let Some(n) = cur
-                .as_u64()
-                .or_else(|| cur.as_str().and_then(|s| s.trim().parse().ok()))
-            {
-                return Some(n);
-            }
-        }
-    }
-    DEFAULT.captures(t).and_then(|c| c[1].parse().ok())
+    let from_values = VALUES_REF
+        .captures(t)
+        .zip(values)
+        .and_then(|(c, vals)| values_at(vals, &c[1]))
+        .and_then(|v| {
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+        });
+    from_values.or_else(|| DEFAULT.captures(t).and_then(|c| c[1].parse().ok()))
 }
 
 #[cfg(test)]

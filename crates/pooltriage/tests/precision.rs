@@ -401,3 +401,31 @@ fn owner_replicas_times_pool_size_above_max_connections_is_a_violation() {
     let md = pooltriage([&root]).stdout;
     assert!(md.contains("`pool-exceeds-max-connections`"), "{md}");
 }
+
+/// Review of the capacity check: the `helm create` HPA behind `autoscaling.enabled: false` is
+/// not rendered, so its `maxReplicas: 100` must not count; and a chart whose path merely contains
+/// `templates` (`deploy/helm-templates/<chart>/templates/`) still finds its own `values.yaml`.
+#[test]
+fn disabled_helm_hpas_do_not_count_and_charts_are_found_by_their_templates_directory() {
+    let root = case("capacity-hpa-disabled");
+    let (run, report) = json_report(&root, &[]);
+    assert_eq!(run.code, 1, "stderr: {}", run.stderr);
+    let ha = "deploy/helm-templates/datastorage-ha/templates/deployment.yaml";
+    assert_eq!(
+        active_violations(&report),
+        rows(&[(
+            "pool-exceeds-max-connections",
+            ha,
+            line_of(&root, ha, ".Values.database.maxOpenConns"),
+            &["datastorage"]
+        )]),
+        "charts/datastorage: 2 replicas × 30 fits in 100 − 3 (its HPA is disabled); \
+         datastorage-ha: 4 × 30 does not"
+    );
+    let v = &report.violations[0];
+    assert!(v.message.contains("= 120 connections"), "{}", v.message);
+    assert_eq!(
+        v.related[0].location(),
+        format!("{ha}:{}", line_of(&root, ha, "replicas:"))
+    );
+}
