@@ -178,8 +178,9 @@ pub fn is_generated(text: &str) -> bool {
     }) {
         return true;
     }
-    let generated = header_comment(&lines).any(|c| HEADER_PHRASE.is_match(c));
-    generated
+    // Bound first: a tail-expression iterator borrowing `lines` would outlive it (edition 2021).
+    let says_generated = header_comment(&lines).any(|c| HEADER_PHRASE.is_match(c));
+    says_generated
 }
 
 /// The leading comment lines of a file (blank lines, a shebang and YAML `---` markers are

@@ -379,17 +379,13 @@ fn object(v: &Value, lines: &[&str], first: usize, last: usize) -> K8sObject {
             if !is_credential_env(&env_name) {
                 continue;
             }
-            let re = Regex::new(&format!(
-                r#"^\s*(?:-\s+)?name:\s*["']?({})["']?\s*$"#,
-                regex::escape(&env_name)
-            ))
-            .expect("escaped name compiles");
-            let found = (search_from..=last).find_map(|i| {
-                re.captures(doc(i))
-                    .and_then(|c| c.get(1))
-                    .map(|m| (i, m.start() + 1))
-            });
-            let (line, column) = found.unwrap_or((kind_line, 1));
+            // The `name:` line of this entry: searched after the previous credential's (the
+            // usual order), else anywhere in the document (initContainers written last).
+            let name_line = |i: usize| name_entry_column(doc(i), &env_name).map(|c| (i, c));
+            let (line, column) = (search_from..=last)
+                .find_map(name_line)
+                .or_else(|| (first..=last).find_map(name_line))
+                .unwrap_or((kind_line, 1));
             search_from = line + 1;
             o.credentials.push(Credential {
                 name: env_name,
@@ -418,6 +414,18 @@ fn object(v: &Value, lines: &[&str], first: usize, last: usize) -> K8sObject {
     let hay = haystack.to_ascii_lowercase();
     o.migration = o.is_job() && MIGRATION_WORDS.iter().any(|w| hay.contains(w));
     o
+}
+
+/// The 1-based column of `name` when `line` is an env entry's `name: <name>` line (`- name:`,
+/// quotes allowed).
+fn name_entry_column(line: &str, name: &str) -> Option<usize> {
+    let rest = line.trim_start();
+    let rest = rest.strip_prefix('-').map_or(rest, str::trim_start);
+    let value = rest.strip_prefix("name:")?.trim();
+    let unquoted = value.trim_matches(|c| c == '"' || c == '\'');
+    (unquoted == name && value.len() <= unquoted.len() + 2)
+        .then(|| line.find(name).map(|i| i + 1))
+        .flatten()
 }
 
 /// The pod template of a workload: `spec.template` (or `spec.jobTemplate.spec.template`).
@@ -456,7 +464,8 @@ pub struct PgSetting {
 
 /// Finds PostgreSQL's server-side `max_connections` and `superuser_reserved_connections` in the
 /// code view of a YAML or `postgresql.conf` file: `max_connections = 100` (postgresql.conf
-/// syntax, also inside YAML block scalars), `-c max_connections=100` and
+/// syntax, also inside YAML block scalars, but not inside an embedded file that names another
+/// format, such as an application's `config.toml: |`), `-c max_connections=100` and
 /// `--max_connections=100` (server flags), `POSTGRES(QL)_MAX_CONNECTIONS` (image environment), and a
 /// YAML key `max_connections: 100` when it sits under a PostgreSQL section (an ancestor key naming
 /// postgres or `parameters`, as in CloudNativePG, Zalando and Crunchy manifests) and none of its
@@ -496,9 +505,13 @@ pub fn postgres_settings(rel_path: &str, code: &str) -> Vec<PgSetting> {
         }
     };
     let path_says_postgres = rel_path.to_ascii_lowercase().contains("postgres");
+    let yaml = !rel_path.ends_with(".conf");
     for (i, line) in lines.iter().enumerate() {
         if let Some(c) = CONF_OR_FLAG.captures(line) {
-            push(&c[1], &c[2], i + 1);
+            let indent = line.len() - line.trim_start().len();
+            if !(yaml && in_other_config_file(&yaml_context(&lines, i, indent).0)) {
+                push(&c[1], &c[2], i + 1);
+            }
             continue;
         }
         if let Some(c) = ENV_KEY.captures(line) {
@@ -538,6 +551,27 @@ pub fn postgres_settings(rel_path: &str, code: &str) -> Vec<PgSetting> {
         }
     }
     out
+}
+
+/// True when the nearest enclosing key names an embedded file of a format that is not
+/// PostgreSQL's (`config.toml: |`, `app.ini: |`): its `max_connections = 10` is an
+/// application's pool, not the server's limit.
+fn in_other_config_file(ancestors: &[String]) -> bool {
+    const OTHER_FORMATS: &[&str] = &[
+        ".toml",
+        ".ini",
+        ".cfg",
+        ".properties",
+        ".env",
+        ".yaml",
+        ".yml",
+        ".json",
+        ".hcl",
+    ];
+    ancestors.first().is_some_and(|k| {
+        let k = k.to_ascii_lowercase();
+        OTHER_FORMATS.iter().any(|ext| k.ends_with(ext))
+    })
 }
 
 /// The keys of the enclosing mappings (nearest first) and the sibling keys of the key at line
@@ -800,6 +834,59 @@ env:
                 ("max_connections".to_string(), 400, 15),
             ]
         );
+    }
+
+    #[test]
+    fn credential_lines_are_found_whatever_the_order_of_containers_and_init_containers() {
+        let text = "\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: api
+spec:
+  containers:
+    - name: api
+      env:
+        - name: DB_PASSWORD
+          value: x
+  initContainers:
+    - name: migrate
+      env:
+        - name: \"PGPASSWORD\"
+          value: y
+";
+        let got: Vec<_> = objects_in(text)[0]
+            .credentials
+            .iter()
+            .map(|c| (c.name.clone(), c.line, c.column))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("PGPASSWORD".to_string(), 14, 18),
+                ("DB_PASSWORD".to_string(), 9, 17)
+            ]
+        );
+    }
+
+    #[test]
+    fn max_connections_in_an_embedded_application_config_file_is_not_the_servers() {
+        let yaml = "\
+data:
+  config.toml: |
+    [database]
+    url = \"postgres://app@db/app\"
+    max_connections = 10
+  postgresql.conf: |
+    max_connections = 200
+  custom.conf: |
+    max_connections = 300
+";
+        let got: Vec<_> = postgres_settings("deploy/api/configmap.yaml", yaml)
+            .into_iter()
+            .map(|s| (s.value, s.line))
+            .collect();
+        assert_eq!(got, [(200, 7), (300, 9)]);
     }
 
     #[test]

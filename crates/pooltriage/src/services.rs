@@ -463,23 +463,22 @@ fn add_dockerfile_dirs(files: &[ScannedFile], found: &mut Vec<Service>, root_nam
     if !found.is_empty() {
         return;
     }
-    let manifest_name = root_manifest_name(files);
-    if root_dockerfile || manifest_name.is_some() {
-        let by = if root_dockerfile {
-            DetectedBy::Dockerfile
-        } else {
-            DetectedBy::RootManifest
-        };
-        let name = manifest_name
-            .flatten()
-            .unwrap_or_else(|| root_name.to_string());
-        push(found, Service::new(name, by, vec![String::new()]));
-    }
+    let manifest_name = root_manifest_name(files, root_name);
+    let by = if root_dockerfile {
+        DetectedBy::Dockerfile
+    } else if manifest_name.is_some() {
+        DetectedBy::RootManifest
+    } else {
+        return;
+    };
+    let name = manifest_name.unwrap_or_else(|| root_name.to_string());
+    push(found, Service::new(name, by, vec![String::new()]));
 }
 
-/// When the root holds a `package.json`, a `Cargo.toml` with a `[package]` or a `go.mod`:
-/// `Some(the package name)`, or `Some(None)` when the manifest names nothing usable.
-fn root_manifest_name(files: &[ScannedFile]) -> Option<Option<String>> {
+/// When the root holds a `package.json`, a `Cargo.toml` with a `[package]` or a `go.mod`: the
+/// first package name they give (`@scope/` and a Go `/vN` dropped), else `root_name`. `None`
+/// without such a manifest.
+fn root_manifest_name(files: &[ScannedFile], root_name: &str) -> Option<String> {
     let mut seen = false;
     let mut names: Vec<String> = Vec::new();
     for f in files.iter().filter(|f| f.dir().is_empty()) {
@@ -499,25 +498,28 @@ fn root_manifest_name(files: &[ScannedFile]) -> Option<Option<String>> {
             "go.mod" => {
                 seen = true;
                 if let Some(m) = &f.go_module {
-                    let mut parts: Vec<&str> = m.split('/').collect();
-                    if parts.len() > 1
-                        && parts.last().is_some_and(|p| {
-                            p.len() > 1
-                                && p.starts_with('v')
-                                && p[1..].chars().all(|c| c.is_ascii_digit())
-                        })
-                    {
-                        parts.pop();
-                    }
-                    if let Some(last) = parts.last() {
-                        names.push((*last).to_string());
-                    }
+                    let mut parts = m.rsplit('/');
+                    let last = parts.next().unwrap_or(m);
+                    let major_version = last.len() > 1
+                        && last.starts_with('v')
+                        && last[1..].chars().all(|c| c.is_ascii_digit());
+                    let name = if major_version {
+                        parts.next().unwrap_or(last)
+                    } else {
+                        last
+                    };
+                    names.push(name.to_string());
                 }
             }
             _ => {}
         }
     }
-    seen.then(|| names.into_iter().find(|n| !n.is_empty()))
+    seen.then(|| {
+        names
+            .into_iter()
+            .find(|n| !n.is_empty())
+            .unwrap_or_else(|| root_name.to_string())
+    })
 }
 
 #[cfg(test)]

@@ -6,27 +6,11 @@ mod helpers;
 
 use std::collections::BTreeSet;
 
-use helpers::{active_violations, fixture, json_report, line_of, pooltriage};
+use helpers::{active_violations, fixture, json_report, line_of, pooltriage, rows};
 use pooltriage::category::Category;
 use pooltriage::report::Verdict;
 use pooltriage::services::DetectedBy;
 use pooltriage::violation::ViolationRule;
-
-type Row = (String, String, usize, Vec<String>);
-
-fn rows(items: &[(&str, &str, usize, &[&str])]) -> BTreeSet<Row> {
-    items
-        .iter()
-        .map(|(rule, file, line, svcs)| {
-            (
-                rule.to_string(),
-                file.to_string(),
-                *line,
-                svcs.iter().map(|s| s.to_string()).collect(),
-            )
-        })
-        .collect()
-}
 
 fn case(name: &str) -> std::path::PathBuf {
     fixture(&format!("precision/{name}"))
