@@ -9,7 +9,8 @@
 //! owns its path dependencies, transitively. Candidates in test, docs, example or vendored
 //! directories are not services, and neither are test images (`Dockerfile.e2e`,
 //! `test-runner.Dockerfile`). A Dockerfile in a packaging directory (`deploy/`, `docker/`,
-//! `build/`, `ci/`, ...) builds its parent directory, so `deploy/Dockerfile-slim` builds the root.
+//! `build/`, `ci/`, ...) builds the directory above it (above all of them when they nest), so
+//! `deploy/Dockerfile-slim` and `build/package/Dockerfile` build the root.
 //! When nothing else was found, a root-level Dockerfile or a `package.json`, `go.mod` or
 //! `Cargo.toml` package at the root makes the whole repository one service, named after the
 //! manifest's package (or the root directory).
@@ -394,6 +395,7 @@ const PACKAGING_DIRS: &[&str] = &[
     "container",
     "containers",
     "images",
+    "package",
     "packaging",
 ];
 
@@ -439,13 +441,13 @@ fn add_dockerfile_dirs(files: &[ScannedFile], found: &mut Vec<Service>, root_nam
         if is_test_image(&variant) {
             continue;
         }
-        let mut dir = f.dir().to_string();
-        let last = dir.rsplit('/').next().unwrap_or(&dir).to_string();
-        if PACKAGING_DIRS.contains(&last.as_str()) {
-            dir = dir
-                .rsplit_once('/')
-                .map_or(String::new(), |(p, _)| p.to_string());
+        // `build/package/Dockerfile` (the Go project layout) and `deploy/docker/Dockerfile`
+        // build the root: every packaging directory at the end of the path is stripped.
+        let mut dir = f.dir();
+        while !dir.is_empty() && PACKAGING_DIRS.contains(&dir.rsplit('/').next().unwrap_or(dir)) {
+            dir = dir.rsplit_once('/').map_or("", |(parent, _)| parent);
         }
+        let dir = dir.to_string();
         if dir.is_empty() {
             root_dockerfile = true;
             continue;
@@ -663,6 +665,23 @@ mod tests {
                 ("worker", DetectedBy::Dockerfile, vec!["worker".to_string()]),
             ]
         );
+    }
+
+    #[test]
+    fn nested_packaging_directories_build_the_root() {
+        for dockerfile in ["build/package/Dockerfile", "deploy/docker/Dockerfile.prod"] {
+            let files = vec![
+                file(dockerfile, ""),
+                file("package.json", "{\"name\": \"ledger\"}"),
+                file("src/db.ts", "\n"),
+            ];
+            let svcs = detect(&files, &Resolved::default(), "checkout");
+            let got: Vec<_> = svcs
+                .iter()
+                .map(|s| (s.name.as_str(), s.roots.clone()))
+                .collect();
+            assert_eq!(got, [("ledger", vec![String::new()])], "{dockerfile}");
+        }
     }
 
     #[test]
