@@ -13,7 +13,8 @@ use globset::{Glob, GlobMatcher};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use crate::policy::ViolationRule;
+use crate::names::normalize_name;
+use crate::violation::ViolationRule;
 
 /// File name looked up at the scanned root when `--config` is not given.
 pub const CONFIG_FILE_NAME: &str = ".pooltriage.yaml";
@@ -302,14 +303,6 @@ impl Default for Resolved {
             .resolve()
             .expect("the default configuration is valid")
     }
-}
-
-/// Lower-case alphanumerics only: how service and owner names are compared.
-pub fn normalize_name(name: &str) -> String {
-    name.chars()
-        .filter(char::is_ascii_alphanumeric)
-        .map(|c| c.to_ascii_lowercase())
-        .collect()
 }
 
 /// Builds the default client pattern for an owner: its name with optional separators between

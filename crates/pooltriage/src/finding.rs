@@ -39,6 +39,17 @@ pub struct Finding {
     /// For pool settings: hard-coded or from configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_source: Option<ValueSource>,
+    /// For pool settings from configuration: the literal used when the configuration is unset
+    /// (`Number(config.X) || 20` → `20`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+    /// For Kubernetes workloads given database credentials: `Kind/name` of the object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
+    /// For Kubernetes workloads: the service the object was attributed to (a detected service,
+    /// or the workload's own name), when it could be attributed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
 }
 
 impl Finding {
@@ -50,5 +61,12 @@ impl Finding {
     /// True for a pool setting whose value is hard-coded.
     pub fn is_literal_setting(&self) -> bool {
         self.kind == FindingKind::PoolSetting && self.value_source == Some(ValueSource::Literal)
+    }
+
+    /// True for a pool setting that comes from configuration but falls back to a literal.
+    pub fn has_literal_fallback(&self) -> bool {
+        self.kind == FindingKind::PoolSetting
+            && self.value_source == Some(ValueSource::Config)
+            && self.fallback.is_some()
     }
 }

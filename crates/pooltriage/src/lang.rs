@@ -39,6 +39,9 @@ pub enum Language {
     Yaml,
     /// Prose: Markdown, reStructuredText, AsciiDoc, plain text. All of it counts as comment.
     Docs,
+    /// PostgreSQL server configuration (`postgresql.conf`, `postgresql.auto.conf`, ...), read
+    /// for `max_connections` and `superuser_reserved_connections`.
+    PostgresConf,
 }
 
 impl Language {
@@ -55,6 +58,11 @@ impl Language {
         }
         if lower.starts_with("requirements") && lower.ends_with(".txt") {
             return Some(Language::Requirements);
+        }
+        if lower.ends_with(".conf")
+            && (lower.starts_with("postgres") || lower.ends_with("postgresql.conf"))
+        {
+            return Some(Language::PostgresConf);
         }
         let ext = lower.rsplit_once('.').map(|(_, e)| e)?;
         Some(match ext {
@@ -161,7 +169,7 @@ fn syntax(lang: Language) -> Option<Syntax> {
             hash_needs_space: true,
             ..C_LIKE
         },
-        Language::Toml | Language::Requirements => Syntax {
+        Language::Toml | Language::Requirements | Language::PostgresConf => Syntax {
             line: &["#"],
             block: None,
             single_line_strings: true,
@@ -474,6 +482,11 @@ mod tests {
             Some(Language::Yaml)
         );
         assert_eq!(Language::detect(Path::new("misc/_h.tpl")), None);
+        assert_eq!(
+            Language::detect(Path::new("deploy/pg/postgresql.conf")),
+            Some(Language::PostgresConf)
+        );
+        assert_eq!(Language::detect(Path::new("etc/nginx.conf")), None);
         assert_eq!(Language::detect(Path::new("img.png")), None);
         assert_eq!(
             Language::detect(Path::new("src/app.spec.ts")),

@@ -2,16 +2,21 @@
 //! connection-pool values are hard-coded, and enforces a policy on both for CI.
 //!
 //! The pipeline is: load `.pooltriage.yaml` ([`config`]) → walk and scan the tree in parallel
-//! ([`scan`], using [`rules`], [`lang`], [`value`], [`deploy`] and [`category`]) → detect
-//! services and their file sets ([`services`]) → apply the policy ([`policy`]) → build a
-//! [`report::Report`] → render it ([`output`]). [`triage`] runs the whole pipeline; the binary
-//! only parses arguments, writes the rendered report and maps the result to an exit code.
+//! ([`scan`], using [`rules`], [`lang`], [`value`], [`deploy`], [`k8s`] and [`category`]) →
+//! detect services and their file sets ([`services`]) → attribute Kubernetes workloads to them
+//! ([`workloads`]) → apply the policy ([`policy`], [`capacity`]; results are [`violation`]s) →
+//! build a [`report::Report`] → render it ([`output`]). Names are compared by [`names`].
+//! [`triage`] runs the whole pipeline; the binary only parses arguments, writes the rendered
+//! report and maps the result to an exit code.
 
+pub mod capacity;
 pub mod category;
 pub mod config;
 pub mod deploy;
 pub mod finding;
+pub mod k8s;
 pub mod lang;
+pub mod names;
 pub mod output;
 pub mod policy;
 pub mod report;
@@ -19,6 +24,8 @@ pub mod rules;
 pub mod scan;
 pub mod services;
 pub mod value;
+pub mod violation;
+pub mod workloads;
 
 use std::path::{Path, PathBuf};
 
@@ -72,7 +79,7 @@ pub fn triage(opts: &Options) -> Result<Report, TriageError> {
         exclude: cfg.exclude.clone(),
         progress: opts.progress,
     };
-    let (files, warnings) =
+    let (mut files, warnings) =
         scan::scan_tree(root, &walk, &cfg.client_patterns).map_err(|message| {
             TriageError::Walk {
                 root: root.to_path_buf(),
@@ -81,6 +88,7 @@ pub fn triage(opts: &Options) -> Result<Report, TriageError> {
         })?;
     let root_name = root_name(root);
     let services = services::detect(&files, &cfg, &root_name);
+    workloads::attribute_findings(&mut files, &services, &cfg.owners);
     Ok(report::build(
         &root.display().to_string(),
         &files,

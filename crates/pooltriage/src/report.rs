@@ -10,12 +10,14 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::category::Category;
-use crate::config::{normalize_name, Resolved};
+use crate::config::Resolved;
 use crate::finding::Finding;
-use crate::policy::{self, Violation, ViolationRule};
+use crate::names::normalize_name;
+use crate::policy;
 use crate::rules::FindingKind;
 use crate::scan::{FileStatus, ScannedFile};
 use crate::services::{DetectedBy, Service};
+use crate::violation::{Severity, Violation, ViolationRule};
 
 /// Exit code when no active violation was found.
 pub const EXIT_CLEAN: u8 = 0;
@@ -43,6 +45,10 @@ pub struct Report {
     pub services: Vec<ServiceReport>,
     /// Violations, including allowlisted ones (which carry their reason).
     pub violations: Vec<Violation>,
+    /// Warning-level findings of the policy (literal fallbacks of configured pool values): shown,
+    /// never failing the run.
+    #[serde(default)]
+    pub advisories: Vec<Violation>,
     /// Every finding (all categories, including owner-client references).
     pub findings: Vec<Finding>,
     /// Production connections in files that belong to no service.
@@ -196,7 +202,7 @@ pub fn build(
             if f.category == Category::Production {
                 sr.production_files_scanned += 1;
             }
-            for finding in &f.findings {
+            for finding in f.findings.iter().filter(|x| x.workload.is_none()) {
                 if finding.category != Category::Production {
                     if finding.kind != FindingKind::OwnerClient {
                         *sr.other_findings.entry(finding.category).or_default() += 1;
@@ -219,10 +225,28 @@ pub fn build(
         .iter()
         .flat_map(|f| f.findings.iter().cloned())
         .collect();
+    // Workload findings belong to the service they are attributed to, wherever the manifest is.
+    for f in findings.iter().filter(|f| f.workload.is_some()) {
+        let Some(sr) = f
+            .service
+            .as_ref()
+            .and_then(|s| service_reports.iter_mut().find(|r| &r.name == s))
+        else {
+            continue;
+        };
+        if f.category == Category::Production {
+            sr.connections.push(f.clone());
+        } else {
+            *sr.other_findings.entry(f.category).or_default() += 1;
+        }
+    }
     let mut used = vec![false; cfg.allowlist.len()];
-    let violations = policy::evaluate(
+    let mut all = policy::evaluate(
         &findings,
         |f| {
+            if f.workload.is_some() {
+                return f.service.iter().map(|s| (s.clone(), is_owner(s))).collect();
+            }
             file_services
                 .get(f.file.as_str())
                 .map(|v| {
@@ -235,6 +259,16 @@ pub fn build(
         &cfg.allowlist,
         &mut used,
     );
+    all.extend(crate::capacity::check(
+        files,
+        services,
+        &cfg.owners,
+        &cfg.allowlist,
+        &mut used,
+    ));
+    let (violations, advisories): (Vec<Violation>, Vec<Violation>) = all
+        .into_iter()
+        .partition(|v| v.rule.severity() == Severity::Error);
     for ((entry, _), used) in cfg.allowlist.iter().zip(&used) {
         if !used {
             warnings.push(format!(
@@ -265,7 +299,11 @@ pub fn build(
         .filter(|f| {
             f.kind == FindingKind::Connection
                 && f.category == Category::Production
-                && !file_services.contains_key(f.file.as_str())
+                && if f.workload.is_some() {
+                    f.service.is_none()
+                } else {
+                    !file_services.contains_key(f.file.as_str())
+                }
         })
         .cloned()
         .collect();
@@ -295,6 +333,7 @@ pub fn build(
         files: counts,
         services: service_reports,
         violations,
+        advisories,
         findings,
         unattributed_connections,
         warnings,

@@ -20,6 +20,7 @@ use serde::Deserialize;
 use crate::category::{classify_file, Category};
 use crate::deploy;
 use crate::finding::Finding;
+use crate::k8s::{self, K8sObject, PgSetting};
 use crate::lang::{split, Language};
 use crate::rules::{self, FindingKind};
 use crate::value;
@@ -28,11 +29,12 @@ use crate::value;
 pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Why a file was (not) read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FileStatus {
     /// Read and scanned.
     Scanned,
     /// Not a type any detector applies to (listed for service detection, e.g. `Dockerfile`).
+    #[default]
     Unsupported,
     /// Contains NUL bytes.
     Binary,
@@ -56,7 +58,7 @@ pub struct CargoManifest {
 }
 
 /// One file of the tree, with everything learnt from it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ScannedFile {
     /// Path relative to the root, with forward slashes.
     pub path: String,
@@ -76,6 +78,14 @@ pub struct ScannedFile {
     pub cargo: Option<CargoManifest>,
     /// Files this Rust file declares as `#[cfg(test)] mod x;` (candidate paths).
     pub rust_test_module_files: Vec<String>,
+    /// For YAML: the Kubernetes objects of its deploy documents.
+    pub k8s: Vec<K8sObject>,
+    /// For YAML and `postgresql.conf`: PostgreSQL server settings declared there.
+    pub pg_settings: Vec<PgSetting>,
+    /// For a Helm chart's `values.yaml`: the parsed values.
+    pub helm_values: Option<serde_norway::Value>,
+    /// For `package.json`: the package name.
+    pub package_name: Option<String>,
 }
 
 impl ScannedFile {
@@ -195,12 +205,7 @@ fn read_and_scan(path: &Path, rel: String, clients: &[Regex]) -> std::io::Result
         category: classify_file(&rel, None),
         path: rel,
         language,
-        status: FileStatus::Unsupported,
-        findings: Vec::new(),
-        go_imports: Vec::new(),
-        go_module: None,
-        cargo: None,
-        rust_test_module_files: Vec::new(),
+        ..ScannedFile::default()
     };
     let Some(lang) = language else {
         return Ok(file);
@@ -262,7 +267,7 @@ pub fn scan_text(file: &mut ScannedFile, lang: Language, text: &str, clients: &[
             // Prose is all "comment" to the splitter, but a line of a README is not a comment.
             let in_comment = in_view_comments && lang != Language::Docs;
             for m in det.pattern.find_iter(view) {
-                let (mut setting, mut val, mut source) = (None, None, None);
+                let (mut setting, mut val, mut source, mut fallback) = (None, None, None, None);
                 if det.kind == FindingKind::PoolSetting {
                     let extracted = if det.matches_dsn_parameter() {
                         dsn_parameter(view, m.end())
@@ -272,7 +277,13 @@ pub fn scan_text(file: &mut ScannedFile, lang: Language, text: &str, clients: &[
                     let Some((a, b)) = extracted else { continue };
                     let expr = &view[a..b];
                     setting = det.setting.map(str::to_string);
-                    source = Some(value::classify_expr(expr));
+                    let (src, fb) = if det.matches_dsn_parameter() {
+                        (value::classify_expr(expr), None)
+                    } else {
+                        value::classify_expr_with_fallback(expr)
+                    };
+                    source = Some(src);
+                    fallback = fb;
                     val = Some(shorten(expr, 80));
                 }
                 let start = m.start() + leading_ws(m.as_str());
@@ -298,12 +309,21 @@ pub fn scan_text(file: &mut ScannedFile, lang: Language, text: &str, clients: &[
                     setting,
                     value: val,
                     value_source: source,
+                    fallback,
+                    workload: None,
+                    service: None,
                 });
             }
         }
     }
-    if lang == Language::Yaml && deploy::is_deploy_yaml(&file.path, text) {
-        for hit in deploy::scan_yaml(&views.code) {
+    if lang == Language::Yaml {
+        let docs = if deploy::is_values_file(&file.path) {
+            Vec::new()
+        } else {
+            k8s::documents(&views.code)
+        };
+        let ranges = deploy::ranges(&file.path, &views.code, &docs);
+        for hit in deploy::scan(&views.code, &ranges) {
             findings.push(Finding {
                 detector: "yaml/pool-value".to_string(),
                 kind: FindingKind::PoolSetting,
@@ -318,8 +338,37 @@ pub fn scan_text(file: &mut ScannedFile, lang: Language, text: &str, clients: &[
                 setting: Some(hit.setting),
                 value: Some(hit.value),
                 value_source: Some(hit.source),
+                fallback: hit.fallback,
+                workload: None,
+                service: None,
             });
         }
+        file.k8s = k8s::objects(&docs, &views.code);
+        for obj in &file.k8s {
+            if let Some(f) = credential_finding(&file.path, file.category, obj, text, &lines) {
+                findings.push(f);
+            }
+        }
+        if matches!(file.name(), "values.yaml" | "values.yml") {
+            file.helm_values = k8s::parse_values(&views.code);
+        }
+    }
+    if matches!(lang, Language::Yaml | Language::PostgresConf)
+        && [
+            "max_connections",
+            "MAX_CONNECTIONS",
+            "maxConnections",
+            "superuser_reserved",
+        ]
+        .iter()
+        .any(|n| text.contains(n))
+    {
+        file.pg_settings = k8s::postgres_settings(&file.path, &views.code);
+    }
+    if lang == Language::Json && file.name() == "package.json" {
+        file.package_name = serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_string));
     }
     if lang.is_source() || lang == Language::Yaml {
         for re in clients {
@@ -339,6 +388,9 @@ pub fn scan_text(file: &mut ScannedFile, lang: Language, text: &str, clients: &[
                     setting: None,
                     value: None,
                     value_source: None,
+                    fallback: None,
+                    workload: None,
+                    service: None,
                 });
             }
         }
@@ -352,6 +404,56 @@ pub fn scan_text(file: &mut ScannedFile, lang: Language, text: &str, clients: &[
         Language::Toml if file.name() == "Cargo.toml" => file.cargo = Some(cargo_manifest(text)),
         _ => {}
     }
+}
+
+/// The finding for a workload given database credentials: long-running workloads that are not
+/// a database server themselves, and every Job/CronJob (a migration Job runs a client even when
+/// its image is PostgreSQL's).
+fn credential_finding(
+    path: &str,
+    category: Category,
+    obj: &K8sObject,
+    text: &str,
+    lines: &LineIndex,
+) -> Option<Finding> {
+    let first = obj.credentials.first()?;
+    let (detector, technology) = if obj.is_job() {
+        let what = if obj.migration { "migration " } else { "" };
+        (
+            "k8s/job-db-credentials",
+            format!("Kubernetes {what}{} with database credentials", obj.kind),
+        )
+    } else if obj.is_long_running() && !obj.db_server {
+        (
+            "k8s/workload-db-credentials",
+            format!("Kubernetes {} with database credentials", obj.kind),
+        )
+    } else {
+        return None;
+    };
+    let names: Vec<String> = obj
+        .credentials
+        .iter()
+        .map(|c| format!("{} ({})", c.name, c.from))
+        .collect();
+    Some(Finding {
+        detector: detector.to_string(),
+        kind: FindingKind::Connection,
+        technology,
+        file: path.to_string(),
+        line: first.line,
+        column: first.column,
+        category,
+        in_comment: false,
+        deploy: true,
+        snippet: lines.snippet(text, first.line),
+        setting: Some(names.join(", ")),
+        value: None,
+        value_source: None,
+        fallback: None,
+        workload: Some(obj.label()),
+        service: None,
+    })
 }
 
 /// Dev-dependencies are test tooling: production becomes test, other categories stay.
@@ -633,13 +735,7 @@ mod tests {
         let mut f = ScannedFile {
             path: path.to_string(),
             language: Some(lang),
-            category: Category::Production,
-            status: FileStatus::Unsupported,
-            findings: Vec::new(),
-            go_imports: Vec::new(),
-            go_module: None,
-            cargo: None,
-            rust_test_module_files: Vec::new(),
+            ..ScannedFile::default()
         };
         scan_text(&mut f, lang, text, &[]);
         f

@@ -2,20 +2,27 @@
 //!
 //! Rules: services come from Go `cmd/<name>` directories (at the root or at a Go module root),
 //! Rust packages with a binary target, root-level `services/*` and `apps/*`, and directories
-//! holding a `Dockerfile`; configured services replace auto-detected ones of the same name. A
-//! service owns its directory. A Go `cmd/<name>` service also owns the non-test Go files of every
-//! package of a module in this repository that it imports, transitively; a Rust service owns its
-//! path dependencies, transitively. Candidates in test, docs, example or vendored directories are
-//! not services. A root-level `Dockerfile` makes the whole repository one service only when
-//! nothing else was found.
+//! holding a Dockerfile (`Dockerfile`, `Dockerfile.prod`, `Dockerfile-slim`, `api.Dockerfile`,
+//! and the same for `Containerfile`); configured services replace auto-detected ones of the same
+//! name. A service owns its directory. A Go `cmd/<name>` service also owns the non-test Go files
+//! of every package of a module in this repository that it imports, transitively; a Rust service
+//! owns its path dependencies, transitively. Candidates in test, docs, example or vendored
+//! directories are not services, and neither are test images (`Dockerfile.e2e`,
+//! `test-runner.Dockerfile`). A Dockerfile in a packaging directory (`deploy/`, `docker/`,
+//! `build/`, `ci/`, ...) builds the directory above it (above all of them when they nest), so
+//! `deploy/Dockerfile-slim` and `build/package/Dockerfile` build the root.
+//! When nothing else was found, a root-level Dockerfile or a `package.json`, `go.mod` or
+//! `Cargo.toml` package at the root makes the whole repository one service, named after the
+//! manifest's package (or the root directory).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
 use crate::category::{classify_dir, Category};
-use crate::config::{normalize_name, PathPattern, Resolved};
+use crate::config::{PathPattern, Resolved};
 use crate::lang::Language;
+use crate::names::{normalize_name, words};
 use crate::scan::ScannedFile;
 
 /// How a service was found.
@@ -30,8 +37,11 @@ pub enum DetectedBy {
     ServicesDir,
     /// A directory under the root's `apps/`.
     AppsDir,
-    /// A directory holding a `Dockerfile`.
+    /// A directory holding a Dockerfile (or a packaging directory's Dockerfile building it).
     Dockerfile,
+    /// The repository root, from its `package.json`, `go.mod` or `Cargo.toml`, when nothing else
+    /// marks a service.
+    RootManifest,
     /// Named in `.pooltriage.yaml`.
     Config,
 }
@@ -45,6 +55,7 @@ impl DetectedBy {
             DetectedBy::ServicesDir => "services/",
             DetectedBy::AppsDir => "apps/",
             DetectedBy::Dockerfile => "Dockerfile",
+            DetectedBy::RootManifest => "root manifest",
             DetectedBy::Config => "config",
         }
     }
@@ -372,10 +383,71 @@ fn add_conventional_dirs(files: &[ScannedFile], found: &mut Vec<Service>) {
     }
 }
 
+/// Directories that hold build files for their parent rather than a service of their own.
+const PACKAGING_DIRS: &[&str] = &[
+    "deploy",
+    "deployment",
+    "deployments",
+    "docker",
+    "dockerfiles",
+    "build",
+    "ci",
+    "container",
+    "containers",
+    "images",
+    "package",
+    "packaging",
+];
+
+/// For a Dockerfile name (`Dockerfile`, `Dockerfile.prod`, `Dockerfile-slim`, `api.Dockerfile`,
+/// `Containerfile`, ...), the variant words around it (`prod`, `slim`, `api`); `None` for other
+/// files.
+fn dockerfile_variant(name: &str) -> Option<Vec<String>> {
+    let lower = name.to_ascii_lowercase();
+    for base in ["dockerfile", "containerfile"] {
+        if lower == base {
+            return Some(Vec::new());
+        }
+        if let Some(rest) = lower.strip_prefix(base) {
+            if rest.starts_with(['.', '-', '_']) {
+                return Some(words(rest));
+            }
+        }
+        if let Some(rest) = lower.strip_suffix(base) {
+            if rest.ends_with(['.', '-', '_']) {
+                return Some(words(rest));
+            }
+        }
+    }
+    None
+}
+
+/// True for images built only for tests (`Dockerfile.e2e`, `test-runner.Dockerfile`).
+fn is_test_image(words: &[String]) -> bool {
+    words.iter().any(|w| {
+        matches!(
+            w.as_str(),
+            "test" | "tests" | "e2e" | "integration" | "mock" | "bench" | "fixture" | "fixtures"
+        )
+    })
+}
+
 fn add_dockerfile_dirs(files: &[ScannedFile], found: &mut Vec<Service>, root_name: &str) {
     let mut root_dockerfile = false;
-    for f in files.iter().filter(|f| f.name() == "Dockerfile") {
-        let dir = f.dir().to_string();
+    for f in files {
+        let Some(variant) = dockerfile_variant(f.name()) else {
+            continue;
+        };
+        if is_test_image(&variant) {
+            continue;
+        }
+        // `build/package/Dockerfile` (the Go project layout) and `deploy/docker/Dockerfile`
+        // build the root: every packaging directory at the end of the path is stripped.
+        let mut dir = f.dir();
+        while !dir.is_empty() && PACKAGING_DIRS.contains(&dir.rsplit('/').next().unwrap_or(dir)) {
+            dir = dir.rsplit_once('/').map_or("", |(parent, _)| parent);
+        }
+        let dir = dir.to_string();
         if dir.is_empty() {
             root_dockerfile = true;
             continue;
@@ -390,35 +462,79 @@ fn add_dockerfile_dirs(files: &[ScannedFile], found: &mut Vec<Service>, root_nam
         let name = dir.rsplit('/').next().unwrap_or(&dir).to_string();
         push(found, Service::new(name, DetectedBy::Dockerfile, vec![dir]));
     }
-    if root_dockerfile && found.is_empty() {
-        push(
-            found,
-            Service::new(
-                root_name.to_string(),
-                DetectedBy::Dockerfile,
-                vec![String::new()],
-            ),
-        );
+    if !found.is_empty() {
+        return;
     }
+    let manifest_name = root_manifest_name(files, root_name);
+    let by = if root_dockerfile {
+        DetectedBy::Dockerfile
+    } else if manifest_name.is_some() {
+        DetectedBy::RootManifest
+    } else {
+        return;
+    };
+    let name = manifest_name.unwrap_or_else(|| root_name.to_string());
+    push(found, Service::new(name, by, vec![String::new()]));
+}
+
+/// When the root holds a `package.json`, a `Cargo.toml` with a `[package]` or a `go.mod`: the
+/// first package name they give (`@scope/` and a Go `/vN` dropped), else `root_name`. `None`
+/// without such a manifest.
+fn root_manifest_name(files: &[ScannedFile], root_name: &str) -> Option<String> {
+    let mut seen = false;
+    let mut names: Vec<String> = Vec::new();
+    for f in files.iter().filter(|f| f.dir().is_empty()) {
+        match f.name() {
+            "package.json" => {
+                seen = true;
+                if let Some(n) = &f.package_name {
+                    names.push(n.rsplit('/').next().unwrap_or(n).to_string());
+                }
+            }
+            "Cargo.toml" => {
+                if let Some(n) = f.cargo.as_ref().and_then(|c| c.package.clone()) {
+                    seen = true;
+                    names.push(n);
+                }
+            }
+            "go.mod" => {
+                seen = true;
+                if let Some(m) = &f.go_module {
+                    let mut parts = m.rsplit('/');
+                    let last = parts.next().unwrap_or(m);
+                    let major_version = last.len() > 1
+                        && last.starts_with('v')
+                        && last[1..].chars().all(|c| c.is_ascii_digit());
+                    let name = if major_version {
+                        parts.next().unwrap_or(last)
+                    } else {
+                        last
+                    };
+                    names.push(name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    seen.then(|| {
+        names
+            .into_iter()
+            .find(|n| !n.is_empty())
+            .unwrap_or_else(|| root_name.to_string())
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scan::{scan_text, FileStatus};
+    use crate::scan::scan_text;
     use std::path::Path;
 
     fn file(path: &str, text: &str) -> ScannedFile {
         let mut f = ScannedFile {
             path: path.to_string(),
             language: Language::detect(Path::new(path)),
-            category: Category::Production,
-            status: FileStatus::Unsupported,
-            findings: Vec::new(),
-            go_imports: Vec::new(),
-            go_module: None,
-            cargo: None,
-            rust_test_module_files: Vec::new(),
+            ..ScannedFile::default()
         };
         if let Some(lang) = f.language {
             scan_text(&mut f, lang, text, &[]);
@@ -511,6 +627,94 @@ mod tests {
         assert_eq!(svcs.len(), 1);
         assert_eq!(svcs[0].name, "myrepo");
         assert!(svcs[0].contains(&files[1]));
+    }
+
+    #[test]
+    fn dockerfile_variants_are_services_and_packaging_dirs_build_their_parent() {
+        let files = vec![
+            file("go.mod", "module example.com/k\n"),
+            file("cmd/gateway/main.go", "package main\n"),
+            file("docker/gateway-ubi9.Dockerfile", ""),
+            file("docker/test-runner.Dockerfile", ""),
+            file("web/Dockerfile.prod", ""),
+            file("worker/docker/Dockerfile-slim", ""),
+            file("reports/reports.Dockerfile", ""),
+            file("tools/e2e/Dockerfile.e2e", ""),
+            file("cron/Containerfile", ""),
+        ];
+        let svcs = detect(&files, &Resolved::default(), "repo");
+        let got: Vec<_> = svcs
+            .iter()
+            .map(|s| (s.name.as_str(), s.detected_by, s.roots.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("cron", DetectedBy::Dockerfile, vec!["cron".to_string()]),
+                (
+                    "gateway",
+                    DetectedBy::GoCmd,
+                    vec!["cmd/gateway".to_string()]
+                ),
+                (
+                    "reports",
+                    DetectedBy::Dockerfile,
+                    vec!["reports".to_string()]
+                ),
+                ("web", DetectedBy::Dockerfile, vec!["web".to_string()]),
+                ("worker", DetectedBy::Dockerfile, vec!["worker".to_string()]),
+            ]
+        );
+    }
+
+    #[test]
+    fn nested_packaging_directories_build_the_root() {
+        for dockerfile in ["build/package/Dockerfile", "deploy/docker/Dockerfile.prod"] {
+            let files = vec![
+                file(dockerfile, ""),
+                file("package.json", "{\"name\": \"ledger\"}"),
+                file("src/db.ts", "\n"),
+            ];
+            let svcs = detect(&files, &Resolved::default(), "checkout");
+            let got: Vec<_> = svcs
+                .iter()
+                .map(|s| (s.name.as_str(), s.roots.clone()))
+                .collect();
+            assert_eq!(got, [("ledger", vec![String::new()])], "{dockerfile}");
+        }
+    }
+
+    #[test]
+    fn a_root_manifest_or_packaged_dockerfile_makes_the_repository_one_service() {
+        let files = vec![
+            file("deploy/Dockerfile-slim", ""),
+            file("package.json", "{\"name\": \"@acme/auditlog\"}"),
+            file("src/db.ts", "\n"),
+        ];
+        let svcs = detect(&files, &Resolved::default(), "checkout");
+        assert_eq!(svcs.len(), 1);
+        assert_eq!(svcs[0].name, "auditlog");
+        assert_eq!(svcs[0].detected_by, DetectedBy::Dockerfile);
+        assert!(files.iter().all(|f| svcs[0].contains(f)));
+
+        let files = vec![
+            file("go.mod", "module github.com/acme/ledger/v2\n"),
+            file("main.go", "package main\n"),
+        ];
+        let svcs = detect(&files, &Resolved::default(), "checkout");
+        assert_eq!(svcs.len(), 1);
+        assert_eq!(
+            (svcs[0].name.as_str(), svcs[0].detected_by),
+            ("ledger", DetectedBy::RootManifest)
+        );
+
+        let files = vec![
+            file("go.mod", "module x\n"),
+            file("cmd/api/main.go", "package main\n"),
+        ];
+        let svcs = detect(&files, &Resolved::default(), "checkout");
+        assert_eq!(svcs.len(), 1, "cmd/api is the boundary, not the root");
+        assert_eq!(svcs[0].name, "api");
     }
 
     #[test]

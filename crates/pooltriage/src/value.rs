@@ -53,6 +53,179 @@ pub fn classify_expr(expr: &str) -> ValueSource {
     }
 }
 
+/// Classifies a source-code expression like [`classify_expr`] and, for a value from
+/// configuration, finds the literal it falls back to when the configuration is unset:
+/// `Number(config.X) || 20`, `config.X ?? 20`, Python `settings.x or 20`,
+/// `os.getenv("X", "20")`, `.get("x", 20)`, Rust `.unwrap_or(20)` / `.unwrap_or_else(|| 20)`,
+/// Java `.orElse(20)` / `.getOrDefault(k, 20)`, Go `cmp.Or(cfg.X, 20)`, and helpers whose name
+/// says default (`getEnvOrDefault("X", 20)`). Conversions around such an expression are looked
+/// through when their other arguments are literals (`int(os.getenv("X", "20"))`,
+/// `parseInt(process.env.X || "20", 10)`).
+pub fn classify_expr_with_fallback(expr: &str) -> (ValueSource, Option<String>) {
+    let source = classify_expr(expr);
+    if source == ValueSource::Literal {
+        return (source, None);
+    }
+    (source, literal_fallback(expr.trim(), 0))
+}
+
+fn literal_fallback(expr: &str, depth: usize) -> Option<String> {
+    if depth > 4 || expr.is_empty() {
+        return None;
+    }
+    let is_lit = |s: &str| !s.is_empty() && classify_expr(s) == ValueSource::Literal;
+    // Binary fallback operators: the last top-level `||`, `??` or Python ` or `.
+    if let Some((left, right)) = split_last_top_level(expr, &["||", "??", " or "]) {
+        let right = right.trim();
+        if is_lit(right) && !is_lit(left.trim()) {
+            return Some(right.to_string());
+        }
+        return None;
+    }
+    // A call spanning the whole expression: `callee(args)`.
+    let (callee, args) = whole_call(expr)?;
+    let method = callee
+        .rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let args = split_top_level_args(args);
+    let fallbackish = matches!(
+        method.as_str(),
+        "unwrap_or"
+            | "unwrap_or_else"
+            | "or_else"
+            | "orelse"
+            | "getordefault"
+            | "getorelse"
+            | "get"
+            | "getenv"
+            | "or"
+    ) || method.contains("default")
+        || method.contains("fallback");
+    if fallbackish {
+        let last = args.last()?.trim();
+        let last = last.strip_prefix("||").map_or(last, str::trim); // Rust closure `|| 20`
+        let last = last.strip_prefix("() ->").map_or(last, str::trim); // Java supplier
+        let last = last.strip_prefix("lambda:").map_or(last, str::trim); // Python
+        let last = last
+            .split_once('=')
+            .filter(|(k, _)| {
+                k.trim()
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+            .map_or(last, |(_, v)| v.trim()); // keyword argument `default=20`
+        let needs_two = !matches!(
+            method.as_str(),
+            "unwrap_or" | "unwrap_or_else" | "or_else" | "orelse"
+        );
+        if is_lit(last) && (!needs_two || args.len() >= 2) {
+            return Some(last.to_string());
+        }
+        return None;
+    }
+    // A conversion (`int(x)`, `parseInt(x, 10)`, `Duration::from_secs(x)`): its first argument.
+    let (first, rest) = args.split_first()?;
+    if rest.iter().all(|a| is_lit(a.trim())) {
+        return literal_fallback(first.trim(), depth + 1);
+    }
+    None
+}
+
+/// The bytes of `s` outside string literals (`"..."`, `'...'`, `` `...` ``, with backslash
+/// escapes), each with its byte index and the bracket depth before it: `(`, `[` and `{` open a
+/// level, their partners close one. An opening quote is yielded; the literal and its closing
+/// quote are not.
+fn unquoted(s: &str) -> impl Iterator<Item = (usize, u8, i32)> + '_ {
+    let mut depth = 0i32;
+    let mut quote: Option<u8> = None;
+    let mut escaped = false;
+    s.bytes().enumerate().filter_map(move |(i, c)| {
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == b'\\' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+            return None;
+        }
+        let before = depth;
+        match c {
+            b'"' | b'\'' | b'`' => quote = Some(c),
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => depth -= 1,
+            _ => {}
+        }
+        Some((i, c, before))
+    })
+}
+
+/// Splits at the last occurrence of any (ASCII) operator outside brackets and quotes.
+fn split_last_top_level<'a>(s: &'a str, ops: &[&str]) -> Option<(&'a str, &'a str)> {
+    let mut found = None;
+    let mut next = 0;
+    for (i, _, depth) in unquoted(s) {
+        if i < next || depth != 0 {
+            continue;
+        }
+        if let Some(op) = ops
+            .iter()
+            .find(|op| s.as_bytes()[i..].starts_with(op.as_bytes()))
+        {
+            found = Some((i, op.len()));
+            next = i + op.len();
+        }
+    }
+    found.map(|(at, len)| (&s[..at], &s[at + len..]))
+}
+
+/// `callee(args)` when the call spans all of `s`: the callee text and the text between the
+/// parentheses.
+fn whole_call(s: &str) -> Option<(&str, &str)> {
+    let s = s.trim();
+    let last = s.len().checked_sub(1)?;
+    if !s.ends_with(')') {
+        return None;
+    }
+    let mut open_at = None;
+    for (i, c, depth) in unquoted(s) {
+        match c {
+            b'(' if depth == 0 => open_at = Some(i),
+            // `f(a).g(b)`: a group that closes before the end does not span the expression.
+            b')' if depth == 1 && i != last => open_at = None,
+            _ => {}
+        }
+    }
+    let open = open_at?;
+    let callee = s[..open].trim_end();
+    // A call, not a parenthesised group: an identifier comes right before the parenthesis.
+    let valid = callee
+        .chars()
+        .last()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+    valid.then(|| (callee, &s[open + 1..last]))
+}
+
+/// The comma-separated arguments of a call (the text between its parentheses).
+fn split_top_level_args(s: &str) -> Vec<&str> {
+    if s.trim().is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, c, depth) in unquoted(s) {
+        if c == b',' && depth == 0 {
+            out.push(&s[start..i]);
+            start = i + 1;
+        }
+    }
+    out.push(&s[start..]);
+    out
+}
+
 /// Classifies a YAML scalar written in a manifest or Helm template. Templates (`{{ }}`) and
 /// environment substitution (`${VAR}`, `$(VAR)`) are from-config; anything else written there is
 /// a hard-coded value.
@@ -63,6 +236,31 @@ pub fn classify_yaml_scalar(raw: &str) -> ValueSource {
     } else {
         ValueSource::Literal
     }
+}
+
+/// Classifies a YAML scalar like [`classify_yaml_scalar`] and finds a literal fallback of a
+/// templated value: Helm `{{ .Values.x | default 20 }}` or `{{ default 20 .Values.x }}`, shell
+/// `${DB_MAX:-20}`.
+pub fn classify_yaml_scalar_with_fallback(raw: &str) -> (ValueSource, Option<String>) {
+    static HELM_DEFAULT: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r#"\|\s*default\s+["']?([0-9][0-9A-Za-z._]*)["']?|\{\{-?\s*default\s+["']?([0-9][0-9A-Za-z._]*)["']?\s"#)
+            .expect("pattern compiles")
+    });
+    static SHELL_DEFAULT: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"\$\{[A-Za-z_][A-Za-z0-9_]*:?-([0-9][0-9A-Za-z._]*)\}")
+            .expect("pattern compiles")
+    });
+    let source = classify_yaml_scalar(raw);
+    if source == ValueSource::Literal {
+        return (source, None);
+    }
+    let fallback = HELM_DEFAULT
+        .captures(raw)
+        .and_then(|c| c.get(1).or_else(|| c.get(2)))
+        .or_else(|| SHELL_DEFAULT.captures(raw).and_then(|c| c.get(1)))
+        .map(|m| m.as_str().to_string())
+        .filter(|f| classify_scalar_text(f) == ValueSource::Literal);
+    (source, fallback)
 }
 
 fn classify_scalar_text(s: &str) -> ValueSource {
@@ -218,6 +416,76 @@ mod tests {
             ValueSource::Config
         );
         assert_eq!(classify_yaml_scalar("\"${DB_MAX}\""), ValueSource::Config);
+    }
+
+    #[test]
+    fn literal_fallbacks_of_config_values_are_found() {
+        let cases = [
+            ("Number(config.POSTGRES_POOL_SIZE) || 20", Some("20")),
+            ("config.poolSize ?? 20", Some("20")),
+            ("settings.pool_size or 5", Some("5")),
+            ("int(os.getenv(\"POOL_SIZE\", \"10\"))", Some("\"10\"")),
+            ("cfg.get(\"pool_size\", 10)", Some("10")),
+            ("settings.max_connections.unwrap_or(20)", Some("20")),
+            ("cfg.max.unwrap_or_else(|| 20)", Some("20")),
+            ("Optional.ofNullable(cfg.max).orElse(15)", Some("15")),
+            ("cmp.Or(cfg.MaxOpenConns, 25)", Some("25")),
+            ("getEnvOrDefault(\"DB_MAX_OPEN\", 25)", Some("25")),
+            ("time.Duration(cfg.Seconds) * time.Second", None),
+            ("appCfg.Database.MaxOpenConns", None),
+            ("a || b", None),
+            ("rows.get(0)", None),
+        ];
+        for (expr, want) in cases {
+            let (source, fallback) = classify_expr_with_fallback(expr);
+            assert_eq!(source, ValueSource::Config, "{expr}");
+            assert_eq!(fallback.as_deref(), want, "{expr}");
+        }
+        assert_eq!(
+            classify_expr_with_fallback("25"),
+            (ValueSource::Literal, None)
+        );
+        let yaml = [
+            ("{{ .Values.db.maxOpenConns | default 20 }}", Some("20")),
+            ("{{ default 20 .Values.db.maxOpenConns }}", Some("20")),
+            ("\"${DB_MAX_OPEN_CONNS:-20}\"", Some("20")),
+            ("{{ .Values.db.maxOpenConns }}", None),
+        ];
+        for (raw, want) in yaml {
+            let (source, fallback) = classify_yaml_scalar_with_fallback(raw);
+            assert_eq!(source, ValueSource::Config, "{raw}");
+            assert_eq!(fallback.as_deref(), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn fallbacks_are_found_inside_conversions_with_literal_arguments() {
+        // The usual Node idiom: the fallback sits inside parseInt, next to the radix.
+        let (source, fallback) =
+            classify_expr_with_fallback("parseInt(process.env.DB_POOL_MAX || \"10\", 10)");
+        assert_eq!(source, ValueSource::Config);
+        assert_eq!(fallback.as_deref(), Some("\"10\""));
+        assert_eq!(
+            classify_expr_with_fallback("Number.parseInt(cfg.max ?? 8, 10)").1,
+            Some("8".to_string())
+        );
+        // Other arguments that are not literals: not a conversion of the first one.
+        assert_eq!(
+            classify_expr_with_fallback("pick(cfg.max || 8, other)").1,
+            None
+        );
+    }
+
+    #[test]
+    fn non_ascii_expressions_do_not_panic() {
+        assert_eq!(
+            classify_expr_with_fallback("cfg.größe || 2"),
+            (ValueSource::Config, Some("2".to_string()))
+        );
+        assert_eq!(
+            classify_expr_with_fallback("größe(cfg.x, \"ü\")"),
+            (ValueSource::Config, None)
+        );
     }
 
     #[test]

@@ -4,26 +4,12 @@ mod helpers;
 
 use std::collections::BTreeSet;
 
-use helpers::{active_violations, copy_of, fixture, json_report, line_of, pooltriage};
+use helpers::{active_violations, copy_of, fixture, json_report, line_of, pooltriage, rows};
 use pooltriage::category::Category;
 use pooltriage::report::Verdict;
 use pooltriage::rules::FindingKind;
 
 const SERVER_GO: &str = "pkg/datastorage/server/server.go";
-
-fn set(items: &[(&str, &str, usize, &[&str])]) -> BTreeSet<(String, String, usize, Vec<String>)> {
-    items
-        .iter()
-        .map(|(rule, file, line, svcs)| {
-            (
-                rule.to_string(),
-                file.to_string(),
-                *line,
-                svcs.iter().map(|s| s.to_string()).collect(),
-            )
-        })
-        .collect()
-}
 
 #[test]
 fn seed_repository_is_flagged_with_exactly_the_two_hardcoded_production_pool_settings() {
@@ -33,7 +19,7 @@ fn seed_repository_is_flagged_with_exactly_the_two_hardcoded_production_pool_set
     assert!(!report.passed);
     assert_eq!(
         active_violations(&report),
-        set(&[
+        rows(&[
             (
                 "hardcoded-pool-setting",
                 SERVER_GO,
@@ -195,7 +181,7 @@ fn python_and_rust_services_that_open_their_own_pool_are_flagged_as_non_owners()
     let python = "services/reports/app/db.py";
     assert_eq!(
         active_violations(&report),
-        set(&[
+        rows(&[
             (
                 "non-owner-connection",
                 rust,
@@ -324,7 +310,7 @@ fn hard_coded_values_in_manifests_and_helm_templates_are_flagged_but_values_file
     let template = "charts/datastorage/templates/configmap.yaml";
     assert_eq!(
         active_violations(&report),
-        set(&[
+        rows(&[
             (
                 "hardcoded-deploy-pool-value",
                 manifest,
@@ -401,7 +387,9 @@ fn sarif_output_is_sarif_2_1_0_with_rules_results_and_regions() {
         [
             "non-owner-connection",
             "hardcoded-pool-setting",
-            "hardcoded-deploy-pool-value"
+            "hardcoded-deploy-pool-value",
+            "pool-exceeds-max-connections",
+            "literal-pool-fallback"
         ]
     );
     let results = run0["results"].as_array().unwrap();

@@ -11,6 +11,7 @@ use crate::finding::Finding;
 use crate::report::{Report, ServiceReport, Verdict};
 use crate::rules::FindingKind;
 use crate::value::ValueSource;
+use crate::violation::{Violation, ViolationRule};
 
 /// How many evidence lines a single cell or list shows before summarising the rest.
 const MAX_INLINE: usize = 5;
@@ -49,6 +50,7 @@ pub(super) fn render(r: &Report) -> String {
     );
 
     violations_section(&mut out, r);
+    advisories_section(&mut out, r);
     services_with_connections(&mut out, r);
     services_without_connections(&mut out, r);
     pool_status(&mut out, r);
@@ -81,13 +83,44 @@ fn violations_section(out: &mut String, r: &Report) {
         let _ = writeln!(out, "None.\n");
         return;
     }
+    violation_table(out, &r.violations, "❌ violation");
+}
+
+fn advisories_section(out: &mut String, r: &Report) {
+    if r.advisories.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "## Warnings: literal fallbacks (not violations)\n");
+    let _ = writeln!(
+        out,
+        "These pool settings come from configuration, but fall back to a hard-coded literal when the configuration is unset. They never fail the run.\n"
+    );
+    violation_table(out, &r.advisories, "⚠️ warning");
+}
+
+fn violation_table(out: &mut String, vs: &[Violation], active_status: &str) {
     let _ = writeln!(out, "| # | Rule | Service | Location | Evidence | Status |");
     let _ = writeln!(out, "|---|------|---------|----------|----------|--------|");
-    for (i, v) in r.violations.iter().enumerate() {
+    for (i, v) in vs.iter().enumerate() {
         let status = match &v.allowed_reason {
-            None => "❌ violation".to_string(),
+            None => active_status.to_string(),
             Some(reason) => format!("allowed: {}", escape(reason)),
         };
+        let mut evidence = code(&v.finding.snippet);
+        if v.finding.workload.is_some()
+            || !v.related.is_empty()
+            || v.rule == ViolationRule::LiteralPoolFallback
+        {
+            let _ = write!(evidence, " {}", escape(&v.message));
+        }
+        if !v.related.is_empty() {
+            let also: Vec<String> = v
+                .related
+                .iter()
+                .map(|x| format!("`{}` ({})", x.location(), escape(&x.what)))
+                .collect();
+            let _ = write!(evidence, "; see {}", also.join(", "));
+        }
         let _ = writeln!(
             out,
             "| {} | `{}` | {} | `{}` | {} | {} |",
@@ -99,7 +132,7 @@ fn violations_section(out: &mut String, r: &Report) {
                 escape(&v.services.join(", "))
             },
             v.finding.location(),
-            code(&v.finding.snippet),
+            evidence,
             status
         );
     }
@@ -130,18 +163,35 @@ fn services_with_connections(out: &mut String, r: &Report) {
         let pool = if s.pool_settings.is_empty() {
             "no pool settings found (library defaults)".to_string()
         } else if literal == 0 {
-            format!(
-                "✅ from config ({} setting{})",
-                s.pool_settings.len(),
-                plural(s.pool_settings.len())
-            )
+            let fallbacks = s
+                .pool_settings
+                .iter()
+                .filter(|f| f.has_literal_fallback())
+                .count();
+            if fallbacks == 0 {
+                format!(
+                    "✅ from config ({} setting{})",
+                    s.pool_settings.len(),
+                    plural(s.pool_settings.len())
+                )
+            } else {
+                format!(
+                    "⚠️ from config ({} setting{}, {fallbacks} with a literal fallback)",
+                    s.pool_settings.len(),
+                    plural(s.pool_settings.len())
+                )
+            }
         } else {
             format!("❌ {literal} of {} hard-coded", s.pool_settings.len())
         };
+        let over_capacity = r.active_violations().any(|v| {
+            v.rule == ViolationRule::PoolExceedsMaxConnections && v.services.contains(&s.name)
+        });
         let status = match s.verdict {
             Verdict::NonOwnerConnects => "❌ VIOLATION (not an owner)",
             Verdict::NonOwnerConnectsAllowed => "⚠️ allowed by allowlist",
             _ if literal > 0 => "❌ VIOLATION (hard-coded pool)",
+            _ if over_capacity => "❌ VIOLATION (replicas × pool > max_connections)",
             _ => "✅ COMPLIANT",
         };
         let _ = writeln!(
@@ -243,7 +293,10 @@ fn pool_status(out: &mut String, r: &Report) {
                     format!("allowed: {}", escape(&reason))
                 }
                 (Some(ValueSource::Literal), None) => "❌ hard-coded".to_string(),
-                _ => "✅ from config".to_string(),
+                _ => match &f.fallback {
+                    Some(fb) => format!("⚠️ from config (fallback {})", escape(fb)),
+                    None => "✅ from config".to_string(),
+                },
             };
             let _ = writeln!(
                 out,
@@ -251,9 +304,10 @@ fn pool_status(out: &mut String, r: &Report) {
                 f.location(),
                 escape(f.setting.as_deref().unwrap_or("?")),
                 code(f.value.as_deref().unwrap_or("")),
-                match f.value_source {
-                    Some(ValueSource::Literal) => "literal",
-                    _ => "config",
+                match (f.value_source, &f.fallback) {
+                    (Some(ValueSource::Literal), _) => "literal".to_string(),
+                    (_, Some(fb)) => format!("config (fallback {})", code(fb)),
+                    _ => "config".to_string(),
                 },
                 if f.deploy { "deploy YAML" } else { "code" },
                 status
@@ -447,15 +501,21 @@ fn kind_label(k: FindingKind) -> &'static str {
 fn evidence(f: &Finding) -> String {
     let mut s = format!("`{}` {} {}", f.location(), f.detector, code(&f.snippet));
     if let (Some(v), Some(src)) = (&f.value, f.value_source) {
+        let source = match (src, &f.fallback) {
+            (ValueSource::Literal, _) => "literal".to_string(),
+            (_, Some(fb)) => format!("from config (fallback {fb})"),
+            _ => "from config".to_string(),
+        };
+        let _ = write!(s, " (value {}, {source})", code(v));
+    }
+    if let Some(w) = &f.workload {
         let _ = write!(
             s,
-            " (value {}, {})",
-            code(v),
-            if src == ValueSource::Literal {
-                "literal"
-            } else {
-                "from config"
-            }
+            " ({w}{}: {})",
+            f.service
+                .as_ref()
+                .map_or(String::new(), |svc| format!(", service {svc}")),
+            f.setting.as_deref().unwrap_or("")
         );
     }
     if f.in_comment {

@@ -1,6 +1,9 @@
 //! Helpers for the end-to-end tests: run the real `pooltriage` binary on fixtures (or on copies
 //! of them in temporary directories) and read its output back as typed values.
 
+// Shared by several test crates; each uses a subset.
+#![allow(dead_code)]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -100,8 +103,26 @@ pub fn line_of(root: &Path, file: &str, needle: &str) -> usize {
     lines[0]
 }
 
+/// A violation as (rule id, file, line, services).
+pub type Row = (String, String, usize, Vec<String>);
+
+/// Expected violations, written as `(rule, file, line, services)` tuples.
+pub fn rows(items: &[(&str, &str, usize, &[&str])]) -> BTreeSet<Row> {
+    items
+        .iter()
+        .map(|(rule, file, line, svcs)| {
+            (
+                rule.to_string(),
+                file.to_string(),
+                *line,
+                svcs.iter().map(|s| s.to_string()).collect(),
+            )
+        })
+        .collect()
+}
+
 /// Active (not allowlisted) violations as (rule, file, line, services).
-pub fn active_violations(report: &Report) -> BTreeSet<(String, String, usize, Vec<String>)> {
+pub fn active_violations(report: &Report) -> BTreeSet<Row> {
     report
         .active_violations()
         .map(|v| {
