@@ -379,6 +379,28 @@ pub struct VerifyChainResponse {
     pub verification_time: DateTime<Utc>,
     /// Human-readable result.
     pub message: String,
+    /// The verdict in one word (extension): `intact`, `tampered`, `unverifiable` (some rows are
+    /// signed with keys that are not configured, and nothing else is wrong) or `empty` (no
+    /// events). Older servers do not send it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<ChainVerdict>,
+    /// Rows whose hash could not be checked because their key is not configured (extension).
+    #[serde(default)]
+    pub unverifiable_events: u64,
+}
+
+/// The verdict of a chain verification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChainVerdict {
+    /// Every link holds.
+    Intact,
+    /// At least one link is broken, or rows are missing.
+    Tampered,
+    /// Nothing is broken, but some rows are signed with keys that are not configured.
+    Unverifiable,
+    /// No events with this correlation id.
+    Empty,
 }
 
 #[cfg(test)]

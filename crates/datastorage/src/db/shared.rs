@@ -27,6 +27,9 @@ pub const COLUMNS: &str = "event_id, event_timestamp, event_date, version, event
     severity, duration_ms, error_code, error_message, retention_days, is_sensitive, event_data, \
     chain_sequence, previous_event_hash, event_hash, hash_algorithm, hash_key_id";
 
+/// Rows of a chain read per round trip while verifying it.
+pub const VERIFY_PAGE: i64 = 1000;
+
 /// Columns of a row's chain position, as [`decode_link`] reads them.
 pub const LINK_COLUMNS: &str = "event_id, event_timestamp, chain_sequence, previous_event_hash, \
     event_hash, hash_algorithm, hash_key_id";
@@ -470,7 +473,7 @@ pub fn outcomes(
 
 /// The async SQL both backends run, written once and expanded in each backend's module for its
 /// store type, database and connection: `shared_sql!(PgStore, Postgres, PgConnection)`. It
-/// gives the store `get_event`, `query_events`, `chain_rows` and `ping`, and the module
+/// gives the store `get_event`, `query_events`, `verify_chain` and `ping`, and the module
 /// `stored_links`, `migrate_on` and `check_migrations_on`. A macro, not generic functions:
 /// sqlx's executor bounds, written generically, make futures the compiler cannot prove `Send`.
 macro_rules! shared_sql {
@@ -547,23 +550,22 @@ macro_rules! shared_sql {
                 Ok(Page::new(events, f, total))
             }
 
-            /// Every row of one chain and its head, from one snapshot, so a concurrent append
-            /// cannot look like truncation.
-            pub async fn chain_rows(
+            /// Feeds every row of one chain to `verifier`, in sequence order and in pages of
+            /// [`VERIFY_PAGE`](crate::db::shared::VERIFY_PAGE) rows, so memory stays flat
+            /// whatever the chain's length; returns the chain's head. Rows and head come from one
+            /// snapshot, so a concurrent append cannot look like truncation.
+            pub async fn verify_chain(
                 &self,
                 correlation_id: &str,
-            ) -> Result<$crate::domain::chain::ChainRows, $crate::db::error::DbError> {
+                verifier: &mut $crate::domain::chain::ChainVerifier<'_>,
+            ) -> Result<Option<(i64, String)>, $crate::db::error::DbError> {
                 use ::sqlx::{Connection as _, Row as _};
-                use $crate::db::shared::{decode_row, fail, run, Dialect as _, Sql, COLUMNS};
+                use $crate::db::shared::{
+                    decode_row, fail, run, Dialect as _, Sql, COLUMNS, VERIFY_PAGE,
+                };
                 let mut conn = self.pool.acquire().await?;
                 let result = async {
                     let mut tx = conn.begin_with(<$db>::BEGIN_SNAPSHOT).await?;
-                    let mut rows = Sql::<$db>::new(format!(
-                        "SELECT {COLUMNS} FROM audit_events WHERE correlation_id = "
-                    ));
-                    rows.bind(correlation_id.to_owned())
-                        .push(" ORDER BY chain_sequence");
-                    let rows = run!(rows, fetch_all, &mut *tx)?;
                     let mut head = Sql::<$db>::new(
                         "SELECT last_sequence, last_hash FROM audit_chain_heads WHERE correlation_id = ",
                     );
@@ -572,17 +574,30 @@ macro_rules! shared_sql {
                         Some(row) => Some((row.try_get("last_sequence")?, row.try_get("last_hash")?)),
                         None => None,
                     };
+                    let mut after = i64::MIN;
+                    loop {
+                        let mut page = Sql::<$db>::new(format!(
+                            "SELECT {COLUMNS} FROM audit_events WHERE correlation_id = "
+                        ));
+                        page.bind(correlation_id.to_owned())
+                            .push(" AND chain_sequence > ")
+                            .bind(after)
+                            .push(" ORDER BY chain_sequence LIMIT ")
+                            .bind(VERIFY_PAGE);
+                        let rows = run!(page, fetch_all, &mut *tx)?;
+                        for row in &rows {
+                            after = row.try_get("chain_sequence")?;
+                            verifier.push(decode_row(row));
+                        }
+                        if rows.len() < VERIFY_PAGE as usize {
+                            break;
+                        }
+                    }
                     tx.commit().await?;
-                    Ok::<_, ::sqlx::Error>((rows, head))
+                    Ok::<_, ::sqlx::Error>(head)
                 }
                 .await;
-                match result {
-                    Ok((rows, head)) => Ok($crate::domain::chain::ChainRows {
-                        rows: rows.iter().map(decode_row).collect(),
-                        head,
-                    }),
-                    Err(e) => Err(fail(conn, e)),
-                }
+                result.map_err(|e| fail(conn, e))
             }
 
             /// Whether the database answers. A saturated pool counts as answering.

@@ -10,12 +10,14 @@ use datastorage_api::query::EventFilter;
 use datastorage_api::{AuditEvent, ValidatedEvent, VerifyChainResponse};
 use uuid::Uuid;
 
-use super::error::DbError;
+use tokio::sync::Semaphore;
+
+use super::error::{DbError, RETRY_AFTER_BUSY};
 use super::pool::{Pool, PoolCounters, PoolLimits, PoolSnapshot};
 use super::shared::{Cancelled, Page, RawJson, WriteOutcome};
 use super::{postgres, sqlite};
 use crate::config::{DatabaseSettings, Driver};
-use crate::domain::chain::{self, Hasher};
+use crate::domain::chain::{ChainVerifier, Hasher};
 
 /// The storage backend in use. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -86,7 +88,10 @@ impl Store {
 
     /// The read side of this store, for request handlers.
     pub fn reader(&self) -> ReadStore {
-        ReadStore(self.clone())
+        ReadStore {
+            store: self.clone(),
+            verifications: Arc::new(Semaphore::new(MAX_CONCURRENT_VERIFICATIONS)),
+        }
     }
 
     /// Pool limits in force.
@@ -113,39 +118,57 @@ impl Store {
     }
 }
 
+/// Chain verifications that may run at once: each holds a connection and a read snapshot for
+/// as long as its chain takes to read.
+pub const MAX_CONCURRENT_VERIFICATIONS: usize = 4;
+
 /// The read side of a [`Store`]: queries, chain verification, and the pool's health. Cheap to
 /// clone.
 #[derive(Debug, Clone)]
-pub struct ReadStore(Store);
+pub struct ReadStore {
+    store: Store,
+    verifications: Arc<Semaphore>,
+}
 
 impl ReadStore {
     /// One event by id.
     #[tracing::instrument(skip_all, fields(%id))]
     pub async fn get_event(&self, id: Uuid) -> Result<Option<AuditEvent<RawJson>>, DbError> {
-        dispatch!(&self.0, s => s.get_event(id).await)
+        dispatch!(&self.store, s => s.get_event(id).await)
     }
 
     /// One page of events matching `filter`, with the total count of matches.
     #[tracing::instrument(skip_all, fields(limit = filter.limit))]
     pub async fn query_events(&self, filter: &EventFilter) -> Result<Page, DbError> {
-        dispatch!(&self.0, s => s.query_events(filter).await)
+        dispatch!(&self.store, s => s.query_events(filter).await)
     }
 
-    /// Walks one chain and reports every broken link.
+    /// Walks one chain, page by page, and reports every broken link. At most
+    /// [`MAX_CONCURRENT_VERIFICATIONS`] run at once; one more answers 503.
     #[tracing::instrument(skip_all, fields(%correlation_id))]
     pub async fn verify_chain(&self, correlation_id: &str) -> Result<VerifyChainResponse, DbError> {
-        let (rows, hasher) =
-            dispatch!(&self.0, s => (s.chain_rows(correlation_id).await?, &s.hasher));
-        Ok(chain::verify(hasher, correlation_id, rows))
+        let Ok(_slot) = self.verifications.try_acquire() else {
+            return Err(DbError::Unavailable {
+                message: format!(
+                    "{MAX_CONCURRENT_VERIFICATIONS} chain verifications are running; try again shortly"
+                ),
+                retry_after: RETRY_AFTER_BUSY,
+            });
+        };
+        dispatch!(&self.store, s => {
+            let mut verifier = ChainVerifier::new(&s.hasher, correlation_id);
+            let head = s.verify_chain(correlation_id, &mut verifier).await?;
+            Ok(verifier.finish(head))
+        })
     }
 
     /// Whether the database answers. A saturated pool counts as answering.
     pub async fn ping(&self) -> Result<(), DbError> {
-        dispatch!(&self.0, s => s.ping().await)
+        dispatch!(&self.store, s => s.ping().await)
     }
 
     /// Pool counts of the moment.
     pub fn snapshot(&self) -> PoolSnapshot {
-        dispatch!(&self.0, s => s.pool.snapshot())
+        dispatch!(&self.store, s => s.pool.snapshot())
     }
 }

@@ -2,7 +2,7 @@
 //! idempotent replay from a conflict, and verifying a stored chain.
 //!
 //! Pure logic: no SQL, no HTTP. The backends call [`link`] and [`Hasher::is_replay`] inside their
-//! write transactions, and hand the rows of a chain to [`verify`].
+//! write transactions, and feed the rows of a chain, page by page, to a [`ChainVerifier`].
 
 use std::collections::HashMap;
 use std::fmt;
@@ -11,7 +11,9 @@ use anyhow::{ensure, Context as _};
 use chrono::DateTime;
 use chrono::Utc;
 use datastorage_api::chain::{chain_hash, chain_hmac, ALGORITHM_HMAC_SHA256, ALGORITHM_SHA256};
-use datastorage_api::{AuditEvent, TamperedEvent, ValidatedEvent, VerifyChainResponse};
+use datastorage_api::{
+    AuditEvent, ChainVerdict, TamperedEvent, ValidatedEvent, VerifyChainResponse,
+};
 use uuid::Uuid;
 
 use crate::config::HashChainSettings;
@@ -97,7 +99,7 @@ impl Hasher {
     }
 
     /// The hash a stored row should carry, or why it cannot be checked.
-    fn recompute(&self, row: &AuditEvent) -> Result<String, String> {
+    fn recompute(&self, row: &AuditEvent) -> Result<String, Uncheckable> {
         self.hash_as_stored(
             &row.hash_algorithm,
             row.hash_key_id.as_deref(),
@@ -132,21 +134,21 @@ impl Hasher {
         previous_hash: &str,
         content: &impl datastorage_api::chain::Canonical,
         sequence: i64,
-    ) -> Result<String, String> {
+    ) -> Result<String, Uncheckable> {
         match algorithm {
-            ALGORITHM_SHA256 if !self.keys.is_empty() && !self.accept_unkeyed => Err(
+            ALGORITHM_SHA256 if !self.keys.is_empty() && !self.accept_unkeyed => Err(Uncheckable::Suspect(
                 "unkeyed sha256 row while chain keys are configured: anyone with write access to the \
                  database could have recomputed it (set hashChain.acceptUnkeyed for rows written \
                  before the key)"
                     .to_owned(),
-            ),
+            )),
             ALGORITHM_SHA256 => Ok(chain_hash(previous_hash, content, sequence)),
             ALGORITHM_HMAC_SHA256 => {
                 let id = key_id.unwrap_or_default();
-                let key = self.keys.get(id).ok_or_else(|| format!("signed with key {id:?}, which is not configured (hashChain.keyFile / verifyKeyFiles): cannot verify"))?;
+                let key = self.keys.get(id).ok_or_else(|| Uncheckable::MissingKey(format!("signed with key {id:?}, which is not configured (hashChain.keyFile / verifyKeyFiles): cannot verify")))?;
                 Ok(chain_hmac(key, previous_hash, content, sequence))
             }
-            other => Err(format!("unknown hash_algorithm {other:?}")),
+            other => Err(Uncheckable::Suspect(format!("unknown hash_algorithm {other:?}"))),
         }
     }
 }
@@ -168,15 +170,6 @@ pub struct StoredLink {
     pub algorithm: String,
     /// `hash_key_id` of the row.
     pub key_id: Option<String>,
-}
-
-/// The rows of one chain, in sequence order, and its head.
-#[derive(Debug, Clone)]
-pub struct ChainRows {
-    /// Rows ordered by `chain_sequence`; a row that cannot be decoded is its error message.
-    pub rows: Vec<Result<AuditEvent, String>>,
-    /// `(last_sequence, last_hash)` of the head, if the chain exists.
-    pub head: Option<(i64, String)>,
 }
 
 /// A new event with its chain position.
@@ -225,50 +218,108 @@ pub fn link<'a>(
         .collect()
 }
 
-/// Walks a chain in sequence order and reports every broken link: edited content, a broken
-/// `previous_event_hash` link, a missing sequence number, or a head that does not match the
-/// last row (truncation).
-pub fn verify(hasher: &Hasher, correlation_id: &str, chain: ChainRows) -> VerifyChainResponse {
-    let mut tampered = Vec::new();
-    let mut bad_rows = 0u64;
-    let mut previous = String::new();
-    let mut expected_sequence = 1i64;
-    let total = chain.rows.len() as u64;
-    for row in chain.rows {
+/// Most broken links listed in one answer; the count and the message cover the rest. A chain
+/// rewritten end to end would otherwise make the answer as large as the chain.
+pub const MAX_LISTED_PROBLEMS: usize = 1000;
+
+/// Why a stored row's hash could not be recomputed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Uncheckable {
+    /// The row is signed with a key that is not configured: nothing says it was changed.
+    MissingKey(String),
+    /// The row itself is suspect (an unkeyed row among keyed ones, an unknown algorithm).
+    Suspect(String),
+}
+
+/// Verifies one chain row by row, in sequence order, holding only the previous row's hash:
+/// memory stays flat whatever the chain's length. Reports an edited row (its recomputed hash
+/// differs), a broken `previous_event_hash` link, a missing sequence number (deleted rows), a
+/// row that cannot be read back, and a head that does not match the last row (truncation).
+#[derive(Debug)]
+pub struct ChainVerifier<'a> {
+    hasher: &'a Hasher,
+    correlation_id: String,
+    previous: String,
+    expected_sequence: i64,
+    total: u64,
+    bad_rows: u64,
+    unverifiable: u64,
+    problems: u64,
+    listed: Vec<TamperedEvent>,
+}
+
+impl<'a> ChainVerifier<'a> {
+    /// A verifier for the chain of `correlation_id`.
+    pub fn new(hasher: &'a Hasher, correlation_id: &str) -> Self {
+        Self {
+            hasher,
+            correlation_id: correlation_id.to_owned(),
+            previous: String::new(),
+            expected_sequence: 1,
+            total: 0,
+            bad_rows: 0,
+            unverifiable: 0,
+            problems: 0,
+            listed: Vec::new(),
+        }
+    }
+
+    /// The sequence number after the last row seen (where the next page starts).
+    pub fn next_sequence(&self) -> i64 {
+        self.expected_sequence
+    }
+
+    fn report(&mut self, problem: TamperedEvent) {
+        self.problems += 1;
+        if self.listed.len() < MAX_LISTED_PROBLEMS {
+            self.listed.push(problem);
+        }
+    }
+
+    /// Checks the next row of the chain (a row that cannot be decoded is its error message).
+    pub fn push(&mut self, row: Result<AuditEvent, String>) {
+        self.total += 1;
         let row = match row {
             Ok(row) => row,
             Err(message) => {
-                bad_rows += 1;
-                tampered.push(TamperedEvent {
+                self.bad_rows += 1;
+                let previous_hash = self.previous.clone();
+                self.report(TamperedEvent {
                     event_id: String::new(),
                     event_timestamp: None,
                     expected_hash: String::new(),
                     actual_hash: String::new(),
-                    previous_hash: previous.clone(),
+                    previous_hash,
                     message: format!("stored row cannot be read back: {message}"),
                 });
-                expected_sequence += 1;
-                continue;
+                self.expected_sequence += 1;
+                return;
             }
         };
         let mut problems = Vec::new();
-        if row.chain_sequence != expected_sequence {
+        if row.chain_sequence != self.expected_sequence {
             problems.push(format!(
                 "sequence {} follows {}: events {}..{} are missing",
                 row.chain_sequence,
-                expected_sequence - 1,
-                expected_sequence,
+                self.expected_sequence - 1,
+                self.expected_sequence,
                 row.chain_sequence - 1
             ));
         }
-        if row.previous_event_hash != previous {
+        if row.previous_event_hash != self.previous {
             problems.push(
                 "previous_event_hash does not match the hash of the event before it".to_owned(),
             );
         }
-        let recomputed = match hasher.recompute(&row) {
+        let mut unverifiable = false;
+        let recomputed = match self.hasher.recompute(&row) {
             Ok(h) => h,
-            Err(why) => {
+            Err(Uncheckable::MissingKey(why)) => {
+                unverifiable = true;
+                problems.push(why);
+                String::new()
+            }
+            Err(Uncheckable::Suspect(why)) => {
                 problems.push(why);
                 String::new()
             }
@@ -278,9 +329,13 @@ pub fn verify(hasher: &Hasher, correlation_id: &str, chain: ChainRows) -> Verify
                 "content changed: the recomputed hash differs from the stored one".to_owned(),
             );
         }
+        if unverifiable && problems.len() == 1 {
+            // Nothing but the missing key: the row is not verified, and not shown as changed.
+            self.unverifiable += 1;
+        }
         if !problems.is_empty() {
-            bad_rows += 1;
-            tampered.push(TamperedEvent {
+            self.bad_rows += 1;
+            self.report(TamperedEvent {
                 event_id: row.event_id.to_string(),
                 event_timestamp: Some(row.event_timestamp),
                 expected_hash: recomputed,
@@ -289,43 +344,66 @@ pub fn verify(hasher: &Hasher, correlation_id: &str, chain: ChainRows) -> Verify
                 message: problems.join("; "),
             });
         }
-        previous = row.event_hash;
-        expected_sequence = row.chain_sequence + 1;
+        self.previous = row.event_hash;
+        self.expected_sequence = row.chain_sequence + 1;
     }
-    if let Some((last_sequence, last_hash)) = &chain.head {
-        if *last_sequence != expected_sequence - 1 || *last_hash != previous {
-            tampered.push(TamperedEvent {
-                event_id: String::new(),
-                event_timestamp: None,
-                expected_hash: last_hash.clone(),
-                actual_hash: previous.clone(),
-                previous_hash: String::new(),
-                message: format!(
-                    "the chain head records {last_sequence} events but the rows end at {}: events were removed from the end",
-                    expected_sequence - 1
-                ),
-            });
+
+    /// The answer, once every row is pushed; `head` is `(last_sequence, last_hash)` of the chain
+    /// head, read in the same snapshot as the rows.
+    pub fn finish(mut self, head: Option<(i64, String)>) -> VerifyChainResponse {
+        if let Some((last_sequence, last_hash)) = head {
+            if last_sequence != self.expected_sequence - 1 || last_hash != self.previous {
+                let actual_hash = self.previous.clone();
+                self.report(TamperedEvent {
+                    event_id: String::new(),
+                    event_timestamp: None,
+                    expected_hash: last_hash,
+                    actual_hash,
+                    previous_hash: String::new(),
+                    message: format!(
+                        "the chain head records {last_sequence} events but the rows end at {}: events were removed from the end",
+                        self.expected_sequence - 1
+                    ),
+                });
+            }
         }
-    }
-    let is_valid = tampered.is_empty();
-    let message = if total == 0 {
-        format!("no events with correlation_id {correlation_id:?}")
-    } else if is_valid {
-        format!("hash chain intact: {total} events verified")
-    } else {
-        format!(
-            "hash chain broken: {} problem(s) found in {total} events",
-            tampered.len()
-        )
-    };
-    VerifyChainResponse {
-        correlation_id: correlation_id.to_owned(),
-        is_valid,
-        total_events: total,
-        verified_events: total - bad_rows,
-        tampered_events: tampered,
-        verification_time: Utc::now(),
-        message,
+        let (total, cid) = (self.total, &self.correlation_id);
+        let verdict = if total == 0 && self.problems == 0 {
+            ChainVerdict::Empty
+        } else if self.problems == 0 {
+            ChainVerdict::Intact
+        } else if self.problems == self.unverifiable {
+            ChainVerdict::Unverifiable
+        } else {
+            ChainVerdict::Tampered
+        };
+        let more = match self.problems.saturating_sub(self.listed.len() as u64) {
+            0 => String::new(),
+            n => format!(" ({n} more not listed)"),
+        };
+        let message = match verdict {
+            ChainVerdict::Empty => format!("no events with correlation_id {cid:?}"),
+            ChainVerdict::Intact => format!("hash chain intact: {total} events verified"),
+            ChainVerdict::Unverifiable => format!(
+                "hash chain cannot be verified: {} of {total} events are signed with keys that are not configured (hashChain.keyFile / verifyKeyFiles); nothing else was found{more}",
+                self.unverifiable
+            ),
+            ChainVerdict::Tampered => format!(
+                "hash chain broken: {} problem(s) found in {total} events{more}",
+                self.problems
+            ),
+        };
+        VerifyChainResponse {
+            correlation_id: self.correlation_id,
+            is_valid: verdict == ChainVerdict::Intact || verdict == ChainVerdict::Empty,
+            total_events: total,
+            verified_events: total - self.bad_rows,
+            tampered_events: self.listed,
+            verification_time: Utc::now(),
+            message,
+            verdict: Some(verdict),
+            unverifiable_events: self.unverifiable,
+        }
     }
 }
 
