@@ -9,6 +9,7 @@
 //! cursor pagination, extra filters) are additive and never change an existing field.
 
 pub mod chain;
+pub mod json;
 pub mod problem;
 pub mod query;
 pub mod types;

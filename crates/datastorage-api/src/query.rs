@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::types::{EventCategory, EventOutcome, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
-use crate::validate::FieldErrors;
+use crate::validate::{check_time, FieldErrors};
 
 /// The query string as received; every value a string so that a bad one is reported by name.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -129,6 +129,36 @@ impl EventQueryParams {
     /// Validates every parameter against `now` (for relative times), naming each bad one.
     pub fn validate(&self, now: DateTime<Utc>) -> Result<EventFilter, FieldErrors> {
         let mut errors = FieldErrors::default();
+        // Text filters: the write limits of their fields, and no NUL (PostgreSQL cannot hold
+        // one), so no filter can reach the database as something it refuses.
+        let texts: [(&str, &Option<String>, usize); 11] = [
+            ("event_type", &self.event_type, 100),
+            ("correlation_id", &self.correlation_id, 255),
+            ("severity", &self.severity, 20),
+            ("actor_id", &self.actor_id, 255),
+            ("resource_type", &self.resource_type, 100),
+            ("resource_id", &self.resource_id, 255),
+            ("namespace", &self.namespace, 253),
+            ("cluster_id", &self.cluster_id, 255),
+            ("detail_value", &self.detail_value, 4096),
+            ("event_category", &self.event_category, 50),
+            ("event_outcome", &self.event_outcome, 50),
+        ];
+        for (field, value, max) in texts {
+            if let Some(v) = value {
+                if v.contains('\0') {
+                    errors.add(field, format!("{field} must not contain NUL characters"));
+                } else if v.chars().count() > max {
+                    errors.add(
+                        field,
+                        format!(
+                            "{field} must be at most {max} characters (got {})",
+                            v.chars().count()
+                        ),
+                    );
+                }
+            }
+        }
         let mut f = EventFilter {
             event_type: self.event_type.clone(),
             severity: self.severity.as_ref().map(|s| s.to_lowercase()),
@@ -158,7 +188,7 @@ impl EventQueryParams {
             ("until", &self.until, &mut f.until),
         ] {
             if let Some(raw) = raw {
-                match parse_time(raw, now) {
+                match parse_time(raw, now).and_then(|t| check_time(&t)) {
                     Ok(t) => *slot = Some(t),
                     Err(rule) => errors.add(field, format!("{field} {rule} (got {raw:?})")),
                 }
@@ -190,7 +220,7 @@ impl EventQueryParams {
             }
         }
         if let Some(raw) = &self.cursor {
-            match Cursor::decode(raw) {
+            match Cursor::decode(raw).filter(|c| check_time(&c.event_timestamp).is_ok()) {
                 Some(c) => f.cursor = Some(c),
                 None => errors.add(
                     "cursor",

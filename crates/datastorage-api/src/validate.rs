@@ -293,7 +293,14 @@ impl Fields<'_> {
         }
         let s = self.string(field, 1, 64)?;
         match DateTime::parse_from_rfc3339(&s) {
-            Ok(t) => Some(t.with_timezone(&Utc).trunc_subsecs(6)),
+            Ok(t) => match check_time(&t.with_timezone(&Utc)) {
+                Ok(t) => Some(t),
+                Err(rule) => {
+                    self.errors
+                        .add(field, format!("{field} {rule} (got {s:?})"));
+                    None
+                }
+            },
             Err(e) => {
                 self.errors.add(
                     field,
@@ -402,6 +409,34 @@ impl Fields<'_> {
         }
         Some(map.clone())
     }
+}
+
+/// Earliest timestamp accepted anywhere (events and query bounds): both backends store it, and
+/// so does every client language's date type.
+pub const MIN_TIMESTAMP: &str = "0001-01-01T00:00:00Z";
+/// Latest timestamp accepted anywhere.
+pub const MAX_TIMESTAMP: &str = "9999-12-31T23:59:59.999999Z";
+
+/// A timestamp as stored (microseconds), or the rule it breaks: a leap second (`…:60`) is
+/// refused, since PostgreSQL would store it as the next second and the chain hash, computed
+/// from what was sent, would no longer match what is read back; years outside 1–9999 are
+/// refused, since not every backend and client stores them.
+pub fn check_time(t: &DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    use chrono::Timelike as _;
+    if t.nanosecond() >= 1_000_000_000 {
+        return Err("is a leap second (:60), which cannot be stored faithfully; use :59.999999 or the next second".to_owned());
+    }
+    let (min, max) = (time_bound(MIN_TIMESTAMP), time_bound(MAX_TIMESTAMP));
+    if *t < min || *t > max {
+        return Err(format!(
+            "must be between {MIN_TIMESTAMP} and {MAX_TIMESTAMP}"
+        ));
+    }
+    Ok(t.trunc_subsecs(6))
+}
+
+fn time_bound(text: &str) -> DateTime<Utc> {
+    text.parse().expect("the bounds are valid RFC 3339")
 }
 
 /// JSON type name for messages.

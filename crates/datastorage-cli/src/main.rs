@@ -98,8 +98,8 @@ fn main() -> ExitCode {
 async fn execute(command: Command, mut settings: Settings) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve => {
-            let (api, metrics) = startup::bind(&settings).await?;
-            startup::run(settings, api, metrics, startup::shutdown_signal()).await?;
+            let listeners = startup::bind(&settings).await?;
+            startup::run(settings, listeners, startup::shutdown_signal()).await?;
         }
         Command::Migrate => {
             let applied = Store::migrate(&settings.database).await?;

@@ -994,3 +994,249 @@ async fn every_metric_the_rules_and_dashboard_use_is_exported() {
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// TLS to PostgreSQL, least-privilege capacity, start-up order.
+// ---------------------------------------------------------------------------------------------
+
+/// Whether every session of the service on `db` uses TLS, and how many there are.
+async fn service_sessions_over_tls(admin_url: &str, db: &str) -> (i64, i64) {
+    let mut c = PgConnection::connect(admin_url).await.unwrap();
+    let (all, tls): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_activity a \
+         JOIN pg_stat_ssl s USING (pid) WHERE a.datname = $1 AND a.application_name = 'datastorage'",
+    )
+    .bind(db)
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    c.close().await.ok();
+    (all, tls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serve_connects_over_tls_with_require_and_verify_full_and_refuses_a_wrong_ca() {
+    within(TEST_TIMEOUT, async {
+        let ca = datastorage_testkit::tls::TestCa::new("test database CA");
+        let server_cert = ca.server("postgres");
+        let cluster = tokio::task::block_in_place(|| TempCluster::start_with_tls(&[], &server_cert));
+        let db = PgDb::create_on(&cluster.admin_url()).await;
+        let database = |mode: &str, ca_file: &std::path::Path| {
+            format!(
+                "database:\n  driver: postgres\n  host: localhost\n  port: {}\n  name: {}\n  user: postgres\n  sslMode: {mode}\n  sslRootCert: {}\n",
+                cluster.port,
+                db.name,
+                ca_file.display()
+            )
+        };
+        for mode in ["require", "verify-full"] {
+            let server = Server::start(&database(mode, &ca.ca_cert), "").await;
+            assert_eq!(server.post(&event("tls")).await.status(), 201, "{mode}");
+            let (all, tls) = service_sessions_over_tls(&cluster.admin_url(), &db.name).await;
+            assert!(all >= 1 && tls == all, "{mode}: {tls} of {all} sessions use TLS");
+            server.stop().await;
+        }
+
+        // verify-full against a CA that did not sign the server's certificate: refused at start.
+        let other = datastorage_testkit::tls::TestCa::new("another CA");
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("wrong-ca.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "{}{}  waitOnStart: 0s\n",
+                server_yaml(free_port(), free_port(), ""),
+                database("verify-full", &other.ca_cert)
+            ),
+        )
+        .unwrap();
+        let out = run_to_exit(&config, &["serve"], Duration::from_secs(60)).await;
+        assert!(!out.status.success(), "serve started with a CA that does not sign the server");
+        assert!(
+            out.stderr.contains("localhost:") && out.stderr.to_lowercase().contains("certificate"),
+            "the refusal names the server and the certificate problem:\n{}",
+            out.stderr
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn check_under_a_least_privilege_role_counts_other_clients_and_says_it_estimates() {
+    within(TEST_TIMEOUT, async {
+        let admin = PgDb::create().await;
+        let role = format!("ds_lp_{}", &admin.name[8..16]);
+        let mut c = admin.connect().await;
+        sqlx::raw_sql(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'lp-secret'; ALTER DATABASE {} OWNER TO {role}",
+            admin.name
+        ))
+        .execute(&mut c)
+        .await
+        .unwrap();
+        // Another role's client holds a connection to this database while `check` runs.
+        let held = admin.connect().await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("lp.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "{}database:\n  driver: postgres\n  host: \"{}\"\n  port: {}\n  name: {}\n  user: {role}\n  password: lp-secret\n  sslMode: disable\n",
+                server_yaml(free_port(), free_port(), ""),
+                admin.host,
+                admin.port,
+                admin.name
+            ),
+        )
+        .unwrap();
+        let out = run_to_exit(&config, &["check"], Duration::from_secs(60)).await;
+        let others: i64 = out
+            .stdout
+            .lines()
+            .find(|l| l.contains("other clients' connections"))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count of other clients:\n{}\n{}", out.stdout, out.stderr));
+        assert!(others >= 2, "the held connection and this test's admin session count: {}", out.stdout);
+        assert!(out.stdout.contains("estimated") && out.stdout.contains("pg_read_all_stats"), "{}", out.stdout);
+        drop(held);
+        sqlx::raw_sql(&format!("ALTER DATABASE {} OWNER TO postgres; DROP OWNED BY {role}; DROP ROLE {role}", admin.name))
+            .execute(&mut c)
+            .await
+            .ok();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_capacity_refusal_comes_before_any_migration() {
+    within(TEST_TIMEOUT, async {
+        let cluster =
+            tokio::task::block_in_place(|| TempCluster::start(&[("max_connections", "20")]));
+        let db = PgDb::create_on(&cluster.admin_url()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("refused.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "{}{}",
+                server_yaml(free_port(), free_port(), ""),
+                database_yaml(
+                    &db,
+                    "  maxOpenConns: 5\n  capacity:\n    replicas: 5\n    policy: fail\n"
+                )
+            ),
+        )
+        .unwrap();
+        let out = run_to_exit(&config, &["serve"], Duration::from_secs(60)).await;
+        assert!(!out.status.success(), "{}", out.stderr);
+        let mut c = db.connect().await;
+        let migrated: bool =
+            sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+        assert!(
+            !migrated,
+            "a refused start must not have migrated the database"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serve_waits_for_a_database_that_comes_up_later_staying_unready_meanwhile() {
+    within(TEST_TIMEOUT, async {
+        let cluster = tokio::task::block_in_place(|| TempCluster::start(&[]));
+        let db = PgDb::create_on(&cluster.admin_url()).await;
+        tokio::task::block_in_place(|| cluster.stop());
+        let started = Instant::now();
+        let dir = tempfile::tempdir().unwrap();
+        let (port, metrics_port) = (free_port(), free_port());
+        let config = dir.path().join("late.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "{}{}",
+                server_yaml(port, metrics_port, ""),
+                database_yaml(&db, "  waitOnStart: 60s\n")
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("serve.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = datastorage(&config, dir.path(), &["serve"])
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        let mut child = ChildGuard::new(child);
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        // While the database is down: alive, not ready, writes refused with Retry-After.
+        let mut probed = false;
+        for _ in 0..100 {
+            if let Ok(r) = http.get(format!("{base}/healthz")).send().await {
+                assert_eq!(r.status(), 200);
+                probed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(probed, "the listener should answer /healthz while waiting");
+        let r = http.get(format!("{base}/readyz")).send().await.unwrap();
+        assert_eq!(r.status(), 503);
+        let r = http
+            .post(format!("{base}/api/v1/audit/events"))
+            .json(&event("late"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503);
+        assert!(r.headers().contains_key("retry-after"));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            child.try_wait().is_none(),
+            "serve must keep waiting:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::task::block_in_place(|| cluster.restart());
+        let mut ready = false;
+        for _ in 0..200 {
+            if http
+                .get(format!("{base}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+            {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(ready, "ready once the database is up:\n{text}");
+        assert!(
+            text.contains("waiting for the database"),
+            "each attempt is logged:\n{text}"
+        );
+        let r = http
+            .post(format!("{base}/api/v1/audit/events"))
+            .json(&event("late"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        assert!(started.elapsed() < Duration::from_secs(60));
+        sigterm(child.id());
+        let status = child
+            .wait_exit(EXIT_TIMEOUT)
+            .await
+            .expect("exits after SIGTERM");
+        assert!(status.success());
+    })
+    .await;
+}

@@ -181,14 +181,14 @@ impl TestApp {
         let base = format!("http://{}", api.local_addr().unwrap());
         let metrics_base = format!("http://{}", metrics.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(datastorage::startup::run(
-            settings,
+        let listeners = datastorage::startup::Listeners {
             api,
             metrics,
-            async move {
-                let _ = rx.await;
-            },
-        ));
+            health: None,
+        };
+        let task = tokio::spawn(datastorage::startup::run(settings, listeners, async move {
+            let _ = rx.await;
+        }));
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()

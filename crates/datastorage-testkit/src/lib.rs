@@ -7,6 +7,7 @@
 //!   ports, with typed calls for every route.
 //! - [`events`]: event builders.
 //! - [`process`]: the real `datastorage` binary as a child process that is always stopped.
+//! - [`tls`]: a throwaway certificate authority for TLS tests.
 //!
 //! PostgreSQL comes from `DATASTORAGE_TEST_PG_URL` (an admin URL; `scripts/test` starts a
 //! throwaway cluster and sets it), else `postgres://postgres@127.0.0.1:5432/postgres`.
@@ -15,6 +16,7 @@ pub mod app;
 pub mod events;
 pub mod pg;
 pub mod process;
+pub mod tls;
 
 pub use app::{metric_value, Backend, TestApp, TestResponse};
 pub use events::{event, request};

@@ -259,12 +259,28 @@ impl TempCluster {
             .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
+    /// A test cluster that also accepts TLS with `server`'s certificate and key (`ssl=on`).
+    pub fn start_with_tls(settings: &[(&str, &str)], server: &crate::tls::CertFiles) -> Self {
+        pg_bin()
+            .and_then(|bin| Self::try_start_inner(&bin, settings, Durability::Off, Some(server)))
+            .unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
     /// `initdb` + `pg_ctl start` with `bin`'s binaries, listening on loopback only, with these
     /// extra settings.
     pub fn try_start(
         bin: &Path,
         settings: &[(&str, &str)],
         durability: Durability,
+    ) -> anyhow::Result<Self> {
+        Self::try_start_inner(bin, settings, durability, None)
+    }
+
+    fn try_start_inner(
+        bin: &Path,
+        settings: &[(&str, &str)],
+        durability: Durability,
+        tls: Option<&crate::tls::CertFiles>,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("ds-pg-").tempdir()?;
         if is_root() {
@@ -293,6 +309,28 @@ impl TempCluster {
         );
         if durability == Durability::Off {
             opts.push_str(" -c fsync=off");
+        }
+        if let Some(files) = tls {
+            // The server reads them as its own account, and refuses a key others can read.
+            let (cert, key) = (data.join("server.crt"), data.join("server.key"));
+            std::fs::copy(&files.cert, &cert)?;
+            std::fs::copy(&files.key, &key)?;
+            for (path, mode) in [(&cert, "644"), (&key, "600")] {
+                let ok = Command::new("chmod").arg(mode).arg(path).status()?;
+                ensure!(ok.success(), "chmod {mode} {}", path.display());
+                if is_root() {
+                    let ok = Command::new("chown")
+                        .arg("postgres:postgres")
+                        .arg(path)
+                        .status()?;
+                    ensure!(ok.success(), "chown of {}", path.display());
+                }
+            }
+            opts.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert.display(),
+                key.display()
+            ));
         }
         for (k, v) in settings {
             opts.push_str(&format!(" -c {k}={v}"));

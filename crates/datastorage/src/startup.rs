@@ -1,25 +1,30 @@
-//! Start-up and shutdown: [`prepare`] builds the service, [`Service::serve`] runs it; [`run`]
-//! does both, and is the seam `main` and the listener tests call. In-process tests use
-//! [`Service::into_routers`] without a listener.
+//! Start-up and shutdown: [`run`] is the seam `main` and the listener tests call;
+//! [`prepare`] builds the service without listeners, for in-process tests.
 //!
-//! Order at start: migrations (or a check that they are applied), the capacity check
-//! (PostgreSQL), the pool, the workers, the listeners; readiness turns on last. Order at
-//! shutdown: readiness turns 503, `shutdownDelay` passes (load balancers stop routing here), the
-//! listeners stop accepting, in-flight requests finish within `shutdownTimeout`, the pool
-//! closes.
+//! Order at start: the listeners open first and answer the probes (`/healthz` 200, `/readyz`
+//! 503 "starting") while the service waits for the database, retrying with backoff for
+//! `database.waitOnStart`; then the capacity check (PostgreSQL; a `fail` policy refuses before
+//! anything is migrated), the migrations (or a check that they are applied), the pool, the
+//! workers; readiness turns on last. Order at shutdown: readiness turns 503, `shutdownDelay`
+//! passes (load balancers stop routing here), the listeners stop accepting, in-flight requests
+//! finish within `shutdownTimeout`, the pool closes.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
 use axum::Router;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
-use crate::config::{CapacityPolicy, Driver, Settings};
+use crate::config::{format_duration, CapacityPolicy, Driver, Settings};
 use crate::db::{capacity, Store};
 use crate::domain::chain::Hasher;
+use crate::http::body::body_budget;
 use crate::http::readiness::Readiness;
-use crate::http::{api_router, metrics_router, AppState};
+use crate::http::serve::{serve, ConnLimits, Gate};
+use crate::http::{api_router, health_router, metrics_router, starting_router, AppState};
 use crate::metrics::Metrics;
 use crate::writer::AuditWriter;
 
@@ -30,32 +35,55 @@ pub struct Service {
     store: Store,
 }
 
-/// Migrates (or checks the migrations), checks the connection budget, builds the pool, the
-/// workers and the handlers' state.
-pub async fn prepare(settings: Settings) -> anyhow::Result<Service> {
-    let db = &settings.database;
-    let driver = db.effective_driver();
-    for section in settings.inactive_sections() {
+/// The listeners `serve` opens: the API, the metrics, and upstream's optional health port.
+#[derive(Debug)]
+pub struct Listeners {
+    /// `server.host:server.port`.
+    pub api: TcpListener,
+    /// `server.metricsHost:server.metricsPort`.
+    pub metrics: TcpListener,
+    /// `server.metricsHost:server.healthPort`, when set.
+    pub health: Option<TcpListener>,
+}
+
+/// Logs what loading the settings noted, and the upstream keys accepted but inactive.
+fn log_settings(settings: &Settings) {
+    for note in &settings.notes {
+        tracing::info!(note = %note, "config");
+    }
+    for key in settings.inactive_keys() {
         tracing::info!(
-            section,
-            "config section accepted but inactive: not built yet"
+            key,
+            "config key accepted but inactive: this service does not act on it yet"
         );
     }
+    let db = &settings.database;
     if db.password.is_some()
         && db.secrets_file.is_none()
         && std::env::var_os("DATASTORAGE_DATABASE__PASSWORD").is_none()
     {
         tracing::warn!("database.password is written in the config file; prefer database.secretsFile or DATASTORAGE_DATABASE__PASSWORD");
     }
+}
 
-    if db.migrate_on_start {
-        let applied = Store::migrate(db).await?;
-        tracing::info!(applied, driver = ?driver, "migrations up to date");
-    } else {
-        Store::check_migrations(db).await?;
-    }
+/// Migrates (or checks the migrations), checks the connection budget, builds the pool, the
+/// workers and the handlers' state. The database must be reachable.
+pub async fn prepare(settings: Settings) -> anyhow::Result<Service> {
+    let metrics = Arc::new(Metrics::new(
+        settings.database.effective_driver() == Driver::Postgres,
+    ));
+    let readiness = Arc::new(Readiness::new(metrics.ready.clone()));
+    log_settings(&settings);
+    build(settings, metrics, readiness).await
+}
 
-    let metrics = Arc::new(Metrics::new(driver == Driver::Postgres));
+async fn build(
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+) -> anyhow::Result<Service> {
+    let db = &settings.database;
+    let driver = db.effective_driver();
     if driver == Driver::Postgres {
         let cap = capacity::check(db).await?;
         metrics.capacity.set(&cap);
@@ -70,9 +98,23 @@ pub async fn prepare(settings: Settings) -> anyhow::Result<Service> {
     } else {
         tracing::info!("capacity check does not apply to SQLite");
     }
+    if db.migrate_on_start {
+        let applied = Store::migrate(db).await?;
+        tracing::info!(
+            applied,
+            driver = db.effective_driver().as_str(),
+            "migrations up to date"
+        );
+    } else {
+        Store::check_migrations(db).await?;
+    }
 
-    let hasher = Hasher::from_settings(&settings.hash_chain)?;
-    tracing::info!(hasher = ?hasher, "hash chain keys loaded");
+    let hasher = Hasher::from_settings(&settings)?;
+    tracing::info!(
+        active_key = hasher.active_key_id().unwrap_or("none (plain sha256)"),
+        key_ids = ?hasher.key_ids(),
+        "hash chain keys loaded"
+    );
     let store = Store::open(db, metrics.pool.clone(), hasher)
         .context("cannot build the connection pool")?;
     tracing::info!(
@@ -80,13 +122,13 @@ pub async fn prepare(settings: Settings) -> anyhow::Result<Service> {
         max_open_conns = db.max_open_conns,
         max_idle_conns = db.max_idle_conns,
         min_idle_conns = db.min_idle_conns,
-        conn_max_lifetime = ?db.conn_max_lifetime,
-        conn_max_idle_time = ?db.conn_max_idle_time,
-        acquire_timeout = ?db.acquire_timeout,
-        connect_timeout = ?db.connect_timeout,
-        statement_timeout = ?db.statement_timeout,
-        lock_timeout = ?db.lock_timeout,
-        idle_in_transaction_timeout = ?db.idle_in_transaction_timeout,
+        conn_max_lifetime = %format_duration(db.conn_max_lifetime),
+        conn_max_idle_time = %format_duration(db.conn_max_idle_time),
+        acquire_timeout = %format_duration(db.acquire_timeout),
+        connect_timeout = %format_duration(db.connect_timeout),
+        statement_timeout = %format_duration(db.statement_timeout),
+        lock_timeout = %format_duration(db.lock_timeout),
+        idle_in_transaction_timeout = %format_duration(db.idle_in_transaction_timeout),
         "connection pool settings in effect"
     );
 
@@ -95,11 +137,11 @@ pub async fn prepare(settings: Settings) -> anyhow::Result<Service> {
         settings.server.max_batch_size,
         Arc::clone(&metrics),
     );
-    let readiness = Arc::new(Readiness::new(metrics.ready.clone()));
     let state = AppState {
         writer,
         store: store.reader(),
         metrics,
+        body_budget: body_budget(settings.server.max_in_flight_body_bytes),
         settings: Arc::new(settings),
         readiness,
     };
@@ -113,86 +155,148 @@ impl Service {
         self.state.readiness.opened();
         (api_router(self.state.clone()), metrics_router(self.state))
     }
-
-    /// Serves both listeners until `shutdown` resolves, then shuts down in order. Returns once
-    /// the pool is closed.
-    pub async fn serve(
-        self,
-        api: TcpListener,
-        metrics_listener: TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let Service { state, store } = self;
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
-        tracing::info!(api = %api.local_addr()?, metrics = %metrics_listener.local_addr()?, "listening");
-        let api_server = tokio::spawn(std::future::IntoFuture::into_future(
-            axum::serve(api, api_router(state.clone()))
-                .with_graceful_shutdown(stopped(stop_rx.clone())),
-        ));
-        let metrics_server = tokio::spawn(std::future::IntoFuture::into_future(
-            axum::serve(metrics_listener, metrics_router(state.clone()))
-                .with_graceful_shutdown(stopped(stop_rx)),
-        ));
-        state.readiness.opened();
-
-        shutdown.await;
-        let server = &state.settings.server;
-        tracing::info!(delay = ?server.shutdown_delay, "shutdown: readiness now 503");
-        state.readiness.stopping();
-        tokio::time::sleep(server.shutdown_delay).await;
-        tracing::info!(timeout = ?server.shutdown_timeout, "shutdown: listeners closed, draining requests");
-        let _ = stop_tx.send(true);
-        let drained = tokio::time::timeout(server.shutdown_timeout, async {
-            let _ = api_server.await;
-            let _ = metrics_server.await;
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(
-                "shutdown: requests still running after server.shutdownTimeout; closing anyway"
-            );
-        }
-        store.close().await;
-        tracing::info!("shutdown complete");
-        Ok(())
-    }
 }
 
-/// Runs the service until `shutdown` resolves, then shuts down in order. Returns once the pool
-/// is closed.
+/// Runs the service on `listeners` until `shutdown` resolves, then shuts down in order. Returns
+/// once the pool is closed; a shutdown while waiting for the database returns at once.
 pub async fn run(
     settings: Settings,
-    api: TcpListener,
-    metrics_listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    prepare(settings)
-        .await?
-        .serve(api, metrics_listener, shutdown)
-        .await
+    log_settings(&settings);
+    let metrics = Arc::new(Metrics::new(
+        settings.database.effective_driver() == Driver::Postgres,
+    ));
+    let readiness = Arc::new(Readiness::new(metrics.ready.clone()));
+    let starting = starting_router(Arc::clone(&readiness), Arc::clone(&metrics));
+    let gates = [
+        Gate::new(starting.clone()),
+        Gate::new(starting.clone()),
+        Gate::new(starting),
+    ];
+    let limits = ConnLimits {
+        header_read_timeout: settings.server.header_read_timeout,
+        max_connections: settings.server.max_connections,
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = Vec::new();
+    let mut addresses = Vec::new();
+    let named = [
+        ("api", Some(listeners.api)),
+        ("metrics", Some(listeners.metrics)),
+        ("health", listeners.health),
+    ];
+    for ((name, listener), gate) in named.into_iter().zip(&gates) {
+        if let Some(listener) = listener {
+            addresses.push(format!("{name} {}", listener.local_addr()?));
+            servers.push(tokio::spawn(serve(
+                name,
+                listener,
+                gate.clone(),
+                limits,
+                stop_rx.clone(),
+            )));
+        }
+    }
+    tracing::info!(listeners = %addresses.join(", "), "listening; readiness stays 503 until the database is ready");
+
+    let mut shutdown = std::pin::pin!(shutdown);
+    let patience = settings.database.wait_on_start;
+    let target = settings.database.clone();
+    let service = tokio::select! {
+        ready = async {
+            Store::wait_for_database(&target, patience).await?;
+            build(settings, Arc::clone(&metrics), Arc::clone(&readiness)).await
+        } => ready,
+        () = &mut shutdown => {
+            tracing::info!("shutdown before the service was ready");
+            let _ = stop_tx.send(true);
+            return Ok(());
+        }
+    };
+    let service = match service {
+        Ok(service) => service,
+        Err(e) => {
+            let _ = stop_tx.send(true);
+            return Err(e);
+        }
+    };
+    let Service { state, store } = service;
+    gates[0].open(api_router(state.clone()));
+    gates[1].open(metrics_router(state.clone()));
+    gates[2].open(health_router(state.clone()));
+    readiness.opened();
+    tracing::info!("ready");
+
+    shutdown.await;
+    let server = &state.settings.server;
+    tracing::info!(delay = %format_duration(server.shutdown_delay), "shutdown: readiness now 503");
+    readiness.stopping();
+    tokio::time::sleep(server.shutdown_delay).await;
+    tracing::info!(timeout = %format_duration(server.shutdown_timeout), "shutdown: listeners closed, draining requests");
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(server.shutdown_timeout, async {
+        for s in servers {
+            let _ = s.await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            "shutdown: requests still running after server.shutdownTimeout; closing anyway"
+        );
+    }
+    store.close().await;
+    tracing::info!("shutdown complete");
+    Ok(())
 }
 
-/// Binds both listeners from the settings.
-pub async fn bind(settings: &Settings) -> anyhow::Result<(TcpListener, TcpListener)> {
+/// Binds every listener of the settings. Host names resolve here; an address that cannot be
+/// bound names its keys.
+pub async fn bind(settings: &Settings) -> anyhow::Result<Listeners> {
     let s = &settings.server;
-    let api = TcpListener::bind((s.host, s.port)).await.with_context(|| {
-        format!(
-            "cannot listen on {}:{} (server.host, server.port)",
-            s.host, s.port
-        )
-    })?;
-    let metrics = TcpListener::bind((s.metrics_host, s.metrics_port))
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {}:{} (server.metricsHost, server.metricsPort)",
-                s.metrics_host, s.metrics_port
+    let api = bind_one(&s.host, s.port, "server.host, server.port").await?;
+    let metrics = bind_one(
+        &s.metrics_host,
+        s.metrics_port,
+        "server.metricsHost, server.metricsPort",
+    )
+    .await?;
+    let health = match s.health_port {
+        Some(port) => Some(
+            bind_one(
+                &s.metrics_host,
+                port,
+                "server.metricsHost, server.healthPort",
             )
-        })?;
-    Ok((api, metrics))
+            .await?,
+        ),
+        None => None,
+    };
+    Ok(Listeners {
+        api,
+        metrics,
+        health,
+    })
+}
+
+async fn bind_one(host: &str, port: u16, keys: &str) -> anyhow::Result<TcpListener> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .with_context(|| format!("cannot resolve {host:?} ({keys})"))?
+        .collect();
+    let mut last = None;
+    for addr in &addrs {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    match last {
+        Some(e) => Err(e).with_context(|| format!("cannot listen on {host}:{port} ({keys})")),
+        None => bail!("{host:?} resolves to no address ({keys})"),
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

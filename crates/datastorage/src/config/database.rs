@@ -32,6 +32,9 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default SQLite file, relative to the working directory.
 pub const DEFAULT_SQLITE_PATH: &str = "./data/datastorage.db";
+/// Default `database.waitOnStart`: a database started beside the service in Kubernetes usually
+/// comes up within this.
+pub const DEFAULT_WAIT_ON_START: Duration = Duration::from_secs(60);
 /// Default connection headroom for migrations and admin sessions in the capacity budget.
 pub const DEFAULT_CAPACITY_HEADROOM: u32 = 5;
 
@@ -43,6 +46,16 @@ pub enum Driver {
     Postgres,
     /// Embedded SQLite (default when no database is configured).
     Sqlite,
+}
+
+impl Driver {
+    /// `postgres` or `sqlite`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Driver::Postgres => "postgres",
+            Driver::Sqlite => "sqlite",
+        }
+    }
 }
 
 /// PostgreSQL TLS mode, as libpq names them.
@@ -61,6 +74,19 @@ pub enum SslMode {
     VerifyFull,
 }
 
+impl SslMode {
+    /// The libpq name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
 /// `database:` — backend, connection and pool.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
@@ -77,12 +103,23 @@ pub struct DatabaseSettings {
     pub user: String,
     /// Password in the file itself (discouraged; prefer `secretsFile` or the environment).
     pub password: Option<Secret>,
-    /// YAML file holding the password under `passwordKey` (a mounted Kubernetes Secret).
+    /// File holding the password: a YAML mapping with the password under `passwordKey` (and
+    /// optionally the role under `usernameKey`), or a file whose whole content is the password
+    /// (a mounted Kubernetes Secret key).
     pub secrets_file: Option<PathBuf>,
     /// Key of the password in `secretsFile`.
     pub password_key: String,
+    /// Key of the role in `secretsFile`; when set and present there, it replaces `user`.
+    pub username_key: Option<String>,
     /// TLS mode.
     pub ssl_mode: SslMode,
+    /// CA certificates (PEM) that sign the server's certificate, for `verify-ca` and
+    /// `verify-full`; unset: the public web roots.
+    pub ssl_root_cert: Option<PathBuf>,
+    /// Client certificate (PEM), for servers that authenticate clients by certificate.
+    pub ssl_cert: Option<PathBuf>,
+    /// Key of the client certificate (PEM).
+    pub ssl_key: Option<PathBuf>,
     /// Most connections open at once (in use + idle).
     pub max_open_conns: u32,
     /// Most idle connections kept; a returned connection beyond this is closed. When omitted:
@@ -115,6 +152,11 @@ pub struct DatabaseSettings {
     pub sqlite_path: PathBuf,
     /// Apply pending migrations when `serve` starts.
     pub migrate_on_start: bool,
+    /// How long `serve` waits for the database at start, retrying with backoff while it is
+    /// unreachable or not yet accepting connections (`0s`: do not wait). The listeners answer
+    /// the probes meanwhile, `/readyz` with 503.
+    #[serde(with = "duration")]
+    pub wait_on_start: Duration,
     /// The connection budget check (PostgreSQL only).
     pub capacity: CapacitySettings,
 }
@@ -130,7 +172,11 @@ impl Default for DatabaseSettings {
             password: None,
             secrets_file: None,
             password_key: "password".to_owned(),
+            username_key: None,
             ssl_mode: SslMode::Prefer,
+            ssl_root_cert: None,
+            ssl_cert: None,
+            ssl_key: None,
             max_open_conns: DEFAULT_MAX_OPEN_CONNS,
             max_idle_conns: DEFAULT_MAX_IDLE_CONNS,
             min_idle_conns: 0,
@@ -143,6 +189,7 @@ impl Default for DatabaseSettings {
             idle_in_transaction_timeout: DEFAULT_IDLE_IN_TRANSACTION_TIMEOUT,
             sqlite_path: PathBuf::from(DEFAULT_SQLITE_PATH),
             migrate_on_start: true,
+            wait_on_start: DEFAULT_WAIT_ON_START,
             capacity: CapacitySettings::default(),
         }
     }
@@ -156,6 +203,21 @@ impl DatabaseSettings {
         } else {
             Driver::Sqlite
         })
+    }
+
+    /// Where the service connects, for messages: `host:port/name as user`, or the SQLite file.
+    /// Never the password.
+    pub fn target(&self) -> String {
+        match self.effective_driver() {
+            Driver::Postgres => format!(
+                "PostgreSQL at {}:{}/{} as {}",
+                self.host.as_deref().unwrap_or_default(),
+                self.port,
+                self.name,
+                self.user
+            ),
+            Driver::Sqlite => format!("SQLite database {}", self.sqlite_path.display()),
+        }
     }
 }
 

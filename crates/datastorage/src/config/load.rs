@@ -1,7 +1,6 @@
 //! Loading: the YAML file, then `DATASTORAGE_*` environment overrides, then the password from
 //! its source, then validation. Every error names the key and where it came from.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -9,6 +8,7 @@ use serde_norway::Value;
 
 use super::secret::Secret;
 use super::settings::Settings;
+use super::values::plain_words;
 
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "DATASTORAGE_";
@@ -56,6 +56,7 @@ impl Settings {
         // The default tree lists every known key; env overrides are matched against it.
         let known = serde_norway::to_value(Settings::default()).expect("defaults serialize");
         let mut env_overrides = Vec::new();
+        let mut env_keys: Vec<(String, String)> = Vec::new();
         let mut env_password = None;
         let mut env: Vec<(String, String)> = env.into_iter().collect();
         env.sort();
@@ -83,28 +84,59 @@ impl Settings {
                             format!("environment variable {name}: cannot parse {raw:?}")
                         })?
                     }
+                    // An unset option: a number or boolean if it reads as one, else text.
+                    Some(Value::Null) => match serde_norway::from_str::<Value>(&raw) {
+                        Ok(v @ (Value::Number(_) | Value::Bool(_))) => v,
+                        _ => Value::String(raw),
+                    },
                     _ => Value::String(raw),
                 };
+                env_keys.push((keys.join("."), name.clone()));
                 set_path(&mut tree, &keys, value);
             }
             env_overrides.push(name);
         }
+        let source = match env_overrides.as_slice() {
+            [] => source,
+            vars => format!("{source} with {}", vars.join(", ")),
+        };
         let idle_given = lookup(&tree, &["database".to_owned(), "maxIdleConns".to_owned()])
             .is_some_and(|v| !v.is_null());
         let mut settings: Settings = serde_path_to_error::deserialize(tree).map_err(|e| {
             let path = e.path().to_string();
-            anyhow!("{source}: invalid config at `{path}`: {}", e.into_inner())
+            let why = plain_words(&e.into_inner().to_string());
+            match env_keys
+                .iter()
+                .find(|(key, _)| path.starts_with(key.as_str()))
+            {
+                Some((_, var)) => {
+                    anyhow!("environment variable {var}: invalid value for `{path}`: {why}")
+                }
+                None => anyhow!("{source}: invalid config at `{path}`: {why}"),
+            }
         })?;
+        settings.apply_upstream_forms();
         if !idle_given {
             // Like Go's database/sql: an omitted maxIdleConns never exceeds maxOpenConns.
             let db = &mut settings.database;
             db.max_idle_conns = db.max_idle_conns.min(db.max_open_conns);
         }
+        let db = &mut settings.database;
+        let from_file = match &db.secrets_file {
+            Some(path) => Some(read_secrets(
+                path,
+                &db.password_key,
+                db.username_key.as_deref(),
+            )?),
+            None => None,
+        };
+        if let Some((_, Some(user))) = &from_file {
+            db.user.clone_from(user);
+        }
         if let Some(p) = env_password {
-            settings.database.password = Some(p);
-        } else if let Some(secrets) = &settings.database.secrets_file {
-            settings.database.password =
-                Some(read_secret(secrets, &settings.database.password_key)?);
+            db.password = Some(p);
+        } else if let Some((password, _)) = from_file {
+            db.password = Some(password);
         }
         settings.validate().map_err(|e| anyhow!("{source}: {e}"))?;
         Ok(Loaded {
@@ -164,23 +196,40 @@ fn set_path(tree: &mut Value, keys: &[String], value: Value) {
     }
 }
 
-fn read_secret(path: &Path, key: &str) -> Result<Secret> {
+/// The password (and, with `username_key`, the role) from `database.secretsFile`: a YAML
+/// mapping of keys to values (upstream's form), or a file whose whole content is the password
+/// (a mounted Kubernetes Secret key), one trailing newline ignored.
+fn read_secrets(
+    path: &Path,
+    password_key: &str,
+    username_key: Option<&str>,
+) -> Result<(Secret, Option<String>)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("database.secretsFile: cannot read {}", path.display()))?;
-    let map: BTreeMap<String, Value> = serde_norway::from_str(&text).with_context(|| {
-        format!(
-            "database.secretsFile {} must be a YAML mapping of keys to values",
+    let map = match serde_norway::from_str::<Value>(&text) {
+        Ok(Value::Mapping(map)) => map,
+        // Not a mapping: the file is the password itself.
+        _ => {
+            let raw = text.strip_suffix('\n').unwrap_or(&text);
+            let raw = raw.strip_suffix('\r').unwrap_or(raw);
+            if raw.is_empty() {
+                bail!("database.secretsFile {} is empty", path.display());
+            }
+            return Ok((Secret::new(raw), None));
+        }
+    };
+    let text_of = |key: &str| match map.get(key) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    let password = text_of(password_key).ok_or_else(|| {
+        anyhow!(
+            "database.secretsFile {} has no string key {password_key:?} (database.passwordKey)",
             path.display()
         )
     })?;
-    match map.get(key) {
-        Some(Value::String(s)) => Ok(Secret::new(s.clone())),
-        Some(Value::Number(n)) => Ok(Secret::new(n.to_string())),
-        _ => bail!(
-            "database.secretsFile {} has no string key {key:?} (database.passwordKey)",
-            path.display()
-        ),
-    }
+    Ok((Secret::new(password), username_key.and_then(text_of)))
 }
 
 /// A commented example config with every key at its default, as `config print-default` prints.
@@ -217,7 +266,165 @@ mod tests {
         assert_eq!(s.database.statement_timeout, Duration::from_secs(30));
         assert_eq!(s.server.max_body_size, 5_242_880);
         assert_eq!(s.database.ssl_mode, SslMode::Disable);
-        assert_eq!(s.inactive_sections(), vec!["redis", "retention"]);
+        assert_eq!(s.inactive_keys(), vec!["redis", "retention"]);
+    }
+
+    #[test]
+    fn the_config_of_upstreams_configmap_loads_applying_what_it_can_and_naming_the_rest() {
+        // The real file, with the secrets file it names replaced by a temporary one.
+        let mut secrets = tempfile::NamedTempFile::new().unwrap();
+        secrets
+            .write_all(b"username: \"db_user_from_secret\"\npassword: \"slm_password_dev\"\n")
+            .unwrap();
+        let yaml = include_str!("../../tests/data/upstream-configmap.yaml").replace(
+            "/etc/datastorage/secrets/db-secrets.yaml",
+            &secrets.path().display().to_string(),
+        );
+        let s = load_yaml(&yaml, &[]).unwrap().settings;
+        assert_eq!(s.server.health_port, Some(8081));
+        assert_eq!(
+            s.database.user, "db_user_from_secret",
+            "usernameKey applied"
+        );
+        assert_eq!(
+            s.database.password.as_ref().unwrap().expose(),
+            "slm_password_dev"
+        );
+        assert_eq!(s.database.max_open_conns, 100);
+        assert_eq!(s.database.conn_max_lifetime, Duration::from_secs(15 * 60));
+        assert_eq!(s.inactive_keys(), vec!["redis", "retention"]);
+        assert_eq!(s.retention.unwrap().batch_size, Some(1000));
+    }
+
+    #[test]
+    fn typos_inside_upstream_sections_fail_like_any_other_unknown_key() {
+        for (yaml, key) in [
+            ("retention:\n  enabeld: true\n", "enabeld"),
+            ("redis:\n  adr: r:6379\n", "adr"),
+            ("audit:\n  hashKey: k\n", "hashKey"),
+            ("telemetry:\n  endpont: x\n", "endpont"),
+            ("server:\n  rateLimit:\n    enable: true\n", "enable"),
+        ] {
+            let err = load_yaml(yaml, &[]).unwrap_err().to_string();
+            assert!(
+                err.contains(key) && err.contains("unknown field"),
+                "{yaml}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bare_word_that_is_no_level_is_an_error_and_levels_take_any_case() {
+        let err = load_yaml("logging:\n  level: verbose\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("logging.level") && err.contains("verbose"),
+            "{err}"
+        );
+        for level in ["INFO", "Warn", "debug", "info,sqlx=warn"] {
+            let yaml = format!("logging:\n  level: \"{level}\"\n");
+            assert!(load_yaml(&yaml, &[]).is_ok(), "{level}");
+        }
+    }
+
+    #[test]
+    fn durations_numbers_and_hosts_are_read_the_way_people_write_them() {
+        let s = load_yaml(
+            "database:\n  connMaxLifetime: 0\n  connMaxIdleTime: 0s\nserver:\n  host: localhost\n",
+            &[],
+        )
+        .unwrap()
+        .settings;
+        assert_eq!(s.database.conn_max_lifetime, Duration::ZERO);
+        assert_eq!(s.server.host, "localhost");
+        let err = load_yaml("database:\n  connMaxLifetime: 30\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("connMaxLifetime") && err.contains("unit"),
+            "{err}"
+        );
+        let err = load_yaml("database:\n  maxOpenConns: ten\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("database.maxOpenConns")
+                && err.contains("whole number from 0 to 4294967295"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_error_in_an_environment_variable_names_the_variable() {
+        let err = load_yaml("", &[("DATASTORAGE_DATABASE__MAX_OPEN_CONNS", "many")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("DATASTORAGE_DATABASE__MAX_OPEN_CONNS"),
+            "{err}"
+        );
+        let err = load_yaml("", &[("DATASTORAGE_SERVER__READ_TIMEOUT", "soon")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("environment variable DATASTORAGE_SERVER__READ_TIMEOUT"),
+            "{err}"
+        );
+        let s = load_yaml("", &[("DATASTORAGE_SERVER__HEALTH_PORT", "8081")])
+            .unwrap()
+            .settings;
+        assert_eq!(s.server.health_port, Some(8081));
+    }
+
+    #[test]
+    fn a_secrets_file_holding_only_the_password_is_accepted() {
+        let mut secrets = tempfile::NamedTempFile::new().unwrap();
+        secrets.write_all(b"just-the-password\n").unwrap();
+        let yaml = format!(
+            "database:\n  host: db\n  secretsFile: {}\n",
+            secrets.path().display()
+        );
+        let s = load_yaml(&yaml, &[]).unwrap().settings;
+        assert_eq!(s.database.password.unwrap().expose(), "just-the-password");
+    }
+
+    #[test]
+    fn upstream_forms_apply_with_a_note() {
+        let s = load_yaml(
+            "server:\n  maxBatchSize: 0\n  endpointPropagationDelay: 2s\n",
+            &[],
+        )
+        .unwrap()
+        .settings;
+        assert_eq!(
+            s.server.max_batch_size,
+            datastorage_api::DEFAULT_MAX_BATCH_SIZE
+        );
+        assert_eq!(s.server.shutdown_delay, Duration::from_secs(2));
+        assert_eq!(s.notes.len(), 2, "{:?}", s.notes);
+    }
+
+    #[test]
+    fn cors_origins_are_checked_and_a_lone_star_means_any() {
+        assert!(load_yaml("server:\n  corsAllowedOrigins: [\"*\"]\n", &[]).is_ok());
+        for bad in [
+            "[\"*\", \"https://a.example\"]",
+            "[\"ftp://a.example\"]",
+            "[\"https://a.example/path\"]",
+            "[\"a.example\"]",
+        ] {
+            let yaml = format!("server:\n  corsAllowedOrigins: {bad}\n");
+            let err = load_yaml(&yaml, &[]).unwrap_err().to_string();
+            assert!(err.contains("server.corsAllowedOrigins[0]"), "{bad}: {err}");
+        }
+        let err = load_yaml(
+            "environment: production\nserver:\n  corsAllowedOrigins: [\"*\"]\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("production"), "{err}");
     }
 
     #[test]

@@ -6,10 +6,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct LoggingSettings {
-    /// `error`, `warn`, `info`, `debug`, `trace`, or a `tracing` filter directive.
+    /// `error`, `warn`, `info`, `debug`, `trace` or `off` (any case), or a `tracing` filter
+    /// directive.
     pub level: String,
     /// `json` (one object per line) or `text`.
     pub format: LogFormat,
+    /// One line per request at `info`: method, route template, status, duration, request id.
+    pub access_log: bool,
 }
 
 impl Default for LoggingSettings {
@@ -17,6 +20,7 @@ impl Default for LoggingSettings {
         Self {
             level: "info".to_owned(),
             format: LogFormat::Json,
+            access_log: true,
         }
     }
 }

@@ -12,8 +12,9 @@
 //! - The database password comes from `DATASTORAGE_DATABASE__PASSWORD`, from `secretsFile` +
 //!   `passwordKey` (as upstream), or, discouraged, from `password` in the file. It is held in a
 //!   [`Secret`], which never prints.
-//! - The upstream sections not built yet (`redis`, `retention`, `audit`) are accepted as they are
-//!   and reported inactive.
+//! - Every key of upstream's config file loads: applied where this service has the feature
+//!   (health port, role from the secrets file, the chain key of `audit`), else typed with
+//!   upstream's key list and reported inactive by name (`redis`, `retention`, `telemetry`, …).
 //!
 //! One file per section (`server`, `logging`, `database`, `hash_chain`), the tree and its
 //! cross-section rules in `settings`, loading in `load`.
@@ -25,6 +26,7 @@ mod logging;
 mod secret;
 mod server;
 mod settings;
+mod upstream;
 mod values;
 
 pub use database::*;
@@ -34,4 +36,5 @@ pub use logging::{LogFormat, LoggingSettings};
 pub use secret::Secret;
 pub use server::*;
 pub use settings::Settings;
-pub use values::parse_duration;
+pub use upstream::*;
+pub use values::{format_duration, parse_duration};

@@ -1,12 +1,11 @@
 //! `server:`: the HTTP listeners, request limits and shutdown timing.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::values::{duration, int_or_string};
+use super::values::{duration, int_or_string, option_duration};
 
 /// Default API port.
 pub const DEFAULT_PORT: u16 = 8080;
@@ -26,20 +25,30 @@ pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::from_secs(5);
 /// Default time given to in-flight requests once the listener is closed.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(25);
+/// Default longest time a client may take to send a request's headers (slow clients that hold
+/// connections open without finishing a request are closed after it).
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default most connections each listener keeps open at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default bytes of request bodies being read or parsed at once, all requests together.
+pub const DEFAULT_MAX_IN_FLIGHT_BODY_BYTES: u64 = 64 * 1024 * 1024;
 
 /// `server:` — HTTP.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct ServerSettings {
-    /// Address the API listens on.
-    pub host: IpAddr,
+    /// Address (IP or host name) the API listens on.
+    pub host: String,
     /// API port.
     pub port: u16,
-    /// Address the metrics listener binds.
-    pub metrics_host: IpAddr,
+    /// Address (IP or host name) the metrics listener, and the health listener, bind.
+    pub metrics_host: String,
     /// Metrics port (`/metrics`, `/healthz`, `/readyz`).
     pub metrics_port: u16,
-    /// Most events one batch request may carry.
+    /// A third listener serving only `/healthz` and `/readyz`, as upstream's health port
+    /// (8081); `null`: none (the probes are on the API and metrics ports anyway).
+    pub health_port: Option<u16>,
+    /// Most events one batch request may carry; `0` means the default (as upstream).
     pub max_batch_size: usize,
     /// Longest time to receive a request body.
     #[serde(with = "duration")]
@@ -58,18 +67,63 @@ pub struct ServerSettings {
     /// sending traffic first.
     #[serde(with = "duration")]
     pub shutdown_delay: Duration,
+    /// Upstream's name for `shutdownDelay`; set at most one of the two.
+    #[serde(with = "option_duration", skip_serializing_if = "Option::is_none")]
+    pub endpoint_propagation_delay: Option<Duration>,
     /// Time in-flight requests get to finish once the listener is closed.
     #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
+    /// Longest time a client may take to send a request's headers; then the connection closes.
+    #[serde(with = "duration")]
+    pub header_read_timeout: Duration,
+    /// Most connections each listener keeps open at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Bytes of request bodies being read or parsed at once, all requests together; a request
+    /// beyond it answers 503 with `Retry-After`, which bounds the memory of concurrent large
+    /// bodies.
+    #[serde(deserialize_with = "int_or_string")]
+    pub max_in_flight_body_bytes: u64,
+    /// Upstream's switch for its profiling endpoints: accepted; this service has none.
+    pub disable_profiling: bool,
+    /// Upstream's TLS of the API listener (`certDir` with `tls.crt` and `tls.key`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
+    /// Upstream's per-IP rate limit: accepted and inactive (a client chooses its own IP with
+    /// `X-Forwarded-For`, so it limits nobody who does not want to be limited).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<UpstreamRateLimit>,
+}
+
+/// `server.tls`, in upstream's shape.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct UpstreamTls {
+    /// Folder holding `tls.crt` and `tls.key`.
+    pub cert_dir: Option<PathBuf>,
+    /// A CA file (upstream declares it and never reads it).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `server.rateLimit`, in upstream's shape.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct UpstreamRateLimit {
+    /// Whether upstream's limit is on.
+    pub enabled: bool,
+    /// Tokens per second per client IP.
+    pub requests_per_second: f64,
+    /// Bucket size.
+    pub burst: u32,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
         Self {
-            host: IpAddr::from([0, 0, 0, 0]),
+            host: "0.0.0.0".to_owned(),
             port: DEFAULT_PORT,
-            metrics_host: IpAddr::from([0, 0, 0, 0]),
+            metrics_host: "0.0.0.0".to_owned(),
             metrics_port: DEFAULT_METRICS_PORT,
+            health_port: None,
             max_batch_size: datastorage_api::DEFAULT_MAX_BATCH_SIZE,
             read_timeout: DEFAULT_HTTP_TIMEOUT,
             write_timeout: DEFAULT_HTTP_TIMEOUT,
@@ -77,7 +131,14 @@ impl Default for ServerSettings {
             cors_allowed_origins: Vec::new(),
             signer_cert_dir: None,
             shutdown_delay: DEFAULT_SHUTDOWN_DELAY,
+            endpoint_propagation_delay: None,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_in_flight_body_bytes: DEFAULT_MAX_IN_FLIGHT_BODY_BYTES,
+            disable_profiling: false,
+            tls: None,
+            rate_limit: None,
         }
     }
 }

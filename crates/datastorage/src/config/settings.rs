@@ -2,17 +2,21 @@
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
-use serde_norway::Value;
 
-use super::database::{DatabaseSettings, Driver};
+use super::database::{DatabaseSettings, Driver, SslMode};
 use super::hash_chain::HashChainSettings;
 use super::logging::LoggingSettings;
 use super::server::{ServerSettings, MAX_MAX_BATCH_SIZE, MAX_MAX_BODY_SIZE, MIN_MAX_BODY_SIZE};
+use super::upstream::{AuditSettings, RedisSettings, RetentionSettings, TelemetrySettings};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
 pub struct Settings {
+    /// Upstream's deployment environment; `production` adds the checks upstream makes
+    /// (TLS to the database, no `*` CORS origin).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
     /// HTTP listeners and request limits.
     pub server: ServerSettings,
     /// Log level and format.
@@ -21,25 +25,89 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// Keyed hash chains (HMAC-SHA-256).
     pub hash_chain: HashChainSettings,
-    /// Upstream's Redis dead-letter queue: accepted, inactive (writes never fall back to a queue).
-    pub redis: Option<Value>,
+    /// Upstream's HMAC key of the hash chain, applied when `hashChain.keyFile` is not set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditSettings>,
+    /// Upstream's Redis dead-letter queue: accepted, inactive (writes never fall back to a
+    /// queue yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisSettings>,
     /// Upstream's retention worker: accepted, inactive (not built yet).
-    pub retention: Option<Value>,
-    /// Upstream's audit section: accepted, inactive (not built yet).
-    pub audit: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionSettings>,
+    /// Upstream's trace export: accepted, inactive (not built yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<TelemetrySettings>,
+    /// Upstream's TLS profile of its servers (`Old`, `Intermediate`, `Modern`): accepted,
+    /// inactive (the listeners serve plain HTTP; TLS on them is not built yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_profile: Option<String>,
+    /// Notes from loading (a value defaulted, a key applied under another name), logged at
+    /// start.
+    #[serde(skip)]
+    pub notes: Vec<String>,
 }
 
+/// Log levels a bare `logging.level` may name (any case).
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
 impl Settings {
+    /// Whether upstream's `environment: production` is set.
+    pub fn is_production(&self) -> bool {
+        self.environment
+            .as_deref()
+            .is_some_and(|e| e.eq_ignore_ascii_case("production"))
+    }
+
+    /// Applies the values upstream writes in its own forms: `server.maxBatchSize: 0` is the
+    /// default, `server.endpointPropagationDelay` is `shutdownDelay`, log levels in any case.
+    /// Each change is noted for the start-up log.
+    pub fn apply_upstream_forms(&mut self) {
+        let s = &mut self.server;
+        if s.max_batch_size == 0 {
+            s.max_batch_size = datastorage_api::DEFAULT_MAX_BATCH_SIZE;
+            self.notes.push(format!(
+                "server.maxBatchSize: 0 means the default, {}, as upstream",
+                s.max_batch_size
+            ));
+        }
+        if let Some(delay) = s.endpoint_propagation_delay {
+            s.shutdown_delay = delay;
+            self.notes.push(format!(
+                "server.endpointPropagationDelay ({}) applied as server.shutdownDelay",
+                super::values::format_duration(delay)
+            ));
+        }
+        self.logging.level = self.logging.level.to_ascii_lowercase();
+    }
+
     /// Cross-field rules. The message names every key involved.
     pub fn validate(&self) -> Result<()> {
         let s = &self.server;
         let db = &self.database;
         let mut problems = Vec::new();
-        if s.port == s.metrics_port {
-            problems.push(format!(
-                "server.port and server.metricsPort must differ (both {})",
-                s.port
-            ));
+        let ports = [
+            ("server.port", Some(s.port)),
+            ("server.metricsPort", Some(s.metrics_port)),
+            ("server.healthPort", s.health_port),
+        ];
+        for (i, (a, pa)) in ports.iter().enumerate() {
+            for (b, pb) in &ports[i + 1..] {
+                if pa.is_some() && pa == pb {
+                    problems.push(format!(
+                        "{a} and {b} must differ (both {})",
+                        pa.unwrap_or_default()
+                    ));
+                }
+            }
+        }
+        for (key, host) in [
+            ("server.host", &s.host),
+            ("server.metricsHost", &s.metrics_host),
+        ] {
+            if host.trim().is_empty() {
+                problems.push(format!("{key} must be an IP address or a host name"));
+            }
         }
         if !(1..=MAX_MAX_BATCH_SIZE).contains(&s.max_batch_size) {
             problems.push(format!(
@@ -50,14 +118,35 @@ impl Settings {
         if !(MIN_MAX_BODY_SIZE..=MAX_MAX_BODY_SIZE).contains(&s.max_body_size) {
             problems.push(format!("server.maxBodySize must be between {MIN_MAX_BODY_SIZE} and {MAX_MAX_BODY_SIZE} bytes (got {})", s.max_body_size));
         }
+        if s.max_in_flight_body_bytes < s.max_body_size {
+            problems.push(format!(
+                "server.maxInFlightBodyBytes ({}) must be at least server.maxBodySize ({}), or no large body could ever be read",
+                s.max_in_flight_body_bytes, s.max_body_size
+            ));
+        }
+        if s.max_connections == 0 {
+            problems.push("server.maxConnections must be at least 1".to_owned());
+        }
         for (key, d) in [
             ("server.readTimeout", s.read_timeout),
             ("server.writeTimeout", s.write_timeout),
+            ("server.headerReadTimeout", s.header_read_timeout),
             ("database.acquireTimeout", db.acquire_timeout),
             ("database.connectTimeout", db.connect_timeout),
         ] {
             if d.is_zero() {
                 problems.push(format!("{key} must be greater than 0"));
+            }
+        }
+        self.check_cors(&mut problems);
+        if s.tls.as_ref().is_some_and(|t| t.cert_dir.is_some()) {
+            problems.push("server.tls.certDir is set, but TLS on the API listener is not built in this version; refusing to serve plain HTTP instead".to_owned());
+        }
+        if let Some(p) = &self.tls_profile {
+            if !["old", "intermediate", "modern"].contains(&p.to_ascii_lowercase().as_str()) {
+                problems.push(format!(
+                    "tlsProfile must be Old, Intermediate or Modern (got {p:?})"
+                ));
             }
         }
         if db.max_open_conns == 0 {
@@ -75,6 +164,20 @@ impl Settings {
                 db.min_idle_conns, db.max_idle_conns
             ));
         }
+        if db.ssl_cert.is_some() != db.ssl_key.is_some() {
+            problems.push("database.sslCert and database.sslKey go together".to_owned());
+        }
+        for (key, file) in [
+            ("database.sslRootCert", &db.ssl_root_cert),
+            ("database.sslCert", &db.ssl_cert),
+            ("database.sslKey", &db.ssl_key),
+        ] {
+            if let Some(path) = file {
+                if let Err(e) = std::fs::metadata(path) {
+                    problems.push(format!("{key}: cannot read {}: {e}", path.display()));
+                }
+            }
+        }
         let hc = &self.hash_chain;
         match (&hc.key_file, hc.key_id.as_deref()) {
             (Some(_), None | Some("")) => {
@@ -85,11 +188,25 @@ impl Settings {
             }
             _ => {}
         }
+        if let Some(a) = &self.audit {
+            match (&a.hash_key_secrets_file, a.hash_key_key.as_deref()) {
+                (Some(_), None | Some("")) => problems.push(
+                    "audit.hashKeyKey is required with audit.hashKeySecretsFile".to_owned(),
+                ),
+                (None, Some(_)) => problems
+                    .push("audit.hashKeyKey is set but audit.hashKeySecretsFile is not".to_owned()),
+                (Some(_), Some(_)) if hc.key_file.is_some() => problems.push(
+                    "set the chain key once: hashChain.keyFile or audit.hashKeySecretsFile, not both"
+                        .to_owned(),
+                ),
+                _ => {}
+            }
+        }
         if db.capacity.replicas == 0 {
             problems.push("database.capacity.replicas must be at least 1".to_owned());
         }
-        if tracing_subscriber::EnvFilter::try_new(&self.logging.level).is_err() {
-            problems.push(format!("logging.level {:?} is not a level (error, warn, info, debug, trace) or filter directive", self.logging.level));
+        if let Err(why) = check_level(&self.logging.level) {
+            problems.push(format!("logging.level {why}"));
         }
         match db.effective_driver() {
             Driver::Postgres => {
@@ -97,6 +214,13 @@ impl Settings {
                     problems.push(
                         "database.host is required when database.driver is postgres".to_owned(),
                     );
+                }
+                if self.is_production() && matches!(db.ssl_mode, SslMode::Disable | SslMode::Prefer)
+                {
+                    problems.push(format!(
+                        "database.sslMode must be require, verify-ca or verify-full with environment: production (got {})",
+                        db.ssl_mode.as_str()
+                    ));
                 }
             }
             Driver::Sqlite => {
@@ -112,8 +236,37 @@ impl Settings {
         }
     }
 
-    /// Sections accepted from the upstream shape that do nothing yet.
-    pub fn inactive_sections(&self) -> Vec<&'static str> {
+    fn check_cors(&self, problems: &mut Vec<String>) {
+        let origins = &self.server.cors_allowed_origins;
+        for (i, o) in origins.iter().enumerate() {
+            let key = format!("server.corsAllowedOrigins[{i}]");
+            if o == "*" {
+                if origins.len() > 1 {
+                    problems.push(format!("{key}: \"*\" (any origin) must be the only entry"));
+                }
+                if self.is_production() {
+                    problems.push(format!(
+                        "{key}: \"*\" (any origin) is refused with environment: production"
+                    ));
+                }
+                continue;
+            }
+            let rest = o
+                .strip_prefix("https://")
+                .or_else(|| o.strip_prefix("http://"));
+            let ok = rest.is_some_and(|r| {
+                !r.is_empty() && !r.contains('/') && r.bytes().all(|b| b.is_ascii_graphic())
+            });
+            if !ok {
+                problems.push(format!(
+                    "{key}: {o:?} is not an origin: write scheme and host, e.g. \"https://ui.example\" (or \"*\" alone for any origin)"
+                ));
+            }
+        }
+    }
+
+    /// Sections and keys accepted from the upstream shape that do nothing here yet, by name.
+    pub fn inactive_keys(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
         if self.redis.is_some() {
             v.push("redis");
@@ -121,12 +274,44 @@ impl Settings {
         if self.retention.is_some() {
             v.push("retention");
         }
-        if self.audit.is_some() {
-            v.push("audit");
+        if self.telemetry.is_some() {
+            v.push("telemetry");
+        }
+        if self.tls_profile.is_some() {
+            v.push("tlsProfile");
         }
         if self.server.signer_cert_dir.is_some() {
             v.push("server.signerCertDir");
         }
+        if self.server.rate_limit.is_some() {
+            v.push("server.rateLimit");
+        }
+        if self.server.tls.is_some() {
+            v.push("server.tls");
+        }
+        if self.server.disable_profiling {
+            v.push("server.disableProfiling");
+        }
         v
     }
+}
+
+/// Whether `level` is a log level (any case) or a `tracing` filter directive. A bare word
+/// that names no level is an error, not a directive for a target of that name (which would
+/// silently log nothing).
+fn check_level(level: &str) -> std::result::Result<(), String> {
+    let bare = !level.contains(['=', ',', ':', '[']);
+    if bare && !LEVELS.contains(&level.trim().to_ascii_lowercase().as_str()) {
+        return Err(format!(
+            "{level:?} is not a level: use one of {} (any case), or a tracing filter directive such as info,sqlx=warn",
+            LEVELS.join(", ")
+        ));
+    }
+    if tracing_subscriber::EnvFilter::try_new(level.to_ascii_lowercase()).is_err() {
+        return Err(format!(
+            "{level:?} is not a level ({}) or a tracing filter directive",
+            LEVELS.join(", ")
+        ));
+    }
+    Ok(())
 }

@@ -4,13 +4,19 @@
 //! The seed's deployment rule, enforced by the service itself. Figures read from the server:
 //! `max_connections`, `superuser_reserved_connections`, `reserved_connections` (PostgreSQL 16+),
 //! the role's and the database's connection limits, and the connections other clients hold now
-//! (every client backend whose `application_name` is not `datastorage`; other replicas of this
-//! service are part of the budget, not of "others").
+//! (every client backend except this service's own: `application_name` `datastorage` with this
+//! role on this database; other replicas of this service are part of the budget, not of
+//! "others").
+//!
+//! A role without `pg_read_all_stats` (or superuser) cannot see the `backend_type` of other
+//! roles' sessions. Then a session counts as a client when it has a role and a database, which
+//! can only overcount (a parallel or logical-replication worker also has both), and the check
+//! says that its count is an estimate.
 
 use std::fmt;
 
 use anyhow::Context as _;
-use sqlx::{ConnectOptions, Connection};
+use sqlx::Connection;
 
 use crate::config::DatabaseSettings;
 
@@ -33,6 +39,9 @@ pub struct Capacity {
     pub others_same_role: i64,
     /// Of those, on this database.
     pub others_same_database: i64,
+    /// Whether the session types of other roles' sessions were hidden, so `others` is an
+    /// estimate (see the module docs).
+    pub estimated: bool,
     /// Peak replicas counted.
     pub replicas: u32,
     /// `maxOpenConns`.
@@ -73,7 +82,7 @@ impl Capacity {
              \x20 max_connections                  {:>8}\n\
              \x20 superuser_reserved_connections   {:>8}\n\
              \x20 reserved_connections             {:>8}\n\
-             \x20 other clients' connections       {:>8}\n\
+             \x20 other clients' connections       {:>8}{}\n\
              \x20 role connection limit            {:>8}  (others with this role: {})\n\
              \x20 database connection limit        {:>8}  (others on this database: {})\n\
              \x20 available to this service        {:>8}\n\
@@ -83,6 +92,11 @@ impl Capacity {
             self.superuser_reserved,
             self.reserved,
             self.others,
+            if self.estimated {
+                "  (estimated: this role cannot see other roles' session types; GRANT pg_read_all_stats TO this role for an exact count)"
+            } else {
+                ""
+            },
             limit(self.role_limit),
             self.others_same_role,
             limit(self.database_limit),
@@ -130,27 +144,38 @@ impl fmt::Display for Capacity {
                 self.others_same_database
             )?;
         }
-        f.write_str(")")
+        f.write_str(")")?;
+        if self.estimated {
+            f.write_str("; other clients estimated: grant pg_read_all_stats for an exact count")?;
+        }
+        Ok(())
     }
 }
 
 /// Reads the figures over one short-lived connection.
 pub async fn check(db: &DatabaseSettings) -> anyhow::Result<Capacity> {
-    let mut conn = crate::db::postgres::admin_connect_options(db)
-        .connect()
+    let mut conn = crate::db::postgres::admin_connect(db)
         .await
-        .context("capacity check: cannot connect to PostgreSQL")?;
-    let row: (i64, i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT current_setting('max_connections')::bigint, \
+        .context("capacity check")?;
+    let row: (i64, i64, i64, i64, i64, i64, i64, i64, bool) = sqlx::query_as(
+        "WITH s AS ( \
+             SELECT usename, datname, backend_type, \
+                    application_name = 'datastorage' AND usename = current_user \
+                        AND datname = current_database() AS ours \
+             FROM pg_stat_activity), \
+         others AS ( \
+             SELECT * FROM s WHERE ours IS NOT TRUE AND ( \
+                 backend_type = 'client backend' \
+                 OR (backend_type IS NULL AND usename IS NOT NULL AND datname IS NOT NULL))) \
+         SELECT current_setting('max_connections')::bigint, \
                 current_setting('superuser_reserved_connections')::bigint, \
                 COALESCE(current_setting('reserved_connections', true)::bigint, 0), \
                 (SELECT rolconnlimit FROM pg_roles WHERE rolname = current_user)::bigint, \
                 (SELECT datconnlimit FROM pg_database WHERE datname = current_database())::bigint, \
-                count(*) FILTER (WHERE TRUE), \
-                count(*) FILTER (WHERE usename = current_user), \
-                count(*) FILTER (WHERE datname = current_database()) \
-         FROM pg_stat_activity \
-         WHERE backend_type = 'client backend' AND application_name IS DISTINCT FROM 'datastorage'",
+                (SELECT count(*) FROM others), \
+                (SELECT count(*) FROM others WHERE usename = current_user), \
+                (SELECT count(*) FROM others WHERE datname = current_database()), \
+                EXISTS (SELECT 1 FROM s WHERE backend_type IS NULL)",
     )
     .fetch_one(&mut conn)
     .await
@@ -166,6 +191,7 @@ pub async fn check(db: &DatabaseSettings) -> anyhow::Result<Capacity> {
         others: row.5,
         others_same_role: row.6,
         others_same_database: row.7,
+        estimated: row.8,
         replicas: db.capacity.replicas,
         max_open_conns: db.max_open_conns,
         headroom: db.capacity.headroom,
@@ -186,6 +212,7 @@ mod tests {
             others: 2,
             others_same_role: 0,
             others_same_database: 0,
+            estimated: false,
             replicas,
             max_open_conns: 5,
             headroom: 5,

@@ -9,12 +9,37 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::pool::AcquireError;
-
 /// How long to ask clients to wait after a 503 caused by a saturated pool.
 pub const RETRY_AFTER_BUSY: Duration = Duration::from_secs(1);
 /// How long to ask clients to wait after a 503 caused by an unreachable database.
 pub const RETRY_AFTER_DOWN: Duration = Duration::from_secs(5);
+
+/// A failure to connect, described for people: where, why, and, when the server asked for a
+/// password and none is set, that none of its three sources is.
+pub fn connect_failure(target: &str, has_password: bool, e: &sqlx::Error) -> String {
+    let mut message = format!("cannot connect to {target}: {e}");
+    if !has_password && e.to_string().contains("password") {
+        message.push_str(
+            " (no password is set: none of DATASTORAGE_DATABASE__PASSWORD, database.secretsFile and database.password is)",
+        );
+    }
+    message
+}
+
+/// Whether a failure to connect may pass by itself (the server is starting, restarting or
+/// full), as opposed to a setting that is wrong (authentication, an unknown database).
+pub fn is_transient_connect_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => matches!(
+            db.code().as_deref(),
+            // cannot_connect_now (starting up, shutting down, in recovery), too many
+            // connections, admin shutdown, crash shutdown, connection exceptions.
+            Some("57P03" | "53300" | "57P01" | "57P02" | "08000" | "08001" | "08006")
+        ),
+        _ => false,
+    }
+}
 
 /// A database failure, classified.
 #[derive(Debug, thiserror::Error)]
@@ -23,8 +48,10 @@ pub enum DbError {
     /// the client should retry after the given time.
     #[error("{message}")]
     Unavailable {
-        /// What happened, safe to show.
+        /// What happened, in words safe to show a client (no driver text).
         message: String,
+        /// The cause, with the driver's own words, for the log.
+        cause: String,
         /// Suggested wait.
         retry_after: Duration,
     },
@@ -33,8 +60,10 @@ pub enum DbError {
     /// [`DbError::Unavailable`], it may concern only some of the events of a shared write.
     #[error("{message}")]
     Contention {
-        /// What happened, safe to show.
+        /// What happened, in words safe to show a client.
         message: String,
+        /// The cause, for the log.
+        cause: String,
         /// Suggested wait.
         retry_after: Duration,
     },
@@ -52,35 +81,39 @@ pub enum DbError {
     Internal(#[from] anyhow::Error),
 }
 
-impl From<AcquireError> for DbError {
-    fn from(e: AcquireError) -> Self {
-        let retry_after = match e {
-            AcquireError::Timeout(_) => RETRY_AFTER_BUSY,
-            _ => RETRY_AFTER_DOWN,
-        };
+impl DbError {
+    /// An outage: `message` for the client, `cause` for the log.
+    pub fn unavailable(
+        message: impl Into<String>,
+        cause: impl Into<String>,
+        retry_after: Duration,
+    ) -> Self {
         DbError::Unavailable {
-            message: e.to_string(),
+            message: message.into(),
+            cause: cause.into(),
             retry_after,
         }
     }
-}
 
-impl DbError {
     /// A copy of this error for each of several requests that share one failure.
     pub fn duplicate(&self) -> Self {
         match self {
             DbError::Unavailable {
                 message,
+                cause,
                 retry_after,
             } => DbError::Unavailable {
                 message: message.clone(),
+                cause: cause.clone(),
                 retry_after: *retry_after,
             },
             DbError::Contention {
                 message,
+                cause,
                 retry_after,
             } => DbError::Contention {
                 message: message.clone(),
+                cause: cause.clone(),
                 retry_after: *retry_after,
             },
             DbError::Cancelled => DbError::Cancelled,
@@ -91,36 +124,33 @@ impl DbError {
     }
 
     /// Classifies a sqlx error: lost connections, timeouts and resource limits are
-    /// `Unavailable`, data exceptions and constraint violations are `Data`, the rest `Internal`.
+    /// `Unavailable` or `Contention`, data exceptions and constraint violations are `Data`,
+    /// the rest `Internal`. The client-facing message names the class and the setting
+    /// involved; the driver's text goes only to the cause.
     pub fn from_sqlx(e: sqlx::Error) -> Self {
         use sqlx::Error as E;
+        let cause = e.to_string();
         match &e {
             E::Io(_)
             | E::Tls(_)
             | E::PoolTimedOut
             | E::PoolClosed
             | E::WorkerCrashed
-            | E::Protocol(_) => DbError::Unavailable {
-                message: format!("lost the database connection: {e}"),
-                retry_after: RETRY_AFTER_DOWN,
-            },
+            | E::Protocol(_) => DbError::unavailable(
+                "lost the connection to the database",
+                cause,
+                RETRY_AFTER_DOWN,
+            ),
             E::Database(db) => {
                 let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+                let message = public_message(&code);
                 match classify_code(&code) {
                     Class::Contention => DbError::Contention {
-                        message: format!(
-                            "the database could not finish the request: {}",
-                            db.message()
-                        ),
+                        message: message.to_owned(),
+                        cause,
                         retry_after: RETRY_AFTER_BUSY,
                     },
-                    Class::Unavailable => DbError::Unavailable {
-                        message: format!(
-                            "the database could not finish the request: {}",
-                            db.message()
-                        ),
-                        retry_after: RETRY_AFTER_BUSY,
-                    },
+                    Class::Unavailable => DbError::unavailable(message, cause, RETRY_AFTER_BUSY),
                     Class::Data => DbError::Data(db.message().to_owned()),
                     Class::Internal => DbError::Internal(anyhow::Error::new(e)),
                 }
@@ -133,6 +163,25 @@ impl DbError {
     /// or a concurrent insert of the same id).
     pub(crate) fn is_retryable_sqlx(e: &sqlx::Error) -> bool {
         matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01" | "23505" | "2067" | "1555")))
+    }
+}
+
+/// What a client is told for a database error code: the class, and the setting involved.
+fn public_message(code: &str) -> &'static str {
+    match code {
+        "57014" => "statement timeout: the database cancelled the request after database.statementTimeout",
+        "55P03" => "lock timeout: a lock was not granted within database.lockTimeout",
+        "40001" | "40P01" => "the database could not order this write against concurrent ones (serialization failure or deadlock)",
+        c if c.starts_with("53") => "the database is out of resources (connections, memory or disk)",
+        c if c.starts_with("57") => "the database is shutting down, restarting or not accepting requests",
+        c if c.starts_with("08") => "lost the connection to the database",
+        c if c.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6)) => {
+            "the database is busy: another writer held it beyond database.lockTimeout"
+        }
+        c if c.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 10 | 13)) => {
+            "the database cannot write now (disk full or I/O error)"
+        }
+        _ => "the database could not finish the request",
     }
 }
 

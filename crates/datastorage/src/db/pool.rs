@@ -28,23 +28,42 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use sqlx::{ConnectOptions, Connection};
 
-use crate::config::DatabaseSettings;
+use super::error::{connect_failure, DbError, RETRY_AFTER_BUSY, RETRY_AFTER_DOWN};
+use crate::config::{format_duration, DatabaseSettings};
 
 /// Why no connection could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum AcquireError {
     /// Every connection stayed in use for `acquireTimeout`.
-    #[error("no database connection became free within {0:?} (database.acquireTimeout)")]
+    #[error("no database connection became free within {} (database.acquireTimeout)", format_duration(*.0))]
     Timeout(Duration),
-    /// Opening a new connection failed.
-    #[error("cannot connect to the database: {0}")]
-    Connect(#[source] sqlx::Error),
+    /// Opening a new connection failed; the message names where and why (its text holds the
+    /// driver's cause, so it has no separate source, which would print it twice).
+    #[error("{0}")]
+    Connect(String),
     /// Opening a new connection took longer than `connectTimeout`.
-    #[error("connecting to the database took longer than {0:?} (database.connectTimeout)")]
+    #[error("connecting to the database took longer than {} (database.connectTimeout)", format_duration(*.0))]
     ConnectTimeout(Duration),
     /// The pool is shut down.
     #[error("the connection pool is closed")]
     Closed,
+}
+
+impl From<AcquireError> for DbError {
+    fn from(e: AcquireError) -> Self {
+        let retry_after = match e {
+            AcquireError::Timeout(_) => RETRY_AFTER_BUSY,
+            _ => RETRY_AFTER_DOWN,
+        };
+        let message = match &e {
+            AcquireError::Timeout(_) | AcquireError::ConnectTimeout(_) | AcquireError::Closed => {
+                e.to_string()
+            }
+            // The driver's words (and the host) stay in the log.
+            AcquireError::Connect(_) => "cannot connect to the database".to_owned(),
+        };
+        DbError::unavailable(message, e.to_string(), retry_after)
+    }
 }
 
 /// Counters the pool increments (Go `DBStats` parity); `crate::metrics` registers them.
@@ -172,11 +191,43 @@ pub struct PoolSnapshot {
     pub waiting: usize,
 }
 
+/// Where a pool connects, for its error messages.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `host:port/name as user`, never the password.
+    pub description: String,
+    /// Whether a password is set (a refused login without one says so).
+    pub has_password: bool,
+}
+
+/// First wait after a failed connection attempt; it doubles per failure.
+const FIRST_CONNECT_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest wait between connection attempts.
+const MAX_CONNECT_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Failed connection attempts in a row, shared by every acquirer of the pool: while the last
+/// attempt failed recently, a new one is not made (the acquirer gets the last failure at once),
+/// so a database that refuses connections (down, or full of other clients) is not hammered.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+    retry_at: Option<Instant>,
+    last_error: String,
+}
+
+impl Backoff {
+    fn wait(&self) -> Duration {
+        let doublings = self.failures.saturating_sub(1).min(16);
+        (FIRST_CONNECT_BACKOFF * 2u32.pow(doublings)).min(MAX_CONNECT_BACKOFF)
+    }
+}
+
 /// Opens connections and decides whether an idle one may be reused.
 pub struct ConnManager<C: Connection + 'static> {
     options: <C as Connection>::Options,
     limits: PoolLimits,
     counters: PoolCounters,
+    backoff: std::sync::Mutex<Backoff>,
 }
 
 impl<C: Connection + 'static> managed::Manager for ConnManager<C> {
@@ -184,7 +235,31 @@ impl<C: Connection + 'static> managed::Manager for ConnManager<C> {
     type Error = sqlx::Error;
 
     async fn create(&self) -> Result<C, sqlx::Error> {
-        self.options.connect().await
+        let lock = || self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        {
+            let backoff = lock();
+            if let Some(at) = backoff.retry_at.filter(|at| Instant::now() < *at) {
+                return Err(sqlx::Error::Io(std::io::Error::other(format!(
+                    "not connecting again for {:?} after {} failed attempts in a row; the last: {}",
+                    at.saturating_duration_since(Instant::now()),
+                    backoff.failures,
+                    backoff.last_error
+                ))));
+            }
+        }
+        match self.options.connect().await {
+            Ok(conn) => {
+                *lock() = Backoff::default();
+                Ok(conn)
+            }
+            Err(e) => {
+                let mut backoff = lock();
+                backoff.failures += 1;
+                backoff.retry_at = Some(Instant::now() + backoff.wait());
+                backoff.last_error = e.to_string();
+                Err(e)
+            }
+        }
     }
 
     async fn recycle(&self, conn: &mut C, m: &ObjectMetrics) -> RecycleResult<sqlx::Error> {
@@ -233,6 +308,9 @@ struct Shared<C: Connection + 'static> {
     limits: PoolLimits,
     counters: PoolCounters,
     in_use: AtomicUsize,
+    /// Where it connects, for messages (never the password).
+    target: String,
+    has_password: bool,
 }
 
 /// A pool of `C` connections. Cheap to clone.
@@ -263,11 +341,13 @@ impl<C: Connection + 'static> Pool<C> {
         options: <C as Connection>::Options,
         limits: PoolLimits,
         counters: PoolCounters,
+        target: Target,
     ) -> Self {
         let manager = ConnManager {
             options,
             limits,
             counters: counters.clone(),
+            backoff: std::sync::Mutex::new(Backoff::default()),
         };
         let inner = managed::Pool::builder(manager)
             .max_size(limits.max_open as usize)
@@ -283,6 +363,8 @@ impl<C: Connection + 'static> Pool<C> {
                 limits,
                 counters,
                 in_use: AtomicUsize::new(0),
+                target: target.description,
+                has_password: target.has_password,
             }),
         };
         tokio::spawn(reaper(Arc::downgrade(&pool.shared)));
@@ -361,7 +443,11 @@ impl<C: Connection + 'static> Pool<C> {
         match e {
             PoolError::Timeout(TimeoutType::Wait) => AcquireError::Timeout(limits.acquire_timeout),
             PoolError::Timeout(_) => AcquireError::ConnectTimeout(limits.connect_timeout),
-            PoolError::Backend(e) => AcquireError::Connect(e),
+            PoolError::Backend(e) => AcquireError::Connect(connect_failure(
+                &self.shared.target,
+                self.shared.has_password,
+                &e,
+            )),
             PoolError::Closed | PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_) => {
                 AcquireError::Closed
             }

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -16,13 +17,13 @@ use sqlx::postgres::{PgConnectOptions, PgRow, PgSslMode};
 use sqlx::{ConnectOptions, Connection, PgConnection, Postgres, Row};
 use uuid::Uuid;
 
-use super::error::DbError;
+use super::error::{connect_failure, is_transient_connect_error, DbError};
 use super::pool::Pool;
 use super::shared::{
     chains_of, fail, finish, fresh_events, outcomes, shared_sql, Cancelled, Dialect, Failed,
     RowCodec, Sql, WriteOutcome, COLUMNS,
 };
-use crate::config::{DatabaseSettings, SslMode};
+use crate::config::{format_duration, DatabaseSettings, SslMode};
 use crate::domain::chain::{link, Hasher, Linked};
 
 /// Embedded PostgreSQL migrations.
@@ -63,6 +64,12 @@ pub fn connect_options(db: &DatabaseSettings) -> PgConnectOptions {
     if let Some(p) = &db.password {
         opts = opts.password(p.expose());
     }
+    if let Some(ca) = &db.ssl_root_cert {
+        opts = opts.ssl_root_cert(ca);
+    }
+    if let (Some(cert), Some(key)) = (&db.ssl_cert, &db.ssl_key) {
+        opts = opts.ssl_client_cert(cert).ssl_client_key(key);
+    }
     opts
 }
 
@@ -73,22 +80,80 @@ pub fn admin_connect_options(db: &DatabaseSettings) -> PgConnectOptions {
     connect_options(db).options([("statement_timeout", "0"), ("lock_timeout", "0")])
 }
 
+/// One admin session (migrations, checks), within `connectTimeout`; a failure names where it
+/// connects and why.
+pub async fn admin_connect(db: &DatabaseSettings) -> anyhow::Result<PgConnection> {
+    match tokio::time::timeout(db.connect_timeout, admin_connect_options(db).connect()).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(anyhow::anyhow!(
+            "{}",
+            connect_failure(&db.target(), db.password.is_some(), &e)
+        )),
+        Err(_) => Err(anyhow::anyhow!(
+            "cannot connect to {}: no answer within {} (database.connectTimeout)",
+            db.target(),
+            format_duration(db.connect_timeout)
+        )),
+    }
+}
+
+/// Connects once, retrying while the server is unreachable or not yet accepting connections
+/// (starting, restarting, full), with backoff, for at most `patience`; each retry is logged. A
+/// refusal that will not pass by itself (authentication, an unknown database) fails at once.
+pub async fn wait_until_reachable(db: &DatabaseSettings, patience: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + patience;
+    let mut wait = Duration::from_millis(250);
+    let mut attempt = 1u32;
+    loop {
+        let outcome =
+            tokio::time::timeout(db.connect_timeout, admin_connect_options(db).connect()).await;
+        let (transient, why) = match outcome {
+            Ok(Ok(conn)) => {
+                conn.close().await.ok();
+                if attempt > 1 {
+                    tracing::info!(attempt, target = %db.target(), "the database is reachable");
+                }
+                return Ok(());
+            }
+            Ok(Err(e)) => (
+                is_transient_connect_error(&e),
+                connect_failure(&db.target(), db.password.is_some(), &e),
+            ),
+            Err(_) => (
+                true,
+                format!(
+                    "cannot connect to {}: no answer within {} (database.connectTimeout)",
+                    db.target(),
+                    format_duration(db.connect_timeout)
+                ),
+            ),
+        };
+        if !transient {
+            anyhow::bail!("{why}");
+        }
+        if Instant::now() + wait > deadline {
+            anyhow::bail!(
+                "{why}; gave up after {attempt} attempts in {} (database.waitOnStart)",
+                format_duration(patience)
+            );
+        }
+        tracing::warn!(attempt, retry_in = %format_duration(wait), error = %why, "waiting for the database");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
+        attempt += 1;
+    }
+}
+
 /// Applies pending migrations on one dedicated connection (sqlx holds an advisory lock on that
 /// same connection while it migrates, so concurrent replicas take turns).
 pub async fn migrate(db: &DatabaseSettings) -> anyhow::Result<usize> {
-    let conn = admin_connect_options(db)
-        .connect()
-        .await
-        .context("cannot connect to PostgreSQL to migrate")?;
+    let conn = admin_connect(db).await.context("cannot migrate")?;
     migrate_on(conn, &MIGRATOR).await
 }
 
 /// Fails unless every embedded migration is applied.
 pub async fn check_migrations(db: &DatabaseSettings) -> anyhow::Result<()> {
-    let conn = admin_connect_options(db)
-        .connect()
-        .await
-        .context("cannot connect to PostgreSQL")?;
+    let conn = admin_connect(db).await?;
     check_migrations_on(conn, &MIGRATOR).await
 }
 

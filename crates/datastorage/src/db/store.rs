@@ -13,7 +13,7 @@ use uuid::Uuid;
 use tokio::sync::Semaphore;
 
 use super::error::{DbError, RETRY_AFTER_BUSY};
-use super::pool::{Pool, PoolCounters, PoolLimits, PoolSnapshot};
+use super::pool::{Pool, PoolCounters, PoolLimits, PoolSnapshot, Target};
 use super::shared::{Cancelled, Page, RawJson, WriteOutcome};
 use super::{postgres, sqlite};
 use crate::config::{DatabaseSettings, Driver};
@@ -54,6 +54,18 @@ impl Store {
         }
     }
 
+    /// Waits for the database to accept a connection, for at most `patience` (see
+    /// [`postgres::wait_until_reachable`]); SQLite is always there.
+    pub async fn wait_for_database(
+        db: &DatabaseSettings,
+        patience: std::time::Duration,
+    ) -> anyhow::Result<()> {
+        match db.effective_driver() {
+            Driver::Postgres => postgres::wait_until_reachable(db, patience).await,
+            Driver::Sqlite => Ok(()),
+        }
+    }
+
     /// Builds the pool. Connections open lazily.
     pub fn open(
         db: &DatabaseSettings,
@@ -62,14 +74,18 @@ impl Store {
     ) -> anyhow::Result<Self> {
         let hasher = Arc::new(hasher);
         let limits = PoolLimits::from_settings(db);
+        let target = || Target {
+            description: db.target(),
+            has_password: db.password.is_some(),
+        };
         Ok(match db.effective_driver() {
             Driver::Postgres => Store::Postgres(postgres::PgStore {
-                pool: Pool::new(postgres::connect_options(db), limits, counters),
+                pool: Pool::new(postgres::connect_options(db), limits, counters, target()),
                 hasher,
             }),
             Driver::Sqlite => Store::Sqlite(sqlite::SqliteStore::new(
                 db,
-                Pool::new(sqlite::connect_options(db), limits, counters),
+                Pool::new(sqlite::connect_options(db), limits, counters, target()),
                 hasher,
             )?),
         })
@@ -148,12 +164,14 @@ impl ReadStore {
     #[tracing::instrument(skip_all, fields(%correlation_id))]
     pub async fn verify_chain(&self, correlation_id: &str) -> Result<VerifyChainResponse, DbError> {
         let Ok(_slot) = self.verifications.try_acquire() else {
-            return Err(DbError::Unavailable {
-                message: format!(
-                    "{MAX_CONCURRENT_VERIFICATIONS} chain verifications are running; try again shortly"
-                ),
-                retry_after: RETRY_AFTER_BUSY,
-            });
+            let message = format!(
+                "{MAX_CONCURRENT_VERIFICATIONS} chain verifications are running; try again shortly"
+            );
+            return Err(DbError::unavailable(
+                message.clone(),
+                message,
+                RETRY_AFTER_BUSY,
+            ));
         };
         dispatch!(&self.store, s => {
             let mut verifier = ChainVerifier::new(&s.hasher, correlation_id);

@@ -16,7 +16,7 @@ use datastorage_api::{
 };
 use uuid::Uuid;
 
-use crate::config::HashChainSettings;
+use crate::config::{Settings, AUDIT_KEY_ID};
 
 /// Shortest accepted HMAC key.
 pub const MIN_KEY_BYTES: usize = 32;
@@ -32,24 +32,19 @@ pub struct Hasher {
 
 impl fmt::Debug for Hasher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut ids: Vec<&String> = self.keys.keys().collect();
-        ids.sort();
         f.debug_struct("Hasher")
             .field("active", &self.active)
-            .field("key_ids", &ids)
+            .field("key_ids", &self.key_ids())
             .finish()
     }
 }
 
 impl Hasher {
-    /// Reads the key files named by `hashChain`.
-    pub fn from_settings(s: &HashChainSettings) -> anyhow::Result<Self> {
-        let read = |key: &str, path: &std::path::Path| -> anyhow::Result<Vec<u8>> {
-            let mut bytes = std::fs::read(path)
-                .with_context(|| format!("{key}: cannot read {}", path.display()))?;
-            while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                bytes.pop();
-            }
+    /// Reads the key files named by `hashChain`, or upstream's `audit` key when
+    /// `hashChain.keyFile` is not set (its id is [`AUDIT_KEY_ID`]).
+    pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
+        let s = &settings.hash_chain;
+        let long_enough = |key: &str, path: &std::path::Path, bytes: Vec<u8>| {
             ensure!(
                 bytes.len() >= MIN_KEY_BYTES,
                 "{key}: the key in {} must be at least {MIN_KEY_BYTES} bytes (got {})",
@@ -57,6 +52,14 @@ impl Hasher {
                 bytes.len()
             );
             Ok(bytes)
+        };
+        let read = |key: &str, path: &std::path::Path| -> anyhow::Result<Vec<u8>> {
+            let mut bytes = std::fs::read(path)
+                .with_context(|| format!("{key}: cannot read {}", path.display()))?;
+            while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                bytes.pop();
+            }
+            long_enough(key, path, bytes)
         };
         let mut hasher = Hasher {
             accept_unkeyed: s.accept_unkeyed,
@@ -73,8 +76,46 @@ impl Hasher {
                 .keys
                 .insert(id.clone(), read("hashChain.keyFile", path)?);
             hasher.active = Some(id.clone());
+        } else if let Some((path, name)) = settings.audit.as_ref().and_then(|a| {
+            Some((
+                a.hash_key_secrets_file.as_ref()?,
+                a.hash_key_key.as_deref()?,
+            ))
+        }) {
+            // Upstream's form: a YAML mapping whose value under `hashKeyKey` is the key text.
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!("audit.hashKeySecretsFile: cannot read {}", path.display())
+            })?;
+            let map: std::collections::BTreeMap<String, String> = serde_norway::from_str(&text)
+                .with_context(|| {
+                    format!(
+                        "audit.hashKeySecretsFile {} must be a YAML mapping of keys to strings",
+                        path.display()
+                    )
+                })?;
+            let key = map.get(name).with_context(|| {
+                format!(
+                    "audit.hashKeySecretsFile {} has no key {name:?} (audit.hashKeyKey)",
+                    path.display()
+                )
+            })?;
+            let key = long_enough("audit.hashKeySecretsFile", path, key.as_bytes().to_vec())?;
+            hasher.keys.insert(AUDIT_KEY_ID.to_owned(), key);
+            hasher.active = Some(AUDIT_KEY_ID.to_owned());
         }
         Ok(hasher)
+    }
+
+    /// The id of the key that signs new rows, if any.
+    pub fn active_key_id(&self) -> Option<&str> {
+        self.active.as_deref()
+    }
+
+    /// Every configured key id, sorted (never the keys).
+    pub fn key_ids(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = self.keys.keys().map(String::as_str).collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// `(hash, algorithm, key id)` of a new event.

@@ -32,14 +32,19 @@ pub enum ApiError {
         /// Events sent.
         got: usize,
     },
-    /// The body is not JSON.
-    #[error("request body is not valid JSON: {0}")]
-    MalformedJson(String),
+    /// The body is not acceptable JSON: where and why.
+    #[error("request body is not valid JSON: {path}: {rule}")]
+    MalformedJson {
+        /// The offending value's path, or `(body)`.
+        path: String,
+        /// What is wrong.
+        rule: String,
+    },
     /// The body is larger than `server.maxBodySize`.
     #[error("request body exceeds server.maxBodySize ({0} bytes)")]
     PayloadTooLarge(u64),
-    /// The body's content type is not JSON.
-    #[error("content type must be application/json")]
+    /// The body's content type is missing or not JSON.
+    #[error("Content-Type must be application/json")]
     UnsupportedMediaType,
     /// The body did not arrive in time.
     #[error("request body did not arrive within server.readTimeout ({0:?})")]
@@ -55,11 +60,13 @@ pub enum ApiError {
         "event_id {0} is already stored with different content; a replay must carry the same event"
     )]
     Conflict(Uuid),
-    /// The database cannot serve now.
+    /// The database (or a bounded resource) cannot serve now.
     #[error("{message}")]
     Unavailable {
-        /// Safe description.
+        /// Safe description, for the body.
         message: String,
+        /// The cause, for the log only.
+        cause: String,
         /// Suggested wait.
         retry_after: Duration,
     },
@@ -76,13 +83,16 @@ impl From<DbError> for ApiError {
         match e {
             DbError::Unavailable {
                 message,
+                cause,
                 retry_after,
             }
             | DbError::Contention {
                 message,
+                cause,
                 retry_after,
             } => ApiError::Unavailable {
                 message,
+                cause,
                 retry_after,
             },
             DbError::Cancelled => ApiError::Internal(anyhow::anyhow!(
@@ -104,7 +114,7 @@ impl ApiError {
         match self {
             ApiError::Validation(_) => ProblemType::Validation,
             ApiError::BatchTooLarge { .. } => ProblemType::BatchSizeExceeded,
-            ApiError::MalformedJson(_) => ProblemType::MalformedJson,
+            ApiError::MalformedJson { .. } => ProblemType::MalformedJson,
             ApiError::PayloadTooLarge(_) => ProblemType::PayloadTooLarge,
             ApiError::UnsupportedMediaType => ProblemType::UnsupportedMediaType,
             ApiError::BodyTimeout(_) => ProblemType::BodyTimeout,
@@ -132,6 +142,9 @@ impl IntoResponse for ApiError {
         let mut problem = Problem::new(kind, self.to_string());
         match &self {
             ApiError::Validation(errors) => problem.field_errors = errors.0.clone(),
+            ApiError::MalformedJson { path, rule } => {
+                problem.field_errors.insert(path.clone(), rule.clone());
+            }
             ApiError::BatchTooLarge { max, got } => {
                 problem.field_errors.insert(
                     "(body)".into(),
@@ -141,8 +154,8 @@ impl IntoResponse for ApiError {
             ApiError::Internal(e) => {
                 tracing::error!(error = ?e, "request failed with an internal error")
             }
-            ApiError::Unavailable { message, .. } => {
-                tracing::warn!(%message, "request answered 503")
+            ApiError::Unavailable { cause, .. } => {
+                tracing::warn!(cause = %cause, "request answered 503")
             }
             _ => {}
         }

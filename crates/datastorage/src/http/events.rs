@@ -33,7 +33,7 @@ pub fn router() -> Router<AppState> {
 #[tracing::instrument(skip_all, fields(route = "/api/v1/audit/events", events = 1))]
 async fn create_event(
     State(state): State<AppState>,
-    JsonBody(body): JsonBody,
+    JsonBody(body, _budget): JsonBody,
 ) -> Result<(StatusCode, Json<AuditEventResponse>)> {
     let event = validate_event(&body).map_err(ApiError::Validation)?;
     drop(body);
@@ -60,7 +60,7 @@ async fn create_event(
 #[tracing::instrument(skip_all, fields(route = "/api/v1/audit/events/batch", events))]
 async fn create_events_batch(
     State(state): State<AppState>,
-    JsonBody(body): JsonBody,
+    JsonBody(body, _budget): JsonBody,
 ) -> Result<(StatusCode, Json<BatchAuditEventResponse>)> {
     let Value::Array(items) = body else {
         let mut errors = FieldErrors::default();

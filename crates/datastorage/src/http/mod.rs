@@ -5,7 +5,7 @@
 //! handlers share [`AppState`] and return [`error::Result`], whose error maps to an RFC 7807
 //! problem in one place.
 
-mod body;
+pub mod body;
 pub mod error;
 mod events;
 mod health;
@@ -13,10 +13,11 @@ mod metrics;
 mod middleware;
 mod openapi;
 pub mod readiness;
+pub mod serve;
+mod starting;
 pub mod state;
 mod verify;
 
-use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderValue;
 use axum::Router;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -26,24 +27,29 @@ pub use state::AppState;
 /// The API router.
 pub fn api_router(state: AppState) -> Router {
     let server = &state.settings.server;
-    let max_body = usize::try_from(server.max_body_size).unwrap_or(usize::MAX);
+    // Body size, read timeout and the in-flight byte budget are the JSON extractor's (`body`).
     let mut router = Router::new()
         .merge(events::router())
         .merge(verify::router())
         .merge(openapi::router())
         .merge(health::router())
         .fallback(middleware::not_found)
-        .method_not_allowed_fallback(middleware::method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body));
+        .method_not_allowed_fallback(middleware::method_not_allowed);
     if !server.cors_allowed_origins.is_empty() {
-        let origins: Vec<HeaderValue> = server
-            .cors_allowed_origins
-            .iter()
-            .filter_map(|o| HeaderValue::from_str(o).ok())
-            .collect();
+        // Checked at load: either `*` alone, or origins that are valid header values.
+        let allow = if server.cors_allowed_origins == ["*"] {
+            AllowOrigin::any()
+        } else {
+            AllowOrigin::list(
+                server
+                    .cors_allowed_origins
+                    .iter()
+                    .filter_map(|o| HeaderValue::from_str(o).ok()),
+            )
+        };
         router = router.layer(
             CorsLayer::new()
-                .allow_origin(AllowOrigin::list(origins))
+                .allow_origin(allow)
                 .allow_methods([axum::http::Method::GET, axum::http::Method::POST])
                 .allow_headers([axum::http::header::CONTENT_TYPE]),
         );
@@ -59,3 +65,13 @@ pub fn metrics_router(state: AppState) -> Router {
         .fallback(middleware::not_found);
     middleware::with_common_layers(router, state)
 }
+
+/// The router of upstream's health port: the probes only.
+pub fn health_router(state: AppState) -> Router {
+    let router = Router::new()
+        .merge(health::router())
+        .fallback(middleware::not_found);
+    middleware::with_common_layers(router, state)
+}
+
+pub use starting::starting_router;

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
+
 use super::readiness::Readiness;
 use crate::config::Settings;
 use crate::db::ReadStore;
@@ -21,4 +23,6 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Whether the service accepts traffic.
     pub readiness: Arc<Readiness>,
+    /// `server.maxInFlightBodyBytes`, shared by every request with a body.
+    pub body_budget: Arc<Semaphore>,
 }

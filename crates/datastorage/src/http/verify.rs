@@ -18,7 +18,7 @@ pub fn router() -> Router<AppState> {
 #[tracing::instrument(skip_all, fields(route = "/api/v1/audit/verify-chain", correlation_id))]
 async fn verify_chain(
     State(state): State<AppState>,
-    JsonBody(body): JsonBody,
+    JsonBody(body, _budget): JsonBody,
 ) -> Result<Json<VerifyChainResponse>> {
     let correlation_id = match body.get("correlation_id") {
         Some(serde_json::Value::String(s)) if !s.is_empty() && s.chars().count() <= 255 => {

@@ -36,6 +36,7 @@ use std::time::Duration;
 use datastorage_api::ValidatedEvent;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
+use crate::config::format_duration;
 use crate::db::pool::{PoolCounters, Wait};
 use crate::db::{DbError, Store, WriteOutcome, RETRY_AFTER_BUSY};
 
@@ -164,21 +165,17 @@ impl GroupCommit {
                 self.shared.counters.acquire_timeouts.inc();
             }
         }
-        DbError::Unavailable {
-            message: format!(
-                "no database connection became free within {:?} (database.acquireTimeout)",
-                self.acquire_timeout
-            ),
-            retry_after: RETRY_AFTER_BUSY,
-        }
+        let message = format!(
+            "no database connection became free within {} (database.acquireTimeout)",
+            format_duration(self.acquire_timeout)
+        );
+        DbError::unavailable(message.clone(), message, RETRY_AFTER_BUSY)
     }
 }
 
 fn shutting_down() -> DbError {
-    DbError::Unavailable {
-        message: "the service is shutting down".to_owned(),
-        retry_after: RETRY_AFTER_BUSY,
-    }
+    let message = "the service is shutting down";
+    DbError::unavailable(message, message, RETRY_AFTER_BUSY)
 }
 
 /// Takes a queued job for a group, unless its requester gave up; its wait ends here.
