@@ -15,7 +15,7 @@ use axum::routing::post;
 use datastorage_client::api::{EventQueryParams, ProblemType, VerifyChainRequest};
 use datastorage_client::{
     AuditStore, Client, OverflowPolicy, RecordError, RetryPolicy, SpoolConfig, StoreConfig,
-    Watermark,
+    Watermark, DEFAULT_FLUSH_INTERVAL,
 };
 use datastorage_testkit::{free_port as closed_port, request as event, Backend, PgDb, TestApp};
 use tokio::net::TcpListener;
@@ -96,6 +96,138 @@ async fn every_route_answers_with_typed_values_and_problems() {
     let unreachable = short_timeouts(&format!("http://127.0.0.1:{}", closed_port()));
     let down = unreachable.healthz().await.unwrap_err();
     assert!(down.is_retryable() && down.status().is_none(), "{down:?}");
+    app.stop().await;
+}
+
+/// Polls the database every 50 ms until every id in `ids` is stored, for at most `limit`;
+/// returns how long that took, or `None` if some id is still missing.
+async fn stored_within(pg: &PgDb, ids: &[Uuid], limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    loop {
+        let stored = pg.stored_ids().await;
+        if ids.iter().all(|id| stored.contains_key(id)) {
+            return Some(started.elapsed());
+        }
+        if started.elapsed() > limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Slack over the flush interval for one batch request and the database poll.
+const FLUSH_MARGIN: Duration = Duration::from_millis(750);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_recorded_after_ten_idle_seconds_arrives_within_the_flush_interval() {
+    let app = TestApp::serve(Backend::Postgres).await;
+    let store = AuditStore::new(Client::new(app.base()).unwrap());
+    // One event first, so that the idle period follows real traffic, not only the start.
+    let first = store.try_record(event(0)).unwrap();
+    assert!(
+        stored_within(app.pg(), &[first], DEFAULT_FLUSH_INTERVAL + FLUSH_MARGIN)
+            .await
+            .is_some(),
+        "the first event is sent by the timer: {:?}",
+        store.stats()
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+
+    let id = store.try_record(event(1)).unwrap();
+    let took = stored_within(app.pg(), &[id], Duration::from_secs(10)).await;
+    let took = took.unwrap_or_else(|| panic!("never sent: {:?}", store.stats()));
+    assert!(
+        took <= DEFAULT_FLUSH_INTERVAL + FLUSH_MARGIN,
+        "an event after an idle period waited {took:?}"
+    );
+    let stats = store.stats();
+    assert_eq!((stats.sent, stats.failed, stats.retried), (2, 0, 0));
+    store.close(Duration::from_secs(10)).await.unwrap();
+    app.stop().await;
+}
+
+/// The example service binary, which cargo builds beside the test binaries for `cargo test`:
+/// `target/<profile>/examples/audited-service`. A run limited to `--test e2e` does not rebuild
+/// it, so such a run can test a stale example; `cargo test -p datastorage-client` always builds
+/// it.
+fn example_service_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(std::path::Path::parent).unwrap();
+    let bin = profile_dir.join("examples").join("audited-service");
+    assert!(
+        bin.exists(),
+        "{} is missing: cargo test builds it (or cargo build -p datastorage-client --examples)",
+        bin.display()
+    );
+    bin
+}
+
+/// `POST /orders` on the example service; answers the status and the audit event id.
+async fn post_order(http: &reqwest::Client, base: &str, cid: &str, qty: u32) -> (u16, Uuid) {
+    let answer = http
+        .post(format!("{base}/orders"))
+        .header("x-correlation-id", cid)
+        .json(&serde_json::json!({ "item": "book", "quantity": qty }))
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    let body: serde_json::Value = answer.json().await.unwrap();
+    let id = body["audit_event_id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no audit event id in {body}"));
+    (status, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_example_service_delivers_its_events_within_two_seconds_after_idling() {
+    use datastorage_testkit::process::ChildGuard;
+
+    let app = TestApp::serve(Backend::Postgres).await;
+    let port = closed_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let logs = tempfile::tempdir().unwrap();
+    let log_path = logs.path().join("audited-service.log");
+    // Its log goes to standard output; both streams are kept in one file for failure messages.
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    let mut service = ChildGuard::new(
+        std::process::Command::new(example_service_binary())
+            .env("LISTEN", format!("127.0.0.1:{port}"))
+            .env("DATASTORAGE_URL", app.base())
+            .env("RUST_LOG", "info")
+            .env_remove("AUDIT_SPOOL_DIR")
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .unwrap(),
+    );
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let http = reqwest::Client::new();
+    let up = eventually_async(Duration::from_secs(30), || async {
+        let answer = http.get(format!("{base}/healthz")).send().await;
+        answer.is_ok_and(|a| a.status().is_success())
+    })
+    .await;
+    assert!(up, "the example service did not start:\n{}", log());
+
+    // Idle: nothing recorded for a while, so the store's queue has been empty.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let cid = format!("example-{}", Uuid::now_v7());
+    let (created, ok_id) = post_order(&http, &base, &cid, 2).await;
+    let (refused, failed_id) = post_order(&http, &base, &cid, 0).await;
+    assert_eq!((created, refused), (201, 422));
+    let took = stored_within(app.pg(), &[ok_id, failed_id], Duration::from_secs(2)).await;
+    assert!(
+        took.is_some(),
+        "the example's events were not stored within 2 s:\n{}",
+        log()
+    );
+
+    datastorage_testkit::process::sigterm(service.id());
+    let status = service.wait_exit(Duration::from_secs(20)).await;
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{}", log());
+    assert!(log().contains("audit events flushed"), "{}", log());
     app.stop().await;
 }
 
@@ -498,6 +630,21 @@ async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     check()
+}
+
+/// Polls the async `check` every 50 ms for at most `limit`.
+async fn eventually_async<F: std::future::Future<Output = bool>>(
+    limit: Duration,
+    mut check: impl FnMut() -> F,
+) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
