@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use datastorage_client::api::{AuditEventRequest, EventCategory, EventOutcome};
-use datastorage_client::{AuditStore, Client, SpoolConfig, StoreConfig};
+use datastorage_client::{AuditStore, Client, SpoolConfig, StoreConfig, StoreStats};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -119,10 +119,10 @@ async fn create_order(
     response
 }
 
-/// `GET /audit-stats`: the store's own counters, for a quick look (a real service would export
-/// them as metrics).
-async fn audit_stats(State(state): State<AppState>) -> String {
-    format!("{:#?}\n", state.audit.stats())
+/// `GET /audit-stats`: the store's own counters as a JSON object, for a quick look (a real
+/// service would export them as metrics).
+async fn audit_stats(State(state): State<AppState>) -> Json<StoreStats> {
+    Json(state.audit.stats())
 }
 
 async fn shutdown_signal() {

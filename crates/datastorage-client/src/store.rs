@@ -63,7 +63,10 @@ pub struct CloseTimeout {
 /// Every accepted event ends in exactly one of `sent`, `failed`, `spooled` or `abandoned`; until
 /// then it is pending (in the queue or in a batch on the wire). A spooled event is later counted
 /// again in `replayed` once the server has it (or in `failed` if the server refuses it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+///
+/// Serializes (serde) as a flat JSON object with these field names, for a service that shows
+/// its counters on a status route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct StoreStats {
     /// Events accepted by `record` (total).
     pub queued: u64,

@@ -15,7 +15,7 @@ use axum::routing::post;
 use datastorage_client::api::{EventQueryParams, ProblemType, VerifyChainRequest};
 use datastorage_client::{
     AuditStore, Client, OverflowPolicy, RecordError, RetryPolicy, SpoolConfig, StoreConfig,
-    Watermark, DEFAULT_FLUSH_INTERVAL,
+    StoreStats, Watermark, DEFAULT_FLUSH_INTERVAL,
 };
 use datastorage_testkit::{free_port as closed_port, request as event, Backend, PgDb, TestApp};
 use tokio::net::TcpListener;
@@ -222,6 +222,30 @@ async fn the_example_service_delivers_its_events_within_two_seconds_after_idling
         took.is_some(),
         "the example's events were not stored within 2 s:\n{}",
         log()
+    );
+    // Its counters are JSON with the field names of StoreStats; the answers of the batch may
+    // land a moment after the rows.
+    let stats_url = format!("{base}/audit-stats");
+    let mut stats = StoreStats::default();
+    for _ in 0..40 {
+        let answer = http.get(&stats_url).send().await.unwrap();
+        assert!(answer.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"));
+        let text = answer.text().await.unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(json["batch_limit"].is_u64(), "{text}");
+        stats = serde_json::from_str(&text).unwrap();
+        if stats.sent == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        (stats.queued, stats.sent, stats.failed),
+        (2, 2, 0),
+        "{stats:?}"
     );
 
     datastorage_testkit::process::sigterm(service.id());
