@@ -35,6 +35,7 @@ pub(crate) struct Metrics {
     pub spooled: AtomicU64,
     pub replayed: AtomicU64,
     pub spool_corrupt: AtomicU64,
+    pub auth_failures: AtomicU64,
 }
 
 impl Metrics {
