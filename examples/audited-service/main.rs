@@ -14,7 +14,9 @@
 //!
 //! Settings come from the environment: `LISTEN` (default `127.0.0.1:3000`), `DATASTORAGE_URL`
 //! (default `http://127.0.0.1:8080`), `AUDIT_SPOOL_DIR` (off by default), `AUDIT_CLOSE_TIMEOUT`
-//! in seconds (default 10). See examples/README.md.
+//! in seconds (default 10), and the credentials: `DATASTORAGE_TOKEN` or
+//! `DATASTORAGE_TOKEN_FILE`, `DATASTORAGE_CA_FILE`, `DATASTORAGE_CLIENT_CERT` with
+//! `DATASTORAGE_CLIENT_KEY`. See examples/README.md.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -25,7 +27,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use datastorage_client::api::{AuditEventRequest, EventCategory, EventOutcome};
-use datastorage_client::{AuditStore, Client, SpoolConfig, StoreConfig};
+use datastorage_client::{AuditStore, BearerToken, Client, SpoolConfig, StoreConfig, StoreStats};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -119,10 +121,10 @@ async fn create_order(
     response
 }
 
-/// `GET /audit-stats`: the store's own counters, for a quick look (a real service would export
-/// them as metrics).
-async fn audit_stats(State(state): State<AppState>) -> String {
-    format!("{:#?}\n", state.audit.stats())
+/// `GET /audit-stats`: the store's own counters as a JSON object, for a quick look (a real
+/// service would export them as metrics).
+async fn audit_stats(State(state): State<AppState>) -> Json<StoreStats> {
+    Json(state.audit.stats())
 }
 
 async fn shutdown_signal() {
@@ -148,6 +150,38 @@ fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
 
+/// The DataStorage client with the credentials the environment names: a bearer token from
+/// `DATASTORAGE_TOKEN_FILE` (re-read when it rotates) or `DATASTORAGE_TOKEN`, a CA bundle from
+/// `DATASTORAGE_CA_FILE`, a client certificate from `DATASTORAGE_CLIENT_CERT` and
+/// `DATASTORAGE_CLIENT_KEY`.
+fn client_from_env(server: &str) -> anyhow::Result<Client> {
+    let mut builder = Client::builder(server);
+    let token = match std::env::var_os("DATASTORAGE_TOKEN_FILE") {
+        Some(_) if std::env::var_os(datastorage_client::TOKEN_ENV).is_some() => {
+            anyhow::bail!("set DATASTORAGE_TOKEN_FILE or DATASTORAGE_TOKEN, not both")
+        }
+        Some(path) => Some(BearerToken::from_file(path)?),
+        None => BearerToken::from_env()?,
+    };
+    if let Some(token) = token {
+        builder = builder.bearer_token(token);
+    }
+    if let Some(ca) = std::env::var_os("DATASTORAGE_CA_FILE") {
+        builder = builder.ca_bundle_file(ca);
+    }
+    match (
+        std::env::var_os("DATASTORAGE_CLIENT_CERT"),
+        std::env::var_os("DATASTORAGE_CLIENT_KEY"),
+    ) {
+        (Some(cert), Some(key)) => builder = builder.client_cert_files(cert, key),
+        (None, None) => {}
+        _ => {
+            anyhow::bail!("set both DATASTORAGE_CLIENT_CERT and DATASTORAGE_CLIENT_KEY, or neither")
+        }
+    }
+    Ok(builder.build()?)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -162,7 +196,7 @@ async fn main() -> anyhow::Result<()> {
         spool: std::env::var_os("AUDIT_SPOOL_DIR").map(SpoolConfig::new),
         ..StoreConfig::default()
     };
-    let audit = AuditStore::with_config(Client::new(&server)?, config)?;
+    let audit = AuditStore::with_config(client_from_env(&server)?, config)?;
 
     let app = Router::new()
         .route("/orders", post(create_order))

@@ -10,6 +10,12 @@
 //!   their id and reason) and the rest is re-sent; when the answer names none, the batch is
 //!   halved until the bad events stand alone.
 //!
+//! 401 and 403 (the credentials are refused) are never retried as sent: each refusal counts in
+//! `auth_failures`, the token file (if any) is looked at at once, and only a token that changed
+//! since the refused attempt is tried at once. Otherwise a live batch goes to the spool (with
+//! one) or fails, logged; a replayed batch stays on disk and is tried again after the retry
+//! backoff (at most `retry.max_backoff`), so replay resumes by itself once the credentials work.
+//!
 //! With a spool, a live batch whose retry deadline passes, or that `close` gives up on, goes to
 //! the spool instead of `failed`/`abandoned`. Replayed batches (from the spool) are retried
 //! without a deadline: they are already durable, so there is no reason to give up on them.
@@ -49,6 +55,8 @@ enum Verdict {
     Abandoned,
     /// The retry deadline passed while the server stayed unreachable or busy.
     Expired(String),
+    /// The server refused the credentials (401/403) of a live batch.
+    Unauthorized(String),
     /// Every event of the chunk fails with this reason.
     Fail(String),
     /// The chunk must be halved; the reason applies when it is a single event.
@@ -76,7 +84,7 @@ pub(crate) async fn deliver(
         if chunk.len() > limit {
             work.push_front(chunk.split_off(limit));
         }
-        match send(shared, &chunk, deadline).await {
+        match send(shared, &chunk, origin, deadline).await {
             Verdict::Sent => match origin {
                 Origin::Live => Metrics::add(&shared.metrics.sent, chunk.len()),
                 Origin::Replay => Metrics::add(&shared.metrics.replayed, chunk.len()),
@@ -96,6 +104,29 @@ pub(crate) async fn deliver(
             }
             Verdict::Expired(reason) => {
                 if shared.spool.is_some() {
+                    work.push_front(chunk);
+                    for chunk in work {
+                        spool_batch(shared, chunk, &reason).await;
+                    }
+                    return true;
+                }
+                fail(shared, &chunk, &reason);
+            }
+            Verdict::Unauthorized(reason) => {
+                let spooled = shared.spool.is_some();
+                // With a spool the rest of the batch goes with it; without, it is tried alone.
+                let events = if spooled {
+                    chunk.len() + work.iter().map(Vec::len).sum::<usize>()
+                } else {
+                    chunk.len()
+                };
+                tracing::error!(
+                    events,
+                    spooled,
+                    reason,
+                    "DataStorage refused this client's credentials; check its bearer token or client certificate"
+                );
+                if spooled {
                     work.push_front(chunk);
                     for chunk in work {
                         spool_batch(shared, chunk, &reason).await;
@@ -265,7 +296,8 @@ pub(crate) async fn replay(shared: Arc<Shared>, spool: Arc<Spool>) {
     }
 }
 
-fn chain_of(error: &dyn std::error::Error) -> String {
+/// An error and its causes on one line, for the log.
+pub(crate) fn chain_of(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -290,7 +322,12 @@ fn fail(shared: &Shared, events: &[AuditEventRequest], reason: &str) {
 }
 
 /// Sends one chunk, retrying what may succeed later, until the deadline (none: until abort).
-async fn send(shared: &Shared, chunk: &[AuditEventRequest], deadline: Option<Instant>) -> Verdict {
+async fn send(
+    shared: &Shared,
+    chunk: &[AuditEventRequest],
+    origin: Origin,
+    deadline: Option<Instant>,
+) -> Verdict {
     let mut attempt = 0u32;
     loop {
         let started = Instant::now();
@@ -308,6 +345,42 @@ async fn send(shared: &Shared, chunk: &[AuditEventRequest], deadline: Option<Ins
             Ok(_) => return Verdict::Sent,
             Err(e) => e,
         };
+        if error.is_auth_failure() {
+            Metrics::add(&shared.metrics.auth_failures, 1);
+            // The token that was just refused; a rotated file may already hold a better one.
+            let refused = shared.client.token_generation();
+            shared.client.reload_token().await;
+            if shared.client.token_generation() != refused {
+                Metrics::add(&shared.metrics.retried, chunk.len());
+                continue;
+            }
+            let reason = format!("server refused the credentials: {}", error_chain(&error));
+            if origin == Origin::Live {
+                return Verdict::Unauthorized(reason);
+            }
+            // A spooled batch is durable: keep it and look again later.
+            let wait = shared.config.retry.delay(attempt, error.retry_after());
+            if attempt == 0 {
+                tracing::warn!(
+                    events = chunk.len(),
+                    reason,
+                    "spooled audit batch refused for its credentials; it stays spooled and is tried again"
+                );
+            } else {
+                tracing::debug!(
+                    events = chunk.len(),
+                    attempt,
+                    wait_ms = wait.as_millis() as u64,
+                    "spooled audit batch still refused for its credentials"
+                );
+            }
+            attempt += 1;
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = shared.aborted() => return Verdict::Abandoned,
+            }
+            continue;
+        }
         if !error.is_retryable() {
             return classify(&error, chunk);
         }

@@ -4,7 +4,9 @@
 //! non-2xx answer (a proxy's 502 page, `/readyz`'s 503) becomes [`Error::Status`]; both keep the
 //! `Retry-After` the peer sent. [`Error::is_retryable`] is the single place that decides what a
 //! caller (and the buffered store) may retry: 429, 502, 503, 504, connection failures and
-//! timeouts. Writes are safe to retry because the store gives every event its own id.
+//! timeouts. Writes are safe to retry because the store gives every event its own id. 401 and
+//! 403 ([`Error::is_auth_failure`]) are not retryable: the same credentials get the same answer.
+//! No error message carries a credential: file errors name the path, never the content.
 
 use std::time::Duration;
 
@@ -49,6 +51,27 @@ pub enum Error {
     /// The base URL given to the client cannot be used.
     #[error("invalid base URL {0:?}: it must start with http:// or https://")]
     InvalidBaseUrl(String),
+    /// A file the client was given (bearer token, CA bundle, client certificate or key) cannot
+    /// be read.
+    #[error("cannot read the {what} file {}", path.display())]
+    ReadFile {
+        /// What the file holds.
+        what: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A credential or TLS setting cannot be used: an empty token, a CA bundle without a
+    /// certificate, a malformed certificate or key, TLS settings with a caller-made client.
+    #[error("invalid {what}: {reason}")]
+    InvalidSetting {
+        /// Which setting.
+        what: &'static str,
+        /// Why (never the secret itself).
+        reason: String,
+    },
 }
 
 impl Error {
@@ -77,8 +100,17 @@ impl Error {
                 RETRYABLE_STATUSES.contains(status)
             }
             Error::Timeout(_) | Error::Transport(_) => true,
-            Error::Decode(_) | Error::InvalidBaseUrl(_) => false,
+            Error::Decode(_)
+            | Error::InvalidBaseUrl(_)
+            | Error::ReadFile { .. }
+            | Error::InvalidSetting { .. } => false,
         }
+    }
+
+    /// Whether the server refused the request's credentials: 401 (missing, invalid or expired
+    /// token) or 403 (not allowed). Not retryable as sent; see the store's rule in the README.
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(self.status(), Some(401 | 403))
     }
 
     /// The problem document, when the server sent one.
@@ -151,8 +183,14 @@ mod tests {
         for s in [429, 502, 503, 504] {
             assert!(status(s).is_retryable(), "{s} must be retryable");
         }
-        for s in [400, 404, 409, 413, 415, 500] {
+        for s in [400, 401, 403, 404, 409, 413, 415, 500] {
             assert!(!status(s).is_retryable(), "{s} must not be retryable");
+        }
+        for s in [401, 403] {
+            assert!(status(s).is_auth_failure(), "{s} is an auth failure");
+        }
+        for s in [400, 404, 429, 503] {
+            assert!(!status(s).is_auth_failure(), "{s} is not an auth failure");
         }
     }
 }

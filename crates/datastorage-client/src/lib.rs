@@ -7,6 +7,11 @@
 //!   network; background tasks batch, send several batches at once, retry with backoff that
 //!   honours `Retry-After`, and count everything ([`StoreStats`]).
 //!
+//! Credentials: a [`BearerToken`] (a string, `DATASTORAGE_TOKEN`, or a file re-read when it
+//! rotates) and TLS settings (a CA bundle, a client certificate for mutual TLS) on
+//! [`ClientBuilder`]. A 401 or 403 is never retried as sent; the store spools or fails the
+//! batch and counts it in [`StoreStats::auth_failures`].
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use datastorage_client::{AuditStore, Client};
@@ -23,6 +28,7 @@
 //! # let _ = id; Ok(()) }
 //! ```
 
+pub mod auth;
 pub mod backoff;
 pub mod client;
 pub mod config;
@@ -35,6 +41,7 @@ pub mod store;
 /// The wire types, re-exported so users need one dependency.
 pub use datastorage_api as api;
 
+pub use auth::{BearerToken, DEFAULT_TOKEN_RECHECK, TOKEN_ENV};
 pub use backoff::RetryPolicy;
 pub use client::{Client, ClientBuilder, HealthStatus};
 pub use config::{

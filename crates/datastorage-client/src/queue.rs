@@ -35,6 +35,7 @@ pub(crate) struct Metrics {
     pub spooled: AtomicU64,
     pub replayed: AtomicU64,
     pub spool_corrupt: AtomicU64,
+    pub auth_failures: AtomicU64,
 }
 
 impl Metrics {
@@ -83,7 +84,8 @@ pub(crate) struct Shared {
     /// The batch limit in force (only ever lowered).
     pub limit: AtomicUsize,
     pub(crate) state: Mutex<State>,
-    /// Wakes the dispatcher: a batch filled, a flush or close began.
+    /// Wakes the dispatcher: the queue stopped being empty, a batch filled, a flush or close
+    /// began.
     pub(crate) wake: Notify,
     /// Wakes `record` calls blocked on a full queue.
     pub(crate) space: Notify,
@@ -175,7 +177,10 @@ impl Shared {
         self.metrics
             .queue_depth
             .store(depth as u64, Ordering::Relaxed);
-        if depth >= self.limit.load(Ordering::Relaxed) {
+        // While the queue is empty the dispatcher waits with no deadline (there is no event to
+        // time), so the first event must wake it to start that event's flush interval; after
+        // that only a full batch makes it act sooner than the deadline it already sleeps to.
+        if depth == 1 || depth >= self.limit.load(Ordering::Relaxed) {
             self.wake.notify_one();
         }
         if self.watermark.is_some_and(|mark| depth >= mark) {

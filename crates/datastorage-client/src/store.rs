@@ -13,9 +13,9 @@
 //! - `close` flips `closed` under the same lock `record` takes: a `record` either happened before
 //!   (and is drained) or gets [`RecordError::Closed`]. Nothing accepted is dropped silently.
 //! - With a spool ([`StoreConfig::spool`]), a batch goes to disk when its retry deadline passes,
-//!   when `close` reaches its deadline, or when the queue is past the watermark while every
-//!   delivery slot is busy; a background task replays the spool in order (see
-//!   [`crate::spool`]).
+//!   when `close` reaches its deadline, when the server refuses the credentials (401/403), or
+//!   when the queue is past the watermark while every delivery slot is busy; a background task
+//!   replays the spool in order (see [`crate::spool`]).
 
 use std::pin::pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -63,7 +63,10 @@ pub struct CloseTimeout {
 /// Every accepted event ends in exactly one of `sent`, `failed`, `spooled` or `abandoned`; until
 /// then it is pending (in the queue or in a batch on the wire). A spooled event is later counted
 /// again in `replayed` once the server has it (or in `failed` if the server refuses it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+///
+/// Serializes (serde) as a flat JSON object with these field names, for a service that shows
+/// its counters on a status route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct StoreStats {
     /// Events accepted by `record` (total).
     pub queued: u64,
@@ -98,6 +101,9 @@ pub struct StoreStats {
     pub spool_bytes: u64,
     /// Corrupt or torn spool records found and skipped during replay (total).
     pub spool_corrupt_records: u64,
+    /// Batch requests the server refused with 401 or 403, live or replayed (total). Each
+    /// refused batch's events are spooled (with a spool) or counted in `failed` (without).
+    pub auth_failures: u64,
 }
 
 /// Runs for the store's life: cuts batches and starts a delivery task for each.
@@ -371,6 +377,7 @@ impl AuditStore {
             replayed: get(&m.replayed),
             spool_bytes: shared.spool.as_ref().map_or(0, |s| s.bytes()),
             spool_corrupt_records: get(&m.spool_corrupt),
+            auth_failures: get(&m.auth_failures),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! End-to-end tests: the client and the buffered store against a real server on PostgreSQL.
 //!
 //! The database is never mocked. One test puts a tiny HTTP stub in front of the real server to
-//! make it answer 429 with `Retry-After` first.
+//! make it answer 429 with `Retry-After` first. The credential and TLS tests talk to small
+//! stubs that check tokens and client certificates, which the real server does not do yet.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -14,8 +15,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use datastorage_client::api::{EventQueryParams, ProblemType, VerifyChainRequest};
 use datastorage_client::{
-    AuditStore, Client, OverflowPolicy, RecordError, RetryPolicy, SpoolConfig, StoreConfig,
-    Watermark,
+    AuditStore, BearerToken, Client, OverflowPolicy, RecordError, RetryPolicy, SpoolConfig,
+    StoreConfig, StoreStats, Watermark, DEFAULT_FLUSH_INTERVAL,
 };
 use datastorage_testkit::{free_port as closed_port, request as event, Backend, PgDb, TestApp};
 use tokio::net::TcpListener;
@@ -96,6 +97,167 @@ async fn every_route_answers_with_typed_values_and_problems() {
     let unreachable = short_timeouts(&format!("http://127.0.0.1:{}", closed_port()));
     let down = unreachable.healthz().await.unwrap_err();
     assert!(down.is_retryable() && down.status().is_none(), "{down:?}");
+    app.stop().await;
+}
+
+/// Polls the database every 50 ms until every id in `ids` is stored, for at most `limit`;
+/// returns how long that took, or `None` if some id is still missing.
+async fn stored_within(pg: &PgDb, ids: &[Uuid], limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    loop {
+        let stored = pg.stored_ids().await;
+        if ids.iter().all(|id| stored.contains_key(id)) {
+            return Some(started.elapsed());
+        }
+        if started.elapsed() > limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Slack over the flush interval for one batch request and the database poll.
+const FLUSH_MARGIN: Duration = Duration::from_millis(750);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_recorded_after_ten_idle_seconds_arrives_within_the_flush_interval() {
+    let app = TestApp::serve(Backend::Postgres).await;
+    let store = AuditStore::new(Client::new(app.base()).unwrap());
+    // One event first, so that the idle period follows real traffic, not only the start.
+    let first = store.try_record(event(0)).unwrap();
+    assert!(
+        stored_within(app.pg(), &[first], DEFAULT_FLUSH_INTERVAL + FLUSH_MARGIN)
+            .await
+            .is_some(),
+        "the first event is sent by the timer: {:?}",
+        store.stats()
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+
+    let id = store.try_record(event(1)).unwrap();
+    let took = stored_within(app.pg(), &[id], Duration::from_secs(10)).await;
+    let took = took.unwrap_or_else(|| panic!("never sent: {:?}", store.stats()));
+    assert!(
+        took <= DEFAULT_FLUSH_INTERVAL + FLUSH_MARGIN,
+        "an event after an idle period waited {took:?}"
+    );
+    let stats = store.stats();
+    assert_eq!((stats.sent, stats.failed, stats.retried), (2, 0, 0));
+    store.close(Duration::from_secs(10)).await.unwrap();
+    app.stop().await;
+}
+
+/// The example service binary, which cargo builds beside the test binaries for `cargo test`:
+/// `target/<profile>/examples/audited-service`. A run limited to `--test e2e` does not rebuild
+/// it, so such a run can test a stale example; `cargo test -p datastorage-client` always builds
+/// it.
+fn example_service_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(std::path::Path::parent).unwrap();
+    let bin = profile_dir.join("examples").join("audited-service");
+    assert!(
+        bin.exists(),
+        "{} is missing: cargo test builds it (or cargo build -p datastorage-client --examples)",
+        bin.display()
+    );
+    bin
+}
+
+/// `POST /orders` on the example service; answers the status and the audit event id.
+async fn post_order(http: &reqwest::Client, base: &str, cid: &str, qty: u32) -> (u16, Uuid) {
+    let answer = http
+        .post(format!("{base}/orders"))
+        .header("x-correlation-id", cid)
+        .json(&serde_json::json!({ "item": "book", "quantity": qty }))
+        .send()
+        .await
+        .unwrap();
+    let status = answer.status().as_u16();
+    let body: serde_json::Value = answer.json().await.unwrap();
+    let id = body["audit_event_id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no audit event id in {body}"));
+    (status, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_example_service_delivers_its_events_within_two_seconds_after_idling() {
+    use datastorage_testkit::process::ChildGuard;
+
+    let app = TestApp::serve(Backend::Postgres).await;
+    let port = closed_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let logs = tempfile::tempdir().unwrap();
+    let log_path = logs.path().join("audited-service.log");
+    // Its log goes to standard output; both streams are kept in one file for failure messages.
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    let mut service = ChildGuard::new(
+        std::process::Command::new(example_service_binary())
+            .env("LISTEN", format!("127.0.0.1:{port}"))
+            .env("DATASTORAGE_URL", app.base())
+            .env("RUST_LOG", "info")
+            .env_remove("AUDIT_SPOOL_DIR")
+            .env_remove("DATASTORAGE_TOKEN")
+            .env_remove("DATASTORAGE_TOKEN_FILE")
+            .env_remove("DATASTORAGE_CA_FILE")
+            .env_remove("DATASTORAGE_CLIENT_CERT")
+            .env_remove("DATASTORAGE_CLIENT_KEY")
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .unwrap(),
+    );
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let http = reqwest::Client::new();
+    let up = eventually_async(Duration::from_secs(30), || async {
+        let answer = http.get(format!("{base}/healthz")).send().await;
+        answer.is_ok_and(|a| a.status().is_success())
+    })
+    .await;
+    assert!(up, "the example service did not start:\n{}", log());
+
+    // Idle: nothing recorded for a while, so the store's queue has been empty.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let cid = format!("example-{}", Uuid::now_v7());
+    let (created, ok_id) = post_order(&http, &base, &cid, 2).await;
+    let (refused, failed_id) = post_order(&http, &base, &cid, 0).await;
+    assert_eq!((created, refused), (201, 422));
+    let took = stored_within(app.pg(), &[ok_id, failed_id], Duration::from_secs(2)).await;
+    assert!(
+        took.is_some(),
+        "the example's events were not stored within 2 s:\n{}",
+        log()
+    );
+    // Its counters are JSON with the field names of StoreStats; the answers of the batch may
+    // land a moment after the rows.
+    let stats_url = format!("{base}/audit-stats");
+    let mut stats = StoreStats::default();
+    for _ in 0..40 {
+        let answer = http.get(&stats_url).send().await.unwrap();
+        assert!(answer.headers()[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"));
+        let text = answer.text().await.unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(json["batch_limit"].is_u64(), "{text}");
+        stats = serde_json::from_str(&text).unwrap();
+        if stats.sent == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        (stats.queued, stats.sent, stats.failed),
+        (2, 2, 0),
+        "{stats:?}"
+    );
+
+    datastorage_testkit::process::sigterm(service.id());
+    let status = service.wait_exit(Duration::from_secs(20)).await;
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{}", log());
+    assert!(log().contains("audit events flushed"), "{}", log());
     app.stop().await;
 }
 
@@ -500,6 +662,21 @@ async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     check()
 }
 
+/// Polls the async `check` every 50 ms for at most `limit`.
+async fn eventually_async<F: std::future::Future<Output = bool>>(
+    limit: Duration,
+    mut check: impl FnMut() -> F,
+) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn spooled_batches_survive_a_restart_of_the_store_and_are_replayed_once() {
     const EVENTS: usize = 2_000;
@@ -772,4 +949,550 @@ async fn a_client_killed_while_the_server_is_down_loses_nothing_that_it_spooled(
         "spool emptied"
     );
     app.stop().await;
+}
+
+// ---- Credentials and TLS, against in-process stubs ------------------------------------------
+//
+// The real server does not check credentials yet, so these tests talk to small axum stubs that
+// do: `/healthz` and the batch route, each checking `Authorization: Bearer …` against the tokens
+// the stub accepts at that moment. An accepted batch is answered 201 and its ids are kept.
+
+/// What the credential stub has seen and what it accepts.
+#[derive(Default)]
+struct AuthState {
+    /// Tokens accepted now; `None` checks nothing (the TLS test).
+    accept: Option<HashSet<String>>,
+    /// The bearer token of every request, in arrival order (`None`: no header).
+    seen: Vec<Option<String>>,
+    /// The id of every event of an accepted batch, repeats included.
+    stored: Vec<Uuid>,
+    /// Requests answered 401.
+    refused: usize,
+}
+
+#[derive(Clone, Default)]
+struct AuthStub(Arc<Mutex<AuthState>>);
+
+impl AuthStub {
+    fn accepting(tokens: &[&str]) -> Self {
+        let stub = Self::default();
+        stub.set_accepted(tokens);
+        stub
+    }
+
+    fn set_accepted(&self, tokens: &[&str]) {
+        self.state().accept = Some(tokens.iter().map(|t| (*t).to_owned()).collect());
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, AuthState> {
+        self.0.lock().unwrap()
+    }
+
+    /// Records the request's token; whether it is let through.
+    fn admit(&self, headers: &axum::http::HeaderMap) -> bool {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_owned);
+        let mut st = self.state();
+        let allowed = match &st.accept {
+            None => true,
+            Some(accepted) => token.as_ref().is_some_and(|t| accepted.contains(t)),
+        };
+        st.seen.push(token);
+        if !allowed {
+            st.refused += 1;
+        }
+        allowed
+    }
+
+    fn router(self) -> axum::Router {
+        axum::Router::new()
+            .route("/healthz", axum::routing::get(auth_stub_healthz))
+            .route("/api/v1/audit/events/batch", post(auth_stub_batch))
+            .with_state(self)
+    }
+
+    /// Serves the stub on a loopback port over plain HTTP; its base URL.
+    async fn serve(self) -> (String, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let router = self.router();
+        let task = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        (base, task)
+    }
+}
+
+fn unauthorized() -> Response {
+    let problem = r#"{"type":"https://kubernaut.ai/problems/unauthorized","title":"Unauthorized","status":401,"detail":"missing or invalid bearer token"}"#;
+    (
+        StatusCode::UNAUTHORIZED,
+        [
+            (header::CONTENT_TYPE, "application/problem+json"),
+            (header::WWW_AUTHENTICATE, "Bearer"),
+        ],
+        problem,
+    )
+        .into_response()
+}
+
+async fn auth_stub_healthz(
+    State(stub): State<AuthStub>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if !stub.admit(&headers) {
+        return unauthorized();
+    }
+    axum::Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+async fn auth_stub_batch(
+    State(stub): State<AuthStub>,
+    headers: axum::http::HeaderMap,
+    axum::Json(events): axum::Json<Vec<serde_json::Value>>,
+) -> Response {
+    if !stub.admit(&headers) {
+        return unauthorized();
+    }
+    let ids: Vec<Uuid> = events
+        .iter()
+        .map(|e| {
+            e["event_id"]
+                .as_str()
+                .and_then(|id| id.parse().ok())
+                .unwrap_or_else(Uuid::now_v7)
+        })
+        .collect();
+    stub.state().stored.extend(&ids);
+    let answer = serde_json::json!({ "event_ids": ids, "message": "stored by the stub" });
+    (StatusCode::CREATED, axum::Json(answer)).into_response()
+}
+
+/// Asserts that every id is in `stored` exactly once.
+fn each_once(stored: &[Uuid], ids: &[Uuid]) {
+    let mut counts = std::collections::HashMap::new();
+    for id in stored {
+        *counts.entry(*id).or_insert(0) += 1;
+    }
+    for id in ids {
+        assert_eq!(counts.get(id), Some(&1), "{id} must arrive exactly once");
+    }
+}
+
+/// Replaces a token file the way the kubelet does: a new file renamed over the old one.
+fn rotate_token(path: &std::path::Path, token: &str) {
+    let next = path.with_extension("next");
+    std::fs::write(&next, format!("{token}\n")).unwrap();
+    std::fs::rename(&next, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_request_carries_the_bearer_token_and_debug_output_never_shows_it() {
+    let stub = AuthStub::accepting(&["tok-alpha"]);
+    let (base, server) = stub.clone().serve().await;
+    let client = Client::builder(&base)
+        .bearer_token(BearerToken::new("tok-alpha").unwrap())
+        .build()
+        .unwrap();
+    assert!(!format!("{client:?}").contains("tok-alpha"));
+
+    assert_eq!(client.healthz().await.unwrap().status, "ok");
+    let mut direct = event(1);
+    direct.event_id = Some(Uuid::now_v7());
+    client.create_events_batch(&[direct]).await.unwrap();
+    let store = AuditStore::new(client.clone());
+    let id = store.try_record(event(2)).unwrap();
+    store.flush().await;
+    let stats = store.stats();
+    assert_eq!((stats.sent, stats.auth_failures), (1, 0), "{stats:?}");
+    assert!(!format!("{store:?}").contains("tok-alpha"));
+    {
+        let st = stub.state();
+        assert_eq!(st.seen, vec![Some("tok-alpha".to_owned()); 3]);
+        assert!(st.stored.contains(&id));
+    }
+
+    // Without the token: a 401 that says it is an auth failure, not worth a retry.
+    let anonymous = Client::new(&base).unwrap();
+    let refused = anonymous.healthz().await.unwrap_err();
+    assert_eq!(refused.status(), Some(401));
+    assert!(
+        refused.is_auth_failure() && !refused.is_retryable(),
+        "{refused:?}"
+    );
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rotated_token_file_is_sent_within_two_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("token");
+    rotate_token(&path, "tok-first");
+    let stub = AuthStub::accepting(&["tok-first", "tok-second"]);
+    let (base, server) = stub.clone().serve().await;
+    let client = Client::builder(&base)
+        .bearer_token(BearerToken::from_file(&path).unwrap())
+        .build()
+        .unwrap();
+    client.healthz().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    rotate_token(&path, "tok-second");
+    let rotated = Instant::now();
+    let took = loop {
+        client.healthz().await.unwrap();
+        if stub.state().seen.last().unwrap().as_deref() == Some("tok-second") {
+            break rotated.elapsed();
+        }
+        assert!(rotated.elapsed() < Duration::from_secs(5), "never switched");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        took <= Duration::from_secs(2),
+        "new token sent after {took:?}"
+    );
+    client.healthz().await.unwrap();
+    assert_eq!(
+        stub.state().seen.last().unwrap().as_deref(),
+        Some("tok-second"),
+        "the old token is not sent again"
+    );
+
+    // The server may refuse the old token before the client looked again: the refusal makes
+    // the store look at the file at once and send the batch again with the new token. (This
+    // client looks by itself only once an hour, so only the refusal can explain the switch.)
+    let lazy = Client::builder(&base)
+        .bearer_token(BearerToken::from_file_rechecked(&path, Duration::from_secs(3600)).unwrap())
+        .build()
+        .unwrap();
+    rotate_token(&path, "tok-third");
+    stub.set_accepted(&["tok-third"]);
+    let store = AuditStore::with_config(
+        lazy,
+        StoreConfig {
+            retry: fast_retry(Duration::from_secs(30)),
+            ..StoreConfig::default()
+        },
+    )
+    .unwrap();
+    let ids: Vec<_> = (0..5)
+        .map(|i| store.try_record(event(i)).unwrap())
+        .collect();
+    store.flush().await;
+    let stats = store.stats();
+    assert_eq!(
+        (stats.sent, stats.failed, stats.auth_failures),
+        (5, 0, 1),
+        "{stats:?}"
+    );
+    each_once(&stub.state().stored, &ids);
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refused_credentials_keep_events_spooled_and_counted_until_the_server_accepts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let stub = AuthStub::accepting(&[]);
+    let (base, server) = stub.clone().serve().await;
+    let client = Client::builder(&base)
+        .bearer_token(BearerToken::new("tok-alpha").unwrap())
+        .build()
+        .unwrap();
+    let store =
+        AuditStore::with_config(client, spooling(dir.path(), Duration::from_secs(60))).unwrap();
+    let ids: Vec<_> = (0..50)
+        .map(|i| store.try_record(event(i)).unwrap())
+        .collect();
+    // Settled at once: a refused batch is spooled, not retried in memory.
+    store.flush().await;
+    let stats = store.stats();
+    assert_eq!(
+        (stats.spooled, stats.sent, stats.failed, stats.retried),
+        (50, 0, 0, 0),
+        "{stats:?}"
+    );
+    assert!(
+        stats.auth_failures >= 1 && stats.spool_bytes > 0,
+        "{stats:?}"
+    );
+
+    // While the server keeps refusing, the replay tries again now and then; nothing is lost.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stats = store.stats();
+    assert_eq!((stats.replayed, stats.failed), (0, 0), "{stats:?}");
+    assert!(
+        stats.auth_failures >= 2,
+        "the replay tried again: {stats:?}"
+    );
+    assert!(stub.state().stored.is_empty());
+
+    stub.set_accepted(&["tok-alpha"]);
+    assert!(
+        eventually(Duration::from_secs(10), || store.stats().replayed == 50).await,
+        "{:?}",
+        store.stats()
+    );
+    each_once(&stub.state().stored, &ids);
+    store.close(Duration::from_secs(10)).await.unwrap();
+    let stats = store.stats();
+    assert_eq!((stats.spool_bytes, stats.failed), (0, 0), "{stats:?}");
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fixed_token_file_resumes_the_replay_of_refused_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("token");
+    rotate_token(&path, "tok-expired");
+    let stub = AuthStub::accepting(&["tok-fresh"]);
+    let (base, server) = stub.clone().serve().await;
+    let client = Client::builder(&base)
+        .bearer_token(BearerToken::from_file(&path).unwrap())
+        .build()
+        .unwrap();
+    let spool = dir.path().join("spool");
+    let store = AuditStore::with_config(client, spooling(&spool, Duration::from_secs(60))).unwrap();
+    let ids: Vec<_> = (0..20)
+        .map(|i| store.try_record(event(i)).unwrap())
+        .collect();
+    store.flush().await;
+    let stats = store.stats();
+    assert_eq!(
+        (stats.spooled, stats.sent, stats.failed),
+        (20, 0, 0),
+        "{stats:?}"
+    );
+
+    rotate_token(&path, "tok-fresh");
+    let rotated = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(10), || store.stats().replayed == 20).await,
+        "{:?}",
+        store.stats()
+    );
+    assert!(
+        rotated.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        rotated.elapsed()
+    );
+    each_once(&stub.state().stored, &ids);
+    store.close(Duration::from_secs(10)).await.unwrap();
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_spool_refused_credentials_fail_the_batch_once_with_a_count() {
+    let stub = AuthStub::accepting(&[]);
+    let (base, server) = stub.clone().serve().await;
+    let client = Client::builder(&base)
+        .bearer_token(BearerToken::new("tok-revoked").unwrap())
+        .build()
+        .unwrap();
+    let config = StoreConfig {
+        retry: fast_retry(Duration::from_secs(60)),
+        ..StoreConfig::default()
+    };
+    let store = AuditStore::with_config(client, config).unwrap();
+    for i in 0..10 {
+        store.try_record(event(i)).unwrap();
+    }
+    let started = Instant::now();
+    store.flush().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "not retried until the deadline"
+    );
+    let stats = store.stats();
+    assert_eq!(
+        (stats.failed, stats.auth_failures, stats.retried, stats.sent),
+        (10, 1, 0, 0),
+        "{stats:?}"
+    );
+    assert_eq!(stub.state().refused, 1, "one request, no retry");
+    store.close(Duration::from_secs(5)).await.unwrap();
+    server.abort();
+}
+
+/// A test CA, a server certificate for 127.0.0.1 and localhost, and a client certificate, all
+/// made now.
+struct TestPki {
+    ca_pem: String,
+    ca_der: tokio_rustls::rustls::pki_types::CertificateDer<'static>,
+    server_cert: tokio_rustls::rustls::pki_types::CertificateDer<'static>,
+    server_key: Vec<u8>,
+    client_cert_pem: String,
+    client_key_pem: String,
+}
+
+impl TestPki {
+    fn new() -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose,
+        };
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "datastorage test CA");
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+
+        let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, cn: &str| {
+            let mut params = CertificateParams::new(names).unwrap();
+            params.distinguished_name.push(DnType::CommonName, cn);
+            params.extended_key_usages = vec![usage];
+            params.use_authority_key_identifier_extension = true;
+            let key = KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, &issuer).unwrap();
+            (cert, key)
+        };
+        let (server, server_key) = leaf(
+            vec!["127.0.0.1".into(), "localhost".into()],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            "datastorage",
+        );
+        let (client, client_key) = leaf(
+            Vec::new(),
+            ExtendedKeyUsagePurpose::ClientAuth,
+            "audited-service",
+        );
+        Self {
+            ca_pem: ca_cert.pem(),
+            ca_der: ca_cert.der().clone(),
+            server_cert: server.der().clone(),
+            server_key: server_key.serialize_der(),
+            client_cert_pem: client.pem(),
+            client_key_pem: client_key.serialize_pem(),
+        }
+    }
+
+    /// A server that presents its certificate and requires a client certificate of the CA.
+    fn server_config(&self) -> Arc<tokio_rustls::rustls::ServerConfig> {
+        use tokio_rustls::rustls;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone()).unwrap();
+        let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+            .build()
+            .unwrap();
+        let key = rustls::pki_types::PrivatePkcs8KeyDer::from(self.server_key.clone());
+        let config = rustls::ServerConfig::builder()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![self.server_cert.clone()], key.into())
+            .unwrap();
+        Arc::new(config)
+    }
+}
+
+/// A TCP listener that hands axum only connections whose TLS handshake succeeded, and counts
+/// the others.
+struct TlsListener {
+    tcp: TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    refused: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            match tokio::time::timeout(Duration::from_secs(5), self.tls.accept(tcp)).await {
+                Ok(Ok(tls)) => return (tls, addr),
+                _ => {
+                    self.refused
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn https_with_a_private_ca_and_a_required_client_certificate() {
+    let pki = TestPki::new();
+    let stub = AuthStub::default();
+    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = TlsListener {
+        tcp: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        tls: tokio_rustls::TlsAcceptor::from(pki.server_config()),
+        refused: refused.clone(),
+    };
+    let base = format!("https://{}", listener.tcp.local_addr().unwrap());
+    let router = stub.clone().router();
+    let server = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    // The CA bundle and the client certificate from files, as mounted in a pod.
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("tls.crt"),
+        dir.path().join("tls.key"),
+    );
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    std::fs::write(&cert, &pki.client_cert_pem).unwrap();
+    std::fs::write(&key, &pki.client_key_pem).unwrap();
+    let client = Client::builder(&base)
+        .ca_bundle_file(&ca)
+        .client_cert_files(&cert, &key)
+        .build()
+        .unwrap();
+    assert_eq!(client.healthz().await.unwrap().status, "ok");
+    let store = AuditStore::new(client);
+    let ids: Vec<_> = (0..5)
+        .map(|i| store.try_record(event(i)).unwrap())
+        .collect();
+    store.close(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(store.stats().sent, 5, "{:?}", store.stats());
+    each_once(&stub.state().stored, &ids);
+
+    // Inline PEM, no client certificate: the server ends the handshake.
+    let no_cert = Client::builder(&base)
+        .ca_bundle_pem(pki.ca_pem.clone())
+        .build()
+        .unwrap();
+    let e = no_cert.healthz().await.unwrap_err();
+    assert!(
+        matches!(e, datastorage_client::Error::Transport(_))
+            && format!("{e:?}").contains("CertificateRequired"),
+        "{e:?}"
+    );
+    // The built-in roots do not know the test CA: the client refuses the server.
+    let no_ca = Client::builder(&base)
+        .client_cert_pem(pki.client_cert_pem.clone(), pki.client_key_pem.clone())
+        .build()
+        .unwrap();
+    let e = no_ca.healthz().await.unwrap_err();
+    assert!(
+        matches!(e, datastorage_client::Error::Transport(_))
+            && format!("{e:?}").contains("UnknownIssuer"),
+        "{e:?}"
+    );
+
+    assert_eq!(
+        stub.state().seen.len(),
+        2,
+        "only the first client got through"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || refused
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 2)
+        .await,
+        "both failed handshakes ended at the server"
+    );
+    server.abort();
 }
