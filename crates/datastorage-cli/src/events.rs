@@ -43,6 +43,9 @@ const MAX_PAGES: usize = 100_000;
 const MAX_TAIL_PAGES: usize = 100;
 
 /// Write, query, follow and verify audit events on a DataStorage server.
+///
+/// Values of text options may start with `-` (`--since -1d`, `--actor-id -svc`): the word after
+/// such an option is always its value.
 #[derive(Debug, Args)]
 pub struct EventsArgs {
     /// Base URL of the DataStorage server.
@@ -76,6 +79,7 @@ pub enum EventsCommand {
     /// Verify the hash chain of a correlation id; exits 1 when it is tampered.
     Verify {
         /// The correlation id whose chain to verify.
+        #[arg(allow_hyphen_values = true)]
         correlation_id: String,
     },
 }
@@ -88,43 +92,43 @@ pub struct PostArgs {
     #[arg(long, conflicts_with_all = ["event_type", "category", "action", "outcome", "correlation_id"])]
     pub stdin: bool,
     /// Event type, e.g. `gateway.signal.received`.
-    #[arg(long = "type", required_unless_present = "stdin")]
+    #[arg(long = "type", required_unless_present = "stdin", allow_hyphen_values = true)]
     pub event_type: Option<String>,
     /// Event category (gateway, notification, analysis, …).
     #[arg(long, required_unless_present = "stdin")]
     pub category: Option<EventCategory>,
     /// Action performed.
-    #[arg(long, required_unless_present = "stdin")]
+    #[arg(long, required_unless_present = "stdin", allow_hyphen_values = true)]
     pub action: Option<String>,
     /// Outcome: success, failure or pending.
     #[arg(long, required_unless_present = "stdin")]
     pub outcome: Option<EventOutcome>,
     /// Correlation id (one hash chain per value).
-    #[arg(long, required_unless_present = "stdin")]
+    #[arg(long, required_unless_present = "stdin", allow_hyphen_values = true)]
     pub correlation_id: Option<String>,
     /// Event id (default: a new UUIDv7, so a re-run with the same id is a no-op).
     #[arg(long)]
     pub id: Option<Uuid>,
     /// Kind of actor (`service`, `user`, …).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub actor_type: Option<String>,
     /// Who acted.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub actor_id: Option<String>,
     /// Kind of the resource acted upon.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub resource_type: Option<String>,
     /// Id of the resource acted upon.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub resource_id: Option<String>,
     /// Kubernetes namespace.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub namespace: Option<String>,
     /// Cluster id.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub cluster_id: Option<String>,
     /// Severity.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub severity: Option<String>,
     /// Payload: a JSON object.
     #[arg(long, value_name = "JSON")]
@@ -142,40 +146,40 @@ pub struct PostArgs {
 #[derive(Debug, Args, Clone, Default)]
 pub struct Filters {
     /// Exact event type.
-    #[arg(long = "type")]
+    #[arg(long = "type", allow_hyphen_values = true)]
     pub event_type: Option<String>,
     /// Category, any case.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub category: Option<String>,
     /// Outcome, any case.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub outcome: Option<String>,
     /// Severity, any case.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub severity: Option<String>,
     /// Exact correlation id.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub correlation_id: Option<String>,
     /// `event_data` key to match (with --detail-value).
-    #[arg(long, requires = "detail_value")]
+    #[arg(long, requires = "detail_value", allow_hyphen_values = true)]
     pub detail_key: Option<String>,
     /// `event_data` value to match, as text (with --detail-key).
-    #[arg(long, requires = "detail_key")]
+    #[arg(long, requires = "detail_key", allow_hyphen_values = true)]
     pub detail_value: Option<String>,
     /// Exact actor id.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub actor_id: Option<String>,
     /// Exact resource type.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub resource_type: Option<String>,
     /// Exact resource id.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub resource_id: Option<String>,
     /// Exact namespace.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub namespace: Option<String>,
     /// Exact cluster id.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub cluster_id: Option<String>,
 }
 
@@ -205,11 +209,12 @@ pub struct QueryArgs {
     /// Filters.
     #[command(flatten)]
     pub filters: Filters,
-    /// Lower time bound, inclusive: `24h`, `7d`, an RFC 3339 date-time or a date.
-    #[arg(long)]
+    /// Lower time bound, inclusive: an age (`24h`, `7d`, `1h30m`, also written `-24h`), an
+    /// RFC 3339 date-time or a date.
+    #[arg(long, allow_hyphen_values = true)]
     pub since: Option<String>,
     /// Upper time bound, exclusive (same forms as --since).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub until: Option<String>,
     /// Page size, 1–1000 (server default 50).
     #[arg(long)]
@@ -218,7 +223,7 @@ pub struct QueryArgs {
     #[arg(long, conflicts_with = "cursor")]
     pub offset: Option<u64>,
     /// Start after this `next_cursor` of a previous page.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub cursor: Option<String>,
     /// Follow cursors to the last page and print every matching event.
     #[arg(long, conflicts_with = "offset")]
@@ -231,8 +236,9 @@ pub struct TailArgs {
     /// Filters.
     #[command(flatten)]
     pub filters: Filters,
-    /// Also print events from this point on (default: only events from now on).
-    #[arg(long)]
+    /// Also print events from this point on (same forms as `query --since`; default: only
+    /// events from now on).
+    #[arg(long, allow_hyphen_values = true)]
     pub since: Option<String>,
     /// Time between two polls.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]

@@ -243,3 +243,66 @@ async fn tail_prints_events_posted_after_it_started_once_and_stops_cleanly() {
     assert!(!printed.contains(&before) && !printed.contains(&other));
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn values_that_start_with_a_dash_are_values_not_flags() {
+    let app = TestApp::serve(Backend::Postgres).await;
+    let (code, out) = events(
+        app.base(),
+        &[
+            "post",
+            "--json",
+            "--type",
+            "cli.dash",
+            "--category",
+            "gateway",
+            "--action",
+            "-x",
+            "--outcome",
+            "success",
+            "--correlation-id",
+            "-dash",
+            "--actor-id",
+            "-svc",
+            "--data",
+            r#"{"n":"-5"}"#,
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = events(
+        app.base(),
+        &[
+            "query",
+            "--json",
+            "--since",
+            "-1d",
+            "--until",
+            "-0s",
+            "--actor-id",
+            "-svc",
+            "--detail-key",
+            "n",
+            "--detail-value",
+            "-5",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let page: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(page["pagination"]["total"], 1, "{page}");
+    assert_eq!(page["data"][0]["event_action"], "-x");
+    let (code, out) = events(
+        app.base(),
+        &["tail", "--json", "--since", "-1h", "--count", "1"],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(r#""correlation_id":"-dash""#), "{out}");
+    let (code, out) = events(app.base(), &["verify", "-dash"]).await;
+    assert_eq!(
+        (code, out.trim()),
+        (0, "-dash: valid (1 of 1 events verified)")
+    );
+    app.stop().await;
+}
