@@ -43,8 +43,14 @@ enum Command {
     /// Validate the config, connect, and print the effective pool settings and (PostgreSQL)
     /// the connection budget. Exits 1 when the budget does not fit.
     Check {
-        /// Peak replicas to check the budget for (overrides database.capacity.replicas).
-        #[arg(long, value_name = "N")]
+        /// Peak replicas to check the budget for, at least 1 (overrides
+        /// database.capacity.replicas).
+        #[arg(
+            long,
+            value_name = "N",
+            value_parser = clap::value_parser!(u32).range(1..),
+            allow_negative_numbers = true
+        )]
         replicas: Option<u32>,
     },
     /// Config helpers.
@@ -107,7 +113,6 @@ async fn execute(command: Command, mut settings: Settings) -> anyhow::Result<Exi
         }
         Command::Check { replicas } => {
             if let Some(n) = replicas {
-                anyhow::ensure!(n > 0, "--replicas must be at least 1");
                 settings.database.capacity.replicas = n;
             }
             return check::check(&settings).await;

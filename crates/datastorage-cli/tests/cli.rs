@@ -144,3 +144,43 @@ fn unknown_env_override_fails_start_naming_the_variable() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("DATASTORAGE_DATABASE__MAX_OPEN_CONN"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// The command line itself: usage errors, help, closed output, completions, progress, errors.
+// ---------------------------------------------------------------------------------------------
+
+/// `datastorage ARGS` in `dir`, with no inherited `DATASTORAGE_*` variables.
+fn ds<S: AsRef<std::ffi::OsStr>>(dir: &std::path::Path, args: &[S]) -> Command {
+    let mut cmd = Command::new(binary());
+    cmd.args(args).current_dir(dir).stdin(Stdio::null());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("DATASTORAGE_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn replicas_out_of_range_is_a_usage_error_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["0", "-1", "many"] {
+        let out = ds(dir.path(), &["check", "--replicas", bad])
+            .output()
+            .unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--replicas {bad}: {stderr}");
+        assert!(stderr.starts_with("error: "), "clap-style: {stderr}");
+        assert!(stderr.contains("--replicas"), "{stderr}");
+        assert!(!stderr.contains('{'), "no log line: {stderr}");
+        assert!(
+            out.stdout.is_empty(),
+            "nothing checked: {}",
+            text(&out.stdout)
+        );
+    }
+}
