@@ -18,11 +18,13 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Args, Subcommand};
 use datastorage_api::{
     AuditEvent, AuditEventRequest, EventCategory, EventOutcome, EventQueryParams,
-    VerifyChainRequest, MAX_PAGE_LIMIT,
+    VerifyChainRequest, VerifyChainResponse, MAX_PAGE_LIMIT,
 };
 use uuid::Uuid;
 
 use datastorage_client::{AuditStore, Client, OverflowPolicy, SpoolConfig, StoreConfig};
+
+use crate::output::{keep_code, warn, Stdout};
 
 /// Environment variable of the server URL (`--url`).
 pub const ENV_URL: &str = "DATASTORAGE_URL";
@@ -92,7 +94,11 @@ pub struct PostArgs {
     #[arg(long, conflicts_with_all = ["event_type", "category", "action", "outcome", "correlation_id"])]
     pub stdin: bool,
     /// Event type, e.g. `gateway.signal.received`.
-    #[arg(long = "type", required_unless_present = "stdin", allow_hyphen_values = true)]
+    #[arg(
+        long = "type",
+        required_unless_present = "stdin",
+        allow_hyphen_values = true
+    )]
     pub event_type: Option<String>,
     /// Event category (gateway, notification, analysis, …).
     #[arg(long, required_unless_present = "stdin")]
@@ -261,30 +267,24 @@ pub fn main(args: EventsArgs) -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            warn(format_args!("error: cannot start the async runtime: {e}"));
             return ExitCode::from(EXIT_ERROR);
         }
     };
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    let mut stdout = std::io::stdout();
-    match runtime.block_on(run(args, &mut stdout, ctrl_c)) {
+    let mut stdout = Stdout::new();
+    let result = runtime
+        .block_on(run(args, &mut stdout, ctrl_c))
+        .and_then(|code| keep_code(stdout.flush().map_err(Into::into), code));
+    match result {
         Ok(code) => ExitCode::from(code),
-        // A reader that went away (`| head`) is not an error.
-        Err(e)
-            if e.chain().any(|c| {
-                let kind = c.downcast_ref::<std::io::Error>().map(std::io::Error::kind);
-                let json = c.downcast_ref::<serde_json::Error>();
-                kind.or_else(|| json.and_then(serde_json::Error::io_error_kind))
-                    == Some(std::io::ErrorKind::BrokenPipe)
-            }) =>
-        {
-            ExitCode::SUCCESS
-        }
+        // The reader went away (`| head`): a quiet, successful end. Only a write to stdout sets
+        // this, never a broken pipe on the connection to the server.
+        Err(_) if stdout.closed() => ExitCode::SUCCESS,
         Err(e) => {
-            let _ = stdout.flush();
-            eprintln!("error: {e:#}");
+            warn(format_args!("error: {e:#}"));
             ExitCode::from(EXIT_ERROR)
         }
     }
@@ -317,35 +317,52 @@ pub async fn run<W: Write + Send>(
         }
         EventsCommand::Tail(tail) => run_tail(&client, tail, json, out, stop).await,
         EventsCommand::Verify { correlation_id } => {
-            let answer = client
-                .verify_chain(&VerifyChainRequest {
-                    correlation_id: correlation_id.clone(),
-                })
-                .await
-                .with_context(|| format!("cannot verify the chain of {correlation_id:?}"))?;
-            if json {
-                print_json(out, &answer)?;
-            } else {
-                writeln!(
-                    out,
-                    "{}: {} ({} of {} events verified)",
-                    answer.correlation_id,
-                    if answer.is_valid { "valid" } else { "TAMPERED" },
-                    answer.verified_events,
-                    answer.total_events
-                )?;
-                if !answer.tampered_events.is_empty() {
-                    let rows = answer
-                        .tampered_events
-                        .iter()
-                        .map(|t| vec![t.event_id.clone(), t.message.clone()])
-                        .collect();
-                    write!(out, "{}", table(&["EVENT_ID", "PROBLEM"], rows))?;
-                }
-            }
-            Ok(if answer.is_valid { 0 } else { EXIT_NEGATIVE })
+            run_verify(&client, correlation_id, json, out).await
         }
     }
+}
+
+async fn run_verify<W: Write>(
+    client: &Client,
+    correlation_id: String,
+    json: bool,
+    out: &mut W,
+) -> anyhow::Result<u8> {
+    let answer = client
+        .verify_chain(&VerifyChainRequest {
+            correlation_id: correlation_id.clone(),
+        })
+        .await
+        .with_context(|| format!("cannot verify the chain of {correlation_id:?}"))?;
+    let code = if answer.is_valid { 0 } else { EXIT_NEGATIVE };
+    keep_code(print_verify(out, &answer, json), code)
+}
+
+fn print_verify<W: Write>(
+    out: &mut W,
+    answer: &VerifyChainResponse,
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        return print_json(out, answer);
+    }
+    writeln!(
+        out,
+        "{}: {} ({} of {} events verified)",
+        answer.correlation_id,
+        if answer.is_valid { "valid" } else { "TAMPERED" },
+        answer.verified_events,
+        answer.total_events
+    )?;
+    if !answer.tampered_events.is_empty() {
+        let rows = answer
+            .tampered_events
+            .iter()
+            .map(|t| vec![t.event_id.clone(), t.message.clone()])
+            .collect();
+        write!(out, "{}", table(&["EVENT_ID", "PROBLEM"], rows))?;
+    }
+    Ok(())
 }
 
 fn print_json<W: Write, T: serde::Serialize>(out: &mut W, value: &T) -> anyhow::Result<()> {
@@ -479,7 +496,7 @@ async fn post_stdin<W: Write>(
             }
             Err(e) => {
                 summary.invalid += 1;
-                eprintln!("line {n}: not an event: {e}");
+                warn(format_args!("line {n}: not an event: {e}"));
             }
         }
     }
@@ -492,37 +509,41 @@ async fn post_stdin<W: Write>(
     summary.spooled = stats.spooled;
     summary.replayed = stats.replayed;
     summary.not_confirmed = closed.err().map_or(0, |t| t.remaining);
-    if json {
-        print_json(out, &summary)?;
-    } else {
-        let rows = vec![vec![
-            summary.lines.to_string(),
-            summary.invalid.to_string(),
-            summary.sent.to_string(),
-            summary.failed.to_string(),
-            summary.dropped.to_string(),
-            summary.spooled.to_string(),
-            summary.replayed.to_string(),
-            summary.not_confirmed.to_string(),
-        ]];
-        let head = [
-            "LINES",
-            "INVALID",
-            "SENT",
-            "FAILED",
-            "DROPPED",
-            "SPOOLED",
-            "REPLAYED",
-            "NOT_CONFIRMED",
-        ];
-        write!(out, "{}", table(&head, rows))?;
-    }
     let complete = summary.invalid == 0
         && summary.failed == 0
         && summary.dropped == 0
         && summary.not_confirmed == 0
         && summary.sent + summary.spooled == summary.accepted;
-    Ok(if complete { 0 } else { EXIT_NEGATIVE })
+    let code = if complete { 0 } else { EXIT_NEGATIVE };
+    keep_code(print_summary(out, &summary, json), code)
+}
+
+fn print_summary<W: Write>(out: &mut W, summary: &PostSummary, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(out, summary);
+    }
+    let rows = vec![vec![
+        summary.lines.to_string(),
+        summary.invalid.to_string(),
+        summary.sent.to_string(),
+        summary.failed.to_string(),
+        summary.dropped.to_string(),
+        summary.spooled.to_string(),
+        summary.replayed.to_string(),
+        summary.not_confirmed.to_string(),
+    ]];
+    let head = [
+        "LINES",
+        "INVALID",
+        "SENT",
+        "FAILED",
+        "DROPPED",
+        "SPOOLED",
+        "REPLAYED",
+        "NOT_CONFIRMED",
+    ];
+    write!(out, "{}", table(&head, rows))?;
+    Ok(())
 }
 
 async fn run_query<W: Write>(
@@ -655,7 +676,7 @@ async fn run_tail<W: Write>(
             }
         }
         if let Some(e) = failed {
-            eprintln!("warning: poll failed, retrying: {e}");
+            warn(format_args!("warning: poll failed, retrying: {e}"));
         }
         let fresh = seen.fresh(found);
         for event in fresh {

@@ -2,6 +2,7 @@
 //! calls into the server library (`serve`, `migrate`, `check`, `config`), or into the client
 //! library (`events`), whose commands never load the server's settings.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -10,6 +11,7 @@ use clap::{Parser, Subcommand};
 use datastorage::config::{self, Settings};
 use datastorage::db::Store;
 use datastorage::{startup, telemetry};
+use datastorage_cli::output::Stdout;
 use datastorage_cli::{check, events};
 
 /// mimalloc instead of the system allocator: the request path allocates many small, short-lived
@@ -75,8 +77,11 @@ fn main() -> ExitCode {
     if let Command::Events(args) = cli.command {
         return events::main(*args);
     }
+    let mut out = Stdout::new();
     if let Command::Config(ConfigCommand::PrintDefault) = cli.command {
-        print!("{}", config::default_config_yaml());
+        // A closed stdout (`| head`) is a quiet end; nothing else can fail here.
+        let yaml = config::default_config_yaml();
+        let _ = out.write_all(yaml.as_bytes()).and_then(|()| out.flush());
         return ExitCode::SUCCESS;
     }
     let loaded = match Settings::load(cli.config.as_deref(), std::env::vars()) {
@@ -91,8 +96,10 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("the tokio runtime starts");
-    match runtime.block_on(execute(cli.command, loaded.settings)) {
+    match runtime.block_on(execute(cli.command, loaded.settings, &mut out)) {
         Ok(code) => code,
+        // The reader of stdout went away (`| head`): a quiet, successful end.
+        Err(_) if out.closed() => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "datastorage failed");
             eprintln!("error: {e:#}");
@@ -101,31 +108,37 @@ fn main() -> ExitCode {
     }
 }
 
-async fn execute(command: Command, mut settings: Settings) -> anyhow::Result<ExitCode> {
-    match command {
+async fn execute(
+    command: Command,
+    mut settings: Settings,
+    out: &mut Stdout,
+) -> anyhow::Result<ExitCode> {
+    let code = match command {
         Command::Serve => {
             let (api, metrics) = startup::bind(&settings).await?;
             startup::run(settings, api, metrics, startup::shutdown_signal()).await?;
+            ExitCode::SUCCESS
         }
         Command::Migrate => {
             let applied = Store::migrate(&settings.database).await?;
-            println!("migrations up to date ({applied} applied now)");
+            writeln!(out, "migrations up to date ({applied} applied now)")?;
+            ExitCode::SUCCESS
         }
         Command::Check { replicas } => {
             if let Some(n) = replicas {
                 settings.database.capacity.replicas = n;
             }
-            return check::check(&settings).await;
+            check::check(&settings, out).await?
         }
         Command::Config(ConfigCommand::Print) => {
-            print!(
-                "{}",
-                serde_norway::to_string(&settings).context("cannot print the config")?
-            );
+            let yaml = serde_norway::to_string(&settings).context("cannot print the config")?;
+            out.write_all(yaml.as_bytes())?;
+            ExitCode::SUCCESS
         }
         Command::Config(ConfigCommand::PrintDefault) | Command::Events(_) => {
             unreachable!("handled before loading")
         }
-    }
-    Ok(ExitCode::SUCCESS)
+    };
+    out.flush()?;
+    Ok(code)
 }

@@ -184,3 +184,92 @@ fn replicas_out_of_range_is_a_usage_error_with_exit_2() {
         );
     }
 }
+
+/// Runs `datastorage ARGS` with standard output on a pipe whose reader is already closed.
+fn with_closed_stdout<S: AsRef<std::ffi::OsStr>>(
+    dir: &std::path::Path,
+    args: &[S],
+) -> std::process::Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut cmd = ds(dir, args);
+    cmd.stdout(writer).stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    drop(cmd);
+    child.wait_with_output().unwrap()
+}
+
+fn assert_quiet_end<S: std::fmt::Debug>(args: &[S], out: &std::process::Output) {
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    assert!(!stderr.contains("error"), "{args:?} is quiet: {stderr}");
+}
+
+#[test]
+fn a_closed_stdout_ends_local_commands_quietly_with_exit_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let commands: &[&[&str]] = &[
+        &["config", "print-default"],
+        &["config", "print"],
+        &["check"],
+        &["migrate"],
+        // Again, now that `migrate` created the SQLite file: it connects.
+        &["check"],
+        &["--help"],
+        &["events", "query", "--help"],
+    ];
+    for args in commands {
+        let out = with_closed_stdout(dir.path(), args);
+        assert_quiet_end(args, &out);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_events_commands_quietly_with_exit_0() {
+    let app = TestApp::serve(Backend::Postgres).await;
+    let created: Value = app.post_event(&event("pipe-1")).await.json().await.unwrap();
+    let id = created["event_id"].as_str().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let base = app.base();
+    let commands: Vec<Vec<String>> = [
+        vec!["query"],
+        vec!["query", "--all", "--json"],
+        vec!["get", &id],
+        vec!["verify", "pipe-1"],
+        // `tail` would run until Ctrl-C; a closed stdout ends it at its first event.
+        vec!["tail", "--since", "1h", "--interval", "50ms"],
+    ]
+    .into_iter()
+    .map(|tail| {
+        let head = ["events", "--url", base];
+        head.iter().chain(&tail).map(|s| s.to_string()).collect()
+    })
+    .collect();
+    for args in commands {
+        let dir = dir.path().to_owned();
+        let run = tokio::task::spawn_blocking(move || {
+            let out = with_closed_stdout(&dir, &args);
+            (args, out)
+        });
+        let (args, out) = tokio::time::timeout(Duration::from_secs(30), run)
+            .await
+            .expect("ends within 30 s")
+            .unwrap();
+        assert_quiet_end(&args, &out);
+    }
+    // An answer already decided keeps its exit code: a tampered chain is still exit 1.
+    app.pg()
+        .sql(&[
+            "ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only",
+            "UPDATE audit_events SET event_action = 'forged' WHERE correlation_id = 'pipe-1'",
+            "ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only",
+        ])
+        .await;
+    let args = ["events", "--url", base, "verify", "pipe-1"].map(str::to_owned);
+    let out = with_closed_stdout(dir.path(), &args);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+    app.stop().await;
+}
