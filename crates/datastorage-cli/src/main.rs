@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use datastorage::config::{self, Settings};
 use datastorage::db::Store;
 use datastorage::{startup, telemetry};
@@ -27,34 +29,33 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "datastorage", version, about, long_about)]
 struct Cli {
-    /// YAML config file (see `datastorage config print-default`). Every key can be overridden
-    /// by DATASTORAGE_<SECTION>__<KEY> environment variables.
-    #[arg(short, long, global = true, env = config::ENV_CONFIG_FILE, value_name = "FILE")]
+    /// `--config FILE` written before the command (`datastorage --config FILE serve`): accepted
+    /// for the commands that read the config, and shown only in their help.
+    #[arg(short, long, value_name = "FILE", hide = true)]
     config: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
 }
 
+/// `--config` of the commands that read the server's config.
+#[derive(Debug, Args)]
+struct ConfigFile {
+    /// YAML config file (see `datastorage config print-default`). Every key can be overridden
+    /// by DATASTORAGE_<SECTION>__<KEY> environment variables.
+    #[arg(short, long, env = config::ENV_CONFIG_FILE, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the HTTP service until SIGTERM or SIGINT.
-    Serve,
+    Serve(ConfigFile),
     /// Apply pending database migrations, then exit.
-    Migrate,
+    Migrate(ConfigFile),
     /// Validate the config, connect, and print the effective pool settings and (PostgreSQL)
     /// the connection budget. Exits 1 when the budget does not fit.
-    Check {
-        /// Peak replicas to check the budget for, at least 1 (overrides
-        /// database.capacity.replicas).
-        #[arg(
-            long,
-            value_name = "N",
-            value_parser = clap::value_parser!(u32).range(1..),
-            allow_negative_numbers = true
-        )]
-        replicas: Option<u32>,
-    },
+    Check(CheckArgs),
     /// Config helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -63,16 +64,77 @@ enum Command {
     Events(Box<events::EventsArgs>),
 }
 
+/// `check`.
+#[derive(Debug, Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    config: ConfigFile,
+    /// Peak replicas to check the budget for, at least 1 (overrides
+    /// database.capacity.replicas).
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..),
+        allow_negative_numbers = true
+    )]
+    replicas: Option<u32>,
+}
+
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
-    /// Print a commented config file with every key at its default.
+    /// Print a commented config file with every key at its default. Reads no file and no
+    /// environment.
     PrintDefault,
     /// Print the effective config (file + environment), secrets redacted.
-    Print,
+    Print(ConfigFile),
+}
+
+impl Command {
+    /// The `--config` of a command that reads the server's config; `None` for one that reads
+    /// none.
+    fn config_file(&self) -> Option<&ConfigFile> {
+        match self {
+            Command::Serve(c) | Command::Migrate(c) | Command::Config(ConfigCommand::Print(c)) => {
+                Some(c)
+            }
+            Command::Check(check) => Some(&check.config),
+            Command::Config(ConfigCommand::PrintDefault) | Command::Events(_) => None,
+        }
+    }
+}
+
+/// The config file to load: `--config` before the command, else after it, else
+/// DATASTORAGE_CONFIG. `--config` before a command that reads no config is a usage error rather
+/// than silently ignored, and so is `--config` on both sides.
+fn config_file(cli: &Cli, matches: &ArgMatches) -> Result<Option<PathBuf>, clap::Error> {
+    let usage = |message: &str| Cli::command().error(ErrorKind::ArgumentConflict, message);
+    let Some(after) = cli.command.config_file() else {
+        return match cli.config {
+            Some(_) => Err(usage(
+                "--config applies only to serve, migrate, check and config print; this command \
+                 reads no config",
+            )),
+            None => Ok(None),
+        };
+    };
+    let Some(before) = &cli.config else {
+        return Ok(after.config.clone());
+    };
+    let mut leaf = matches;
+    while let Some((_, sub)) = leaf.subcommand() {
+        leaf = sub;
+    }
+    if leaf.value_source("config") == Some(ValueSource::CommandLine) {
+        return Err(usage("--config is given both before and after the command"));
+    }
+    // Before the command, on the command line, it outranks DATASTORAGE_CONFIG.
+    Ok(Some(before.clone()))
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let file = config_file(&cli, &matches).unwrap_or_else(|e| e.exit());
     // A client of a server, not the server: dispatched before any server setting is loaded.
     if let Command::Events(args) = cli.command {
         return events::main(*args);
@@ -84,7 +146,7 @@ fn main() -> ExitCode {
         let _ = out.write_all(yaml.as_bytes()).and_then(|()| out.flush());
         return ExitCode::SUCCESS;
     }
-    let loaded = match Settings::load(cli.config.as_deref(), std::env::vars()) {
+    let loaded = match Settings::load(file.as_deref(), std::env::vars()) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -114,23 +176,23 @@ async fn execute(
     out: &mut Stdout,
 ) -> anyhow::Result<ExitCode> {
     let code = match command {
-        Command::Serve => {
+        Command::Serve(_) => {
             let (api, metrics) = startup::bind(&settings).await?;
             startup::run(settings, api, metrics, startup::shutdown_signal()).await?;
             ExitCode::SUCCESS
         }
-        Command::Migrate => {
+        Command::Migrate(_) => {
             let applied = Store::migrate(&settings.database).await?;
             writeln!(out, "migrations up to date ({applied} applied now)")?;
             ExitCode::SUCCESS
         }
-        Command::Check { replicas } => {
+        Command::Check(CheckArgs { replicas, .. }) => {
             if let Some(n) = replicas {
                 settings.database.capacity.replicas = n;
             }
             check::check(&settings, out).await?
         }
-        Command::Config(ConfigCommand::Print) => {
+        Command::Config(ConfigCommand::Print(_)) => {
             let yaml = serde_norway::to_string(&settings).context("cannot print the config")?;
             out.write_all(yaml.as_bytes())?;
             ExitCode::SUCCESS

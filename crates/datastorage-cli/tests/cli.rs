@@ -185,6 +185,94 @@ fn replicas_out_of_range_is_a_usage_error_with_exit_2() {
     }
 }
 
+#[test]
+fn only_commands_that_read_the_config_offer_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let reads: &[&[&str]] = &[&["serve"], &["migrate"], &["check"], &["config", "print"]];
+    let reads_none: &[&[&str]] = &[
+        &[],
+        &["config"],
+        &["config", "print-default"],
+        &["events"],
+        &["events", "post"],
+        &["events", "query"],
+        &["events", "get"],
+        &["events", "tail"],
+        &["events", "verify"],
+    ];
+    for (args, offered) in reads
+        .iter()
+        .map(|a| (a, true))
+        .chain(reads_none.iter().map(|a| (a, false)))
+    {
+        let mut argv = args.to_vec();
+        argv.push("--help");
+        let out = ds(dir.path(), &argv).output().unwrap();
+        let help = text(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{argv:?}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(help.contains("--config"), offered, "{argv:?}:\n{help}");
+    }
+    // Before or after the command, for a command that reads it.
+    let file = dir.path().join("c.yaml");
+    std::fs::write(&file, "logging:\n  level: debug\n").unwrap();
+    let file = file.to_str().unwrap();
+    for argv in [
+        ["--config", file, "config", "print"],
+        ["config", "print", "--config", file],
+    ] {
+        let out = ds(dir.path(), &argv).output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{argv:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(text(&out.stdout).contains("level: debug"), "{argv:?}");
+    }
+    let out = ds(dir.path(), &["config", "print"])
+        .env("DATASTORAGE_CONFIG", file)
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stdout).contains("level: debug"),
+        "DATASTORAGE_CONFIG"
+    );
+    // Given to a command that reads none, it is a usage error rather than silently ignored.
+    for argv in [
+        &["--config", file, "config", "print-default"][..],
+        &[
+            "--config",
+            file,
+            "events",
+            "get",
+            "0193a5d2-7c4e-7b1a-9f00-000000000001",
+        ],
+    ] {
+        let out = ds(dir.path(), argv).output().unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{argv:?}: {stderr}");
+        assert!(
+            stderr.starts_with("error: ") && stderr.contains("--config"),
+            "{stderr}"
+        );
+    }
+    let out = ds(dir.path(), &["--config", file, "check", "--config", file])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "given twice");
+    // DATASTORAGE_CONFIG in the environment does not disturb them.
+    let out = ds(dir.path(), &["config", "print-default"])
+        .env("DATASTORAGE_CONFIG", "/nonexistent.yaml")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
 /// Runs `datastorage ARGS` with standard output on a pipe whose reader is already closed.
 fn with_closed_stdout<S: AsRef<std::ffi::OsStr>>(
     dir: &std::path::Path,
