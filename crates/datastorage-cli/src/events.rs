@@ -4,7 +4,9 @@
 //!
 //! Output is an aligned table by default and JSON with `--json`. Exit codes: 0 success; 1 the
 //! answer is a negative one (`verify` found tampering, `post --stdin` could not deliver every
-//! event); 2 an error (bad arguments the server refused, server unreachable, not found).
+//! event); 2 an error (bad arguments the server refused, server unreachable, not found); 3
+//! `verify` could not check some rows (signed with keys the server does not have); 4 `verify`
+//! found no events with that correlation id.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -17,7 +19,7 @@ use anyhow::{bail, Context as _};
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Args, Subcommand};
 use datastorage_api::{
-    AuditEvent, AuditEventRequest, EventCategory, EventOutcome, EventQueryParams,
+    AuditEvent, AuditEventRequest, ChainVerdict, EventCategory, EventOutcome, EventQueryParams,
     VerifyChainRequest, VerifyChainResponse, MAX_PAGE_LIMIT,
 };
 use uuid::Uuid;
@@ -37,6 +39,13 @@ pub const EXIT_NEGATIVE: u8 = 1;
 
 /// Exit code of an error.
 pub const EXIT_ERROR: u8 = 2;
+
+/// Exit code of `verify` when nothing is broken but some rows cannot be checked: they are signed
+/// with keys the server does not have.
+pub const EXIT_UNVERIFIABLE: u8 = 3;
+
+/// Exit code of `verify` for a correlation id without events.
+pub const EXIT_EMPTY: u8 = 4;
 
 /// Most pages `query --all` follows (at the largest page size, 100 million events).
 const MAX_PAGES: usize = 100_000;
@@ -78,7 +87,12 @@ pub enum EventsCommand {
     },
     /// Follow new events matching filters until Ctrl-C.
     Tail(TailArgs),
-    /// Verify the hash chain of a correlation id; exits 1 when it is tampered.
+    /// Verify the hash chain of a correlation id; the exit code tells the verdict.
+    ///
+    /// Exit codes: 0 intact; 1 tampered (a link is broken, content changed or rows are missing);
+    /// 3 unverifiable (nothing is broken, but some rows are signed with keys the server does not
+    /// have: hashChain.keyFile / verifyKeyFiles); 4 no events with this correlation id; 2 an
+    /// error (server unreachable, request refused).
     Verify {
         /// The correlation id whose chain to verify.
         #[arg(allow_hyphen_values = true)]
@@ -334,26 +348,52 @@ async fn run_verify<W: Write>(
         })
         .await
         .with_context(|| format!("cannot verify the chain of {correlation_id:?}"))?;
-    let code = if answer.is_valid { 0 } else { EXIT_NEGATIVE };
-    keep_code(print_verify(out, &answer, json), code)
+    let verdict = verdict(&answer);
+    let code = match verdict {
+        ChainVerdict::Intact => 0,
+        ChainVerdict::Tampered => EXIT_NEGATIVE,
+        ChainVerdict::Unverifiable => EXIT_UNVERIFIABLE,
+        ChainVerdict::Empty => EXIT_EMPTY,
+    };
+    keep_code(print_verify(out, &answer, verdict, json), code)
+}
+
+/// The answer's verdict; from `is_valid` and the counts when the server is older than the
+/// `verdict` field.
+fn verdict(answer: &VerifyChainResponse) -> ChainVerdict {
+    answer.verdict.unwrap_or(match answer.is_valid {
+        true if answer.total_events == 0 => ChainVerdict::Empty,
+        true => ChainVerdict::Intact,
+        false => ChainVerdict::Tampered,
+    })
 }
 
 fn print_verify<W: Write>(
     out: &mut W,
     answer: &VerifyChainResponse,
+    verdict: ChainVerdict,
     json: bool,
 ) -> anyhow::Result<()> {
     if json {
         return print_json(out, answer);
     }
-    writeln!(
-        out,
-        "{}: {} ({} of {} events verified)",
-        answer.correlation_id,
-        if answer.is_valid { "valid" } else { "TAMPERED" },
-        answer.verified_events,
-        answer.total_events
-    )?;
+    let cid = &answer.correlation_id;
+    let counts = format!(
+        "{} of {} events verified",
+        answer.verified_events, answer.total_events
+    );
+    let unverifiable = match answer.unverifiable_events {
+        0 => String::new(),
+        n => format!("; {n} signed with keys that are not configured"),
+    };
+    match verdict {
+        ChainVerdict::Empty => writeln!(out, "{cid}: no events with this correlation id")?,
+        ChainVerdict::Intact => writeln!(out, "{cid}: valid ({counts})")?,
+        ChainVerdict::Unverifiable => {
+            writeln!(out, "{cid}: UNVERIFIABLE ({counts}{unverifiable})")?
+        }
+        ChainVerdict::Tampered => writeln!(out, "{cid}: TAMPERED ({counts}{unverifiable})")?,
+    }
     if !answer.tampered_events.is_empty() {
         let rows = answer
             .tampered_events

@@ -306,3 +306,90 @@ async fn values_that_start_with_a_dash_are_values_not_flags() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn verify_exit_codes_tell_intact_tampered_unverifiable_and_empty_apart() {
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("chain.key");
+    std::fs::write(&key_file, "k".repeat(40) + "\n").unwrap();
+    let app = TestApp::serve_with(Backend::Postgres, |s| {
+        s.hash_chain.key_file = Some(key_file);
+        s.hash_chain.key_id = Some("2026-11".into());
+    })
+    .await;
+    for n in 0..3 {
+        post(app.base(), "keyed-1", &format!("a{n}")).await;
+    }
+    let (code, out) = events(app.base(), &["verify", "keyed-1"]).await;
+    assert_eq!(
+        (code, out.trim()),
+        (0, "keyed-1: valid (3 of 3 events verified)")
+    );
+
+    // No events: not "valid (0 of 0)".
+    let (code, out) = events(app.base(), &["verify", "nobody"]).await;
+    assert_eq!(code, 4, "{out}");
+    assert_eq!(out.trim(), "nobody: no events with this correlation id");
+    let (code, out) = events(app.base(), &["verify", "--json", "nobody"]).await;
+    assert_eq!(code, 4, "{out}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["verdict"],
+        "empty"
+    );
+
+    // The same database, served without the key: the rows cannot be checked, which is not
+    // tampering.
+    let pg = app.pg().clone();
+    app.stop().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = datastorage_testkit::TestApp::serve_on_db(listener, pg, |_| {}).await;
+    let (code, out) = events(app.base(), &["verify", "keyed-1"]).await;
+    assert_eq!(code, 3, "{out}");
+    let first = out.lines().next().unwrap();
+    assert_eq!(
+        first,
+        "keyed-1: UNVERIFIABLE (0 of 3 events verified; 3 signed with keys that are not configured)"
+    );
+    assert!(!out.contains("TAMPERED"), "{out}");
+    let (code, out) = events(app.base(), &["verify", "--json", "keyed-1"]).await;
+    assert_eq!(code, 3, "{out}");
+    let answer: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (&answer["verdict"], &answer["unverifiable_events"]),
+        (&Value::from("unverifiable"), &Value::from(3))
+    );
+
+    // A broken link still says TAMPERED, exit 1 (unkeyed rows, which this server checks).
+    for n in 0..2 {
+        post(app.base(), "plain-1", &format!("b{n}")).await;
+    }
+    app.pg()
+        .sql(&[
+            "ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only",
+            "UPDATE audit_events SET event_action = 'forged' WHERE correlation_id = 'plain-1' AND chain_sequence = 1",
+            "ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only",
+        ])
+        .await;
+    let (code, out) = events(app.base(), &["verify", "plain-1"]).await;
+    assert_eq!(code, EXIT_NEGATIVE, "{out}");
+    assert!(
+        out.starts_with("plain-1: TAMPERED (1 of 2 events verified)"),
+        "{out}"
+    );
+    app.stop().await;
+
+    // `verify --help` documents them.
+    let help = Cmd::try_parse_from(["events", "verify", "--help"])
+        .err()
+        .unwrap()
+        .to_string();
+    for code in [
+        "0 intact",
+        "1 tampered",
+        "3 unverifiable",
+        "4 no events",
+        "2 an error",
+    ] {
+        assert!(help.contains(code), "{code}:\n{help}");
+    }
+}
