@@ -782,41 +782,82 @@ fn events_table(events: &[AuditEvent]) -> String {
     table(&EVENT_COLUMNS, events.iter().map(event_row).collect())
 }
 
+/// The fields of [`AuditEvent`] in the order `get` shows them; a field missing here (added to
+/// the type later) is still shown, after these.
+const EVENT_FIELDS: &[&str] = &[
+    "event_id",
+    "version",
+    "event_type",
+    "event_timestamp",
+    "event_date",
+    "event_category",
+    "event_action",
+    "event_outcome",
+    "actor_type",
+    "actor_id",
+    "actor_ip",
+    "resource_type",
+    "resource_id",
+    "correlation_id",
+    "parent_event_id",
+    "parent_event_date",
+    "namespace",
+    "cluster_id",
+    "severity",
+    "duration_ms",
+    "error_code",
+    "error_message",
+    "retention_days",
+    "is_sensitive",
+    "event_data",
+    "chain_sequence",
+    "event_hash",
+    "previous_event_hash",
+    "hash_algorithm",
+    "hash_key_id",
+    "legal_hold",
+];
+
+/// One field's value as `get` shows it: `-` when empty, JSON objects pretty-printed.
+fn detail_value(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match value {
+        Value::Null => "-".to_owned(),
+        Value::String(s) if s.trim().is_empty() => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        Value::Object(_) | Value::Array(_) => {
+            serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+        }
+        other => other.to_string(),
+    }
+}
+
+/// `get`: every field of the event, one per line (a multi-line value continues under the value
+/// column).
 fn print_event_detail<W: Write>(out: &mut W, e: &AuditEvent) -> anyhow::Result<()> {
-    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-    let rows = [
-        ("event_id", e.event_id.to_string()),
-        ("event_timestamp", format_ts(e.event_timestamp)),
-        ("event_type", e.event_type.clone()),
-        ("event_category", e.event_category.to_string()),
-        ("event_action", e.event_action.clone()),
-        ("event_outcome", e.event_outcome.to_string()),
-        ("correlation_id", e.correlation_id.clone()),
-        (
-            "actor",
-            format!("{} {}", opt(&e.actor_type), opt(&e.actor_id)),
-        ),
-        (
-            "resource",
-            format!("{} {}", opt(&e.resource_type), opt(&e.resource_id)),
-        ),
-        ("namespace", opt(&e.namespace)),
-        ("cluster_id", opt(&e.cluster_id)),
-        ("severity", opt(&e.severity)),
-        ("chain_sequence", e.chain_sequence.to_string()),
-        ("event_hash", e.event_hash.clone()),
-        ("previous_event_hash", e.previous_event_hash.clone()),
-        ("hash_algorithm", e.hash_algorithm.clone()),
-        (
-            "event_data",
-            serde_json::to_string(&e.event_data).unwrap_or_default(),
-        ),
-    ];
-    let rows = rows
-        .into_iter()
-        .map(|(k, v)| vec![k.to_owned(), v.trim().to_owned()])
+    let serde_json::Value::Object(mut fields) = serde_json::to_value(e)? else {
+        bail!("an event serializes to a JSON object");
+    };
+    let mut rows: Vec<(String, String)> = EVENT_FIELDS
+        .iter()
+        .filter_map(|&k| fields.remove(k).map(|v| (k.to_owned(), detail_value(&v))))
         .collect();
-    write!(out, "{}", table(&["FIELD", "VALUE"], rows))?;
+    rows.extend(fields.iter().map(|(k, v)| (k.clone(), detail_value(v))));
+    let width = rows
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .chain(["FIELD".len()])
+        .max()
+        .unwrap_or_default();
+    writeln!(out, "{:<width$}  VALUE", "FIELD")?;
+    for (key, value) in rows {
+        let mut lines = value.lines();
+        let first = lines.next().unwrap_or_default();
+        writeln!(out, "{}", format!("{key:<width$}  {first}").trim_end())?;
+        for line in lines {
+            writeln!(out, "{:width$}  {}", "", line.trim_end())?;
+        }
+    }
     Ok(())
 }
 
@@ -890,6 +931,26 @@ mod tests {
             "previous_event_hash": "", "hash_algorithm": "sha256", "legal_hold": false
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn get_lists_every_field_of_the_event_type_in_order() {
+        let serde_json::Value::Object(fields) = serde_json::to_value(ev(1, 1)).unwrap() else {
+            unreachable!()
+        };
+        let missing: Vec<_> = fields
+            .keys()
+            .filter(|k| !EVENT_FIELDS.contains(&k.as_str()))
+            .collect();
+        assert!(missing.is_empty(), "add to EVENT_FIELDS: {missing:?}");
+        let mut out = Vec::new();
+        print_event_detail(&mut out, &ev(1, 1)).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let keys: Vec<&str> = out.lines().filter_map(|l| l.split(' ').next()).collect();
+        assert_eq!(keys[0], "FIELD");
+        assert_eq!(keys[1..], EVENT_FIELDS[..]);
+        assert!(out.contains("\nevent_data           {}\n"), "{out}");
+        assert!(out.contains("\nactor_id             -\n"), "{out}");
     }
 
     #[test]

@@ -393,3 +393,67 @@ async fn verify_exit_codes_tell_intact_tampered_unverifiable_and_empty_apart() {
         assert!(help.contains(code), "{code}:\n{help}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn get_shows_every_field_with_empty_ones_as_dash_and_event_data_pretty() {
+    let app = TestApp::serve(Backend::Postgres).await;
+    let mut args = post_args("get-1", "shown");
+    *args.last_mut().unwrap() = r#"{"k":"v","nested":{"deep":1}}"#.into();
+    args.extend(["--severity".into(), "high".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out) = events(app.base(), &args).await;
+    assert_eq!(code, 0, "{out}");
+    let id = serde_json::from_str::<Value>(&out).unwrap()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, json) = events(app.base(), &["get", "--json", &id]).await;
+    let json: Value = serde_json::from_str(&json).unwrap();
+    let (code, table) = events(app.base(), &["get", &id]).await;
+    assert_eq!(code, 0);
+    let rows: Vec<(&str, &str)> = table
+        .lines()
+        .skip(1)
+        .filter(|l| !l.starts_with(' '))
+        .map(|l| l.split_once(' ').map_or((l, ""), |(k, v)| (k, v.trim())))
+        .collect();
+    let value_of = |key: &str| rows.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+    for (key, value) in json.as_object().unwrap() {
+        let shown = value_of(key).unwrap_or_else(|| panic!("{key} is not shown:\n{table}"));
+        match value {
+            Value::Null => assert_eq!(shown, "-", "{key}"),
+            Value::String(s) if s.is_empty() => assert_eq!(shown, "-", "{key}"),
+            Value::String(s) if key.ends_with("timestamp") => {
+                let t: chrono::DateTime<chrono::Utc> = s.parse().unwrap();
+                assert_eq!(shown.parse::<chrono::DateTime<chrono::Utc>>().unwrap(), t);
+            }
+            Value::String(s) => assert_eq!(shown, s, "{key}"),
+            Value::Object(_) => {}
+            other => assert_eq!(shown, other.to_string(), "{key}"),
+        }
+    }
+    assert_eq!(value_of("severity"), Some("high"));
+    assert_eq!(value_of("actor_ip"), Some("-"));
+    assert_eq!(value_of("previous_event_hash"), Some("-"));
+    // event_data pretty-printed, its further lines under the value column.
+    let lines: Vec<&str> = table.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("event_data "))
+        .unwrap();
+    let column = lines[at].find('{').unwrap();
+    let mut data = vec![&lines[at][column..]];
+    data.extend(
+        lines[at + 1..]
+            .iter()
+            .take_while(|l| l.starts_with(' '))
+            .map(|l| &l[column..]),
+    );
+    assert_eq!(
+        data.join("\n"),
+        serde_json::to_string_pretty(&json["event_data"]).unwrap(),
+        "{table}"
+    );
+    assert!(data.len() > 3, "{table}");
+    app.stop().await;
+}
