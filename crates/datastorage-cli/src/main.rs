@@ -62,6 +62,17 @@ enum Command {
     /// Client commands against a running server (--url or DATASTORAGE_URL): post, query, get,
     /// tail and verify audit events. They never read the server's config.
     Events(Box<events::EventsArgs>),
+    /// Print a shell completion script for this binary. Reads no config.
+    ///
+    /// Install it where your shell looks, e.g. bash:
+    /// `datastorage completions bash > ~/.local/share/bash-completion/completions/datastorage`;
+    /// zsh: `datastorage completions zsh > ~/.zfunc/_datastorage` (with ~/.zfunc in $fpath);
+    /// fish: `datastorage completions fish > ~/.config/fish/completions/datastorage.fish`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `check`.
@@ -98,7 +109,9 @@ impl Command {
                 Some(c)
             }
             Command::Check(check) => Some(&check.config),
-            Command::Config(ConfigCommand::PrintDefault) | Command::Events(_) => None,
+            Command::Config(ConfigCommand::PrintDefault)
+            | Command::Events(_)
+            | Command::Completions { .. } => None,
         }
     }
 }
@@ -140,10 +153,22 @@ fn main() -> ExitCode {
         return events::main(*args);
     }
     let mut out = Stdout::new();
-    if let Command::Config(ConfigCommand::PrintDefault) = cli.command {
-        // A closed stdout (`| head`) is a quiet end; nothing else can fail here.
-        let yaml = config::default_config_yaml();
-        let _ = out.write_all(yaml.as_bytes()).and_then(|()| out.flush());
+    // Commands that read no config. A closed stdout (`| head`) is a quiet end; nothing else
+    // can fail here.
+    let local = match cli.command {
+        Command::Config(ConfigCommand::PrintDefault) => {
+            Some(config::default_config_yaml().as_bytes().to_vec())
+        }
+        Command::Completions { shell } => {
+            // Into a buffer: clap_complete panics when its writer fails.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "datastorage", &mut script);
+            Some(script)
+        }
+        _ => None,
+    };
+    if let Some(text) = local {
+        let _ = out.write_all(&text).and_then(|()| out.flush());
         return ExitCode::SUCCESS;
     }
     let loaded = match Settings::load(file.as_deref(), std::env::vars()) {
@@ -197,9 +222,9 @@ async fn execute(
             out.write_all(yaml.as_bytes())?;
             ExitCode::SUCCESS
         }
-        Command::Config(ConfigCommand::PrintDefault) | Command::Events(_) => {
-            unreachable!("handled before loading")
-        }
+        Command::Config(ConfigCommand::PrintDefault)
+        | Command::Events(_)
+        | Command::Completions { .. } => unreachable!("handled before loading"),
     };
     out.flush()?;
     Ok(code)

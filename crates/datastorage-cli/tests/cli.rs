@@ -199,6 +199,7 @@ fn only_commands_that_read_the_config_offer_config() {
         &["events", "get"],
         &["events", "tail"],
         &["events", "verify"],
+        &["completions"],
     ];
     for (args, offered) in reads
         .iter()
@@ -304,6 +305,7 @@ fn a_closed_stdout_ends_local_commands_quietly_with_exit_0() {
         &["migrate"],
         // Again, now that `migrate` created the SQLite file: it connects.
         &["check"],
+        &["completions", "bash"],
         &["--help"],
         &["events", "query", "--help"],
     ];
@@ -360,4 +362,27 @@ async fn a_closed_stdout_ends_events_commands_quietly_with_exit_0() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.is_empty(), "{stderr}");
     app.stop().await;
+}
+
+#[test]
+fn completions_are_generated_for_every_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    for (shell, marker) in [
+        ("bash", "_datastorage()"),
+        ("zsh", "#compdef datastorage"),
+        ("fish", "complete -c datastorage"),
+        ("elvish", "datastorage"),
+        ("powershell", "datastorage"),
+    ] {
+        let out = ds(dir.path(), &["completions", shell]).output().unwrap();
+        let script = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", text(&out.stderr));
+        assert!(script.contains(marker), "{shell}:\n{script}");
+        assert!(
+            script.contains("correlation-id") && script.contains("print-default"),
+            "{shell} completes subcommands and their flags"
+        );
+    }
+    let out = ds(dir.path(), &["completions", "tcsh"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }
