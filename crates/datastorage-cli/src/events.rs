@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::io::{BufRead as _, Write};
+use std::io::{BufRead as _, IsTerminal as _, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -25,6 +25,7 @@ use datastorage_api::{
 use uuid::Uuid;
 
 use datastorage_client::{AuditStore, Client, OverflowPolicy, SpoolConfig, StoreConfig};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::output::{keep_code, warn, Stdout};
 
@@ -288,9 +289,11 @@ pub fn main(args: EventsArgs) -> ExitCode {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
+    // Progress on stderr only for a person at a terminal; piped output stays clean.
+    let progress = std::io::stdout().is_terminal();
     let mut stdout = Stdout::new();
     let result = runtime
-        .block_on(run(args, &mut stdout, ctrl_c))
+        .block_on(run_with(args, &mut stdout, ctrl_c, progress))
         .and_then(|code| keep_code(stdout.flush().map_err(Into::into), code));
     match result {
         Ok(code) => ExitCode::from(code),
@@ -305,18 +308,32 @@ pub fn main(args: EventsArgs) -> ExitCode {
 }
 
 /// Runs one `events` command, printing to `out`; `stop` ends `tail` (exit 0). Returns the exit
-/// code; an `Err` means exit code [`EXIT_ERROR`].
+/// code; an `Err` means exit code [`EXIT_ERROR`]. Shows no progress bar.
 pub async fn run<W: Write + Send>(
     args: EventsArgs,
     out: &mut W,
     stop: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<u8> {
+    run_with(args, out, stop, false).await
+}
+
+/// [`run`], with a progress bar on standard error for `post --stdin` and `query --all` when
+/// `progress` is set (the binary sets it when stdout is a terminal) and stderr is a terminal
+/// too. The bar is cleared before the output is written.
+pub async fn run_with<W: Write + Send>(
+    args: EventsArgs,
+    out: &mut W,
+    stop: impl Future<Output = ()> + Send,
+    progress: bool,
+) -> anyhow::Result<u8> {
     let client = Client::new(&args.url).context("--url")?;
     let json = args.json;
     match args.command {
-        EventsCommand::Post(post) if post.stdin => post_stdin(&client, post, json, out).await,
+        EventsCommand::Post(post) if post.stdin => {
+            post_stdin(&client, post, json, out, progress).await
+        }
         EventsCommand::Post(post) => post_one(&client, post, json, out).await,
-        EventsCommand::Query(query) => run_query(&client, query, json, out).await,
+        EventsCommand::Query(query) => run_query(&client, query, json, out, progress).await,
         EventsCommand::Get { id } => {
             let event = client
                 .get_event(id)
@@ -496,11 +513,26 @@ struct PostSummary {
     not_confirmed: u64,
 }
 
+/// A progress bar on standard error with `template`, or a hidden one without `progress`.
+/// indicatif hides it too when stderr is not a terminal or `TERM` is `dumb`; dropped, it clears
+/// itself.
+fn progress_bar(progress: bool, len: Option<u64>, template: &str) -> ProgressBar {
+    if !progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(len, ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
 async fn post_stdin<W: Write>(
     client: &Client,
     post: PostArgs,
     json: bool,
     out: &mut W,
+    progress: bool,
 ) -> anyhow::Result<u8> {
     let config = StoreConfig {
         // A command-line batch prefers completeness to speed: wait for room.
@@ -521,6 +553,14 @@ async fn post_stdin<W: Write>(
             }
         }
     });
+    let bar = progress_bar(
+        progress,
+        None,
+        "{spinner} {pos} lines read, {msg} [{elapsed}]",
+    );
+    if progress {
+        bar.enable_steady_tick(Duration::from_millis(100));
+    }
     let mut summary = PostSummary::default();
     while let Some((n, line)) = rx.recv().await {
         let line = line.with_context(|| format!("cannot read standard input at line {n}"))?;
@@ -536,12 +576,31 @@ async fn post_stdin<W: Write>(
             }
             Err(e) => {
                 summary.invalid += 1;
-                warn(format_args!("line {n}: not an event: {e}"));
+                bar.suspend(|| warn(format_args!("line {n}: not an event: {e}")));
             }
+        }
+        bar.inc(1);
+        if !bar.is_hidden() {
+            bar.set_message(format!("{} sent", store.stats().sent));
         }
     }
     reader.await.context("stdin reader failed")?;
-    let closed = store.close(post.close_timeout).await;
+    let closed = {
+        let close = store.close(post.close_timeout);
+        let mut close = std::pin::pin!(close);
+        loop {
+            bar.set_message(format!(
+                "{} of {} sent, waiting for the server to confirm the rest",
+                store.stats().sent,
+                summary.accepted
+            ));
+            tokio::select! {
+                closed = &mut close => break closed,
+                () = tokio::time::sleep(Duration::from_millis(200)), if progress => {}
+            }
+        }
+    };
+    bar.finish_and_clear();
     let stats = store.stats();
     summary.sent = stats.sent;
     summary.failed = stats.failed;
@@ -591,6 +650,7 @@ async fn run_query<W: Write>(
     query: QueryArgs,
     json: bool,
     out: &mut W,
+    progress: bool,
 ) -> anyhow::Result<u8> {
     let mut params = query.filters.params();
     params.since = query.since;
@@ -622,9 +682,17 @@ async fn run_query<W: Write>(
         }
         return Ok(0);
     }
+    let bar = progress_bar(
+        progress,
+        None,
+        "fetching events {pos}/{len} [{bar:40}] [{elapsed}, eta {eta}]",
+    );
     let mut all = Vec::new();
     for _ in 0..MAX_PAGES {
         let page = client.query_events(&params).await.context("query failed")?;
+        // The total of matching events, from the first page on.
+        bar.set_length(page.pagination.total.max(bar.position()));
+        bar.inc(page.data.len() as u64);
         all.extend(page.data);
         match page.pagination.next_cursor {
             Some(next) if page.pagination.has_more && params.cursor.as_ref() != Some(&next) => {
@@ -634,6 +702,7 @@ async fn run_query<W: Write>(
             _ => break,
         }
     }
+    bar.finish_and_clear();
     if json {
         print_json(out, &all)?;
     } else {

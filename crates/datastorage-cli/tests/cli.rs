@@ -386,3 +386,126 @@ fn completions_are_generated_for_every_shell() {
     let out = ds(dir.path(), &["completions", "tcsh"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// What a run on a pseudo-terminal showed: exit code, the terminal's bytes, piped stdout.
+struct TerminalRun {
+    code: Option<i32>,
+    terminal: String,
+    piped: String,
+}
+
+/// Runs `datastorage ARGS` with stderr on a pseudo-terminal and stdout on it too
+/// (`stdout_on_terminal`) or on a pipe; `stdin` is written to standard input.
+fn on_terminal<S: AsRef<std::ffi::OsStr>>(
+    args: &[S],
+    stdin: &[u8],
+    stdout_on_terminal: bool,
+) -> TerminalRun {
+    use std::io::{Read, Write};
+    let size = nix::pty::Winsize {
+        ws_row: 40,
+        ws_col: 160,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let pty = nix::pty::openpty(&size, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = ds(dir.path(), args);
+    cmd.env("TERM", "xterm-256color")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::from(pty.slave.try_clone().unwrap()));
+    if stdout_on_terminal {
+        cmd.stdout(Stdio::from(pty.slave));
+    } else {
+        drop(pty.slave);
+        cmd.stdout(Stdio::piped());
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(cmd); // the parent's copies of the terminal's slave side
+    let mut master = std::fs::File::from(pty.master);
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Linux answers EIO once every slave descriptor is closed.
+        while let Ok(n @ 1..) = master.read(&mut buf) {
+            seen.extend_from_slice(&buf[..n]);
+        }
+        seen
+    });
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin).unwrap();
+    drop(input);
+    let mut piped = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        out.read_to_string(&mut piped).unwrap();
+    }
+    let code = child.wait().unwrap().code();
+    TerminalRun {
+        code,
+        terminal: text(&reader.join().unwrap()),
+        piped,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_is_shown_only_when_stdout_is_a_terminal() {
+    let app = TestApp::serve(Backend::Postgres).await;
+    let base = app.base().to_owned();
+    let lines: String = (0..5)
+        .map(|n| {
+            let mut e = event("progress-1");
+            e["event_action"] = format!("a{n}").into();
+            format!("{e}\n")
+        })
+        .collect();
+    let post = ["events", "--url", &base, "post", "--stdin"].map(str::to_owned);
+    let query = ["events", "--url", &base, "query", "--all", "--limit", "2"].map(str::to_owned);
+    let (post_tty, post_piped, query_tty, query_piped) = tokio::task::spawn_blocking(move || {
+        (
+            on_terminal(&post, lines.as_bytes(), true),
+            on_terminal(&post, lines.as_bytes(), false),
+            on_terminal(&query, b"", true),
+            on_terminal(&query, b"", false),
+        )
+    })
+    .await
+    .unwrap();
+    for run in [&post_tty, &post_piped, &query_tty, &query_piped] {
+        assert_eq!(run.code, Some(0), "{}{}", run.terminal, run.piped);
+    }
+    assert!(
+        post_tty.terminal.contains("lines read"),
+        "{:?}",
+        post_tty.terminal
+    );
+    assert!(
+        query_tty.terminal.contains("fetching events"),
+        "{:?}",
+        query_tty.terminal
+    );
+    // Stdout piped: no bar, on the terminal (stderr) nor in the output.
+    for run in [&post_piped, &query_piped] {
+        assert!(
+            !run.terminal.contains("lines read") && !run.terminal.contains("fetching events"),
+            "{:?}",
+            run.terminal
+        );
+        assert!(!run.piped.contains('\u{1b}'), "{:?}", run.piped);
+    }
+    assert!(
+        post_piped.piped.starts_with("LINES"),
+        "{}",
+        post_piped.piped
+    );
+    assert!(
+        query_piped.piped.starts_with("TIMESTAMP"),
+        "{}",
+        query_piped.piped
+    );
+    assert!(
+        query_piped.piped.contains("10 events"),
+        "{}",
+        query_piped.piped
+    );
+    app.stop().await;
+}
