@@ -171,6 +171,7 @@ fn main() -> ExitCode {
         let _ = out.write_all(&text).and_then(|()| out.flush());
         return ExitCode::SUCCESS;
     }
+    // Before logging is set up (its format is part of the config): one plain line, exit 2.
     let loaded = match Settings::load(file.as_deref(), std::env::vars()) {
         Ok(l) => l,
         Err(e) => {
@@ -178,21 +179,33 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // From here on, errors go through the logger, in its configured format.
     telemetry::init(&loaded.settings.logging);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .expect("the tokio runtime starts");
+    {
+        Ok(r) => r,
+        Err(e) => return fatal(&anyhow::Error::new(e).context("cannot start the async runtime")),
+    };
     match runtime.block_on(execute(cli.command, loaded.settings, &mut out)) {
         Ok(code) => code,
         // The reader of stdout went away (`| head`): a quiet, successful end.
         Err(_) if out.closed() => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "datastorage failed");
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fatal(&e),
     }
+}
+
+/// Reports a fatal error once, through the logger (JSON or text, as configured), and exits 1.
+/// Only when the configured level hides errors (`logging.level: off`) is it a plain line, so it
+/// is never lost.
+fn fatal(e: &anyhow::Error) -> ExitCode {
+    if tracing::event_enabled!(tracing::Level::ERROR) {
+        tracing::error!(error = format!("{e:#}"), "datastorage failed");
+    } else {
+        eprintln!("error: {e:#}");
+    }
+    ExitCode::FAILURE
 }
 
 async fn execute(

@@ -509,3 +509,70 @@ async fn progress_is_shown_only_when_stdout_is_a_terminal() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_error_is_printed_once_in_the_log_format_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    for (format, level) in [("json", "info"), ("text", "info"), ("json", "off")] {
+        let file = dir.path().join(format!("{format}-{level}.yaml"));
+        // Nothing listens on this port.
+        std::fs::write(
+            &file,
+            format!(
+                "database:\n  host: 127.0.0.1\n  port: {}\n  name: nowhere\n  user: nobody\n  \
+                 connectTimeout: 1s\n  acquireTimeout: 1s\nlogging:\n  format: {format}\n  \
+                 level: {level}\n",
+                free_port()
+            ),
+        )
+        .unwrap();
+        for command in ["migrate", "check"] {
+            let out = datastorage_testkit::process::run_to_exit(
+                &file,
+                &[command],
+                Duration::from_secs(30),
+            )
+            .await;
+            assert_eq!(out.status.code(), Some(1), "{command}: {}", out.stderr);
+            let errors: Vec<&str> = out
+                .stderr
+                .lines()
+                .filter(|l| l.contains("datastorage failed") || l.starts_with("error"))
+                .collect();
+            assert_eq!(
+                errors.len(),
+                1,
+                "{command} ({format}) once:\n{}",
+                out.stderr
+            );
+            if level == "off" {
+                // A logger that shows no errors does not swallow the fatal one.
+                assert!(errors[0].starts_with("error: "), "{}", errors[0]);
+            } else if format == "json" {
+                let line: Value = serde_json::from_str(errors[0]).expect("a JSON log line");
+                assert_eq!(line["level"], "ERROR", "{line}");
+            } else {
+                assert!(errors[0].contains("ERROR"), "{}", errors[0]);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_config_error_is_one_plain_line_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    for command in ["serve", "migrate", "check", "config"] {
+        let mut argv = vec![command];
+        if command == "config" {
+            argv.push("print");
+        }
+        let out = ds(dir.path(), &argv)
+            .env("DATASTORAGE_DATABASE__MAX_OPEN_CONN", "3")
+            .output()
+            .unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{command}: {stderr}");
+        assert!(stderr.starts_with("error: "), "{command}: {stderr}");
+    }
+}
