@@ -1,6 +1,7 @@
 //! The `datastorage` binary: parses the command line, sets up logging, loads the settings and
 //! calls into the server library (`serve`, `migrate`, `check`, `config`), or into the client
-//! library (`events`), whose commands never load the server's settings.
+//! library (`events`), whose commands never load the server's settings; `completions` prints a
+//! shell completion script generated from this command line.
 
 use std::io::Write as _;
 use std::path::PathBuf;
