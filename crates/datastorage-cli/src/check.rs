@@ -1,32 +1,37 @@
 //! `datastorage check`: validate the config, connect, say whether the migrations are applied,
 //! print the effective pool settings and (PostgreSQL) the connection budget.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use datastorage::config::{self, Driver, Settings};
 use datastorage::db::{capacity, Store};
 
-/// Runs the check; exits 1 when the budget does not fit.
-pub async fn check(settings: &Settings) -> anyhow::Result<ExitCode> {
+/// Runs the check, printing to `out`; exits 1 when the budget does not fit.
+pub async fn check<W: Write>(settings: &Settings, out: &mut W) -> anyhow::Result<ExitCode> {
     let db = &settings.database;
-    println!("config: valid");
+    writeln!(out, "config: valid")?;
     let driver = db.effective_driver();
     match driver {
-        Driver::Postgres => println!(
+        Driver::Postgres => writeln!(
+            out,
             "database: postgres {}:{}/{} as {}",
             db.host.as_deref().unwrap_or_default(),
             db.port,
             db.name,
             db.user
-        ),
-        Driver::Sqlite => println!("database: sqlite {}", db.sqlite_path.display()),
+        )?,
+        Driver::Sqlite => writeln!(out, "database: sqlite {}", db.sqlite_path.display())?,
     }
     if driver == Driver::Sqlite && !db.sqlite_path.exists() {
-        println!("connection: the SQLite file does not exist yet; `serve` or `migrate` creates it");
+        writeln!(
+            out,
+            "connection: the SQLite file does not exist yet; `serve` or `migrate` creates it"
+        )?;
     } else {
-        report_migrations(db).await?;
+        report_migrations(db, out).await?;
     }
-    println!("effective pool settings");
+    writeln!(out, "effective pool settings")?;
     let rows = [
         ("maxOpenConns", db.max_open_conns.to_string()),
         ("maxIdleConns", db.max_idle_conns.to_string()),
@@ -58,16 +63,16 @@ pub async fn check(settings: &Settings) -> anyhow::Result<ExitCode> {
         ),
     ];
     for (key, value) in rows {
-        println!("  {key:<26}{value}");
+        writeln!(out, "  {key:<26}{value}")?;
     }
     if driver == Driver::Sqlite {
-        println!("connection budget: does not apply to SQLite");
+        writeln!(out, "connection budget: does not apply to SQLite")?;
         return Ok(ExitCode::SUCCESS);
     }
     let cap = capacity::check(db).await?;
-    println!("{}", cap.table());
+    writeln!(out, "{}", cap.table())?;
     Ok(if cap.violated() {
-        println!("{cap}");
+        writeln!(out, "{cap}")?;
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
@@ -75,10 +80,15 @@ pub async fn check(settings: &Settings) -> anyhow::Result<ExitCode> {
 }
 
 /// Connects and says whether every migration is applied; only a failure to connect is an error.
-async fn report_migrations(db: &config::DatabaseSettings) -> anyhow::Result<()> {
+async fn report_migrations<W: Write>(
+    db: &config::DatabaseSettings,
+    out: &mut W,
+) -> anyhow::Result<()> {
     match Store::check_migrations(db).await {
-        Ok(()) => println!("connection: ok, migrations applied"),
-        Err(e) if format!("{e:#}").contains("not applied") => println!("connection: ok, {e:#}"),
+        Ok(()) => writeln!(out, "connection: ok, migrations applied")?,
+        Err(e) if format!("{e:#}").contains("not applied") => {
+            writeln!(out, "connection: ok, {e:#}")?
+        }
         Err(e) => return Err(e),
     }
     Ok(())

@@ -4,11 +4,13 @@
 //!
 //! Output is an aligned table by default and JSON with `--json`. Exit codes: 0 success; 1 the
 //! answer is a negative one (`verify` found tampering, `post --stdin` could not deliver every
-//! event); 2 an error (bad arguments the server refused, server unreachable, not found).
+//! event); 2 an error (bad arguments the server refused, server unreachable, not found); 3
+//! `verify` could not check some rows (signed with keys the server does not have); 4 `verify`
+//! found no events with that correlation id.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::io::{BufRead as _, Write};
+use std::io::{BufRead as _, IsTerminal as _, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -17,12 +19,15 @@ use anyhow::{bail, Context as _};
 use chrono::{DateTime, SecondsFormat, Utc};
 use clap::{Args, Subcommand};
 use datastorage_api::{
-    AuditEvent, AuditEventRequest, EventCategory, EventOutcome, EventQueryParams,
-    VerifyChainRequest, MAX_PAGE_LIMIT,
+    AuditEvent, AuditEventRequest, ChainVerdict, EventCategory, EventOutcome, EventQueryParams,
+    VerifyChainRequest, VerifyChainResponse, MAX_PAGE_LIMIT,
 };
 use uuid::Uuid;
 
 use datastorage_client::{AuditStore, Client, OverflowPolicy, SpoolConfig, StoreConfig};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::output::{keep_code, warn, Stdout};
 
 /// Environment variable of the server URL (`--url`).
 pub const ENV_URL: &str = "DATASTORAGE_URL";
@@ -36,6 +41,13 @@ pub const EXIT_NEGATIVE: u8 = 1;
 /// Exit code of an error.
 pub const EXIT_ERROR: u8 = 2;
 
+/// Exit code of `verify` when nothing is broken but some rows cannot be checked: they are signed
+/// with keys the server does not have.
+pub const EXIT_UNVERIFIABLE: u8 = 3;
+
+/// Exit code of `verify` for a correlation id without events.
+pub const EXIT_EMPTY: u8 = 4;
+
 /// Most pages `query --all` follows (at the largest page size, 100 million events).
 const MAX_PAGES: usize = 100_000;
 
@@ -43,6 +55,9 @@ const MAX_PAGES: usize = 100_000;
 const MAX_TAIL_PAGES: usize = 100;
 
 /// Write, query, follow and verify audit events on a DataStorage server.
+///
+/// Values of text options may start with `-` (`--since -1d`, `--actor-id -svc`): the word after
+/// such an option is always its value.
 #[derive(Debug, Args)]
 pub struct EventsArgs {
     /// Base URL of the DataStorage server.
@@ -73,9 +88,15 @@ pub enum EventsCommand {
     },
     /// Follow new events matching filters until Ctrl-C.
     Tail(TailArgs),
-    /// Verify the hash chain of a correlation id; exits 1 when it is tampered.
+    /// Verify the hash chain of a correlation id; the exit code tells the verdict.
+    ///
+    /// Exit codes: 0 intact; 1 tampered (a link is broken, content changed or rows are missing);
+    /// 3 unverifiable (nothing is broken, but some rows are signed with keys the server does not
+    /// have: hashChain.keyFile / verifyKeyFiles); 4 no events with this correlation id; 2 an
+    /// error (server unreachable, request refused).
     Verify {
         /// The correlation id whose chain to verify.
+        #[arg(allow_hyphen_values = true)]
         correlation_id: String,
     },
 }
@@ -88,43 +109,47 @@ pub struct PostArgs {
     #[arg(long, conflicts_with_all = ["event_type", "category", "action", "outcome", "correlation_id"])]
     pub stdin: bool,
     /// Event type, e.g. `gateway.signal.received`.
-    #[arg(long = "type", required_unless_present = "stdin")]
+    #[arg(
+        long = "type",
+        required_unless_present = "stdin",
+        allow_hyphen_values = true
+    )]
     pub event_type: Option<String>,
     /// Event category (gateway, notification, analysis, …).
     #[arg(long, required_unless_present = "stdin")]
     pub category: Option<EventCategory>,
     /// Action performed.
-    #[arg(long, required_unless_present = "stdin")]
+    #[arg(long, required_unless_present = "stdin", allow_hyphen_values = true)]
     pub action: Option<String>,
     /// Outcome: success, failure or pending.
     #[arg(long, required_unless_present = "stdin")]
     pub outcome: Option<EventOutcome>,
     /// Correlation id (one hash chain per value).
-    #[arg(long, required_unless_present = "stdin")]
+    #[arg(long, required_unless_present = "stdin", allow_hyphen_values = true)]
     pub correlation_id: Option<String>,
     /// Event id (default: a new UUIDv7, so a re-run with the same id is a no-op).
     #[arg(long)]
     pub id: Option<Uuid>,
     /// Kind of actor (`service`, `user`, …).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub actor_type: Option<String>,
     /// Who acted.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub actor_id: Option<String>,
     /// Kind of the resource acted upon.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub resource_type: Option<String>,
     /// Id of the resource acted upon.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub resource_id: Option<String>,
     /// Kubernetes namespace.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub namespace: Option<String>,
     /// Cluster id.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub cluster_id: Option<String>,
     /// Severity.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub severity: Option<String>,
     /// Payload: a JSON object.
     #[arg(long, value_name = "JSON")]
@@ -142,40 +167,40 @@ pub struct PostArgs {
 #[derive(Debug, Args, Clone, Default)]
 pub struct Filters {
     /// Exact event type.
-    #[arg(long = "type")]
+    #[arg(long = "type", allow_hyphen_values = true)]
     pub event_type: Option<String>,
     /// Category, any case.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub category: Option<String>,
     /// Outcome, any case.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub outcome: Option<String>,
     /// Severity, any case.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub severity: Option<String>,
     /// Exact correlation id.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub correlation_id: Option<String>,
     /// `event_data` key to match (with --detail-value).
-    #[arg(long, requires = "detail_value")]
+    #[arg(long, requires = "detail_value", allow_hyphen_values = true)]
     pub detail_key: Option<String>,
     /// `event_data` value to match, as text (with --detail-key).
-    #[arg(long, requires = "detail_key")]
+    #[arg(long, requires = "detail_key", allow_hyphen_values = true)]
     pub detail_value: Option<String>,
     /// Exact actor id.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub actor_id: Option<String>,
     /// Exact resource type.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub resource_type: Option<String>,
     /// Exact resource id.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub resource_id: Option<String>,
     /// Exact namespace.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub namespace: Option<String>,
     /// Exact cluster id.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub cluster_id: Option<String>,
 }
 
@@ -205,11 +230,12 @@ pub struct QueryArgs {
     /// Filters.
     #[command(flatten)]
     pub filters: Filters,
-    /// Lower time bound, inclusive: `24h`, `7d`, an RFC 3339 date-time or a date.
-    #[arg(long)]
+    /// Lower time bound, inclusive: an age (`24h`, `7d`, `1h30m`, also written `-24h`), an
+    /// RFC 3339 date-time or a date.
+    #[arg(long, allow_hyphen_values = true)]
     pub since: Option<String>,
     /// Upper time bound, exclusive (same forms as --since).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub until: Option<String>,
     /// Page size, 1–1000 (server default 50).
     #[arg(long)]
@@ -218,7 +244,7 @@ pub struct QueryArgs {
     #[arg(long, conflicts_with = "cursor")]
     pub offset: Option<u64>,
     /// Start after this `next_cursor` of a previous page.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub cursor: Option<String>,
     /// Follow cursors to the last page and print every matching event.
     #[arg(long, conflicts_with = "offset")]
@@ -231,8 +257,9 @@ pub struct TailArgs {
     /// Filters.
     #[command(flatten)]
     pub filters: Filters,
-    /// Also print events from this point on (default: only events from now on).
-    #[arg(long)]
+    /// Also print events from this point on (same forms as `query --since`; default: only
+    /// events from now on).
+    #[arg(long, allow_hyphen_values = true)]
     pub since: Option<String>,
     /// Time between two polls.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
@@ -255,48 +282,58 @@ pub fn main(args: EventsArgs) -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            warn(format_args!("error: cannot start the async runtime: {e}"));
             return ExitCode::from(EXIT_ERROR);
         }
     };
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    let mut stdout = std::io::stdout();
-    match runtime.block_on(run(args, &mut stdout, ctrl_c)) {
+    // Progress on stderr only for a person at a terminal; piped output stays clean.
+    let progress = std::io::stdout().is_terminal();
+    let mut stdout = Stdout::new();
+    let result = runtime
+        .block_on(run_with(args, &mut stdout, ctrl_c, progress))
+        .and_then(|code| keep_code(stdout.flush().map_err(Into::into), code));
+    match result {
         Ok(code) => ExitCode::from(code),
-        // A reader that went away (`| head`) is not an error.
-        Err(e)
-            if e.chain().any(|c| {
-                let kind = c.downcast_ref::<std::io::Error>().map(std::io::Error::kind);
-                let json = c.downcast_ref::<serde_json::Error>();
-                kind.or_else(|| json.and_then(serde_json::Error::io_error_kind))
-                    == Some(std::io::ErrorKind::BrokenPipe)
-            }) =>
-        {
-            ExitCode::SUCCESS
-        }
+        // The reader went away (`| head`): a quiet, successful end. Only a write to stdout sets
+        // this, never a broken pipe on the connection to the server.
+        Err(_) if stdout.closed() => ExitCode::SUCCESS,
         Err(e) => {
-            let _ = stdout.flush();
-            eprintln!("error: {e:#}");
+            warn(format_args!("error: {e:#}"));
             ExitCode::from(EXIT_ERROR)
         }
     }
 }
 
 /// Runs one `events` command, printing to `out`; `stop` ends `tail` (exit 0). Returns the exit
-/// code; an `Err` means exit code [`EXIT_ERROR`].
+/// code; an `Err` means exit code [`EXIT_ERROR`]. Shows no progress bar.
 pub async fn run<W: Write + Send>(
     args: EventsArgs,
     out: &mut W,
     stop: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<u8> {
+    run_with(args, out, stop, false).await
+}
+
+/// [`run`], with a progress bar on standard error for `post --stdin` and `query --all` when
+/// `progress` is set (the binary sets it when stdout is a terminal) and stderr is a terminal
+/// too. The bar is cleared before the output is written.
+pub async fn run_with<W: Write + Send>(
+    args: EventsArgs,
+    out: &mut W,
+    stop: impl Future<Output = ()> + Send,
+    progress: bool,
+) -> anyhow::Result<u8> {
     let client = Client::new(&args.url).context("--url")?;
     let json = args.json;
     match args.command {
-        EventsCommand::Post(post) if post.stdin => post_stdin(&client, post, json, out).await,
+        EventsCommand::Post(post) if post.stdin => {
+            post_stdin(&client, post, json, out, progress).await
+        }
         EventsCommand::Post(post) => post_one(&client, post, json, out).await,
-        EventsCommand::Query(query) => run_query(&client, query, json, out).await,
+        EventsCommand::Query(query) => run_query(&client, query, json, out, progress).await,
         EventsCommand::Get { id } => {
             let event = client
                 .get_event(id)
@@ -311,35 +348,78 @@ pub async fn run<W: Write + Send>(
         }
         EventsCommand::Tail(tail) => run_tail(&client, tail, json, out, stop).await,
         EventsCommand::Verify { correlation_id } => {
-            let answer = client
-                .verify_chain(&VerifyChainRequest {
-                    correlation_id: correlation_id.clone(),
-                })
-                .await
-                .with_context(|| format!("cannot verify the chain of {correlation_id:?}"))?;
-            if json {
-                print_json(out, &answer)?;
-            } else {
-                writeln!(
-                    out,
-                    "{}: {} ({} of {} events verified)",
-                    answer.correlation_id,
-                    if answer.is_valid { "valid" } else { "TAMPERED" },
-                    answer.verified_events,
-                    answer.total_events
-                )?;
-                if !answer.tampered_events.is_empty() {
-                    let rows = answer
-                        .tampered_events
-                        .iter()
-                        .map(|t| vec![t.event_id.clone(), t.message.clone()])
-                        .collect();
-                    write!(out, "{}", table(&["EVENT_ID", "PROBLEM"], rows))?;
-                }
-            }
-            Ok(if answer.is_valid { 0 } else { EXIT_NEGATIVE })
+            run_verify(&client, correlation_id, json, out).await
         }
     }
+}
+
+async fn run_verify<W: Write>(
+    client: &Client,
+    correlation_id: String,
+    json: bool,
+    out: &mut W,
+) -> anyhow::Result<u8> {
+    let answer = client
+        .verify_chain(&VerifyChainRequest {
+            correlation_id: correlation_id.clone(),
+        })
+        .await
+        .with_context(|| format!("cannot verify the chain of {correlation_id:?}"))?;
+    let verdict = verdict(&answer);
+    let code = match verdict {
+        ChainVerdict::Intact => 0,
+        ChainVerdict::Tampered => EXIT_NEGATIVE,
+        ChainVerdict::Unverifiable => EXIT_UNVERIFIABLE,
+        ChainVerdict::Empty => EXIT_EMPTY,
+    };
+    keep_code(print_verify(out, &answer, verdict, json), code)
+}
+
+/// The answer's verdict; from `is_valid` and the counts when the server is older than the
+/// `verdict` field.
+fn verdict(answer: &VerifyChainResponse) -> ChainVerdict {
+    answer.verdict.unwrap_or(match answer.is_valid {
+        true if answer.total_events == 0 => ChainVerdict::Empty,
+        true => ChainVerdict::Intact,
+        false => ChainVerdict::Tampered,
+    })
+}
+
+fn print_verify<W: Write>(
+    out: &mut W,
+    answer: &VerifyChainResponse,
+    verdict: ChainVerdict,
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        return print_json(out, answer);
+    }
+    let cid = &answer.correlation_id;
+    let counts = format!(
+        "{} of {} events verified",
+        answer.verified_events, answer.total_events
+    );
+    let unverifiable = match answer.unverifiable_events {
+        0 => String::new(),
+        n => format!("; {n} signed with keys that are not configured"),
+    };
+    match verdict {
+        ChainVerdict::Empty => writeln!(out, "{cid}: no events with this correlation id")?,
+        ChainVerdict::Intact => writeln!(out, "{cid}: valid ({counts})")?,
+        ChainVerdict::Unverifiable => {
+            writeln!(out, "{cid}: UNVERIFIABLE ({counts}{unverifiable})")?
+        }
+        ChainVerdict::Tampered => writeln!(out, "{cid}: TAMPERED ({counts}{unverifiable})")?,
+    }
+    if !answer.tampered_events.is_empty() {
+        let rows = answer
+            .tampered_events
+            .iter()
+            .map(|t| vec![t.event_id.clone(), t.message.clone()])
+            .collect();
+        write!(out, "{}", table(&["EVENT_ID", "PROBLEM"], rows))?;
+    }
+    Ok(())
 }
 
 fn print_json<W: Write, T: serde::Serialize>(out: &mut W, value: &T) -> anyhow::Result<()> {
@@ -433,11 +513,26 @@ struct PostSummary {
     not_confirmed: u64,
 }
 
+/// A progress bar on standard error with `template`, or a hidden one without `progress`.
+/// indicatif hides it too when stderr is not a terminal or `TERM` is `dumb`; dropped, it clears
+/// itself.
+fn progress_bar(progress: bool, len: Option<u64>, template: &str) -> ProgressBar {
+    if !progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(len, ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
 async fn post_stdin<W: Write>(
     client: &Client,
     post: PostArgs,
     json: bool,
     out: &mut W,
+    progress: bool,
 ) -> anyhow::Result<u8> {
     let config = StoreConfig {
         // A command-line batch prefers completeness to speed: wait for room.
@@ -458,6 +553,14 @@ async fn post_stdin<W: Write>(
             }
         }
     });
+    let bar = progress_bar(
+        progress,
+        None,
+        "{spinner} {pos} lines read, {msg} [{elapsed}]",
+    );
+    if progress {
+        bar.enable_steady_tick(Duration::from_millis(100));
+    }
     let mut summary = PostSummary::default();
     while let Some((n, line)) = rx.recv().await {
         let line = line.with_context(|| format!("cannot read standard input at line {n}"))?;
@@ -473,12 +576,31 @@ async fn post_stdin<W: Write>(
             }
             Err(e) => {
                 summary.invalid += 1;
-                eprintln!("line {n}: not an event: {e}");
+                bar.suspend(|| warn(format_args!("line {n}: not an event: {e}")));
             }
+        }
+        bar.inc(1);
+        if !bar.is_hidden() {
+            bar.set_message(format!("{} sent", store.stats().sent));
         }
     }
     reader.await.context("stdin reader failed")?;
-    let closed = store.close(post.close_timeout).await;
+    let closed = {
+        let close = store.close(post.close_timeout);
+        let mut close = std::pin::pin!(close);
+        loop {
+            bar.set_message(format!(
+                "{} of {} sent, waiting for the server to confirm the rest",
+                store.stats().sent,
+                summary.accepted
+            ));
+            tokio::select! {
+                closed = &mut close => break closed,
+                () = tokio::time::sleep(Duration::from_millis(200)), if progress => {}
+            }
+        }
+    };
+    bar.finish_and_clear();
     let stats = store.stats();
     summary.sent = stats.sent;
     summary.failed = stats.failed;
@@ -486,37 +608,41 @@ async fn post_stdin<W: Write>(
     summary.spooled = stats.spooled;
     summary.replayed = stats.replayed;
     summary.not_confirmed = closed.err().map_or(0, |t| t.remaining);
-    if json {
-        print_json(out, &summary)?;
-    } else {
-        let rows = vec![vec![
-            summary.lines.to_string(),
-            summary.invalid.to_string(),
-            summary.sent.to_string(),
-            summary.failed.to_string(),
-            summary.dropped.to_string(),
-            summary.spooled.to_string(),
-            summary.replayed.to_string(),
-            summary.not_confirmed.to_string(),
-        ]];
-        let head = [
-            "LINES",
-            "INVALID",
-            "SENT",
-            "FAILED",
-            "DROPPED",
-            "SPOOLED",
-            "REPLAYED",
-            "NOT_CONFIRMED",
-        ];
-        write!(out, "{}", table(&head, rows))?;
-    }
     let complete = summary.invalid == 0
         && summary.failed == 0
         && summary.dropped == 0
         && summary.not_confirmed == 0
         && summary.sent + summary.spooled == summary.accepted;
-    Ok(if complete { 0 } else { EXIT_NEGATIVE })
+    let code = if complete { 0 } else { EXIT_NEGATIVE };
+    keep_code(print_summary(out, &summary, json), code)
+}
+
+fn print_summary<W: Write>(out: &mut W, summary: &PostSummary, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(out, summary);
+    }
+    let rows = vec![vec![
+        summary.lines.to_string(),
+        summary.invalid.to_string(),
+        summary.sent.to_string(),
+        summary.failed.to_string(),
+        summary.dropped.to_string(),
+        summary.spooled.to_string(),
+        summary.replayed.to_string(),
+        summary.not_confirmed.to_string(),
+    ]];
+    let head = [
+        "LINES",
+        "INVALID",
+        "SENT",
+        "FAILED",
+        "DROPPED",
+        "SPOOLED",
+        "REPLAYED",
+        "NOT_CONFIRMED",
+    ];
+    write!(out, "{}", table(&head, rows))?;
+    Ok(())
 }
 
 async fn run_query<W: Write>(
@@ -524,6 +650,7 @@ async fn run_query<W: Write>(
     query: QueryArgs,
     json: bool,
     out: &mut W,
+    progress: bool,
 ) -> anyhow::Result<u8> {
     let mut params = query.filters.params();
     params.since = query.since;
@@ -555,9 +682,17 @@ async fn run_query<W: Write>(
         }
         return Ok(0);
     }
+    let bar = progress_bar(
+        progress,
+        None,
+        "fetching events {pos}/{len} [{bar:40}] [{elapsed}, eta {eta}]",
+    );
     let mut all = Vec::new();
     for _ in 0..MAX_PAGES {
         let page = client.query_events(&params).await.context("query failed")?;
+        // The total of matching events, from the first page on.
+        bar.set_length(page.pagination.total.max(bar.position()));
+        bar.inc(page.data.len() as u64);
         all.extend(page.data);
         match page.pagination.next_cursor {
             Some(next) if page.pagination.has_more && params.cursor.as_ref() != Some(&next) => {
@@ -567,6 +702,7 @@ async fn run_query<W: Write>(
             _ => break,
         }
     }
+    bar.finish_and_clear();
     if json {
         print_json(out, &all)?;
     } else {
@@ -649,7 +785,7 @@ async fn run_tail<W: Write>(
             }
         }
         if let Some(e) = failed {
-            eprintln!("warning: poll failed, retrying: {e}");
+            warn(format_args!("warning: poll failed, retrying: {e}"));
         }
         let fresh = seen.fresh(found);
         for event in fresh {
@@ -715,41 +851,82 @@ fn events_table(events: &[AuditEvent]) -> String {
     table(&EVENT_COLUMNS, events.iter().map(event_row).collect())
 }
 
+/// The fields of [`AuditEvent`] in the order `get` shows them; a field missing here (added to
+/// the type later) is still shown, after these.
+const EVENT_FIELDS: &[&str] = &[
+    "event_id",
+    "version",
+    "event_type",
+    "event_timestamp",
+    "event_date",
+    "event_category",
+    "event_action",
+    "event_outcome",
+    "actor_type",
+    "actor_id",
+    "actor_ip",
+    "resource_type",
+    "resource_id",
+    "correlation_id",
+    "parent_event_id",
+    "parent_event_date",
+    "namespace",
+    "cluster_id",
+    "severity",
+    "duration_ms",
+    "error_code",
+    "error_message",
+    "retention_days",
+    "is_sensitive",
+    "event_data",
+    "chain_sequence",
+    "event_hash",
+    "previous_event_hash",
+    "hash_algorithm",
+    "hash_key_id",
+    "legal_hold",
+];
+
+/// One field's value as `get` shows it: `-` when empty, JSON objects pretty-printed.
+fn detail_value(value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match value {
+        Value::Null => "-".to_owned(),
+        Value::String(s) if s.trim().is_empty() => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        Value::Object(_) | Value::Array(_) => {
+            serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+        }
+        other => other.to_string(),
+    }
+}
+
+/// `get`: every field of the event, one per line (a multi-line value continues under the value
+/// column).
 fn print_event_detail<W: Write>(out: &mut W, e: &AuditEvent) -> anyhow::Result<()> {
-    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
-    let rows = [
-        ("event_id", e.event_id.to_string()),
-        ("event_timestamp", format_ts(e.event_timestamp)),
-        ("event_type", e.event_type.clone()),
-        ("event_category", e.event_category.to_string()),
-        ("event_action", e.event_action.clone()),
-        ("event_outcome", e.event_outcome.to_string()),
-        ("correlation_id", e.correlation_id.clone()),
-        (
-            "actor",
-            format!("{} {}", opt(&e.actor_type), opt(&e.actor_id)),
-        ),
-        (
-            "resource",
-            format!("{} {}", opt(&e.resource_type), opt(&e.resource_id)),
-        ),
-        ("namespace", opt(&e.namespace)),
-        ("cluster_id", opt(&e.cluster_id)),
-        ("severity", opt(&e.severity)),
-        ("chain_sequence", e.chain_sequence.to_string()),
-        ("event_hash", e.event_hash.clone()),
-        ("previous_event_hash", e.previous_event_hash.clone()),
-        ("hash_algorithm", e.hash_algorithm.clone()),
-        (
-            "event_data",
-            serde_json::to_string(&e.event_data).unwrap_or_default(),
-        ),
-    ];
-    let rows = rows
-        .into_iter()
-        .map(|(k, v)| vec![k.to_owned(), v.trim().to_owned()])
+    let serde_json::Value::Object(mut fields) = serde_json::to_value(e)? else {
+        bail!("an event serializes to a JSON object");
+    };
+    let mut rows: Vec<(String, String)> = EVENT_FIELDS
+        .iter()
+        .filter_map(|&k| fields.remove(k).map(|v| (k.to_owned(), detail_value(&v))))
         .collect();
-    write!(out, "{}", table(&["FIELD", "VALUE"], rows))?;
+    rows.extend(fields.iter().map(|(k, v)| (k.clone(), detail_value(v))));
+    let width = rows
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .chain(["FIELD".len()])
+        .max()
+        .unwrap_or_default();
+    writeln!(out, "{:<width$}  VALUE", "FIELD")?;
+    for (key, value) in rows {
+        let mut lines = value.lines();
+        let first = lines.next().unwrap_or_default();
+        writeln!(out, "{}", format!("{key:<width$}  {first}").trim_end())?;
+        for line in lines {
+            writeln!(out, "{:width$}  {}", "", line.trim_end())?;
+        }
+    }
     Ok(())
 }
 
@@ -823,6 +1000,26 @@ mod tests {
             "previous_event_hash": "", "hash_algorithm": "sha256", "legal_hold": false
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn get_lists_every_field_of_the_event_type_in_order() {
+        let serde_json::Value::Object(fields) = serde_json::to_value(ev(1, 1)).unwrap() else {
+            unreachable!()
+        };
+        let missing: Vec<_> = fields
+            .keys()
+            .filter(|k| !EVENT_FIELDS.contains(&k.as_str()))
+            .collect();
+        assert!(missing.is_empty(), "add to EVENT_FIELDS: {missing:?}");
+        let mut out = Vec::new();
+        print_event_detail(&mut out, &ev(1, 1)).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let keys: Vec<&str> = out.lines().filter_map(|l| l.split(' ').next()).collect();
+        assert_eq!(keys[0], "FIELD");
+        assert_eq!(keys[1..], EVENT_FIELDS[..]);
+        assert!(out.contains("\nevent_data           {}\n"), "{out}");
+        assert!(out.contains("\nactor_id             -\n"), "{out}");
     }
 
     #[test]

@@ -1,15 +1,20 @@
 //! The `datastorage` binary: parses the command line, sets up logging, loads the settings and
 //! calls into the server library (`serve`, `migrate`, `check`, `config`), or into the client
-//! library (`events`), whose commands never load the server's settings.
+//! library (`events`), whose commands never load the server's settings; `completions` prints a
+//! shell completion script generated from this command line.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::error::ErrorKind;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use datastorage::config::{self, Settings};
 use datastorage::db::Store;
 use datastorage::{startup, telemetry};
+use datastorage_cli::output::Stdout;
 use datastorage_cli::{check, events};
 
 /// mimalloc instead of the system allocator: the request path allocates many small, short-lived
@@ -25,102 +30,216 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(name = "datastorage", version, about, long_about)]
 struct Cli {
-    /// YAML config file (see `datastorage config print-default`). Every key can be overridden
-    /// by DATASTORAGE_<SECTION>__<KEY> environment variables.
-    #[arg(short, long, global = true, env = config::ENV_CONFIG_FILE, value_name = "FILE")]
+    /// `--config FILE` written before the command (`datastorage --config FILE serve`): accepted
+    /// for the commands that read the config, and shown only in their help.
+    #[arg(short, long, value_name = "FILE", hide = true)]
     config: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
 }
 
+/// `--config` of the commands that read the server's config.
+#[derive(Debug, Args)]
+struct ConfigFile {
+    /// YAML config file (see `datastorage config print-default`). Every key can be overridden
+    /// by DATASTORAGE_<SECTION>__<KEY> environment variables.
+    #[arg(short, long, env = config::ENV_CONFIG_FILE, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the HTTP service until SIGTERM or SIGINT.
-    Serve,
+    Serve(ConfigFile),
     /// Apply pending database migrations, then exit.
-    Migrate,
+    Migrate(ConfigFile),
     /// Validate the config, connect, and print the effective pool settings and (PostgreSQL)
     /// the connection budget. Exits 1 when the budget does not fit.
-    Check {
-        /// Peak replicas to check the budget for (overrides database.capacity.replicas).
-        #[arg(long, value_name = "N")]
-        replicas: Option<u32>,
-    },
+    Check(CheckArgs),
     /// Config helpers.
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Client commands against a running server (--url or DATASTORAGE_URL): post, query, get,
     /// tail and verify audit events. They never read the server's config.
     Events(Box<events::EventsArgs>),
+    /// Print a shell completion script for this binary. Reads no config.
+    ///
+    /// Install it where your shell looks, e.g. bash:
+    /// `datastorage completions bash > ~/.local/share/bash-completion/completions/datastorage`;
+    /// zsh: `datastorage completions zsh > ~/.zfunc/_datastorage` (with ~/.zfunc in $fpath);
+    /// fish: `datastorage completions fish > ~/.config/fish/completions/datastorage.fish`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `check`.
+#[derive(Debug, Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    config: ConfigFile,
+    /// Peak replicas to check the budget for, at least 1 (overrides
+    /// database.capacity.replicas).
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = clap::value_parser!(u32).range(1..),
+        allow_negative_numbers = true
+    )]
+    replicas: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
-    /// Print a commented config file with every key at its default.
+    /// Print a commented config file with every key at its default. Reads no file and no
+    /// environment.
     PrintDefault,
     /// Print the effective config (file + environment), secrets redacted.
-    Print,
+    Print(ConfigFile),
+}
+
+impl Command {
+    /// The `--config` of a command that reads the server's config; `None` for one that reads
+    /// none.
+    fn config_file(&self) -> Option<&ConfigFile> {
+        match self {
+            Command::Serve(c) | Command::Migrate(c) | Command::Config(ConfigCommand::Print(c)) => {
+                Some(c)
+            }
+            Command::Check(check) => Some(&check.config),
+            Command::Config(ConfigCommand::PrintDefault)
+            | Command::Events(_)
+            | Command::Completions { .. } => None,
+        }
+    }
+}
+
+/// The config file to load: `--config` before the command, else after it, else
+/// DATASTORAGE_CONFIG. `--config` before a command that reads no config is a usage error rather
+/// than silently ignored, and so is `--config` on both sides.
+fn config_file(cli: &Cli, matches: &ArgMatches) -> Result<Option<PathBuf>, clap::Error> {
+    let usage = |message: &str| Cli::command().error(ErrorKind::ArgumentConflict, message);
+    let Some(after) = cli.command.config_file() else {
+        return match cli.config {
+            Some(_) => Err(usage(
+                "--config applies only to serve, migrate, check and config print; this command \
+                 reads no config",
+            )),
+            None => Ok(None),
+        };
+    };
+    let Some(before) = &cli.config else {
+        return Ok(after.config.clone());
+    };
+    let mut leaf = matches;
+    while let Some((_, sub)) = leaf.subcommand() {
+        leaf = sub;
+    }
+    if leaf.value_source("config") == Some(ValueSource::CommandLine) {
+        return Err(usage("--config is given both before and after the command"));
+    }
+    // Before the command, on the command line, it outranks DATASTORAGE_CONFIG.
+    Ok(Some(before.clone()))
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let file = config_file(&cli, &matches).unwrap_or_else(|e| e.exit());
     // A client of a server, not the server: dispatched before any server setting is loaded.
     if let Command::Events(args) = cli.command {
         return events::main(*args);
     }
-    if let Command::Config(ConfigCommand::PrintDefault) = cli.command {
-        print!("{}", config::default_config_yaml());
+    let mut out = Stdout::new();
+    // Commands that read no config. A closed stdout (`| head`) is a quiet end; nothing else
+    // can fail here.
+    let local = match cli.command {
+        Command::Config(ConfigCommand::PrintDefault) => {
+            Some(config::default_config_yaml().as_bytes().to_vec())
+        }
+        Command::Completions { shell } => {
+            // Into a buffer: clap_complete panics when its writer fails.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "datastorage", &mut script);
+            Some(script)
+        }
+        _ => None,
+    };
+    if let Some(text) = local {
+        let _ = out.write_all(&text).and_then(|()| out.flush());
         return ExitCode::SUCCESS;
     }
-    let loaded = match Settings::load(cli.config.as_deref(), std::env::vars()) {
+    // Before logging is set up (its format is part of the config): one plain line, exit 2.
+    let loaded = match Settings::load(file.as_deref(), std::env::vars()) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e:#}");
             return ExitCode::from(2);
         }
     };
+    // From here on, errors go through the logger, in its configured format.
     telemetry::init(&loaded.settings.logging);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .expect("the tokio runtime starts");
-    match runtime.block_on(execute(cli.command, loaded.settings)) {
+    {
+        Ok(r) => r,
+        Err(e) => return fatal(&anyhow::Error::new(e).context("cannot start the async runtime")),
+    };
+    match runtime.block_on(execute(cli.command, loaded.settings, &mut out)) {
         Ok(code) => code,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "datastorage failed");
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        // The reader of stdout went away (`| head`): a quiet, successful end.
+        Err(_) if out.closed() => ExitCode::SUCCESS,
+        Err(e) => fatal(&e),
     }
 }
 
-async fn execute(command: Command, mut settings: Settings) -> anyhow::Result<ExitCode> {
-    match command {
-        Command::Serve => {
+/// Reports a fatal error once, through the logger (JSON or text, as configured), and exits 1.
+/// Only when the configured level hides errors (`logging.level: off`) is it a plain line, so it
+/// is never lost.
+fn fatal(e: &anyhow::Error) -> ExitCode {
+    if tracing::event_enabled!(tracing::Level::ERROR) {
+        tracing::error!(error = format!("{e:#}"), "datastorage failed");
+    } else {
+        eprintln!("error: {e:#}");
+    }
+    ExitCode::FAILURE
+}
+
+async fn execute(
+    command: Command,
+    mut settings: Settings,
+    out: &mut Stdout,
+) -> anyhow::Result<ExitCode> {
+    let code = match command {
+        Command::Serve(_) => {
             let listeners = startup::bind(&settings).await?;
             startup::run(settings, listeners, startup::shutdown_signal()).await?;
+            ExitCode::SUCCESS
         }
-        Command::Migrate => {
+        Command::Migrate(_) => {
             let applied = Store::migrate(&settings.database).await?;
-            println!("migrations up to date ({applied} applied now)");
+            writeln!(out, "migrations up to date ({applied} applied now)")?;
+            ExitCode::SUCCESS
         }
-        Command::Check { replicas } => {
+        Command::Check(CheckArgs { replicas, .. }) => {
             if let Some(n) = replicas {
-                anyhow::ensure!(n > 0, "--replicas must be at least 1");
                 settings.database.capacity.replicas = n;
             }
-            return check::check(&settings).await;
+            check::check(&settings, out).await?
         }
-        Command::Config(ConfigCommand::Print) => {
-            print!(
-                "{}",
-                serde_norway::to_string(&settings).context("cannot print the config")?
-            );
+        Command::Config(ConfigCommand::Print(_)) => {
+            let yaml = serde_norway::to_string(&settings).context("cannot print the config")?;
+            out.write_all(yaml.as_bytes())?;
+            ExitCode::SUCCESS
         }
-        Command::Config(ConfigCommand::PrintDefault) | Command::Events(_) => {
-            unreachable!("handled before loading")
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+        Command::Config(ConfigCommand::PrintDefault)
+        | Command::Events(_)
+        | Command::Completions { .. } => unreachable!("handled before loading"),
+    };
+    out.flush()?;
+    Ok(code)
 }
