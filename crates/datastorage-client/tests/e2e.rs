@@ -1323,52 +1323,29 @@ struct TestPki {
     server_key: Vec<u8>,
     client_cert_pem: String,
     client_key_pem: String,
+    /// Keeps the certificate files.
+    _ca: datastorage_testkit::tls::TestCa,
 }
 
 impl TestPki {
     fn new() -> Self {
-        use rcgen::{
-            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-            KeyPair, KeyUsagePurpose,
-        };
-        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(DnType::CommonName, "datastorage test CA");
-        ca.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca_key = KeyPair::generate().unwrap();
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca, ca_key);
-
-        let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, cn: &str| {
-            let mut params = CertificateParams::new(names).unwrap();
-            params.distinguished_name.push(DnType::CommonName, cn);
-            params.extended_key_usages = vec![usage];
-            params.use_authority_key_identifier_extension = true;
-            let key = KeyPair::generate().unwrap();
-            let cert = params.signed_by(&key, &issuer).unwrap();
-            (cert, key)
-        };
-        let (server, server_key) = leaf(
-            vec!["127.0.0.1".into(), "localhost".into()],
-            ExtendedKeyUsagePurpose::ServerAuth,
-            "datastorage",
-        );
-        let (client, client_key) = leaf(
-            Vec::new(),
-            ExtendedKeyUsagePurpose::ClientAuth,
-            "audited-service",
-        );
+        use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
+        let ca = datastorage_testkit::tls::TestCa::new("datastorage test CA");
+        let server = ca.server("datastorage");
+        let client = ca.client("audited-service", &[]);
+        let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap();
         Self {
-            ca_pem: ca_cert.pem(),
-            ca_der: ca_cert.der().clone(),
-            server_cert: server.der().clone(),
-            server_key: server_key.serialize_der(),
-            client_cert_pem: client.pem(),
-            client_key_pem: client_key.serialize_pem(),
+            ca_pem: read(&ca.ca_cert),
+            ca_der: CertificateDer::from_pem_file(&ca.ca_cert).unwrap(),
+            server_cert: CertificateDer::from_pem_file(&server.cert).unwrap(),
+            server_key: PrivatePkcs8KeyDer::from_pem_file(&server.key)
+                .unwrap()
+                .secret_pkcs8_der()
+                .to_vec(),
+            client_cert_pem: read(&client.cert),
+            client_key_pem: read(&client.key),
+            _ca: ca,
         }
     }
 
