@@ -728,3 +728,76 @@ async fn keyed_chains_resist_recomputation_without_the_key(backend: Backend) {
     );
     app.stop().await;
 }
+
+/// One chain's head held by another transaction must not stall writers of other chains: their
+/// writes finish while the head is still held, and the stuck chain's own writers wait for it
+/// (or answer 503 once their patience runs out), never the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chain_held_by_another_transaction_does_not_stall_writers_of_other_chains() {
+    let app = std::sync::Arc::new(
+        TestApp::spawn_with(Backend::Postgres, |s| {
+            s.database.lock_timeout = std::time::Duration::from_secs(30);
+            s.database.acquire_timeout = std::time::Duration::from_secs(2);
+        })
+        .await,
+    );
+    assert_eq!(app.post_event(&event("stuck")).await.status(), 201);
+    // Another session holds the head of "stuck" in an open transaction.
+    let mut holder = app.pg().connect().await;
+    sqlx::raw_sql(
+        "BEGIN; SELECT * FROM audit_chain_heads WHERE correlation_id = 'stuck' FOR UPDATE",
+    )
+    .execute(&mut holder)
+    .await
+    .unwrap();
+    let held_since = std::time::Instant::now();
+
+    let mut stuck = Vec::new();
+    for _ in 0..10 {
+        let app = app.clone();
+        stuck.push(tokio::spawn(async move {
+            app.post_event(&event("stuck")).await.status()
+        }));
+    }
+    let mut others = Vec::new();
+    for w in 0..40 {
+        let app = app.clone();
+        others.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for _ in 0..10 {
+                statuses.push(app.post_event(&event(&format!("free-{w}"))).await.status());
+            }
+            statuses
+        }));
+    }
+    for t in others {
+        for status in t.await.unwrap() {
+            assert_eq!(status, 201, "a writer of another chain failed");
+        }
+    }
+    let others_done = held_since.elapsed();
+    assert!(
+        stuck.iter().any(|t| !t.is_finished()),
+        "some writers of the held chain should still be waiting for it"
+    );
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    for t in stuck {
+        let status = t.await.unwrap();
+        assert!(
+            status == 201 || status == 503,
+            "a writer of the held chain: {status}"
+        );
+    }
+    assert!(
+        others_done < std::time::Duration::from_secs(30),
+        "the other chains finished only after {others_done:?}, the held chain's lock timeout"
+    );
+    for w in 0..40 {
+        let v = app.verify(&format!("free-{w}")).await;
+        assert_eq!(v["total_events"], 10, "{v}");
+    }
+    assert_eq!(app.verify("stuck").await["is_valid"], true);
+}

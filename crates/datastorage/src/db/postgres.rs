@@ -17,7 +17,7 @@ use sqlx::postgres::{PgConnectOptions, PgRow, PgSslMode};
 use sqlx::{ConnectOptions, Connection, PgConnection, Postgres, Row};
 use uuid::Uuid;
 
-use super::error::{connect_failure, is_transient_connect_error, DbError};
+use super::error::{connect_failure, is_transient_connect_error, DbError, RETRY_AFTER_BUSY};
 use super::pool::Pool;
 use super::shared::{
     chains_of, fail, finish, fresh_events, outcomes, shared_sql, Cancelled, Dialect, Failed,
@@ -169,17 +169,29 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// See [`crate::db::Store::insert_events`].
+    /// See [`crate::db::Store::insert_events`] (`Wait`) and [`crate::db::Store::insert_group`]
+    /// (`Skip`): with `Skip`, the events of chains whose head another transaction holds are
+    /// left out (their outcome is `None`) instead of waiting for it.
     pub async fn insert_events(
         &self,
         events: &[ValidatedEvent],
+        locks: HeadLocks,
         cancelled: &Cancelled<'_>,
-    ) -> Result<Vec<WriteOutcome>, DbError> {
+    ) -> Result<Vec<Option<WriteOutcome>>, DbError> {
         let mut conn = self.pool.acquire().await?;
         let mut attempt = 1;
         let mut check_replays = false;
         loop {
-            match write_batch(&mut conn, &self.hasher, events, check_replays, cancelled).await {
+            let result = write_batch(
+                &mut conn,
+                &self.hasher,
+                events,
+                locks,
+                check_replays,
+                cancelled,
+            )
+            .await;
+            match result {
                 Ok(outcomes) => return Ok(outcomes),
                 Err(Failed::Db(e)) => return Err(e),
                 Err(Failed::Replays) if attempt < MAX_TX_ATTEMPTS => {
@@ -197,11 +209,49 @@ impl PgStore {
                     tracing::debug!(error = %e, attempt, "retrying write transaction");
                     attempt += 1;
                 }
+                Err(Failed::Retry) if attempt < MAX_TX_ATTEMPTS => attempt += 1,
+                Err(Failed::Retry) => {
+                    let message = "chain heads kept being created by concurrent writes";
+                    return Err(DbError::Contention {
+                        message: message.to_owned(),
+                        cause: format!("{message} ({attempt} attempts)"),
+                        retry_after: RETRY_AFTER_BUSY,
+                    });
+                }
                 Err(Failed::Sql(e)) => return Err(fail(conn, e)),
             }
         }
     }
 }
+
+/// How a write takes the chain heads it appends to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadLocks {
+    /// Wait for each head (up to `lockTimeout`): an atomic batch needs all of them.
+    Wait,
+    /// Skip heads another transaction holds, and leave their events out: a commit group of
+    /// independent single events, so one stuck chain does not stall the others.
+    Skip,
+}
+
+/// Takes the heads of chains `$1` (sorted, so writers cannot deadlock): creates the missing
+/// ones (the rows we insert are ours until commit) and locks the existing ones. A head that
+/// exists but is not returned is held by another transaction (`SKIP LOCKED`), or was created
+/// by one that committed after this statement's snapshot.
+const LOCK_HEADS: &str = "WITH created AS ( \
+        INSERT INTO audit_chain_heads (correlation_id, last_sequence, last_hash) \
+        SELECT c, 0, '' FROM unnest($1::text[]) AS c ORDER BY c \
+        ON CONFLICT (correlation_id) DO NOTHING \
+        RETURNING correlation_id, last_sequence, last_hash), \
+    locked AS ( \
+        SELECT correlation_id, last_sequence, last_hash FROM audit_chain_heads \
+        WHERE correlation_id = ANY($1) ORDER BY correlation_id FOR UPDATE{SKIP}) \
+    SELECT correlation_id, last_sequence, last_hash FROM created \
+    UNION ALL SELECT correlation_id, last_sequence, last_hash FROM locked";
+
+static LOCK_HEADS_WAIT: LazyLock<String> = LazyLock::new(|| LOCK_HEADS.replace("{SKIP}", ""));
+static LOCK_HEADS_SKIP: LazyLock<String> =
+    LazyLock::new(|| LOCK_HEADS.replace("{SKIP}", " SKIP LOCKED"));
 
 /// One attempt at writing a batch, in its own transaction.
 ///
@@ -213,37 +263,51 @@ async fn write_batch(
     conn: &mut PgConnection,
     hasher: &Hasher,
     events: &[ValidatedEvent],
+    locks: HeadLocks,
     check_replays: bool,
     cancelled: &Cancelled<'_>,
-) -> Result<Vec<WriteOutcome>, Failed> {
+) -> Result<Vec<Option<WriteOutcome>>, Failed> {
     let mut tx = conn.begin_with(Postgres::BEGIN_WRITE).await?;
-    let result = write_in_tx(&mut tx, hasher, events, check_replays).await;
+    let result = write_in_tx(&mut tx, hasher, events, locks, check_replays).await;
     finish(tx, result, cancelled).await
 }
 
 async fn write_in_tx(
     tx: &mut PgConnection,
     hasher: &Hasher,
-    events: &[ValidatedEvent],
+    batch: &[ValidatedEvent],
+    locks: HeadLocks,
     check_replays: bool,
-) -> Result<Vec<WriteOutcome>, Failed> {
-    // Lock the heads of every chain in the batch, in a fixed order so writers cannot deadlock.
-    let mut chains: Vec<&str> = events.iter().map(|e| e.correlation_id.as_str()).collect();
+) -> Result<Vec<Option<WriteOutcome>>, Failed> {
+    let mut chains: Vec<&str> = batch.iter().map(|e| e.correlation_id.as_str()).collect();
     chains.sort_unstable();
     chains.dedup();
-    // One statement creates missing heads, locks all of them and returns them: a no-op update
-    // takes the row lock and RETURNING gives the current values.
-    let heads: Vec<(String, i64, String)> = sqlx::query_as(
-        "INSERT INTO audit_chain_heads AS h (correlation_id, last_sequence, last_hash) \
-         SELECT c, 0, '' FROM unnest($1::text[]) AS c ORDER BY c \
-         ON CONFLICT (correlation_id) DO UPDATE SET last_sequence = h.last_sequence \
-         RETURNING correlation_id, last_sequence, last_hash",
-    )
-    .bind(&chains)
-    .fetch_all(&mut *tx)
-    .await?;
+    let sql = match locks {
+        HeadLocks::Wait => &*LOCK_HEADS_WAIT,
+        HeadLocks::Skip => &*LOCK_HEADS_SKIP,
+    };
+    let heads: Vec<(String, i64, String)> = sqlx::query_as(sql)
+        .bind(&chains)
+        .fetch_all(&mut *tx)
+        .await?;
     let mut heads: HashMap<String, (i64, String)> =
         heads.into_iter().map(|(c, s, h)| (c, (s, h))).collect();
+    if heads.len() < chains.len() && locks == HeadLocks::Wait {
+        // A head created by a transaction that committed after our snapshot: take it again.
+        return Err(Failed::Retry);
+    }
+    // Only the events of the chains we hold are written; the others wait for another try.
+    let held: Vec<ValidatedEvent>;
+    let events: &[ValidatedEvent] = if heads.len() == chains.len() {
+        batch
+    } else {
+        held = batch
+            .iter()
+            .filter(|e| heads.contains_key(&e.correlation_id))
+            .cloned()
+            .collect();
+        &held
+    };
 
     // Replays: a client-supplied id already stored answers like the first write.
     let stored = if check_replays {
@@ -266,7 +330,16 @@ async fn write_in_tx(
             return Err(Failed::Replays);
         }
     }
-    Ok(outcomes(events, &stored))
+    let mut written = outcomes(events, &stored).into_iter();
+    Ok(batch
+        .iter()
+        .map(|e| {
+            heads
+                .contains_key(&e.correlation_id)
+                .then(|| written.next())
+                .flatten()
+        })
+        .collect())
 }
 
 /// The insert of [`insert_rows`]: rows from array parameters, then the heads advanced, in one

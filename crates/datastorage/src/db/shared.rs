@@ -389,6 +389,8 @@ pub enum Failed {
     Db(DbError),
     /// The fast path met an id that is already stored (PostgreSQL).
     Replays,
+    /// A concurrent write changed what this attempt read; a new attempt may succeed.
+    Retry,
 }
 
 impl From<sqlx::Error> for Failed {

@@ -117,9 +117,10 @@ impl SqliteStore {
             Ok(outcomes) => Ok(outcomes),
             Err(Failed::Db(e)) => Err(e),
             Err(Failed::Sql(e)) => Err(fail(conn, e)),
-            // Every supplied id is checked before the insert: no fast path to fall back from.
-            Err(Failed::Replays) => Err(DbError::Internal(anyhow::anyhow!(
-                "an event id collided although replays were checked"
+            // Every supplied id is checked before the insert, and one writer at a time holds
+            // the database: nothing to retry.
+            Err(Failed::Replays | Failed::Retry) => Err(DbError::Internal(anyhow::anyhow!(
+                "a write collided although SQLite writes one at a time"
             ))),
         }
     }

@@ -14,6 +14,7 @@ use tokio::sync::Semaphore;
 
 use super::error::{DbError, RETRY_AFTER_BUSY};
 use super::pool::{Pool, PoolCounters, PoolLimits, PoolSnapshot, Target};
+use super::postgres::HeadLocks;
 use super::shared::{Cancelled, Page, RawJson, WriteOutcome};
 use super::{postgres, sqlite};
 use crate::config::{DatabaseSettings, Driver};
@@ -99,7 +100,39 @@ impl Store {
         events: &[ValidatedEvent],
         cancelled: &Cancelled<'_>,
     ) -> Result<Vec<WriteOutcome>, DbError> {
-        dispatch!(self, s => s.insert_events(events, cancelled).await)
+        let outcomes = match self {
+            Store::Postgres(s) => s.insert_events(events, HeadLocks::Wait, cancelled).await?,
+            Store::Sqlite(s) => return s.insert_events(events, cancelled).await,
+        };
+        outcomes
+            .into_iter()
+            .map(|o| {
+                o.ok_or_else(|| {
+                    DbError::Internal(anyhow::anyhow!("a waiting write skipped a chain"))
+                })
+            })
+            .collect()
+    }
+
+    /// Writes a commit group of independent events in one transaction, without waiting for a
+    /// chain head another transaction holds: the events of such chains are left out (`None`)
+    /// for the caller to write on their own, so one stuck chain does not stall the group.
+    #[tracing::instrument(skip_all, fields(events = events.len()))]
+    pub async fn insert_group(
+        &self,
+        events: &[ValidatedEvent],
+        cancelled: &Cancelled<'_>,
+    ) -> Result<Vec<Option<WriteOutcome>>, DbError> {
+        match self {
+            Store::Postgres(s) => s.insert_events(events, HeadLocks::Skip, cancelled).await,
+            // One writer at a time holds SQLite: there is no chain lock to skip.
+            Store::Sqlite(s) => Ok(s
+                .insert_events(events, cancelled)
+                .await?
+                .into_iter()
+                .map(Some)
+                .collect()),
+        }
     }
 
     /// The read side of this store, for request handlers.

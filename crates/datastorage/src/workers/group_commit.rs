@@ -23,10 +23,17 @@
 //!   its group commits is dropped from the group, which is rolled back and retried without it,
 //!   so no event answered 503 is committed afterwards.
 //!
-//! Failure isolation: when a group fails for a reason that may concern only some of its events
-//! (a conflicting replay, bad data, a lock or statement timeout on one chain), each event is
-//! retried alone, so one event never fails its neighbours. When the database is unavailable,
-//! every event of the group gets the same 503.
+//! Failure isolation:
+//! - A group never waits for a chain head another transaction holds (`SKIP LOCKED`): it commits
+//!   the events of the other chains, and each event of a held chain is written on its own, on a
+//!   task and connection of its own that waits for the head up to `lockTimeout`. At most a
+//!   quarter of the pool waits that way at once; an event that finds no place among them
+//!   within `acquireTimeout` answers 503 with `Retry-After`. So one stuck chain does not stall
+//!   the writers of other chains.
+//! - When a group fails for a reason that may concern only some of its events (a conflicting
+//!   replay, bad data, a statement timeout), each event is retried alone, so one event never
+//!   fails its neighbours. When the database is unavailable, every event of the group gets the
+//!   same 503.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -34,7 +41,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datastorage_api::ValidatedEvent;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot, Mutex, Semaphore};
 
 use crate::config::format_duration;
 use crate::db::pool::{PoolCounters, Wait};
@@ -82,6 +89,9 @@ struct Shared {
     counters: PoolCounters,
     idle_committers: AtomicUsize,
     max_group: usize,
+    /// Writers of events whose chain head was held by another transaction, each waiting for
+    /// it on its own connection (up to `lockTimeout`), outside the committers.
+    lone_writers: Arc<Semaphore>,
 }
 
 /// Handle to the committers; cheap to clone. The committers stop when every handle is dropped.
@@ -113,6 +123,7 @@ impl GroupCommit {
             store,
             idle_committers: AtomicUsize::new(0),
             max_group: max_group.max(1),
+            lone_writers: Arc::new(Semaphore::new(lone_writers(limits.max_open))),
         });
         for _ in 0..(limits.max_open / 2).clamp(1, MAX_COMMITTERS) {
             tokio::spawn(committer(Arc::clone(&shared), Arc::clone(&rx)));
@@ -224,12 +235,52 @@ async fn committer(shared: Arc<Shared>, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
             .into_iter()
             .partition(|j| ids.insert(j.event.event_id));
         carry = repeats;
-        commit(&shared.store, unique).await;
+        commit(&shared, unique).await;
     }
 }
 
-async fn commit(store: &Store, group: Vec<Job>) {
-    type Reply = oneshot::Sender<Result<WriteOutcome, DbError>>;
+/// Events of held chains that may wait for their chain at once, each on a connection: a
+/// quarter of the pool (at least one), so a stuck chain cannot take the pool from the others.
+fn lone_writers(max_open: u32) -> usize {
+    (max_open as usize / 4).max(1)
+}
+
+type Reply = oneshot::Sender<Result<WriteOutcome, DbError>>;
+
+/// Writes an event whose chain head another transaction held, on its own: it waits for the
+/// head like a batch would (up to `lockTimeout`), on a task of its own so the committers go
+/// on. At most [`lone_writers`] wait on heads at once; an event that finds no free place within
+/// `acquireTimeout` answers 503 with `Retry-After`.
+fn write_alone(shared: &Shared, event: ValidatedEvent, reply: Reply) {
+    let slots = Arc::clone(&shared.lone_writers);
+    let store = shared.store.clone();
+    let patience = store.pool_limits().acquire_timeout;
+    tokio::spawn(async move {
+        let Ok(Ok(slot)) = tokio::time::timeout(patience, slots.acquire_owned()).await else {
+            let message = format!(
+                "the chain of correlation_id {:?} is held by another writer; retry shortly",
+                event.correlation_id
+            );
+            let _ = reply.send(Err(DbError::Contention {
+                cause: message.clone(),
+                message,
+                retry_after: RETRY_AFTER_BUSY,
+            }));
+            return;
+        };
+        let result = store
+            .insert_events(std::slice::from_ref(&event), &|| reply.is_closed())
+            .await
+            .map(|mut o| o.remove(0));
+        drop(slot);
+        if !matches!(result, Err(DbError::Cancelled)) {
+            let _ = reply.send(result);
+        }
+    });
+}
+
+async fn commit(shared: &Shared, group: Vec<Job>) {
+    let store = &shared.store;
     let (mut events, mut replies): (Vec<ValidatedEvent>, Vec<Reply>) =
         group.into_iter().map(|j| (j.event, j.reply)).unzip();
     loop {
@@ -246,12 +297,17 @@ async fn commit(store: &Store, group: Vec<Job>) {
         let result = {
             let replies = &replies;
             let gone = move || replies.iter().any(|r| r.is_closed());
-            store.insert_events(&events, &gone).await
+            store.insert_group(&events, &gone).await
         };
         match result {
             Ok(outcomes) => {
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
+                for ((event, reply), outcome) in events.into_iter().zip(replies).zip(outcomes) {
+                    match outcome {
+                        Some(outcome) => {
+                            let _ = reply.send(Ok(outcome));
+                        }
+                        None => write_alone(shared, event, reply),
+                    }
                 }
                 return;
             }
