@@ -38,15 +38,45 @@ pub fn parse_strict(bytes: &[u8]) -> Result<Value, JsonError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de)
         .map(|Strict(v)| v)
-        .map_err(|e| JsonError {
-            path: path_of(e.path()),
-            rule: e.into_inner().to_string(),
+        .map_err(|e| {
+            let rule = e.inner().to_string();
+            // Too deep: the field it starts in, not a path as deep as the nesting.
+            let path = if rule.starts_with(DEPTH_RULE) {
+                field_of(e.path())
+            } else {
+                path_of(e.path())
+            };
+            JsonError { path, rule }
         })?;
     de.end().map_err(|e| JsonError {
         path: "(body)".to_owned(),
         rule: e.to_string(),
     })?;
     Ok(value)
+}
+
+/// The start of the rule of a body nested too deep.
+const DEPTH_RULE: &str = "nesting is deeper than";
+
+/// The field a path starts in, with the batch position before it: `[3].event_data`, or
+/// `(body)` when it starts in no field.
+fn field_of(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } if out.is_empty() => out = format!("[{index}]"),
+            Segment::Map { key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+                return out;
+            }
+            _ => break,
+        }
+    }
+    "(body)".to_owned()
 }
 
 /// `serde_path_to_error`'s path in the field-error form: `[3].event_data.x`.
@@ -101,9 +131,7 @@ struct StrictVisitor {
 impl StrictVisitor {
     fn nested<E: de::Error>(&self) -> Result<StrictSeed, E> {
         if self.depth >= MAX_BODY_DEPTH {
-            return Err(E::custom(format!(
-                "nesting is deeper than {MAX_BODY_DEPTH} levels"
-            )));
+            return Err(E::custom(format!("{DEPTH_RULE} {MAX_BODY_DEPTH} levels")));
         }
         Ok(StrictSeed {
             depth: self.depth + 1,

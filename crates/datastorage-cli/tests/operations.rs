@@ -1240,3 +1240,67 @@ async fn serve_waits_for_a_database_that_comes_up_later_staying_unready_meanwhil
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_connection_attempts_back_off_instead_of_hammering_a_full_server() {
+    within(TEST_TIMEOUT, async {
+        let cluster =
+            tokio::task::block_in_place(|| TempCluster::start(&[("max_connections", "12")]));
+        let db = PgDb::create_on(&cluster.admin_url()).await;
+        // No idle connections kept: every request needs a new one.
+        let server = Server::start(
+            &database_yaml(
+                &db,
+                "  maxOpenConns: 4\n  maxIdleConns: 0\n  acquireTimeout: 500ms\n",
+            ),
+            "",
+        )
+        .await;
+        assert_eq!(server.post(&event("full")).await.status(), 201);
+        // Take every slot left, superuser ones included.
+        let mut hogs = Vec::new();
+        while let Ok(c) = PgConnection::connect(&cluster.admin_url()).await {
+            hogs.push(c);
+            assert!(hogs.len() < 50);
+        }
+        let refusals = |log: &str| log.matches("too many clients").count();
+        let before = refusals(&cluster.log_text());
+        let started = Instant::now();
+        let mut answers = Vec::new();
+        while started.elapsed() < Duration::from_secs(4) {
+            let body = event("full");
+            let batch: Vec<_> = (0..20).map(|_| server.post(&body)).collect();
+            for r in futures::future::join_all(batch).await {
+                answers.push(r.status().as_u16());
+            }
+        }
+        let attempts = refusals(&cluster.log_text()) - before;
+        assert!(
+            answers.iter().all(|s| *s == 503),
+            "every write answers 503 while the server is full"
+        );
+        // Backoff doubles from 100 ms to 5 s: about 6 attempts in 4 s, not one per request.
+        assert!(
+            attempts <= 15,
+            "{attempts} refused connection attempts for {} requests in 4 s",
+            answers.len()
+        );
+        drop(hogs);
+        // Once slots free up, writes work again (after the current backoff runs out).
+        let mut ok = false;
+        for _ in 0..100 {
+            if server.post(&event("full")).await.status() == 201 {
+                ok = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            ok,
+            "writes recover once connections are free\n{}",
+            server.log_tail()
+        );
+        server.stop().await;
+    })
+    .await;
+}

@@ -21,3 +21,19 @@ pub mod tls;
 pub use app::{metric_value, Backend, TestApp, TestResponse};
 pub use events::{event, request};
 pub use pg::{free_port, pg_admin_url, pg_bin, PgDb, TempCluster};
+
+/// Instantiates each test body (an `async fn(Backend)`) for PostgreSQL and SQLite, as
+/// `postgres::name` and `sqlite::name`.
+#[macro_export]
+macro_rules! both {
+    ($($name:ident),+ $(,)?) => {
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::Backend::Postgres).await }) +
+        }
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::Backend::Sqlite).await }) +
+        }
+    };
+}

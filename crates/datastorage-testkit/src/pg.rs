@@ -355,6 +355,11 @@ impl TempCluster {
         self.dir.path().join("data")
     }
 
+    /// The server's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
     /// The postmaster's process id, while it runs.
     pub fn postmaster_pid(&self) -> Option<u32> {
         std::fs::read_to_string(self.data_dir().join("postmaster.pid"))

@@ -8,19 +8,6 @@ use datastorage_testkit::app::Listener;
 use datastorage_testkit::*;
 use serde_json::{json, Value};
 
-macro_rules! both {
-    ($($name:ident),+ $(,)?) => {
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Postgres).await }) +
-        }
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(super::Backend::Sqlite).await }) +
-        }
-    };
-}
-
 both!(
     post_then_get_returns_the_stored_event,
     batch_is_atomic_and_names_the_bad_item,

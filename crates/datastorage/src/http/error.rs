@@ -151,8 +151,21 @@ impl IntoResponse for ApiError {
                     format!("a batch must hold at most {max} events (got {got})"),
                 );
             }
+            ApiError::PayloadTooLarge(_) | ApiError::BodyTimeout(_) => {
+                problem
+                    .field_errors
+                    .insert("(body)".into(), self.to_string());
+            }
+            ApiError::UnsupportedMediaType => {
+                problem
+                    .field_errors
+                    .insert("Content-Type".into(), self.to_string());
+            }
             ApiError::Internal(e) => {
-                tracing::error!(error = ?e, "request failed with an internal error")
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "request failed with an internal error"
+                )
             }
             ApiError::Unavailable { cause, .. } => {
                 tracing::warn!(cause = %cause, "request answered 503")
