@@ -102,6 +102,7 @@ impl ProblemType {
 
 /// An RFC 7807 problem document (`RFC7807Problem` in the contract).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
     /// Problem type URI.
     #[serde(rename = "type")]

@@ -19,39 +19,93 @@ use crate::validate::{check_time, FieldErrors};
 
 /// The query string as received; every value a string so that a bad one is reported by name.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct EventQueryParams {
     /// Exact event type.
+    #[cfg_attr(
+        feature = "openapi",
+        param(max_length = 100, pattern = "^[^\\u0000]*$")
+    )]
     pub event_type: Option<String>,
     /// Category, any case.
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::EventCategory>))]
     pub event_category: Option<String>,
     /// Outcome, any case.
+    #[cfg_attr(feature = "openapi", param(value_type = Option<crate::EventOutcome>))]
     pub event_outcome: Option<String>,
     /// Severity, any case.
+    #[cfg_attr(feature = "openapi", param(max_length = 20, pattern = "^[^\\u0000]*$"))]
     pub severity: Option<String>,
     /// Exact correlation id.
+    #[cfg_attr(
+        feature = "openapi",
+        param(max_length = 255, pattern = "^[^\\u0000]*$")
+    )]
     pub correlation_id: Option<String>,
     /// Lower time bound (inclusive).
+    #[cfg_attr(
+        feature = "openapi",
+        param(
+            pattern = "^(-?([0-9]+(ms|s|m|h|d|w))+|[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2}))?)$"
+        )
+    )]
     pub since: Option<String>,
     /// Upper time bound (exclusive).
+    #[cfg_attr(
+        feature = "openapi",
+        param(
+            pattern = "^(-?([0-9]+(ms|s|m|h|d|w))+|[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2}))?)$"
+        )
+    )]
     pub until: Option<String>,
     /// Page size, 1–1000 (default 50).
+    #[cfg_attr(feature = "openapi", param(value_type = Option<u32>, minimum = 1, maximum = 1000))]
     pub limit: Option<String>,
     /// Page offset (default 0).
+    #[cfg_attr(feature = "openapi", param(value_type = Option<u32>, minimum = 0))]
     pub offset: Option<String>,
     /// `event_data` key, `[A-Za-z0-9_]+`; needs `detail_value`.
+    #[cfg_attr(
+        feature = "openapi",
+        param(min_length = 1, max_length = 100, pattern = "^[A-Za-z0-9_]+$")
+    )]
     pub detail_key: Option<String>,
     /// `event_data` value (compared as text); needs `detail_key`.
+    #[cfg_attr(
+        feature = "openapi",
+        param(max_length = 4096, pattern = "^[^\\u0000]*$")
+    )]
     pub detail_value: Option<String>,
     /// Exact actor id (extension).
+    #[cfg_attr(
+        feature = "openapi",
+        param(max_length = 255, pattern = "^[^\\u0000]*$")
+    )]
     pub actor_id: Option<String>,
     /// Exact resource type (extension).
+    #[cfg_attr(
+        feature = "openapi",
+        param(max_length = 100, pattern = "^[^\\u0000]*$")
+    )]
     pub resource_type: Option<String>,
     /// Exact resource id (extension).
+    #[cfg_attr(
+        feature = "openapi",
+        param(max_length = 255, pattern = "^[^\\u0000]*$")
+    )]
     pub resource_id: Option<String>,
     /// Exact namespace (extension).
+    #[cfg_attr(
+        feature = "openapi",
+        param(max_length = 253, pattern = "^[^\\u0000]*$")
+    )]
     pub namespace: Option<String>,
     /// Exact cluster id (extension).
+    #[cfg_attr(
+        feature = "openapi",
+        param(max_length = 255, pattern = "^[^\\u0000]*$")
+    )]
     pub cluster_id: Option<String>,
     /// Cursor from a previous page's `next_cursor` (extension); excludes `offset`.
     pub cursor: Option<String>,

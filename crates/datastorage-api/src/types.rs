@@ -23,6 +23,7 @@ macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         pub enum $name {
             $($(#[$vmeta])* #[serde(rename = $text)] $variant),+
         }
@@ -111,38 +112,75 @@ string_enum! {
 /// validates the JSON it receives field by field (see [`crate::validate_event`]), so this typed
 /// form is for clients that build events; it serializes to exactly the contract's shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEventRequest {
     /// Client-chosen id (UUID, ideally v7). Absent: the server assigns a UUIDv7.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<Uuid>,
     /// Schema version, e.g. `"1.0"`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 20, pattern = "^[^\\u0000]*$")
+    )]
     pub version: String,
     /// Event type, e.g. `gateway.signal.received`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 100, pattern = "^[^\\u0000]*$")
+    )]
     pub event_type: String,
     /// When the event happened.
     pub event_timestamp: DateTime<Utc>,
     /// Business domain of the event.
     pub event_category: EventCategory,
     /// Action performed.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 50, pattern = "^[^\\u0000]*$")
+    )]
     pub event_action: String,
     /// Outcome of the action.
     pub event_outcome: EventOutcome,
     /// Kind of actor (`service`, `user`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 64, pattern = "^[^\\u0000]*$")
+    )]
     pub actor_type: Option<String>,
     /// Who acted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 255, pattern = "^[^\\u0000]*$")
+    )]
     pub actor_id: Option<String>,
     /// Client source IP address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 45, pattern = "^[^\\u0000]*$")
+    )]
     pub actor_ip: Option<String>,
     /// Kind of the resource acted upon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 100, pattern = "^[^\\u0000]*$")
+    )]
     pub resource_type: Option<String>,
     /// Id of the resource acted upon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 255, pattern = "^[^\\u0000]*$")
+    )]
     pub resource_id: Option<String>,
     /// Correlation id; one hash chain per value.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 255, pattern = "^[^\\u0000]*$")
+    )]
     pub correlation_id: String,
     /// Parent event, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -152,29 +190,52 @@ pub struct AuditEventRequest {
     pub parent_event_date: Option<DateTime<Utc>>,
     /// Kubernetes namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 253, pattern = "^[^\\u0000]*$")
+    )]
     pub namespace: Option<String>,
     /// Cluster identifier.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 255, pattern = "^[^\\u0000]*$")
+    )]
     pub cluster_id: Option<String>,
     /// Severity, free text such as `critical`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 20, pattern = "^[^\\u0000]*$")
+    )]
     pub severity: Option<String>,
     /// Duration of the action in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub duration_ms: Option<i64>,
     /// Error code, for failures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 100, pattern = "^[^\\u0000]*$")
+    )]
     pub error_code: Option<String>,
     /// Error message, for failures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 4096, pattern = "^[^\\u0000]*$")
+    )]
     pub error_message: Option<String>,
     /// Retention override in days.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 36500))]
     pub retention_days: Option<i32>,
     /// Whether the event holds sensitive data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub is_sensitive: Option<bool>,
     /// Service-specific payload: a JSON object.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub event_data: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -225,6 +286,7 @@ pub type JsonObject = serde_json::Map<String, serde_json::Value>;
 /// `D` is how `event_data` is held: a [`JsonObject`] by default; the server answers queries
 /// with `Box<serde_json::value::RawValue>`, the stored JSON text passed through unparsed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(bound = ""))]
 pub struct AuditEvent<D = JsonObject> {
     /// The event's id.
     pub event_id: Uuid,
@@ -275,6 +337,7 @@ pub struct AuditEvent<D = JsonObject> {
     /// Whether the event holds sensitive data.
     pub is_sensitive: bool,
     /// The payload.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub event_data: D,
     /// Position in the correlation id's hash chain, from 1 (extension).
     pub chain_sequence: i64,
@@ -293,6 +356,7 @@ pub struct AuditEvent<D = JsonObject> {
 
 /// Answer to `POST /api/v1/audit/events`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEventResponse {
     /// The event's id (the client's, on a replay).
     pub event_id: Uuid,
@@ -304,6 +368,7 @@ pub struct AuditEventResponse {
 
 /// Answer to `POST /api/v1/audit/events/batch`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BatchAuditEventResponse {
     /// Ids in request order.
     pub event_ids: Vec<Uuid>,
@@ -313,6 +378,7 @@ pub struct BatchAuditEventResponse {
 
 /// Pagination block of a query answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Pagination {
     /// Page size used.
     pub limit: u32,
@@ -329,8 +395,10 @@ pub struct Pagination {
 
 /// Answer to `GET /api/v1/audit/events` (`D` as in [`AuditEvent`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(bound = ""))]
 pub struct AuditEventsQueryResponse<D = JsonObject> {
     /// The page, newest first.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<AuditEvent>))]
     pub data: Vec<AuditEvent<D>>,
     /// Where the page sits.
     pub pagination: Pagination,
@@ -338,13 +406,19 @@ pub struct AuditEventsQueryResponse<D = JsonObject> {
 
 /// Body of `POST /api/v1/audit/verify-chain`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VerifyChainRequest {
     /// The chain to verify.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 255, pattern = "^[^\\u0000]*$")
+    )]
     pub correlation_id: String,
 }
 
 /// One broken link found by verification.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TamperedEvent {
     /// The event whose link is broken (empty when a whole row is missing).
     pub event_id: String,
@@ -363,6 +437,7 @@ pub struct TamperedEvent {
 
 /// Answer to `POST /api/v1/audit/verify-chain`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VerifyChainResponse {
     /// The chain verified.
     pub correlation_id: String,
@@ -391,6 +466,7 @@ pub struct VerifyChainResponse {
 
 /// The verdict of a chain verification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ChainVerdict {
     /// Every link holds.

@@ -570,6 +570,14 @@ async fn probes_openapi_and_metrics_are_served(backend: Backend) {
     }
     let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
     assert!(spec["paths"]["/api/v1/audit/events/batch"].is_object());
+    let docs = app.get("/docs/").await;
+    assert_eq!(docs.status(), 200);
+    let page = docs.text().await.unwrap();
+    assert!(page.contains("swagger-ui"), "{page}");
+    assert!(
+        !page.contains("https://"),
+        "the UI must not load assets from the network: {page}"
+    );
     assert_eq!(app.post_event(&event("m")).await.status(), 201);
     assert_eq!(app.post_event(&event(&"x".repeat(300))).await.status(), 400);
     let text = app.metrics().await;

@@ -435,6 +435,120 @@ mod tests {
         assert_eq!(printed, defaults);
     }
 
+    /// Every key path under `value`, leaves and empty maps alike, dotted.
+    fn key_paths(value: &serde_norway::Value, prefix: &str, out: &mut Vec<String>) {
+        match value {
+            serde_norway::Value::Mapping(map) if !map.is_empty() => {
+                for (k, v) in map {
+                    let k = k.as_str().unwrap();
+                    let path = if prefix.is_empty() {
+                        k.to_owned()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    key_paths(v, &path, out);
+                }
+            }
+            _ => out.push(prefix.to_owned()),
+        }
+    }
+
+    /// Settings with every optional section and key present, so its serialization names every
+    /// key a config file may hold.
+    fn every_key() -> Vec<String> {
+        use crate::config::server::{UpstreamRateLimit, UpstreamTls};
+        use crate::config::upstream::{
+            AuditSettings, ClientTls, RedisSettings, RetentionSettings, TelemetrySettings,
+        };
+        let mut s = Settings {
+            environment: Some(String::new()),
+            tls_profile: Some(String::new()),
+            audit: Some(AuditSettings::default()),
+            redis: Some(RedisSettings {
+                tls: Some(ClientTls::default()),
+                ..Default::default()
+            }),
+            retention: Some(RetentionSettings {
+                interval: Some(Duration::ZERO),
+                ..Default::default()
+            }),
+            telemetry: Some(TelemetrySettings {
+                tls: Some(ClientTls::default()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        s.server.tls = Some(UpstreamTls::default());
+        s.server.rate_limit = Some(UpstreamRateLimit::default());
+        s.server.endpoint_propagation_delay = Some(Duration::ZERO);
+        let mut out = Vec::new();
+        key_paths(&serde_norway::to_value(&s).unwrap(), "", &mut out);
+        out
+    }
+
+    #[test]
+    fn every_key_is_in_the_readme_config_reference() {
+        let readme = include_str!("../../../../README.md");
+        let start = readme.find("## Configuration reference").unwrap();
+        let end = start + readme[start..].find("\n---").unwrap();
+        let reference = &readme[start..end];
+        let missing: Vec<String> = every_key()
+            .into_iter()
+            .filter(|path| {
+                let (section, rest) = path.split_once('.').unwrap_or((path, ""));
+                let in_section = reference
+                    .find(&format!("### `{section}`"))
+                    .map(|i| {
+                        let body = &reference[i..];
+                        let body = &body[..body[4..].find("\n### ").map_or(body.len(), |j| j + 4)];
+                        // In the first cell of one of the section's table rows.
+                        body.lines().any(|line| {
+                            line.split('|')
+                                .nth(1)
+                                .is_some_and(|cell| cell.contains(&format!("`{rest}`")))
+                        })
+                    })
+                    .unwrap_or(false);
+                !in_section && !reference.contains(&format!("`{path}`"))
+            })
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "config keys the README does not document: {missing:?}"
+        );
+    }
+
+    #[test]
+    fn every_key_of_the_defaults_is_in_the_default_file() {
+        let printed: serde_norway::Value = serde_norway::from_str(default_config_yaml()).unwrap();
+        let mut in_file = Vec::new();
+        key_paths(&printed, "", &mut in_file);
+        let mut defaults = Vec::new();
+        key_paths(
+            &serde_norway::to_value(Settings::default()).unwrap(),
+            "",
+            &mut defaults,
+        );
+        let missing: Vec<&String> = defaults.iter().filter(|k| !in_file.contains(k)).collect();
+        assert!(
+            missing.is_empty(),
+            "keys config/default.yaml does not show: {missing:?}"
+        );
+        for section in [
+            "environment",
+            "audit",
+            "redis",
+            "retention",
+            "telemetry",
+            "tlsProfile",
+        ] {
+            assert!(
+                default_config_yaml().contains(&format!("# {section}:")),
+                "config/default.yaml does not mention {section}"
+            );
+        }
+    }
+
     #[test]
     fn an_unknown_key_names_the_key_and_the_file() {
         let err = load_yaml("database:\n  maxOpenConn: 3\n", &[])

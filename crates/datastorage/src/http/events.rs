@@ -5,14 +5,15 @@ use std::collections::HashMap;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::Utc;
 use datastorage_api::{
-    validate_event, AuditEvent, AuditEventResponse, AuditEventsQueryResponse,
-    BatchAuditEventResponse, EventQueryParams, FieldErrors,
+    validate_event, AuditEvent, AuditEventRequest, AuditEventResponse, AuditEventsQueryResponse,
+    BatchAuditEventResponse, EventQueryParams, FieldErrors, Problem,
 };
 use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::body::JsonBody;
@@ -20,16 +21,33 @@ use super::error::{ApiError, Result};
 use super::state::AppState;
 use crate::db::RawJson;
 
-/// The routes of `/api/v1/audit/events`.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/audit/events", post(create_event).get(list_events))
-        .route("/api/v1/audit/events/batch", post(create_events_batch))
-        .route("/api/v1/audit/events/{event_id}", get(get_event))
+/// The routes of `/api/v1/audit/events`, with their OpenAPI operations.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_event, list_events))
+        .routes(routes!(create_events_batch))
+        .routes(routes!(get_event))
 }
 
 /// `POST /api/v1/audit/events`: one event → 201. A replay of a stored client id answers 201
 /// with the same id and writes nothing.
+#[utoipa::path(
+    post,
+    path = "/api/v1/audit/events",
+    tag = "audit",
+    summary = "Write one audit event",
+    description = "Stores one event, chained to the events of its correlation_id, and answers once it is committed. With a client-supplied event_id, a second write of the same event is an idempotent replay (201, nothing written); the same id with other content is 409.",
+    request_body(content = AuditEventRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Stored (or an idempotent replay)", body = AuditEventResponse),
+        (status = 400, description = "A field breaks a rule; `field_errors` names it", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within server.readTimeout", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The event_id is stored with other content", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than server.maxBodySize", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The Content-Type is not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database cannot serve now; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(route = "/api/v1/audit/events", events = 1))]
 async fn create_event(
     State(state): State<AppState>,
@@ -57,6 +75,23 @@ async fn create_event(
 ///
 /// Duplicate ids inside one batch are refused (400, naming each later position): the batch is
 /// one atomic write, and one id cannot stand for two events.
+#[utoipa::path(
+    post,
+    path = "/api/v1/audit/events/batch",
+    tag = "audit",
+    summary = "Write a batch of audit events, all or nothing",
+    description = "Stores 1 to server.maxBatchSize events in one transaction; the answer lists their ids in request order. Field errors are named [i].field.",
+    request_body(content = Vec<AuditEventRequest>, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Every event stored (or replayed)", body = BatchAuditEventResponse),
+        (status = 400, description = "A field breaks a rule, the batch is empty or larger than server.maxBatchSize", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within server.readTimeout", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An event_id is stored with other content", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than server.maxBodySize", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The Content-Type is not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database cannot serve now; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(route = "/api/v1/audit/events/batch", events))]
 async fn create_events_batch(
     State(state): State<AppState>,
@@ -122,6 +157,19 @@ async fn create_events_batch(
 }
 
 /// `GET /api/v1/audit/events`: filters, newest first, `limit`/`offset` or `cursor`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit/events",
+    tag = "audit",
+    summary = "Query audit events",
+    description = "Events matching every given filter, newest first (event_timestamp, then event_id, descending). Page with limit and offset, or with cursor (the next_cursor of the previous page), not both. since must be earlier than until; detail_key and detail_value go together.",
+    params(EventQueryParams),
+    responses(
+        (status = 200, description = "One page of events", body = AuditEventsQueryResponse),
+        (status = 400, description = "A parameter breaks a rule; `field_errors` names it", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database cannot serve now; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(route = "/api/v1/audit/events", correlation_id))]
 async fn list_events(
     State(state): State<AppState>,
@@ -152,6 +200,19 @@ async fn list_events(
 }
 
 /// `GET /api/v1/audit/events/{event_id}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit/events/{event_id}",
+    tag = "audit",
+    summary = "Read one audit event",
+    params(("event_id" = Uuid, Path, description = "The event's id")),
+    responses(
+        (status = 200, description = "The event", body = AuditEvent),
+        (status = 400, description = "event_id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No event with this id", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database cannot serve now; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(route = "/api/v1/audit/events/{event_id}"))]
 async fn get_event(
     State(state): State<AppState>,

@@ -5,9 +5,10 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::state::AppState;
 
@@ -15,12 +16,20 @@ use super::state::AppState;
 const READY_PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Both probes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(get_healthz))
-        .route("/readyz", get(get_readyz))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_healthz))
+        .routes(routes!(get_readyz))
 }
 
+/// Alive: the process answers (no I/O).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    summary = "Liveness",
+    responses((status = 200, description = "The process is alive", content_type = "application/json"))
+)]
 async fn get_healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
@@ -28,6 +37,16 @@ async fn get_healthz() -> Json<serde_json::Value> {
 /// Ready: not shutting down, migrations applied (checked before the listener opened), and the
 /// database answers. A saturated pool still counts as answering, so load never takes the
 /// service out of rotation.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    summary = "Readiness",
+    responses(
+        (status = 200, description = "Ready to accept writes", content_type = "application/json"),
+        (status = 503, description = "Starting, shutting down, or the database is unavailable; has Retry-After", content_type = "application/json"),
+    )
+)]
 async fn get_readyz(State(state): State<AppState>) -> Response {
     let not_ready = |status: &str| {
         (

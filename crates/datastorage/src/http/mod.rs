@@ -1,7 +1,8 @@
 //! The HTTP surface: one file per resource, each with its own `router()`, merged here.
 //!
-//! Two listeners: the API (audit routes, `/openapi.json`, `/healthz`, `/readyz`) and metrics
-//! (`/metrics`, `/healthz`, `/readyz`). What every request passes through is in `middleware`;
+//! Two listeners: the API (audit routes, `/openapi.json`, `/docs/`, `/healthz`, `/readyz`) and
+//! metrics (`/metrics`, `/healthz`, `/readyz`); upstream's health port adds a third with the
+//! probes. The API's OpenAPI document is generated from its routers (`openapi`). What every request passes through is in `middleware`;
 //! handlers share [`AppState`] and return [`error::Result`], whose error maps to an RFC 7807
 //! problem in one place.
 
@@ -21,18 +22,28 @@ mod verify;
 use axum::http::HeaderValue;
 use axum::Router;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use state::AppState;
+
+/// Every documented route of the API listener, with its OpenAPI operation.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(events::router())
+        .merge(verify::router())
+        .merge(health::router())
+}
 
 /// The API router.
 pub fn api_router(state: AppState) -> Router {
     let server = &state.settings.server;
+    let (routes, spec) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(api_routes())
+        .split_for_parts();
     // Body size, read timeout and the in-flight byte budget are the JSON extractor's (`body`).
-    let mut router = Router::new()
-        .merge(events::router())
-        .merge(verify::router())
-        .merge(openapi::router())
-        .merge(health::router())
+    let mut router = routes
+        .merge(openapi::router(spec))
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed);
     if !server.cors_allowed_origins.is_empty() {
@@ -61,16 +72,14 @@ pub fn api_router(state: AppState) -> Router {
 pub fn metrics_router(state: AppState) -> Router {
     let router = Router::new()
         .merge(metrics::router())
-        .merge(health::router())
+        .merge(Router::from(health::router()))
         .fallback(middleware::not_found);
     middleware::with_common_layers(router, state)
 }
 
 /// The router of upstream's health port: the probes only.
 pub fn health_router(state: AppState) -> Router {
-    let router = Router::new()
-        .merge(health::router())
-        .fallback(middleware::not_found);
+    let router = Router::from(health::router()).fallback(middleware::not_found);
     middleware::with_common_layers(router, state)
 }
 

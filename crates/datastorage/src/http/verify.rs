@@ -1,20 +1,35 @@
 //! `POST /api/v1/audit/verify-chain`.
 
 use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
-use datastorage_api::{FieldErrors, VerifyChainResponse};
+use axum::Json;
+use datastorage_api::{FieldErrors, Problem, VerifyChainRequest, VerifyChainResponse};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::body::JsonBody;
 use super::error::{ApiError, Result};
 use super::state::AppState;
 
 /// `POST /api/v1/audit/verify-chain`.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/audit/verify-chain", post(verify_chain))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(verify_chain))
 }
 
 /// Walks one chain and reports every broken link (200 either way; `is_valid` tells).
+#[utoipa::path(
+    post,
+    path = "/api/v1/audit/verify-chain",
+    tag = "audit",
+    summary = "Verify the hash chain of a correlation id",
+    description = "Walks the chain in sequence order and reports every broken link: edited content, a broken previous_event_hash link, deleted rows, rows removed from the end. 200 either way; is_valid and verdict tell.",
+    request_body(content = VerifyChainRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The verification", body = VerifyChainResponse),
+        (status = 400, description = "correlation_id is missing or breaks a rule", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The Content-Type is not application/json", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database cannot serve now, or too many verifications run; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 #[tracing::instrument(skip_all, fields(route = "/api/v1/audit/verify-chain", correlation_id))]
 async fn verify_chain(
     State(state): State<AppState>,
