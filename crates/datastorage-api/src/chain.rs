@@ -14,10 +14,50 @@ use sha2::{Digest, Sha256};
 use crate::types::AuditEvent;
 use crate::validate::ValidatedEvent;
 
-/// Name stored in `hash_algorithm` for plain SHA-256 chains.
+/// Name stored in `hash_algorithm` for plain SHA-256 chains of the first form (rows written
+/// before principals existed: the canonical object has no `ingested_by`).
 pub const ALGORITHM_SHA256: &str = "sha256";
-/// Name stored in `hash_algorithm` for keyed chains: HMAC-SHA-256 with a configured key.
+/// Name stored in `hash_algorithm` for keyed chains of the first form: HMAC-SHA-256 with a
+/// configured key.
 pub const ALGORITHM_HMAC_SHA256: &str = "hmac-sha256";
+/// Plain SHA-256, second form: the canonical object also covers `ingested_by`.
+pub const ALGORITHM_SHA256_V2: &str = "sha256-v2";
+/// HMAC-SHA-256, second form: the canonical object also covers `ingested_by`.
+pub const ALGORITHM_HMAC_SHA256_V2: &str = "hmac-sha256-v2";
+
+/// Which fields the canonical object holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// Every stored field of the event but `ingested_by` (rows of `sha256`, `hmac-sha256`).
+    V1,
+    /// Every stored field, `ingested_by` included (rows of `sha256-v2`, `hmac-sha256-v2`): the
+    /// principal that wrote a row cannot be changed without breaking its link.
+    V2,
+}
+
+impl Form {
+    /// The form a stored `hash_algorithm` uses, and whether it is keyed; `None` for a name
+    /// this version does not know.
+    pub fn of(algorithm: &str) -> Option<(Form, bool)> {
+        match algorithm {
+            ALGORITHM_SHA256 => Some((Form::V1, false)),
+            ALGORITHM_HMAC_SHA256 => Some((Form::V1, true)),
+            ALGORITHM_SHA256_V2 => Some((Form::V2, false)),
+            ALGORITHM_HMAC_SHA256_V2 => Some((Form::V2, true)),
+            _ => None,
+        }
+    }
+
+    /// The `hash_algorithm` name of this form, keyed or not.
+    pub fn algorithm(self, keyed: bool) -> &'static str {
+        match (self, keyed) {
+            (Form::V1, false) => ALGORITHM_SHA256,
+            (Form::V1, true) => ALGORITHM_HMAC_SHA256,
+            (Form::V2, false) => ALGORITHM_SHA256_V2,
+            (Form::V2, true) => ALGORITHM_HMAC_SHA256_V2,
+        }
+    }
+}
 
 /// The timestamp form used inside the canonical JSON: UTC, microseconds, `Z`.
 pub fn canonical_timestamp(t: &DateTime<Utc>) -> String {
@@ -28,13 +68,13 @@ pub fn canonical_timestamp(t: &DateTime<Utc>) -> String {
 /// one ([`AuditEvent`] with its `event_data` parsed). Both hash to the same bytes when their
 /// stored fields are equal, so a stored row is checked without converting it back.
 pub trait Canonical {
-    /// RFC 8785 canonical JSON of the event at chain position `chain_sequence`.
-    fn canonical_bytes(&self, chain_sequence: i64) -> Vec<u8>;
+    /// RFC 8785 canonical JSON of the event at chain position `chain_sequence`, in `form`.
+    fn canonical_bytes(&self, chain_sequence: i64, form: Form) -> Vec<u8>;
 }
 
 /// RFC 8785 canonical JSON of an event at a chain position, as text.
-pub fn canonical_json(event: &impl Canonical, chain_sequence: i64) -> String {
-    let bytes = event.canonical_bytes(chain_sequence);
+pub fn canonical_json(event: &impl Canonical, chain_sequence: i64, form: Form) -> String {
+    let bytes = event.canonical_bytes(chain_sequence, form);
     // Every byte written is JSON text built from `str`s and ASCII.
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
@@ -45,6 +85,8 @@ enum Field<'a> {
     Num(Option<f64>),
     Bool(bool),
     Object(&'a Map<String, Value>),
+    /// Not part of this form: the key is left out.
+    Absent,
 }
 
 /// The canonical JSON of an event, written directly: the event's keys are fixed and listed here
@@ -54,14 +96,18 @@ enum Field<'a> {
 /// batch writes. A macro, because [`ValidatedEvent`] and [`AuditEvent`] carry the hashed fields
 /// under the same names and types; one list serves both.
 macro_rules! canonical_bytes {
-    ($e:expr, $chain_sequence:expr) => {{
+    ($e:expr, $chain_sequence:expr, $form:expr) => {{
         let e = $e;
         let event_id = e.event_id.to_string();
         let timestamp = canonical_timestamp(&e.event_timestamp);
         let parent_id = e.parent_event_id.map(|id| id.to_string());
         let parent_date = e.parent_event_date.as_ref().map(canonical_timestamp);
         // RFC 8785 writes every number as an IEEE 754 double, integers included.
-        let fields: [(&str, Field<'_>); 25] = [
+        let ingested_by = match $form {
+            Form::V1 => Field::Absent,
+            Form::V2 => Field::Str(e.ingested_by.as_deref()),
+        };
+        let fields: [(&str, Field<'_>); 26] = [
             ("actor_id", Field::Str(e.actor_id.as_deref())),
             ("actor_ip", Field::Str(e.actor_ip.as_deref())),
             ("actor_type", Field::Str(e.actor_type.as_deref())),
@@ -81,6 +127,7 @@ macro_rules! canonical_bytes {
             ("event_outcome", Field::Str(Some(e.event_outcome.as_str()))),
             ("event_timestamp", Field::Str(Some(&timestamp))),
             ("event_type", Field::Str(Some(&e.event_type))),
+            ("ingested_by", ingested_by),
             ("is_sensitive", Field::Bool(e.is_sensitive)),
             ("namespace", Field::Str(e.namespace.as_deref())),
             ("parent_event_date", Field::Str(parent_date.as_deref())),
@@ -99,21 +146,22 @@ macro_rules! canonical_bytes {
 }
 
 impl Canonical for ValidatedEvent {
-    fn canonical_bytes(&self, chain_sequence: i64) -> Vec<u8> {
-        canonical_bytes!(self, chain_sequence)
+    fn canonical_bytes(&self, chain_sequence: i64, form: Form) -> Vec<u8> {
+        canonical_bytes!(self, chain_sequence, form)
     }
 }
 
 impl Canonical for AuditEvent {
-    fn canonical_bytes(&self, chain_sequence: i64) -> Vec<u8> {
-        canonical_bytes!(self, chain_sequence)
+    fn canonical_bytes(&self, chain_sequence: i64, form: Form) -> Vec<u8> {
+        canonical_bytes!(self, chain_sequence, form)
     }
 }
 
 fn write_fields(fields: &[(&str, Field<'_>)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1024);
     out.push(b'{');
-    for (i, (key, field)) in fields.iter().enumerate() {
+    let present = fields.iter().filter(|(_, f)| !matches!(f, Field::Absent));
+    for (i, (key, field)) in present.enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -125,6 +173,7 @@ fn write_fields(fields: &[(&str, Field<'_>)]) -> Vec<u8> {
             Field::Str(None) | Field::Num(None) => out.extend_from_slice(b"null"),
             Field::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
             Field::Object(map) => write_object(&mut out, map),
+            Field::Absent => {}
         }
     }
     out.push(b'}');
@@ -189,10 +238,15 @@ fn write_number(out: &mut Vec<u8>, n: f64) {
 }
 
 /// The chain hash of an event whose predecessor's hash is `previous_hash`.
-pub fn chain_hash(previous_hash: &str, event: &impl Canonical, chain_sequence: i64) -> String {
+pub fn chain_hash(
+    previous_hash: &str,
+    event: &impl Canonical,
+    chain_sequence: i64,
+    form: Form,
+) -> String {
     let mut hasher = Sha256::new();
     hasher.update(previous_hash.as_bytes());
-    hasher.update(event.canonical_bytes(chain_sequence));
+    hasher.update(event.canonical_bytes(chain_sequence, form));
     hex::encode(hasher.finalize())
 }
 
@@ -204,11 +258,12 @@ pub fn chain_hmac(
     previous_hash: &str,
     event: &impl Canonical,
     chain_sequence: i64,
+    form: Form,
 ) -> String {
     use hmac::{Mac, SimpleHmac};
     let mut mac = SimpleHmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(previous_hash.as_bytes());
-    mac.update(&event.canonical_bytes(chain_sequence));
+    mac.update(&event.canonical_bytes(chain_sequence, form));
     hex::encode(mac.finalize().into_bytes())
 }
 
@@ -237,14 +292,18 @@ mod tests {
     #[test]
     fn canonical_json_sorts_keys_and_normalises_numbers() {
         let a = event(json!({"b": 1.0, "a": [true, null]}));
-        let c = canonical_json(&a, 1);
+        let c = canonical_json(&a, 1, Form::V1);
         assert!(c.contains(r#""event_data":{"a":[true,null],"b":1}"#), "{c}");
         assert!(c.starts_with(r#"{"actor_id":null"#), "{c}");
+        assert!(
+            !c.contains("ingested_by"),
+            "the first form leaves it out: {c}"
+        );
     }
 
     /// The reference: build the object as a `Value` and canonicalize it with `serde_jcs`.
-    fn reference(event: &ValidatedEvent, chain_sequence: i64) -> String {
-        let value = json!({
+    fn reference(event: &ValidatedEvent, chain_sequence: i64, form: Form) -> String {
+        let mut value = json!({
             "event_id": event.event_id.to_string(),
             "version": event.version,
             "event_type": event.event_type,
@@ -271,6 +330,9 @@ mod tests {
             "event_data": Value::Object(event.event_data.clone()),
             "chain_sequence": chain_sequence,
         });
+        if form == Form::V2 {
+            value["ingested_by"] = json!(event.ingested_by);
+        }
         serde_jcs::to_string(&value).unwrap()
     }
 
@@ -307,14 +369,21 @@ mod tests {
             }
         }))
         .unwrap();
+        let signed = ValidatedEvent {
+            ingested_by: Some("system:serviceaccount:kubernaut:gateway".to_owned()),
+            ..full.clone()
+        };
         let minimal = event(json!({}));
         for (e, seq) in [
             (&full, 1),
             (&full, 9_007_199_254_740_993),
+            (&signed, 2),
             (&minimal, 0),
             (&minimal, -1),
         ] {
-            assert_eq!(canonical_json(e, seq), reference(e, seq));
+            for form in [Form::V1, Form::V2] {
+                assert_eq!(canonical_json(e, seq, form), reference(e, seq, form));
+            }
         }
     }
 
@@ -350,33 +419,54 @@ mod tests {
             chain_sequence: 7,
             event_hash: String::new(),
             previous_event_hash: String::new(),
-            hash_algorithm: ALGORITHM_SHA256.to_owned(),
+            hash_algorithm: ALGORITHM_SHA256_V2.to_owned(),
             hash_key_id: None,
+            ingested_by: None,
             legal_hold: false,
         };
-        assert_eq!(canonical_json(&stored, 7), canonical_json(&e, 7));
-        let mut edited = stored.clone();
-        edited.event_action = "other".to_owned();
-        assert_ne!(canonical_json(&edited, 7), canonical_json(&e, 7));
+        for form in [Form::V1, Form::V2] {
+            assert_eq!(
+                canonical_json(&stored, 7, form),
+                canonical_json(&e, 7, form)
+            );
+            let mut edited = stored.clone();
+            edited.event_action = "other".to_owned();
+            assert_ne!(
+                canonical_json(&edited, 7, form),
+                canonical_json(&e, 7, form)
+            );
+        }
+        // The principal is covered by the second form only.
+        let mut claimed = stored.clone();
+        claimed.ingested_by = Some("someone-else".to_owned());
+        assert_eq!(
+            canonical_json(&claimed, 7, Form::V1),
+            canonical_json(&e, 7, Form::V1)
+        );
+        assert_ne!(
+            canonical_json(&claimed, 7, Form::V2),
+            canonical_json(&e, 7, Form::V2)
+        );
     }
 
     #[test]
     fn hash_depends_on_previous_hash_sequence_and_content() {
         let e = event(json!({"x": 1}));
-        let h = chain_hash("", &e, 1);
+        let h = chain_hash("", &e, 1, Form::V2);
         assert_eq!(h.len(), 64);
-        assert_ne!(h, chain_hash("00", &e, 1));
-        assert_ne!(h, chain_hash("", &e, 2));
-        assert_ne!(h, chain_hash("", &event(json!({"x": 2})), 1));
-        assert_eq!(h, chain_hash("", &event(json!({"x": 1})), 1));
+        assert_ne!(h, chain_hash("00", &e, 1, Form::V2));
+        assert_ne!(h, chain_hash("", &e, 2, Form::V2));
+        assert_ne!(h, chain_hash("", &event(json!({"x": 2})), 1, Form::V2));
+        assert_eq!(h, chain_hash("", &event(json!({"x": 1})), 1, Form::V2));
+        assert_ne!(h, chain_hash("", &e, 1, Form::V1), "the forms differ");
     }
 
     #[test]
     fn keyed_hash_depends_on_the_key() {
         let e = event(json!({"x": 1}));
-        let a = chain_hmac(b"key-one", "", &e, 1);
+        let a = chain_hmac(b"key-one", "", &e, 1, Form::V2);
         assert_eq!(a.len(), 64);
-        assert_ne!(a, chain_hmac(b"key-two", "", &e, 1));
-        assert_ne!(a, chain_hash("", &e, 1));
+        assert_ne!(a, chain_hmac(b"key-two", "", &e, 1, Form::V2));
+        assert_ne!(a, chain_hash("", &e, 1, Form::V2));
     }
 }

@@ -38,6 +38,12 @@ pub enum ProblemType {
     Timeout,
     /// The request body did not arrive within `server.readTimeout` (408).
     BodyTimeout,
+    /// No credentials, or credentials that prove nothing (401); `WWW-Authenticate` says how.
+    Unauthorized,
+    /// Authenticated, but not allowed to do this (403).
+    Forbidden,
+    /// Too many requests from this principal (429); `Retry-After` says when to try again.
+    RateLimitExceeded,
     /// A bug (500).
     Internal,
 }
@@ -57,6 +63,9 @@ impl ProblemType {
             Self::ServiceUnavailable => "service-unavailable",
             Self::Timeout => "timeout",
             Self::BodyTimeout => "body-timeout",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::RateLimitExceeded => "rate-limit-exceeded",
             Self::Internal => "internal-error",
         }
     }
@@ -75,6 +84,9 @@ impl ProblemType {
             Self::ServiceUnavailable => "Service Unavailable",
             Self::Timeout => "Request Timed Out",
             Self::BodyTimeout => "Request Body Timeout",
+            Self::Unauthorized => "Unauthorized",
+            Self::Forbidden => "Forbidden",
+            Self::RateLimitExceeded => "Rate Limit Exceeded",
             Self::Internal => "Internal Server Error",
         }
     }
@@ -89,6 +101,9 @@ impl ProblemType {
             Self::EventIdConflict => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
+            Self::Unauthorized => 401,
+            Self::Forbidden => 403,
+            Self::RateLimitExceeded => 429,
             Self::Internal => 500,
             Self::ServiceUnavailable | Self::Timeout => 503,
         }

@@ -345,11 +345,18 @@ pub struct AuditEvent<D = JsonObject> {
     pub event_hash: String,
     /// The previous event's chain hash (hex), empty for the first event of a chain.
     pub previous_event_hash: String,
-    /// Hash algorithm of this row (`sha256` or `hmac-sha256`) (extension).
+    /// Hash algorithm of this row (extension): `sha256-v2` or `hmac-sha256-v2` (the hash covers
+    /// `ingested_by`), or, for rows written before principals existed, `sha256` or
+    /// `hmac-sha256`.
     pub hash_algorithm: String,
-    /// Id of the key of an `hmac-sha256` row (extension).
+    /// Id of the key of a keyed (`hmac-…`) row (extension).
     #[serde(default)]
     pub hash_key_id: Option<String>,
+    /// The authenticated principal that wrote the event (extension): a token's name, a
+    /// Kubernetes user, a certificate identity, or `anonymous` when the server authenticates
+    /// nobody. Absent on rows written before principals existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingested_by: Option<String>,
     /// Legal hold flag (contract field; legal hold is not built yet, so always false).
     pub legal_hold: bool,
 }

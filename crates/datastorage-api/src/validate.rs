@@ -132,6 +132,8 @@ pub struct ValidatedEvent {
     pub is_sensitive: bool,
     /// Payload.
     pub event_data: Map<String, Value>,
+    /// The principal that writes it; set by the server after validation, never from the body.
+    pub ingested_by: Option<String>,
 }
 
 /// Checks one event and returns what will be stored, or every broken rule.
@@ -217,6 +219,7 @@ pub fn validate_event(value: &Value) -> Result<ValidatedEvent, FieldErrors> {
             retention_days: retention_days.map_or(DEFAULT_RETENTION_DAYS, |d| d as i32),
             is_sensitive: is_sensitive.unwrap_or(false),
             event_data,
+            ingested_by: None,
         }),
         _ => Err(errors),
     }

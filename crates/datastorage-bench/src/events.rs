@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
-use datastorage_api::chain::{chain_hash, ALGORITHM_SHA256};
+use datastorage_api::chain::{chain_hash, Form, ALGORITHM_SHA256};
 use datastorage_api::{validate_event, EventCategory, ValidatedEvent};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
@@ -438,7 +438,7 @@ impl Gen {
                 "trace_id".to_owned(),
                 Value::String(format!("{:032x}", self.rng.u128(..))),
             );
-            let hash = chain_hash(&prev, &e, seq);
+            let hash = chain_hash(&prev, &e, seq, Form::V1);
             let data = serde_json::to_string(&e.event_data).unwrap_or_default();
             let _ = write!(
                 out,

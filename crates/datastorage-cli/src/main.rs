@@ -26,7 +26,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// DataStorage: the audit-event store that is the only holder of database connections.
 ///
 /// With no config file and no DATASTORAGE_* variables, it stores into SQLite at
-/// ./data/datastorage.db and listens on 0.0.0.0:8080 (API) and 0.0.0.0:9090 (metrics).
+/// ./data/datastorage.db and listens on 127.0.0.1:8080 (API, unauthenticated because it is
+/// loopback) and 0.0.0.0:9090 (metrics). To serve the network, set server.host and auth.mode.
 #[derive(Debug, Parser)]
 #[command(name = "datastorage", version, about, long_about)]
 struct Cli {

@@ -459,7 +459,18 @@ async fn progress_is_shown_only_when_stdout_is_a_terminal() {
         })
         .collect();
     let post = ["events", "--url", &base, "post", "--stdin"].map(str::to_owned);
-    let query = ["events", "--url", &base, "query", "--all", "--limit", "2"].map(str::to_owned);
+    let query = [
+        "events",
+        "--url",
+        &base,
+        "query",
+        "--correlation-id",
+        "progress-1",
+        "--all",
+        "--limit",
+        "2",
+    ]
+    .map(str::to_owned);
     let (post_tty, post_piped, query_tty, query_piped) = tokio::task::spawn_blocking(move || {
         (
             on_terminal(&post, lines.as_bytes(), true),

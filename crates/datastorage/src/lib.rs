@@ -7,7 +7,8 @@
 //! Where each concern lives (see `ARCHITECTURE.md` at the repository root):
 //! - [`config`]: typed settings, one file per section;
 //! - [`http`]: routers, middleware, one file per resource;
-//! - [`auth`]: access control (empty until it is built);
+//! - [`auth`]: access control: authentication modes, scopes, the route table, rate limits,
+//!   access records; [`reload`]: files re-read when they change;
 //! - [`domain`]: the hash chain, pure logic;
 //! - [`writer`]: the one door every write goes through;
 //! - [`workers`]: background work (the group commit);
@@ -21,6 +22,7 @@ pub mod db;
 pub mod domain;
 pub mod http;
 pub mod metrics;
+pub mod reload;
 pub mod startup;
 pub mod telemetry;
 pub mod workers;

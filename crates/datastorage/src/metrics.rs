@@ -61,6 +61,81 @@ pub struct BuildLabels {
     pub version: &'static str,
 }
 
+/// Labels of authentication outcomes.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    /// `auth.mode`: `tokens`, `kubernetes`, `mtls`, `none`.
+    pub mode: &'static str,
+    /// `allowed`, `unauthenticated`, `forbidden`, `rate_limited`, `unavailable`.
+    pub result: &'static str,
+}
+
+/// Labels of the Kubernetes answer cache.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// `tokenreview` or `subjectaccessreview`.
+    pub api: &'static str,
+    /// `hit` or `miss`.
+    pub result: &'static str,
+}
+
+/// Labels of calls to the Kubernetes API server.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KubernetesApiLabels {
+    /// `tokenreview` or `subjectaccessreview`.
+    pub api: &'static str,
+}
+
+/// Labels of file reloads.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `tokens` (the tokens file) or `tls` (the API listener's certificate, key and client CA).
+    pub file: &'static str,
+    /// `ok`, or `error` (the old contents stay in force).
+    pub result: &'static str,
+}
+
+/// Labels of access records.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AccessLabels {
+    /// `query`, `read`, `verify` or `denied`.
+    pub action: &'static str,
+    /// `recorded`, `suppressed` (denials beyond `auth.denialsPerSecond`) or `failed`.
+    pub result: &'static str,
+}
+
+/// Counters of access control, shared with `auth` (declared here, incremented there).
+#[derive(Debug, Clone)]
+pub struct AuthCounters {
+    /// Authentication and authorization outcomes.
+    pub requests: Family<AuthLabels, Counter>,
+    /// Kubernetes answers served from the cache, or not.
+    pub cache: Family<CacheLabels, Counter>,
+    /// Latency of TokenReview and SubjectAccessReview calls.
+    pub kubernetes_duration: Family<KubernetesApiLabels, Histogram>,
+    /// Failed TokenReview and SubjectAccessReview calls (answered 503).
+    pub kubernetes_errors: Family<KubernetesApiLabels, Counter>,
+    /// Reloads of the tokens file and of the TLS files.
+    pub reloads: Family<ReloadLabels, Counter>,
+    /// Access records written, suppressed or failed.
+    pub access: Family<AccessLabels, Counter>,
+}
+
+impl Default for AuthCounters {
+    fn default() -> Self {
+        Self {
+            requests: Family::default(),
+            cache: Family::default(),
+            kubernetes_duration: Family::new_with_constructor(
+                seconds_histogram as fn() -> Histogram,
+            ),
+            kubernetes_errors: Family::default(),
+            reloads: Family::default(),
+            access: Family::default(),
+        }
+    }
+}
+
 /// The registry and handles to every metric.
 #[derive(Debug)]
 pub struct Metrics {
@@ -81,6 +156,8 @@ pub struct Metrics {
     pub ready: Gauge,
     /// Capacity figures (PostgreSQL only), see [`crate::db::capacity`].
     pub capacity: CapacityGauges,
+    /// Access control.
+    pub auth: AuthCounters,
 }
 
 /// Gauges of the connection budget check.
@@ -253,6 +330,38 @@ impl Metrics {
             );
         }
 
+        let auth = AuthCounters::default();
+        registry.register(
+            "datastorage_auth_requests",
+            "Requests checked by access control, by auth.mode and result (allowed, unauthenticated, forbidden, rate_limited, unavailable)",
+            auth.requests.clone(),
+        );
+        registry.register(
+            "datastorage_auth_cache_requests",
+            "Kubernetes answers looked up in the cache, by API (tokenreview, subjectaccessreview) and result (hit, miss)",
+            auth.cache.clone(),
+        );
+        registry.register(
+            "datastorage_auth_kubernetes_request_duration_seconds",
+            "Latency of TokenReview and SubjectAccessReview calls to the API server",
+            auth.kubernetes_duration.clone(),
+        );
+        registry.register(
+            "datastorage_auth_kubernetes_errors",
+            "TokenReview and SubjectAccessReview calls that failed or timed out (the request answered 503)",
+            auth.kubernetes_errors.clone(),
+        );
+        registry.register(
+            "datastorage_auth_reloads",
+            "Reloads of the tokens file and the API listener's TLS files, by result (ok, error: the old contents stay)",
+            auth.reloads.clone(),
+        );
+        registry.register(
+            "datastorage_access_records",
+            "Access records (the service's own audit events of reads and denials), by action and result (recorded, suppressed, failed)",
+            auth.access.clone(),
+        );
+
         // Pre-create the per-category series so a dashboard shows zeros instead of gaps.
         for c in datastorage_api::EventCategory::ALL {
             let _ = events_written.get_or_create(&CategoryLabels {
@@ -274,6 +383,7 @@ impl Metrics {
             write_duration,
             ready,
             capacity: cap,
+            auth,
         }
     }
 

@@ -18,12 +18,15 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::auth::access::AccessLog;
+use crate::auth::Auth;
 use crate::config::{format_duration, CapacityPolicy, Driver, Settings};
 use crate::db::{capacity, Store};
 use crate::domain::chain::Hasher;
 use crate::http::body::body_budget;
 use crate::http::readiness::Readiness;
 use crate::http::serve::{serve, ConnLimits, Gate};
+use crate::http::tls::Tls;
 use crate::http::{api_router, health_router, metrics_router, starting_router, AppState};
 use crate::metrics::Metrics;
 use crate::writer::AuditWriter;
@@ -132,12 +135,21 @@ async fn build(
         "connection pool settings in effect"
     );
 
+    let auth = Arc::new(Auth::new(&settings, metrics.auth.clone())?);
     let writer = AuditWriter::start(
         store.clone(),
         settings.server.max_batch_size,
         Arc::clone(&metrics),
     );
+    let access = AccessLog::new(
+        writer.clone(),
+        settings.auth.record_reads,
+        settings.auth.denials_per_second,
+        metrics.auth.clone(),
+    );
     let state = AppState {
+        auth,
+        access,
         writer,
         store: store.reader(),
         metrics,
@@ -179,6 +191,14 @@ pub async fn run(
         header_read_timeout: settings.server.header_read_timeout,
         max_connections: settings.server.max_connections,
     };
+    // TLS first: a missing or invalid file refuses the start before anything listens.
+    let tls = settings
+        .server
+        .tls
+        .as_ref()
+        .filter(|t| t.cert_and_key().is_some())
+        .map(|t| Tls::load(t, metrics.auth.clone()))
+        .transpose()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = Vec::new();
     let mut addresses = Vec::new();
@@ -195,6 +215,7 @@ pub async fn run(
                 listener,
                 gate.clone(),
                 limits,
+                if name == "api" { tls.clone() } else { None },
                 stop_rx.clone(),
             )));
         }

@@ -21,6 +21,9 @@ use crate::workers::group_commit::GroupCommit;
 pub struct AuditWriter {
     store: Store,
     group: GroupCommit,
+    /// The service's own access records: one chain, so one committer of their own, apart
+    /// from the clients' writes.
+    access: GroupCommit,
     metrics: Arc<Metrics>,
 }
 
@@ -29,9 +32,23 @@ impl AuditWriter {
     pub fn start(store: Store, max_group: usize, metrics: Arc<Metrics>) -> Self {
         Self {
             group: GroupCommit::start(store.clone(), max_group),
+            access: GroupCommit::with_committers(store.clone(), max_group, 1),
             store,
             metrics,
         }
+    }
+
+    /// Writes one of the service's own access records (see [`crate::auth::access`]); returns
+    /// once it is committed. Access records share one chain and are grouped apart from the
+    /// clients' events, so reads never queue behind writes of other chains.
+    #[tracing::instrument(skip_all)]
+    pub async fn write_access(&self, event: ValidatedEvent) -> Result<WriteOutcome, DbError> {
+        let start = Instant::now();
+        let category = event.event_category.as_str();
+        let outcome = self.access.write(event).await?;
+        self.metrics
+            .observe_write("single", Some(category), start.elapsed().as_secs_f64());
+        Ok(outcome)
     }
 
     /// Writes one event; returns once the group holding it has committed.

@@ -456,7 +456,7 @@ mod tests {
     /// Settings with every optional section and key present, so its serialization names every
     /// key a config file may hold.
     fn every_key() -> Vec<String> {
-        use crate::config::server::{UpstreamRateLimit, UpstreamTls};
+        use crate::config::server::{ServerTls, UpstreamRateLimit};
         use crate::config::upstream::{
             AuditSettings, ClientTls, RedisSettings, RetentionSettings, TelemetrySettings,
         };
@@ -478,7 +478,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        s.server.tls = Some(UpstreamTls::default());
+        s.server.tls = Some(ServerTls::default());
         s.server.rate_limit = Some(UpstreamRateLimit::default());
         s.server.endpoint_propagation_delay = Some(Duration::ZERO);
         let mut out = Vec::new();

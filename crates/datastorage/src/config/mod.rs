@@ -19,6 +19,7 @@
 //! One file per section (`server`, `logging`, `database`, `hash_chain`), the tree and its
 //! cross-section rules in `settings`, loading in `load`.
 
+mod auth;
 mod database;
 mod hash_chain;
 mod load;
@@ -29,6 +30,7 @@ mod settings;
 mod upstream;
 mod values;
 
+pub use auth::*;
 pub use database::*;
 pub use hash_chain::HashChainSettings;
 pub use load::{default_config_yaml, Loaded, ENV_CONFIG_FILE, ENV_PREFIX, ENV_SERVER_URL};

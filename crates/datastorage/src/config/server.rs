@@ -85,23 +85,45 @@ pub struct ServerSettings {
     pub max_in_flight_body_bytes: u64,
     /// Upstream's switch for its profiling endpoints: accepted; this service has none.
     pub disable_profiling: bool,
-    /// Upstream's TLS of the API listener (`certDir` with `tls.crt` and `tls.key`).
+    /// TLS of the API listener; unset: plain HTTP.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls: Option<UpstreamTls>,
+    pub tls: Option<ServerTls>,
     /// Upstream's per-IP rate limit: accepted and inactive (a client chooses its own IP with
     /// `X-Forwarded-For`, so it limits nobody who does not want to be limited).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<UpstreamRateLimit>,
 }
 
-/// `server.tls`, in upstream's shape.
+/// `server.tls`: the API listener's certificate, key and client CA, re-read when they change.
+/// Upstream's shape (`certDir` holding `tls.crt` and `tls.key`) is accepted too.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase", default)]
-pub struct UpstreamTls {
-    /// Folder holding `tls.crt` and `tls.key`.
+pub struct ServerTls {
+    /// Certificate chain (PEM), leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// Private key (PEM) of the certificate.
+    pub key_file: Option<PathBuf>,
+    /// Upstream's form: a folder holding `tls.crt` and `tls.key` (a mounted
+    /// `kubernetes.io/tls` Secret); instead of `certFile` and `keyFile`.
     pub cert_dir: Option<PathBuf>,
-    /// A CA file (upstream declares it and never reads it).
+    /// CA certificates (PEM) that sign client certificates. When set, clients may present a
+    /// certificate, and one that does not verify is refused in the handshake; `auth.mode: mtls`
+    /// needs it.
+    pub client_ca_file: Option<PathBuf>,
+    /// Upstream declares it and never reads it: accepted, inactive.
     pub ca_file: Option<PathBuf>,
+}
+
+impl ServerTls {
+    /// The certificate and key files in force: `certFile`/`keyFile`, or `certDir`'s
+    /// `tls.crt`/`tls.key`.
+    pub fn cert_and_key(&self) -> Option<(PathBuf, PathBuf)> {
+        match (&self.cert_file, &self.key_file, &self.cert_dir) {
+            (Some(c), Some(k), _) => Some((c.clone(), k.clone())),
+            (None, None, Some(dir)) => Some((dir.join("tls.crt"), dir.join("tls.key"))),
+            _ => None,
+        }
+    }
 }
 
 /// `server.rateLimit`, in upstream's shape.
@@ -119,7 +141,7 @@ pub struct UpstreamRateLimit {
 impl Default for ServerSettings {
     fn default() -> Self {
         Self {
-            host: "0.0.0.0".to_owned(),
+            host: "127.0.0.1".to_owned(),
             port: DEFAULT_PORT,
             metrics_host: "0.0.0.0".to_owned(),
             metrics_port: DEFAULT_METRICS_PORT,

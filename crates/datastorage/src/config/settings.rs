@@ -3,6 +3,7 @@
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
+use super::auth::AuthSettings;
 use super::database::{DatabaseSettings, Driver, SslMode};
 use super::hash_chain::HashChainSettings;
 use super::logging::LoggingSettings;
@@ -25,6 +26,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// Keyed hash chains (HMAC-SHA-256).
     pub hash_chain: HashChainSettings,
+    /// Access control: authentication mode, scopes, rate limits, access records.
+    pub auth: AuthSettings,
     /// Upstream's HMAC key of the hash chain, applied when `hashChain.keyFile` is not set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditSettings>,
@@ -139,9 +142,10 @@ impl Settings {
             }
         }
         self.check_cors(&mut problems);
-        if s.tls.as_ref().is_some_and(|t| t.cert_dir.is_some()) {
-            problems.push("server.tls.certDir is set, but TLS on the API listener is not built in this version; refusing to serve plain HTTP instead".to_owned());
+        if let Some(tls) = &s.tls {
+            self.check_tls(tls, &mut problems);
         }
+        self.check_auth(&mut problems);
         if let Some(p) = &self.tls_profile {
             if !["old", "intermediate", "modern"].contains(&p.to_ascii_lowercase().as_str()) {
                 problems.push(format!(
@@ -236,6 +240,78 @@ impl Settings {
         }
     }
 
+    fn check_tls(&self, tls: &super::server::ServerTls, problems: &mut Vec<String>) {
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            problems.push("server.tls.certFile and server.tls.keyFile go together".to_owned());
+        }
+        if tls.cert_dir.is_some() && tls.cert_file.is_some() {
+            problems.push(
+                "set server.tls.certDir or server.tls.certFile and keyFile, not both".to_owned(),
+            );
+        }
+        let files = tls.cert_and_key();
+        if files.is_none() && (tls.client_ca_file.is_some() || tls.ca_file.is_some()) {
+            problems.push("server.tls needs certFile and keyFile (or certDir): refusing to serve plain HTTP with TLS configured".to_owned());
+        }
+        let named = files
+            .iter()
+            .flat_map(|(c, k)| {
+                let (ck, kk) = if tls.cert_dir.is_some() {
+                    ("server.tls.certDir", "server.tls.certDir")
+                } else {
+                    ("server.tls.certFile", "server.tls.keyFile")
+                };
+                [(ck, c.clone()), (kk, k.clone())]
+            })
+            .chain(
+                tls.client_ca_file
+                    .iter()
+                    .map(|f| ("server.tls.clientCaFile", f.clone())),
+            );
+        for (key, path) in named {
+            if let Err(e) = std::fs::metadata(&path) {
+                problems.push(format!(
+                    "{key}: cannot read {}: {e}; refusing to start rather than serve plain HTTP",
+                    path.display()
+                ));
+            }
+        }
+    }
+
+    fn check_auth(&self, problems: &mut Vec<String>) {
+        use super::auth::AuthMode;
+        let auth = &self.auth;
+        match auth.mode {
+            Some(AuthMode::Tokens) if auth.tokens_file.is_none() => {
+                problems.push("auth.mode is tokens but auth.tokensFile is not set".to_owned())
+            }
+            Some(AuthMode::Mtls)
+                if self.server.tls.as_ref().is_none_or(|t| t.client_ca_file.is_none()) =>
+            {
+                problems.push("auth.mode is mtls but server.tls.clientCaFile is not set: the API listener must verify client certificates".to_owned())
+            }
+            Some(mode @ (AuthMode::Mtls | AuthMode::None)) if auth.metrics_require_auth => {
+                problems.push(format!(
+                    "auth.metricsRequireAuth needs a bearer-token mode (tokens or kubernetes); auth.mode is {}",
+                    mode.as_str()
+                ))
+            }
+            _ => {}
+        }
+        let cache = &auth.kubernetes.cache;
+        if auth.kubernetes.timeout.is_zero() {
+            problems.push("auth.kubernetes.timeout must be greater than 0".to_owned());
+        }
+        if cache.max_entries == 0 {
+            problems.push("auth.kubernetes.cache.maxEntries must be at least 1".to_owned());
+        }
+        if auth.kubernetes.group.is_empty() || auth.kubernetes.resource.is_empty() {
+            problems.push(
+                "auth.kubernetes.group and auth.kubernetes.resource must not be empty".to_owned(),
+            );
+        }
+    }
+
     fn check_cors(&self, problems: &mut Vec<String>) {
         let origins = &self.server.cors_allowed_origins;
         for (i, o) in origins.iter().enumerate() {
@@ -286,8 +362,13 @@ impl Settings {
         if self.server.rate_limit.is_some() {
             v.push("server.rateLimit");
         }
-        if self.server.tls.is_some() {
-            v.push("server.tls");
+        if self
+            .server
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.ca_file.is_some())
+        {
+            v.push("server.tls.caFile");
         }
         if self.server.disable_profiling {
             v.push("server.disableProfiling");

@@ -76,6 +76,10 @@ pub enum DbError {
     /// The data broke a database rule that validation should have caught.
     #[error("the database refused the data: {0}")]
     Data(String),
+    /// The principal may not write this (another principal started the chain, and
+    /// `auth.chainAppend` is `starter`).
+    #[error("{0}")]
+    Forbidden(String),
     /// A bug or an unexpected state.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -119,6 +123,7 @@ impl DbError {
             DbError::Cancelled => DbError::Cancelled,
             DbError::Conflict(id) => DbError::Conflict(*id),
             DbError::Data(m) => DbError::Data(m.clone()),
+            DbError::Forbidden(m) => DbError::Forbidden(m.clone()),
             DbError::Internal(e) => DbError::Internal(anyhow::anyhow!("{e:#}")),
         }
     }

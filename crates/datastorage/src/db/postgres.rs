@@ -20,8 +20,8 @@ use uuid::Uuid;
 use super::error::{connect_failure, is_transient_connect_error, DbError, RETRY_AFTER_BUSY};
 use super::pool::Pool;
 use super::shared::{
-    chains_of, fail, finish, fresh_events, outcomes, shared_sql, Cancelled, Dialect, Failed,
-    RowCodec, Sql, WriteOutcome, COLUMNS,
+    chains_of, check_starters, fail, finish, first_writers, fresh_events, outcomes, shared_sql,
+    Cancelled, Dialect, Failed, RowCodec, Sql, WriteOutcome, COLUMNS,
 };
 use crate::config::{format_duration, DatabaseSettings, SslMode};
 use crate::domain::chain::{link, Hasher, Linked};
@@ -235,19 +235,19 @@ pub enum HeadLocks {
 }
 
 /// Takes the heads of chains `$1` (sorted, so writers cannot deadlock): creates the missing
-/// ones (the rows we insert are ours until commit) and locks the existing ones. A head that
-/// exists but is not returned is held by another transaction (`SKIP LOCKED`), or was created
-/// by one that committed after this statement's snapshot.
+/// ones, started by `$2` (the rows we insert are ours until commit), and locks the existing
+/// ones. A head that exists but is not returned is held by another transaction (`SKIP
+/// LOCKED`), or was created by one that committed after this statement's snapshot.
 const LOCK_HEADS: &str = "WITH created AS ( \
-        INSERT INTO audit_chain_heads (correlation_id, last_sequence, last_hash) \
-        SELECT c, 0, '' FROM unnest($1::text[]) AS c ORDER BY c \
+        INSERT INTO audit_chain_heads (correlation_id, last_sequence, last_hash, started_by) \
+        SELECT c, 0, '', b FROM unnest($1::text[], $2::text[]) AS u(c, b) ORDER BY c \
         ON CONFLICT (correlation_id) DO NOTHING \
-        RETURNING correlation_id, last_sequence, last_hash), \
+        RETURNING correlation_id, last_sequence, last_hash, started_by), \
     locked AS ( \
-        SELECT correlation_id, last_sequence, last_hash FROM audit_chain_heads \
+        SELECT correlation_id, last_sequence, last_hash, started_by FROM audit_chain_heads \
         WHERE correlation_id = ANY($1) ORDER BY correlation_id FOR UPDATE{SKIP}) \
-    SELECT correlation_id, last_sequence, last_hash FROM created \
-    UNION ALL SELECT correlation_id, last_sequence, last_hash FROM locked";
+    SELECT correlation_id, last_sequence, last_hash, started_by FROM created \
+    UNION ALL SELECT correlation_id, last_sequence, last_hash, started_by FROM locked";
 
 static LOCK_HEADS_WAIT: LazyLock<String> = LazyLock::new(|| LOCK_HEADS.replace("{SKIP}", ""));
 static LOCK_HEADS_SKIP: LazyLock<String> =
@@ -279,19 +279,26 @@ async fn write_in_tx(
     locks: HeadLocks,
     check_replays: bool,
 ) -> Result<Vec<Option<WriteOutcome>>, Failed> {
-    let mut chains: Vec<&str> = batch.iter().map(|e| e.correlation_id.as_str()).collect();
+    let all: Vec<&ValidatedEvent> = batch.iter().collect();
+    let first = first_writers(&all);
+    let mut chains: Vec<&str> = first.keys().copied().collect();
     chains.sort_unstable();
-    chains.dedup();
+    let starters: Vec<Option<&str>> = chains.iter().map(|c| first[c]).collect();
     let sql = match locks {
         HeadLocks::Wait => &*LOCK_HEADS_WAIT,
         HeadLocks::Skip => &*LOCK_HEADS_SKIP,
     };
-    let heads: Vec<(String, i64, String)> = sqlx::query_as(sql)
+    let rows: Vec<(String, i64, String, Option<String>)> = sqlx::query_as(sql)
         .bind(&chains)
+        .bind(&starters)
         .fetch_all(&mut *tx)
         .await?;
-    let mut heads: HashMap<String, (i64, String)> =
-        heads.into_iter().map(|(c, s, h)| (c, (s, h))).collect();
+    let mut heads = HashMap::with_capacity(rows.len());
+    let mut started_by = HashMap::with_capacity(rows.len());
+    for (c, s, h, b) in rows {
+        started_by.insert(c.clone(), b);
+        heads.insert(c, (s, h));
+    }
     if heads.len() < chains.len() && locks == HeadLocks::Wait {
         // A head created by a transaction that committed after our snapshot: take it again.
         return Err(Failed::Retry);
@@ -316,6 +323,7 @@ async fn write_in_tx(
         HashMap::new()
     };
     let fresh = fresh_events(hasher, events, &stored).map_err(Failed::Db)?;
+    check_starters(hasher, &fresh, &started_by).map_err(Failed::Db)?;
     let linked = link(hasher, &fresh, &mut heads);
     if !linked.is_empty() {
         let new_heads: Vec<(&str, i64, &str)> = chains_of(&fresh)
@@ -348,17 +356,18 @@ static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH ins AS (INSERT INTO audit_events ({COLUMNS}) \
          SELECT id, ts, (ts AT TIME ZONE 'UTC')::date, v, t, cat, act, o, aty, aid, aip, rty, rid, \
-                cid, pid, pdate, ns, cl, sev, dur, ec, em, rd, sens, data, seq, prev, h, alg, kid \
+                cid, pid, pdate, ns, cl, sev, dur, ec, em, rd, sens, data, seq, prev, h, alg, kid, ib \
          FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], \
                      $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
                      $13::text[], $14::uuid[], $15::timestamptz[], $16::text[], $17::text[], \
                      $18::text[], $19::bigint[], $20::text[], $21::text[], $22::int[], $23::bool[], \
-                     $24::jsonb[], $25::bigint[], $26::text[], $27::text[], $28::text[], $29::text[]) \
+                     $24::jsonb[], $25::bigint[], $26::text[], $27::text[], $28::text[], $29::text[], \
+                     $30::text[]) \
               AS u(id, ts, v, t, cat, act, o, aty, aid, aip, rty, rid, cid, pid, pdate, ns, cl, sev, \
-                   dur, ec, em, rd, sens, data, seq, prev, h, alg, kid) \
+                   dur, ec, em, rd, sens, data, seq, prev, h, alg, kid, ib) \
          ON CONFLICT (event_id) DO NOTHING RETURNING 1), \
          upd AS (UPDATE audit_chain_heads AS hd SET last_sequence = v.s, last_hash = v.h \
-                 FROM unnest($30::text[], $31::bigint[], $32::text[]) AS v(c, s, h) \
+                 FROM unnest($31::text[], $32::bigint[], $33::text[]) AS v(c, s, h) \
                  WHERE hd.correlation_id = v.c) \
          SELECT count(*) FROM ins"
     )
@@ -406,6 +415,7 @@ async fn insert_rows(
         .bind(col!(|l| l.hash.as_str()))
         .bind(col!(|l| l.algorithm))
         .bind(col!(|l| l.key_id.as_deref()))
+        .bind(col!(|l| l.event.ingested_by.as_deref()))
         .bind(heads.iter().map(|h| h.0).collect::<Vec<_>>())
         .bind(heads.iter().map(|h| h.1).collect::<Vec<_>>())
         .bind(heads.iter().map(|h| h.2).collect::<Vec<_>>())

@@ -25,7 +25,7 @@ pub const COLUMNS: &str = "event_id, event_timestamp, event_date, version, event
     event_category, event_action, event_outcome, actor_type, actor_id, actor_ip, resource_type, \
     resource_id, correlation_id, parent_event_id, parent_event_date, namespace, cluster_id, \
     severity, duration_ms, error_code, error_message, retention_days, is_sensitive, event_data, \
-    chain_sequence, previous_event_hash, event_hash, hash_algorithm, hash_key_id";
+    chain_sequence, previous_event_hash, event_hash, hash_algorithm, hash_key_id, ingested_by";
 
 /// Rows of a chain read per round trip while verifying it.
 pub const VERIFY_PAGE: i64 = 1000;
@@ -288,6 +288,7 @@ where
             previous_event_hash: text("previous_event_hash")?,
             hash_algorithm: text("hash_algorithm")?,
             hash_key_id: opt("hash_key_id")?,
+            ingested_by: opt("ingested_by")?,
             legal_hold: false,
         })
     };
@@ -443,6 +444,37 @@ pub fn fresh_events<'a>(
         }
     }
     Ok(fresh)
+}
+
+/// Refuses the write when an event would append to a chain that `auth.chainAppend: starter`
+/// keeps for another principal; `starters` maps each chain to who started it (`None` for chains
+/// from before principals existed, which anyone may extend).
+pub fn check_starters(
+    hasher: &Hasher,
+    events: &[&ValidatedEvent],
+    starters: &HashMap<String, Option<String>>,
+) -> Result<(), DbError> {
+    for e in events {
+        let started_by = starters.get(&e.correlation_id).and_then(Option::as_deref);
+        if !hasher.may_append(e, started_by) {
+            return Err(DbError::Forbidden(format!(
+                "correlation_id {:?} is a chain another principal started; with auth.chainAppend: starter only it may append",
+                e.correlation_id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Who starts each chain of `events` that has no head yet: the first event's principal.
+pub fn first_writers<'a>(events: &[&'a ValidatedEvent]) -> HashMap<&'a str, Option<&'a str>> {
+    let mut first = HashMap::new();
+    for e in events {
+        first
+            .entry(e.correlation_id.as_str())
+            .or_insert(e.ingested_by.as_deref());
+    }
+    first
 }
 
 /// The correlation ids of `events`, each once.

@@ -20,8 +20,8 @@ use uuid::Uuid;
 use super::error::DbError;
 use super::pool::Pool;
 use super::shared::{
-    chains_of, fail, finish, fresh_events, outcomes, shared_sql, Cancelled, Dialect, Failed,
-    RowCodec, Sql, WriteOutcome, COLUMNS,
+    check_starters, fail, finish, first_writers, fresh_events, outcomes, shared_sql, Cancelled,
+    Dialect, Failed, RowCodec, Sql, WriteOutcome, COLUMNS,
 };
 use crate::config::DatabaseSettings;
 use crate::domain::chain::{link, Hasher};
@@ -146,21 +146,26 @@ async fn write_in_tx(
 ) -> Result<Vec<WriteOutcome>, Failed> {
     let stored = stored_links(tx, events).await?;
     let fresh = fresh_events(hasher, events, &stored).map_err(Failed::Db)?;
+    let first = first_writers(&fresh);
     let mut heads = HashMap::new();
-    for c in chains_of(&fresh) {
-        let head: Option<(i64, String)> = sqlx::query_as(
-            "SELECT last_sequence, last_hash FROM audit_chain_heads WHERE correlation_id = ?",
+    let mut started_by = HashMap::new();
+    for (c, starter) in &first {
+        let head: Option<(i64, String, Option<String>)> = sqlx::query_as(
+            "SELECT last_sequence, last_hash, started_by FROM audit_chain_heads WHERE correlation_id = ?",
         )
         .bind(c)
         .fetch_optional(&mut *tx)
         .await?;
-        heads.insert(c.to_owned(), head.unwrap_or((0, String::new())));
+        let (sequence, hash, by) = head.unwrap_or((0, String::new(), starter.map(str::to_owned)));
+        heads.insert((*c).to_owned(), (sequence, hash));
+        started_by.insert((*c).to_owned(), by);
     }
+    check_starters(hasher, &fresh, &started_by).map_err(Failed::Db)?;
 
     let linked = link(hasher, &fresh, &mut heads);
     let insert_sql = format!(
         "INSERT INTO audit_events ({COLUMNS}) VALUES ({})",
-        ["?"; 30].join(", ")
+        ["?"; 31].join(", ")
     );
     for l in &linked {
         let e = l.event;
@@ -195,18 +200,20 @@ async fn write_in_tx(
             .bind(&l.hash)
             .bind(l.algorithm)
             .bind(l.key_id.as_deref())
+            .bind(e.ingested_by.as_deref())
             .execute(&mut *tx)
             .await?;
     }
-    for c in chains_of(&fresh) {
-        let (seq, hash) = &heads[c];
+    for (c, starter) in &first {
+        let (seq, hash) = &heads[*c];
         sqlx::query(
-            "INSERT INTO audit_chain_heads (correlation_id, last_sequence, last_hash) VALUES (?, ?, ?) \
+            "INSERT INTO audit_chain_heads (correlation_id, last_sequence, last_hash, started_by) VALUES (?, ?, ?, ?) \
              ON CONFLICT (correlation_id) DO UPDATE SET last_sequence = excluded.last_sequence, last_hash = excluded.last_hash",
         )
         .bind(c)
         .bind(seq)
         .bind(hash)
+        .bind(starter)
         .execute(&mut *tx)
         .await?;
     }

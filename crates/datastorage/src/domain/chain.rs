@@ -10,24 +10,37 @@ use std::fmt;
 use anyhow::{ensure, Context as _};
 use chrono::DateTime;
 use chrono::Utc;
-use datastorage_api::chain::{chain_hash, chain_hmac, ALGORITHM_HMAC_SHA256, ALGORITHM_SHA256};
+use datastorage_api::chain::{chain_hash, chain_hmac, Form};
 use datastorage_api::{
     AuditEvent, ChainVerdict, TamperedEvent, ValidatedEvent, VerifyChainResponse,
 };
 use uuid::Uuid;
 
-use crate::config::{Settings, AUDIT_KEY_ID};
+use crate::config::{ChainAppend, Settings, AUDIT_KEY_ID};
 
 /// Shortest accepted HMAC key.
 pub const MIN_KEY_BYTES: usize = 32;
 
 /// Computes and checks chain hashes: plain SHA-256, or HMAC-SHA-256 with the active key; holds
-/// retired keys for verification. Keys never print.
-#[derive(Clone, Default)]
+/// retired keys for verification, and the rule of who may append to a chain
+/// (`auth.chainAppend`). Keys never print.
+#[derive(Clone)]
 pub struct Hasher {
     active: Option<String>,
     keys: HashMap<String, Vec<u8>>,
     accept_unkeyed: bool,
+    append: ChainAppend,
+}
+
+impl Default for Hasher {
+    fn default() -> Self {
+        Self {
+            active: None,
+            keys: HashMap::new(),
+            accept_unkeyed: false,
+            append: ChainAppend::Any,
+        }
+    }
 }
 
 impl fmt::Debug for Hasher {
@@ -63,6 +76,7 @@ impl Hasher {
         };
         let mut hasher = Hasher {
             accept_unkeyed: s.accept_unkeyed,
+            append: settings.auth.chain_append,
             ..Hasher::default()
         };
         for (id, path) in &s.verify_key_files {
@@ -118,7 +132,8 @@ impl Hasher {
         ids
     }
 
-    /// `(hash, algorithm, key id)` of a new event.
+    /// `(hash, algorithm, key id)` of a new event: always the current form, which covers
+    /// `ingested_by`.
     fn sign(
         &self,
         previous_hash: &str,
@@ -127,13 +142,13 @@ impl Hasher {
     ) -> (String, &'static str, Option<String>) {
         match &self.active {
             Some(id) => (
-                chain_hmac(&self.keys[id], previous_hash, event, sequence),
-                ALGORITHM_HMAC_SHA256,
+                chain_hmac(&self.keys[id], previous_hash, event, sequence, Form::V2),
+                Form::V2.algorithm(true),
                 Some(id.clone()),
             ),
             None => (
-                chain_hash(previous_hash, event, sequence),
-                ALGORITHM_SHA256,
+                chain_hash(previous_hash, event, sequence, Form::V2),
+                Form::V2.algorithm(false),
                 None,
             ),
         }
@@ -141,6 +156,14 @@ impl Hasher {
 
     /// The hash a stored row should carry, or why it cannot be checked.
     fn recompute(&self, row: &AuditEvent) -> Result<String, Uncheckable> {
+        if row.ingested_by.is_some()
+            && Form::of(&row.hash_algorithm).is_some_and(|(f, _)| f == Form::V1)
+        {
+            return Err(Uncheckable::Suspect(format!(
+                "ingested_by is set on a {} row, whose hash does not cover it: it was added after the write",
+                row.hash_algorithm
+            )));
+        }
         self.hash_as_stored(
             &row.hash_algorithm,
             row.hash_key_id.as_deref(),
@@ -148,6 +171,16 @@ impl Hasher {
             row,
             row.chain_sequence,
         )
+    }
+
+    /// Whether `event` may be appended to a chain that `started_by` started: always under
+    /// `auth.chainAppend: any`, and for chains from before principals existed (`None`);
+    /// otherwise only by the same principal.
+    pub fn may_append(&self, event: &ValidatedEvent, started_by: Option<&str>) -> bool {
+        match (self.append, started_by) {
+            (ChainAppend::Any, _) | (_, None) => true,
+            (ChainAppend::Starter, Some(starter)) => event.ingested_by.as_deref() == Some(starter),
+        }
     }
 
     /// Whether `event` is an idempotent replay of the stored event `stored` (same id): its
@@ -176,20 +209,19 @@ impl Hasher {
         content: &impl datastorage_api::chain::Canonical,
         sequence: i64,
     ) -> Result<String, Uncheckable> {
-        match algorithm {
-            ALGORITHM_SHA256 if !self.keys.is_empty() && !self.accept_unkeyed => Err(Uncheckable::Suspect(
-                "unkeyed sha256 row while chain keys are configured: anyone with write access to the \
+        match Form::of(algorithm) {
+            Some((_, false)) if !self.keys.is_empty() && !self.accept_unkeyed => Err(Uncheckable::Suspect(format!(
+                "unkeyed {algorithm} row while chain keys are configured: anyone with write access to the \
                  database could have recomputed it (set hashChain.acceptUnkeyed for rows written \
                  before the key)"
-                    .to_owned(),
-            )),
-            ALGORITHM_SHA256 => Ok(chain_hash(previous_hash, content, sequence)),
-            ALGORITHM_HMAC_SHA256 => {
+            ))),
+            Some((form, false)) => Ok(chain_hash(previous_hash, content, sequence, form)),
+            Some((form, true)) => {
                 let id = key_id.unwrap_or_default();
                 let key = self.keys.get(id).ok_or_else(|| Uncheckable::MissingKey(format!("signed with key {id:?}, which is not configured (hashChain.keyFile / verifyKeyFiles): cannot verify")))?;
-                Ok(chain_hmac(key, previous_hash, content, sequence))
+                Ok(chain_hmac(key, previous_hash, content, sequence, form))
             }
-            other => Err(Uncheckable::Suspect(format!("unknown hash_algorithm {other:?}"))),
+            None => Err(Uncheckable::Suspect(format!("unknown hash_algorithm {algorithm:?}"))),
         }
     }
 }
@@ -489,7 +521,7 @@ mod tests {
                 .iter()
                 .map(|id| ((*id).to_owned(), id.repeat(40).into_bytes()))
                 .collect(),
-            accept_unkeyed: false,
+            ..Hasher::default()
         }
     }
 

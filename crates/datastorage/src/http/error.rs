@@ -73,6 +73,20 @@ pub enum ApiError {
     /// The request took longer than `server.writeTimeout`.
     #[error("request did not finish within server.writeTimeout ({0:?})")]
     Timeout(Duration),
+    /// No credentials, or credentials that prove nothing.
+    #[error("{detail}")]
+    Unauthenticated {
+        /// What the client is told (names no secret).
+        detail: String,
+        /// The `WWW-Authenticate` challenge.
+        challenge: &'static str,
+    },
+    /// The principal may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The principal's rate limit is spent.
+    #[error("rate limit exceeded; retry after the Retry-After header's seconds")]
+    RateLimited(Duration),
     /// A bug.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -104,6 +118,7 @@ impl From<DbError> for ApiError {
                 errors.add("(body)", message);
                 ApiError::Validation(errors)
             }
+            DbError::Forbidden(message) => ApiError::Forbidden(message),
             DbError::Internal(e) => ApiError::Internal(e),
         }
     }
@@ -123,6 +138,9 @@ impl ApiError {
             ApiError::Conflict(_) => ProblemType::EventIdConflict,
             ApiError::Unavailable { .. } => ProblemType::ServiceUnavailable,
             ApiError::Timeout(_) => ProblemType::Timeout,
+            ApiError::Unauthenticated { .. } => ProblemType::Unauthorized,
+            ApiError::Forbidden(_) => ProblemType::Forbidden,
+            ApiError::RateLimited(_) => ProblemType::RateLimitExceeded,
             ApiError::Internal(_) => ProblemType::Internal,
         }
     }
@@ -131,6 +149,7 @@ impl ApiError {
         match self {
             ApiError::Unavailable { retry_after, .. } => Some(*retry_after),
             ApiError::Timeout(_) => Some(RETRY_AFTER_BUSY),
+            ApiError::RateLimited(wait) => Some(*wait),
             _ => None,
         }
     }
@@ -182,9 +201,14 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
         );
         if let Some(wait) = self.retry_after() {
+            // Whole seconds, rounded up: a client that waits that long is let through.
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        if let ApiError::Unauthenticated { challenge, .. } = &self {
             headers.insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(wait.as_secs().max(1)),
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
             );
         }
         response

@@ -3,15 +3,15 @@
 use std::collections::HashMap;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::Utc;
 use datastorage_api::{
     validate_event, AuditEvent, AuditEventRequest, AuditEventResponse, AuditEventsQueryResponse,
-    BatchAuditEventResponse, EventQueryParams, FieldErrors, Problem,
+    BatchAuditEventResponse, EventQueryParams, FieldErrors, Problem, ValidatedEvent,
 };
-use serde_json::Value;
+use serde_json::{json, Map, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -19,7 +19,19 @@ use uuid::Uuid;
 use super::body::JsonBody;
 use super::error::{ApiError, Result};
 use super::state::AppState;
+use crate::auth::access::{Action, Caller};
+use crate::config::AuthMode;
 use crate::db::RawJson;
+
+/// Stamps a validated event with the principal writing it (`ingested_by`), and, when the
+/// server authenticates callers and the event names no actor, makes the principal its actor
+/// (as upstream does).
+fn stamp(event: &mut ValidatedEvent, caller: &Caller, mode: AuthMode) {
+    event.ingested_by = Some(caller.principal.name.clone());
+    if event.actor_id.is_none() && mode != AuthMode::None {
+        event.actor_id = Some(caller.principal.name.clone());
+    }
+}
 
 /// The routes of `/api/v1/audit/events`, with their OpenAPI operations.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -51,9 +63,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[tracing::instrument(skip_all, fields(route = "/api/v1/audit/events", events = 1))]
 async fn create_event(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     JsonBody(body, _budget): JsonBody,
 ) -> Result<(StatusCode, Json<AuditEventResponse>)> {
-    let event = validate_event(&body).map_err(ApiError::Validation)?;
+    let mut event = validate_event(&body).map_err(ApiError::Validation)?;
+    stamp(&mut event, &caller, state.auth.mode);
     drop(body);
     let outcome = state.writer.write_one(event).await?;
     let message = if outcome.replayed {
@@ -95,6 +109,7 @@ async fn create_event(
 #[tracing::instrument(skip_all, fields(route = "/api/v1/audit/events/batch", events))]
 async fn create_events_batch(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     JsonBody(body, _budget): JsonBody,
 ) -> Result<(StatusCode, Json<BatchAuditEventResponse>)> {
     let Value::Array(items) = body else {
@@ -120,7 +135,8 @@ async fn create_events_batch(
     let mut first_position: HashMap<Uuid, usize> = HashMap::new();
     for (i, item) in items.iter().enumerate() {
         match validate_event(item) {
-            Ok(e) => {
+            Ok(mut e) => {
+                stamp(&mut e, &caller, state.auth.mode);
                 if e.id_supplied {
                     if let Some(first) = first_position.insert(e.event_id, i) {
                         errors.add(
@@ -173,6 +189,7 @@ async fn create_events_batch(
 #[tracing::instrument(skip_all, fields(route = "/api/v1/audit/events", correlation_id))]
 async fn list_events(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     params: std::result::Result<Query<EventQueryParams>, QueryRejection>,
 ) -> Result<Json<AuditEventsQueryResponse<RawJson>>> {
     let Query(params) = params.map_err(|rejection| {
@@ -193,6 +210,28 @@ async fn list_events(
     }
     let page = state.store.query_events(&filter).await?;
     let pagination = page.pagination(&filter);
+    let filters = serde_json::to_value(&params)
+        .ok()
+        .and_then(|v| match v {
+            Value::Object(map) => Some(map.into_iter().filter(|(_, v)| !v.is_null()).collect()),
+            _ => None,
+        })
+        .unwrap_or_else(Map::new);
+    let details = Map::from_iter([
+        ("filters".to_owned(), Value::Object(filters)),
+        ("rows".to_owned(), json!(page.events.len())),
+        ("total".to_owned(), json!(pagination.total)),
+    ]);
+    state
+        .access
+        .read(
+            &caller,
+            Action::Query,
+            "/api/v1/audit/events",
+            None,
+            details,
+        )
+        .await?;
     Ok(Json(AuditEventsQueryResponse {
         data: page.events,
         pagination,
@@ -216,6 +255,7 @@ async fn list_events(
 #[tracing::instrument(skip_all, fields(route = "/api/v1/audit/events/{event_id}"))]
 async fn get_event(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(event_id): Path<String>,
 ) -> Result<Json<AuditEvent<RawJson>>> {
     let id = Uuid::parse_str(&event_id).map_err(|_| {
@@ -223,10 +263,19 @@ async fn get_event(
         errors.add("event_id", "event_id must be a UUID");
         ApiError::Validation(errors)
     })?;
+    let event = state.store.get_event(id).await?;
+    let details = Map::from_iter([("rows".to_owned(), json!(usize::from(event.is_some())))]);
     state
-        .store
-        .get_event(id)
-        .await?
+        .access
+        .read(
+            &caller,
+            Action::Read,
+            "/api/v1/audit/events/{event_id}",
+            Some(&id.to_string()),
+            details,
+        )
+        .await?;
+    event
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no audit event with event_id {id}")))
 }

@@ -9,6 +9,7 @@
 pub mod body;
 pub mod error;
 mod events;
+mod guard;
 mod health;
 mod metrics;
 mod middleware;
@@ -17,6 +18,7 @@ pub mod readiness;
 pub mod serve;
 mod starting;
 pub mod state;
+pub mod tls;
 mod verify;
 
 use axum::http::HeaderValue;
@@ -44,6 +46,10 @@ pub fn api_router(state: AppState) -> Router {
     // Body size, read timeout and the in-flight byte budget are the JSON extractor's (`body`).
     let mut router = routes
         .merge(openapi::router(spec))
+        .route_layer(axum::middleware::from_fn_with_state(
+            (state.clone(), guard::Listener::Api),
+            guard::guard,
+        ))
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed);
     if !server.cors_allowed_origins.is_empty() {
@@ -73,6 +79,10 @@ pub fn metrics_router(state: AppState) -> Router {
     let router = Router::new()
         .merge(metrics::router())
         .merge(Router::from(health::router()))
+        .route_layer(axum::middleware::from_fn_with_state(
+            (state.clone(), guard::Listener::Metrics),
+            guard::guard,
+        ))
         .fallback(middleware::not_found);
     middleware::with_common_layers(router, state)
 }

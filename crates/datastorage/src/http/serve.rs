@@ -5,6 +5,8 @@
 //!   the kernel's backlog instead of taking memory and file descriptors;
 //! - a [`Gate`] that answers the probes while the service is still starting (waiting for the
 //!   database), and the whole router once it is ready;
+//! - TLS ([`Tls`]) on the API listener when `server.tls` is set, with the handshake bounded by
+//!   the header read timeout and the client certificate's identity in every request;
 //! - the peer address in every request's extensions (`ConnectInfo`);
 //! - graceful shutdown: stop accepting, let in-flight requests finish.
 
@@ -26,6 +28,9 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt as _;
+
+use super::tls::{peer_certificate, Tls};
+use crate::auth::mtls::PeerCertificate;
 
 /// Routes requests to the service's router once it is open, and to the start-up router (the
 /// probes, and 503 for the rest) until then. Cheap to clone.
@@ -54,11 +59,13 @@ impl Gate {
     }
 }
 
-/// One connection's view of the gate: adds the peer address to each request.
+/// One connection's view of the gate: adds the peer address, and the client certificate of a
+/// TLS connection, to each request.
 #[derive(Clone)]
 struct ConnService {
     gate: Gate,
     peer: SocketAddr,
+    certificate: Option<PeerCertificate>,
 }
 
 impl tower::Service<Request<Incoming>> for ConnService {
@@ -72,6 +79,9 @@ impl tower::Service<Request<Incoming>> for ConnService {
 
     fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
         req.extensions_mut().insert(ConnectInfo(self.peer));
+        if let Some(cert) = &self.certificate {
+            req.extensions_mut().insert(cert.clone());
+        }
         self.gate.router().oneshot(req)
     }
 }
@@ -93,6 +103,7 @@ pub async fn serve(
     listener: TcpListener,
     gate: Gate,
     limits: ConnLimits,
+    tls: Option<Tls>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut builder = Builder::new(TokioExecutor::new());
@@ -126,15 +137,54 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(ConnService {
-            gate: gate.clone(),
-            peer,
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let gate = gate.clone();
+        let Some(tls) = &tls else {
+            let service = TowerToHyperService::new(ConnService {
+                gate,
+                peer,
+                certificate: None,
+            });
+            let conn = graceful.watch(
+                builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned(),
+            );
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(listener = name, %peer, error = %e, "connection ended with an error");
+                }
+                drop(permit);
+            });
+            continue;
+        };
+        let acceptor = tls.acceptor();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let handshake =
+                tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+            let stream = match handshake.await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(listener = name, %peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(listener = name, %peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let certificate = peer_certificate(stream.get_ref().1);
+            let service = TowerToHyperService::new(ConnService {
+                gate,
+                peer,
+                certificate,
+            });
+            let conn = watcher.watch(
+                builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .into_owned(),
+            );
             if let Err(e) = conn.await {
                 tracing::debug!(listener = name, %peer, error = %e, "connection ended with an error");
             }

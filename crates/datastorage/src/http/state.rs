@@ -5,6 +5,8 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use super::readiness::Readiness;
+use crate::auth::access::AccessLog;
+use crate::auth::Auth;
 use crate::config::Settings;
 use crate::db::ReadStore;
 use crate::metrics::Metrics;
@@ -25,4 +27,8 @@ pub struct AppState {
     pub readiness: Arc<Readiness>,
     /// `server.maxInFlightBodyBytes`, shared by every request with a body.
     pub body_budget: Arc<Semaphore>,
+    /// Access control.
+    pub auth: Arc<Auth>,
+    /// Access records.
+    pub access: AccessLog,
 }

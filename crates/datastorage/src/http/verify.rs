@@ -1,6 +1,6 @@
 //! `POST /api/v1/audit/verify-chain`.
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::Json;
 use datastorage_api::{FieldErrors, Problem, VerifyChainRequest, VerifyChainResponse};
 use utoipa_axum::router::OpenApiRouter;
@@ -9,6 +9,7 @@ use utoipa_axum::routes;
 use super::body::JsonBody;
 use super::error::{ApiError, Result};
 use super::state::AppState;
+use crate::auth::access::{Action, Caller};
 
 /// `POST /api/v1/audit/verify-chain`.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -33,6 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[tracing::instrument(skip_all, fields(route = "/api/v1/audit/verify-chain", correlation_id))]
 async fn verify_chain(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     JsonBody(body, _budget): JsonBody,
 ) -> Result<Json<VerifyChainResponse>> {
     let correlation_id = match body.get("correlation_id") {
@@ -56,5 +58,20 @@ async fn verify_chain(
         }
     };
     tracing::Span::current().record("correlation_id", correlation_id.as_str());
-    Ok(Json(state.store.verify_chain(&correlation_id).await?))
+    let answer = state.store.verify_chain(&correlation_id).await?;
+    let details = serde_json::Map::from_iter([
+        ("rows".to_owned(), serde_json::json!(answer.total_events)),
+        ("is_valid".to_owned(), serde_json::json!(answer.is_valid)),
+    ]);
+    state
+        .access
+        .read(
+            &caller,
+            Action::Verify,
+            "/api/v1/audit/verify-chain",
+            Some(&correlation_id),
+            details,
+        )
+        .await?;
+    Ok(Json(answer))
 }

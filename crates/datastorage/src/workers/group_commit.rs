@@ -115,6 +115,13 @@ impl GroupCommit {
     /// at most [`MAX_COMMITTERS`]); a group holds at most `max_group` events, and an event waits
     /// for a committer at most the pool's `acquireTimeout`.
     pub fn start(store: Store, max_group: usize) -> Self {
+        let committers = (store.pool_limits().max_open / 2).clamp(1, MAX_COMMITTERS);
+        Self::with_committers(store, max_group, committers)
+    }
+
+    /// Like [`GroupCommit::start`], with `committers` committers (at least one). One committer
+    /// suits a queue whose events all go to one chain: two would only contend for its head.
+    pub fn with_committers(store: Store, max_group: usize, committers: u32) -> Self {
         let limits = store.pool_limits();
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let rx = Arc::new(Mutex::new(rx));
@@ -125,7 +132,7 @@ impl GroupCommit {
             max_group: max_group.max(1),
             lone_writers: Arc::new(Semaphore::new(lone_writers(limits.max_open))),
         });
-        for _ in 0..(limits.max_open / 2).clamp(1, MAX_COMMITTERS) {
+        for _ in 0..committers.max(1) {
             tokio::spawn(committer(Arc::clone(&shared), Arc::clone(&rx)));
         }
         Self {
