@@ -335,22 +335,97 @@ impl Gen {
 
     /// Appends one event's JSON to `out`.
     pub fn write_event(&mut self, out: &mut Vec<u8>) {
+        self.write_event_on(None, out);
+    }
+
+    /// Appends one event's JSON to `out`, on chain `cid_text` (or one drawn from the pool).
+    fn write_event_on(&mut self, cid_text: Option<&str>, out: &mut Vec<u8>) {
         let t = &self.templates.0[self.rng.usize(..self.templates.0.len())];
         let mut s = String::with_capacity(1200);
         s.push('{');
         if self.rng.bool() {
             let _ = write!(s, r#""event_id":"{}","#, Uuid::now_v7());
         }
+        let drawn;
+        let cid_text = match cid_text {
+            Some(c) => c,
+            None => {
+                drawn = cid(self.rng.u64(..self.cids));
+                &drawn
+            }
+        };
         let _ = write!(
             s,
-            r#""event_timestamp":"{}","correlation_id":"cid-{}","event_data":{{"trace_id":"{:032x}",{}}},{}}}"#,
+            r#""event_timestamp":"{}","correlation_id":{},"event_data":{{"trace_id":"{:032x}",{}}},{}}}"#,
             ts_text(&Utc::now()),
-            self.rng.u64(..self.cids),
+            Value::String(cid_text.to_owned()),
             self.rng.u128(..),
             t.data_rest,
             t.static_rest
         );
         out.extend_from_slice(s.as_bytes());
+    }
+
+    /// Body of `POST /api/v1/audit/events` for chain `cid_text`.
+    pub fn single_on(&mut self, cid_text: &str) -> Bytes {
+        let mut out = Vec::with_capacity(1200);
+        self.write_event_on(Some(cid_text), &mut out);
+        Bytes::from(out)
+    }
+
+    /// Body of `POST /api/v1/audit/events/batch` with `n` events, all on chain `cid_text`.
+    pub fn batch_on(&mut self, cid_text: &str, n: usize) -> Bytes {
+        let mut out = Vec::with_capacity(n * 1200 + 2);
+        out.push(b'[');
+        for i in 0..n {
+            if i > 0 {
+                out.push(b',');
+            }
+            self.write_event_on(Some(cid_text), &mut out);
+        }
+        out.push(b']');
+        Bytes::from(out)
+    }
+
+    /// Body of `POST /api/v1/audit/events/batch` with `n` events (correlation ids from the
+    /// pool), exactly `target` bytes long: each event's `event_data` gets a `blob` string
+    /// member (prose, as a large log excerpt or manifest would be) sized so the body reaches
+    /// `target`. Shorter than `target` only if the events alone are longer.
+    pub fn padded_batch(&mut self, n: usize, target: usize) -> Bytes {
+        const KEY: &[u8] = b"\"event_data\":{";
+        const FIELD: usize = r#""blob":"","#.len();
+        let n = n.max(1);
+        let events: Vec<Vec<u8>> = (0..n)
+            .map(|_| {
+                let mut v = Vec::with_capacity(1200);
+                self.write_event(&mut v);
+                v
+            })
+            .collect();
+        let base = events.iter().map(Vec::len).sum::<usize>() + (n - 1) + 2 + n * FIELD;
+        let pad = target.saturating_sub(base);
+        let (each, extra) = (pad / n, pad % n);
+        let words = PAD_WORDS.as_bytes();
+        let mut out = Vec::with_capacity(target.max(base));
+        out.push(b'[');
+        for (i, ev) in events.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let at = ev
+                .windows(KEY.len())
+                .position(|w| w == KEY)
+                .map_or(ev.len(), |p| p + KEY.len());
+            out.extend_from_slice(&ev[..at]);
+            out.extend_from_slice(b"\"blob\":\"");
+            let len = each + usize::from(i < extra);
+            let skip = self.rng.usize(..words.len());
+            out.extend(words.iter().cycle().skip(skip).take(len));
+            out.extend_from_slice(b"\",");
+            out.extend_from_slice(&ev[at..]);
+        }
+        out.push(b']');
+        Bytes::from(out)
     }
 
     /// Body of `POST /api/v1/audit/events`.
@@ -415,17 +490,18 @@ impl Gen {
         }
     }
 
-    /// Appends a whole valid chain for `cid` (`len` events, hashes computed with the API's
-    /// chain rules) as COPY rows; returns its last sequence and hash for `audit_chain_heads`.
+    /// Appends events `seqs` of a valid chain for `cid` as COPY rows, hashes computed with the
+    /// API's chain rules; `prev` is the hash of the event before the first (empty before event
+    /// 1) and is left holding the last one's, so a long chain can be written in pieces.
     pub fn chain_rows(
         &mut self,
         cid_text: &str,
-        len: i64,
+        seqs: std::ops::RangeInclusive<i64>,
+        prev: &mut String,
         start: DateTime<Utc>,
         out: &mut String,
-    ) -> (i64, String) {
-        let mut prev = String::new();
-        for seq in 1..=len {
+    ) {
+        for seq in seqs {
             let t = &self.templates.0[self.rng.usize(..self.templates.0.len())];
             let mut e = t.validated.clone();
             e.event_id = Uuid::now_v7();
@@ -438,7 +514,7 @@ impl Gen {
                 "trace_id".to_owned(),
                 Value::String(format!("{:032x}", self.rng.u128(..))),
             );
-            let hash = chain_hash(&prev, &e, seq, Form::V1);
+            let hash = chain_hash(prev, &e, seq, Form::V1);
             let data = serde_json::to_string(&e.event_data).unwrap_or_default();
             let _ = write!(
                 out,
@@ -450,11 +526,10 @@ impl Gen {
             copy_escape(cid_text, out);
             let _ = write!(out, "\t{seq}\t");
             copy_escape(&data, out);
-            copy_static_columns(&e, &prev, &hash, out);
+            copy_static_columns(&e, prev, &hash, out);
             out.push('\n');
-            prev = hash;
+            *prev = hash;
         }
-        (len, prev)
     }
 }
 
@@ -472,6 +547,9 @@ pub struct Row {
     /// `event_hash`.
     pub hash: String,
 }
+
+/// Prose the padding of [`Gen::padded_batch`] cycles through.
+const PAD_WORDS: &str = "container api in pod payments-api restarted after an out of memory kill; the node reported memory pressure and the scheduler moved the workload to another node while the remediation workflow waited for the rollout to settle. ";
 
 /// Timestamp and date text of now, for COPY rows.
 pub fn now_texts() -> (String, String) {
@@ -526,7 +604,7 @@ mod tests {
         let (ts, date) = now_texts();
         let mut out = String::new();
         g.copy_row(1, &ts, &date, &mut out);
-        g.chain_rows("cid-5", 3, Utc::now(), &mut out);
+        g.chain_rows("cid-5", 1..=3, &mut String::new(), Utc::now(), &mut out);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 4);
         for l in lines {
@@ -538,14 +616,40 @@ mod tests {
     fn chain_rows_link_their_hashes() {
         let mut g = gen();
         let mut out = String::new();
-        let (last, hash) = g.chain_rows("cid-9", 4, Utc::now(), &mut out);
-        assert_eq!(last, 4);
+        let mut hash = String::new();
+        // In two pieces, as the seeder writes long chains.
+        g.chain_rows("cid-9", 1..=2, &mut hash, Utc::now(), &mut out);
+        g.chain_rows("cid-9", 3..=4, &mut hash, Utc::now(), &mut out);
         let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split('\t').collect()).collect();
+        assert_eq!(rows.len(), 4);
         assert_eq!(rows[0][26], "");
         for w in rows.windows(2) {
             assert_eq!(w[1][26], w[0][27]);
         }
+        assert_eq!(rows[3][4], "4");
         assert_eq!(rows[3][27], hash);
+    }
+
+    #[test]
+    fn a_padded_batch_has_the_target_size_and_valid_events() {
+        let target = 5 * 1024 * 1024 - 32 * 1024;
+        let body = gen().padded_batch(500, target);
+        assert_eq!(body.len(), target);
+        let items: Vec<Value> = serde_json::from_slice(&body).unwrap();
+        assert_eq!(items.len(), 500);
+        for item in &items {
+            let v = validate_event(item).unwrap();
+            assert!(v.event_data["blob"].as_str().unwrap().len() > 9000);
+        }
+    }
+
+    #[test]
+    fn events_on_one_chain_carry_its_id() {
+        let mut g = gen();
+        let single: Value = serde_json::from_slice(&g.single_on("held \"x\"")).unwrap();
+        assert_eq!(single["correlation_id"], "held \"x\"");
+        let batch: Vec<Value> = serde_json::from_slice(&g.batch_on("c-1", 3)).unwrap();
+        assert!(batch.iter().all(|e| e["correlation_id"] == "c-1"));
     }
 
     #[test]

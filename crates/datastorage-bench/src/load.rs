@@ -70,6 +70,13 @@ impl Conn {
         path: &str,
         body: Bytes,
     ) -> Result<(StatusCode, Bytes)> {
+        self.send_full(method, path, body)
+            .await
+            .map(|r| (r.status, r.body))
+    }
+
+    /// Sends one request and reads the whole answer, `Retry-After` included.
+    pub async fn send_full(&mut self, method: Method, path: &str, body: Bytes) -> Result<Reply> {
         let host = self.host.clone();
         let req = Request::builder()
             .method(method)
@@ -81,8 +88,17 @@ impl Conn {
             let sender = self.open().await?;
             let resp = sender.send_request(req).await?;
             let status = resp.status();
+            let retry_after = resp
+                .headers()
+                .get(hyper::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             let body = resp.into_body().collect().await?.to_bytes();
-            anyhow::Ok((status, body))
+            anyhow::Ok(Reply {
+                status,
+                retry_after,
+                body,
+            })
         }
         .await;
         if result.is_err() {
@@ -90,6 +106,65 @@ impl Conn {
         }
         result
     }
+}
+
+/// An answer.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Status.
+    pub status: StatusCode,
+    /// The `Retry-After` header, if any.
+    pub retry_after: Option<String>,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The status, with the problem's `detail` for a 503 telling which limit answered, e.g.
+    /// `201`, `503 (in-flight body budget)`, `503 (other: …)`.
+    pub fn kind(&self) -> String {
+        let code = self.status.as_u16();
+        if code != 503 {
+            return code.to_string();
+        }
+        format!("503 ({})", unavailable_reason(&self.body))
+    }
+}
+
+/// Why a 503 answered, from its problem `detail`: `in-flight body budget` for
+/// `server.maxInFlightBodyBytes`, otherwise the detail with quoted values (correlation ids)
+/// elided, so answers of one kind group together.
+pub fn unavailable_reason(body: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let detail = v["detail"].as_str().or(v["title"].as_str()).unwrap_or("");
+    if detail.contains("maxInFlightBodyBytes") {
+        return "in-flight body budget".to_owned();
+    }
+    let mut out = String::with_capacity(detail.len());
+    let mut quoted = false;
+    for c in detail.chars() {
+        if c == '"' {
+            if !quoted {
+                out.push_str("\"…\"");
+            }
+            quoted = !quoted;
+        } else if !quoted {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// One POST of a JSON body on a fresh connection, waiting at most `timeout`.
+pub async fn post_within(
+    addr: SocketAddr,
+    path: &str,
+    body: Bytes,
+    timeout: Duration,
+) -> Result<Reply> {
+    tokio::time::timeout(timeout, Conn::new(addr).send_full(Method::POST, path, body))
+        .await
+        .context("timed out")?
 }
 
 /// One GET, on a fresh connection.
@@ -161,6 +236,8 @@ pub struct Outcome {
     pub rss_peak_kib: Option<u64>,
     /// CPU over the measured window.
     pub cpu: CpuUse,
+    /// Requests sent in the window that answered after it.
+    pub late: Late,
 }
 
 impl Outcome {
@@ -188,6 +265,29 @@ struct WorkerStats {
     requests: u64,
     hist: Histogram<u64>,
     errors: BTreeMap<String, u64>,
+    late: Late,
+}
+
+/// Requests sent inside the measured window that answered after it ended: neither their
+/// latency nor their failure is in the window's figures.
+#[derive(Debug, Clone, Default)]
+pub struct Late {
+    /// How many.
+    pub requests: u64,
+    /// The slowest of them, microseconds.
+    pub max_us: u64,
+    /// Those that failed, by kind.
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl Late {
+    fn add(&mut self, other: &Late) {
+        self.requests += other.requests;
+        self.max_us = self.max_us.max(other.max_us);
+        for (k, v) in &other.errors {
+            *self.errors.entry(k.clone()).or_default() += v;
+        }
+    }
 }
 
 fn new_hist() -> Histogram<u64> {
@@ -208,6 +308,7 @@ async fn worker(
         requests: 0,
         hist: new_hist(),
         errors: BTreeMap::new(),
+        late: Late::default(),
     };
     let mut sent = 0u64;
     while Instant::now() < end && sent < max_requests {
@@ -236,8 +337,12 @@ async fn worker(
         let result = tokio::time::timeout(REQUEST_TIMEOUT, conn.send(method, &path, body)).await;
         let done = Instant::now();
         let counted = done >= measure_from && done <= end;
+        let late = !counted && start >= measure_from && start <= end;
         let failure = match result {
             Ok(Ok((status, _))) if status.is_success() => None,
+            Ok(Ok((status, body))) if status == StatusCode::SERVICE_UNAVAILABLE => {
+                Some(format!("HTTP 503 ({})", unavailable_reason(&body)))
+            }
             Ok(Ok((status, _))) => Some(format!("HTTP {}", status.as_u16())),
             Ok(Err(_)) => Some("transport".to_owned()),
             Err(_) => {
@@ -245,6 +350,14 @@ async fn worker(
                 Some("timeout".to_owned())
             }
         };
+        if late {
+            stats.late.requests += 1;
+            let us = done.duration_since(start).as_micros() as u64;
+            stats.late.max_us = stats.late.max_us.max(us);
+            if let Some(kind) = &failure {
+                *stats.late.errors.entry(kind.clone()).or_default() += 1;
+            }
+        }
         match failure {
             None if counted => {
                 stats.requests += 1;
@@ -305,6 +418,7 @@ pub async fn run(
         window: plan.duration.as_secs_f64(),
         rss_peak_kib: rss_peak,
         cpu: cpu_start.until(&cpu_end, tck),
+        late: Late::default(),
     };
     for h in handles {
         // A worker ends by itself at most REQUEST_TIMEOUT after `end`.
@@ -314,8 +428,26 @@ pub async fn run(
             for (k, v) in s.errors {
                 *out.errors.entry(k).or_default() += v;
             }
+            out.late.add(&s.late);
         }
     }
     out.units = out.requests * work.per_request();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unavailable_reasons_group_by_kind() {
+        let held = br#"{"status":503,"detail":"the chain of correlation_id \"cid-17\" is held by another writer; retry shortly"}"#;
+        assert_eq!(
+            unavailable_reason(held),
+            "the chain of correlation_id \"…\" is held by another writer; retry shortly"
+        );
+        let budget = br#"{"detail":"too many large request bodies are being processed now (server.maxInFlightBodyBytes)"}"#;
+        assert_eq!(unavailable_reason(budget), "in-flight body budget");
+        assert_eq!(unavailable_reason(b"not json"), "");
+    }
 }

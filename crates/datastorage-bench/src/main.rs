@@ -10,16 +10,31 @@
 //! 3. the table topped up to `--rows` rows of real chained events, then pgbench's prepared
 //!    SELECT and the server's query by correlation id;
 //! 4. pool exhaustion: `maxOpenConns: 5`, 200 writers;
-//! 5. the single and batch scenarios again on SQLite.
+//! 5. chain verification: chains of 1 k, 10 k and `--verify-len` (100 k; quick 10 k) events
+//!    seeded by COPY, each verified once and then 4 at once on a freshly started server, with
+//!    its peak RSS above idle;
+//! 6. a held chain: a separate session holds one chain head (`FOR UPDATE`) for `--hold`
+//!    seconds while 16 writers of other chains run the single-event load, beside the same load
+//!    with nothing held, and a few writes go to the held chain;
+//! 7. concurrent large bodies: `--large-bodies` (32; quick 16) batches of 500 events and
+//!    nearly 5 MiB at once, at the default `server.maxInFlightBodyBytes` and at
+//!    `--large-budget-mib`, each on a fresh server, with its peak RSS;
+//! 8. the single and batch scenarios again on SQLite, then chain verification there (chains
+//!    written through the batch endpoint).
 //!
-//! The harness prints numbers; it asserts nothing about them.
+//! `--skip-load` leaves out 1–3 (and `--skip-pool`, `--skip-verify`, `--skip-held`,
+//! `--skip-bodies`, `--skip-sqlite` the others), to run a part alone. The harness prints
+//! numbers; it asserts nothing about them.
 
+mod bodies;
 mod events;
+mod held;
 mod load;
 mod pg;
 mod report;
 mod server;
 mod sys;
+mod verify;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,7 +56,8 @@ use datastorage_testkit::pg::{Durability, TempCluster};
 #[derive(Debug, Parser)]
 #[command(name = "datastorage-bench", version, about)]
 struct Cli {
-    /// Smoke run of about a minute: 2 s scenarios, 100 k query rows, 5 s pool exhaustion.
+    /// Smoke run of about two minutes: 2 s scenarios, 100 k query rows, 5 s pool exhaustion,
+    /// 10 k-event verified chains, a 5 s held chain, 16 large bodies.
     #[arg(long)]
     quick: bool,
     /// Admin URL of an existing PostgreSQL (a fresh database is created on it) instead of a
@@ -104,7 +120,48 @@ struct Cli {
     /// Skip the pool-exhaustion run.
     #[arg(long)]
     skip_pool: bool,
+    /// Skip the load scenarios and the ceiling (single, batch, query; parts 1–3).
+    #[arg(long)]
+    skip_load: bool,
+    /// Longest chain verified; 1 k and 10 k chains are verified too when shorter
+    /// [default: 100000, quick 10000].
+    #[arg(long, value_name = "EVENTS")]
+    verify_len: Option<u64>,
+    /// Longest chain verified on SQLite, written through the batch endpoint
+    /// [default: --verify-len].
+    #[arg(long, value_name = "EVENTS")]
+    sqlite_verify_len: Option<u64>,
+    /// Skip chain verification.
+    #[arg(long)]
+    skip_verify: bool,
+    /// Seconds the held-chain scenario holds its chain head [default: 30, quick 5].
+    #[arg(long, value_name = "SECS")]
+    hold: Option<f64>,
+    /// Writers of other chains during the hold (and in the comparison without it).
+    #[arg(long, default_value_t = 16)]
+    held_clients: usize,
+    /// Writes sent to the held chain during the hold.
+    #[arg(long, default_value_t = 8)]
+    held_writes: usize,
+    /// Skip the held-chain scenario.
+    #[arg(long)]
+    skip_held: bool,
+    /// Batch requests of nearly 5 MiB sent at once [default: 32, quick 16].
+    #[arg(long, value_name = "N")]
+    large_bodies: Option<usize>,
+    /// server.maxInFlightBodyBytes of the second large-body round, MiB.
+    #[arg(long, default_value_t = 512, value_name = "MIB")]
+    large_budget_mib: u64,
+    /// Skip the large-body rounds.
+    #[arg(long)]
+    skip_bodies: bool,
 }
+
+/// Verified chains are `cid-<VERIFY_CID_BASE + length>`, apart from every other chain.
+const VERIFY_CID_BASE: u64 = 900_000_000;
+/// Events per request when writing SQLite's verified chains (the server's default
+/// `server.maxBatchSize`).
+const VERIFY_SEED_BATCH: usize = 500;
 
 /// maxIdleConns of the server under test: `None` leaves the server's default.
 fn idle_conns(cli: &Cli) -> Option<u32> {
@@ -124,6 +181,10 @@ struct Sizes {
     sqlite: Duration,
     pool: Duration,
     rows: u64,
+    verify_len: u64,
+    sqlite_verify_len: u64,
+    hold: Duration,
+    large_bodies: usize,
 }
 
 impl Cli {
@@ -139,6 +200,14 @@ impl Cli {
             sqlite: secs(self.sqlite_duration, 10.0, 2.0),
             pool: secs(self.pool_duration, 30.0, 5.0),
             rows: self.rows.unwrap_or(if q { 100_000 } else { 1_000_000 }),
+            verify_len: self.verify_len.unwrap_or(if q { 10_000 } else { 100_000 }),
+            sqlite_verify_len: self.sqlite_verify_len.or(self.verify_len).unwrap_or(if q {
+                10_000
+            } else {
+                100_000
+            }),
+            hold: secs(self.hold, 30.0, 5.0),
+            large_bodies: self.large_bodies.unwrap_or(if q { 16 } else { 32 }).max(1),
         }
     }
 }
@@ -333,6 +402,18 @@ async fn main() -> Result<()> {
         ),
     ));
     run.facts.push((
+        "issue 12 parts".to_owned(),
+        format!(
+            "verify-chain on chains up to {} events (SQLite {}); a chain head held {:.0} s under single POST @{}; {} concurrent ~5 MiB batches at the default body budget and at {} MiB",
+            sz.verify_len,
+            sz.sqlite_verify_len,
+            sz.hold.as_secs_f64(),
+            cli.held_clients,
+            sz.large_bodies,
+            cli.large_budget_mib
+        ),
+    ));
+    run.facts.push((
         "server config".to_owned(),
         format!(
             "release binary, generated config: maxOpenConns {}, maxIdleConns {} (other pool keys default), logging warn; {}",
@@ -351,105 +432,59 @@ async fn main() -> Result<()> {
         ),
     ));
 
-    ctx.log.say("starting the server on PostgreSQL");
-    let pg_cfg = ServerConfig {
-        backend: Backend::Postgres {
+    let pg_cfg = ServerConfig::new(
+        Backend::Postgres {
             host: db.host.clone(),
             port: db.port,
             name: db.name.clone(),
             user: db.user.clone(),
             password: db.password.clone(),
         },
-        max_open_conns: cli.max_open_conns,
-        max_idle_conns: idle_conns(&cli),
-    };
-    let srv = Server::start(&server_bin, &pg_cfg).await?;
-    let probe = Probe {
-        server: Some(srv.pid),
-        postmaster,
-    };
-    let ceiling_probe = Probe {
-        server: None,
-        postmaster,
-    };
-    db.reset_ceiling_table().await?;
-    let ceiling_secs = sz.ceiling.as_secs_f64().ceil().max(1.0) as u64;
-    let ceiling_warmup = sz.warmup.min(Duration::from_secs(2));
-    let insert_script = pg::pgbench_insert_script(&ctx.templates, ctx.cids)?;
-    let rows_now = || async { db.scalar("SELECT count(*) FROM audit_events").await.ok() };
+        cli.max_open_conns,
+        idle_conns(&cli),
+    );
+    if !cli.skip_load {
+        ctx.log.say("starting the server on PostgreSQL");
+        let srv = Server::start(&server_bin, &pg_cfg).await?;
+        let probe = Probe {
+            server: Some(srv.pid),
+            postmaster,
+        };
+        let ceiling_probe = Probe {
+            server: None,
+            postmaster,
+        };
+        db.reset_ceiling_table().await?;
+        let ceiling_secs = sz.ceiling.as_secs_f64().ceil().max(1.0) as u64;
+        let ceiling_warmup = sz.warmup.min(Duration::from_secs(2));
+        let insert_script = pg::pgbench_insert_script(&ctx.templates, ctx.cids)?;
+        let rows_now = || async { db.scalar("SELECT count(*) FROM audit_events").await.ok() };
 
-    // 1. Single events, each beside pgbench's prepared single-row INSERT.
-    for clients in [1usize, 16, 64] {
-        ctx.log.say(format!("single events, {clients} clients"));
-        db.try_sql(&[&format!("TRUNCATE {}", pg::CEILING_TABLE), "CHECKPOINT"])
-            .await?;
-        let c = pg::pgbench(
-            &pg_bin,
-            &db,
-            "pgbench prepared INSERT, 1 row/tx",
-            &insert_script,
-            clients,
-            ceiling_secs,
-            ceiling_probe,
-            ctx.tck,
-        )
-        .await?;
-        ctx.ceiling_done(&c);
-        run.ceilings.push(c);
-        db.try_sql(&["CHECKPOINT"]).await?;
-        let rows = rows_now().await;
-        let s = ctx
-            .scenario(
-                &srv,
-                probe,
-                Work::Single,
+        // 1. Single events, each beside pgbench's prepared single-row INSERT.
+        for clients in [1usize, 16, 64] {
+            ctx.log.say(format!("single events, {clients} clients"));
+            db.try_sql(&[&format!("TRUNCATE {}", pg::CEILING_TABLE), "CHECKPOINT"])
+                .await?;
+            let c = pg::pgbench(
+                &pg_bin,
+                &db,
+                "pgbench prepared INSERT, 1 row/tx",
+                &insert_script,
                 clients,
-                sz.warmup,
-                sz.duration,
-                rows,
+                ceiling_secs,
+                ceiling_probe,
+                ctx.tck,
             )
-            .await;
-        run.pg.push(s);
-    }
-
-    // 2. Bulk: the ceiling, then the batch endpoint.
-    ctx.log.say("bulk ceiling: multi-row INSERT and COPY");
-    for method_streams in [
-        (Method::MultiRow(100), 1),
-        (Method::MultiRow(500), 1),
-        (Method::MultiRow(500), 2),
-        (Method::Copy(2000), 1),
-        (Method::Copy(2000), 2),
-    ] {
-        db.try_sql(&[&format!("TRUNCATE {}", pg::CEILING_TABLE), "CHECKPOINT"])
             .await?;
-        let c = pg::ceiling_write(
-            &db,
-            method_streams.0,
-            method_streams.1,
-            ceiling_warmup,
-            sz.ceiling,
-            &ctx.templates,
-            ctx.cids,
-            ceiling_probe,
-            ctx.tck,
-        )
-        .await?;
-        ctx.ceiling_done(&c);
-        run.ceilings.push(c);
-    }
-    db.try_sql(&[&format!("TRUNCATE {}", pg::CEILING_TABLE), "CHECKPOINT"])
-        .await?;
-    for n in [100usize, 500] {
-        for clients in [4usize, 16] {
-            ctx.log.say(format!("batch of {n}, {clients} clients"));
+            ctx.ceiling_done(&c);
+            run.ceilings.push(c);
             db.try_sql(&["CHECKPOINT"]).await?;
             let rows = rows_now().await;
             let s = ctx
                 .scenario(
                     &srv,
                     probe,
-                    Work::Batch(n),
+                    Work::Single,
                     clients,
                     sz.warmup,
                     sz.duration,
@@ -458,20 +493,67 @@ async fn main() -> Result<()> {
                 .await;
             run.pg.push(s);
         }
-    }
 
-    // 3. Query table: top up with real chains, then SELECT ceiling and the query endpoint.
-    let existing = db.scalar("SELECT count(*) FROM audit_events").await?;
-    let need = sz.rows.saturating_sub(existing.max(0) as u64);
-    let mut seeded_chains = 0;
-    if need > 0 {
-        ctx.log.say(format!(
-            "seeding {need} rows ({existing} written by the scenarios) as chains of {}",
-            cli.chain_len
-        ));
-        let t = Instant::now();
-        seeded_chains = pg::seed(&db, &ctx.templates, ctx.cids, need, cli.chain_len).await?;
-        run.notes.push(format!(
+        // 2. Bulk: the ceiling, then the batch endpoint.
+        ctx.log.say("bulk ceiling: multi-row INSERT and COPY");
+        for method_streams in [
+            (Method::MultiRow(100), 1),
+            (Method::MultiRow(500), 1),
+            (Method::MultiRow(500), 2),
+            (Method::Copy(2000), 1),
+            (Method::Copy(2000), 2),
+        ] {
+            db.try_sql(&[&format!("TRUNCATE {}", pg::CEILING_TABLE), "CHECKPOINT"])
+                .await?;
+            let c = pg::ceiling_write(
+                &db,
+                method_streams.0,
+                method_streams.1,
+                ceiling_warmup,
+                sz.ceiling,
+                &ctx.templates,
+                ctx.cids,
+                ceiling_probe,
+                ctx.tck,
+            )
+            .await?;
+            ctx.ceiling_done(&c);
+            run.ceilings.push(c);
+        }
+        db.try_sql(&[&format!("TRUNCATE {}", pg::CEILING_TABLE), "CHECKPOINT"])
+            .await?;
+        for n in [100usize, 500] {
+            for clients in [4usize, 16] {
+                ctx.log.say(format!("batch of {n}, {clients} clients"));
+                db.try_sql(&["CHECKPOINT"]).await?;
+                let rows = rows_now().await;
+                let s = ctx
+                    .scenario(
+                        &srv,
+                        probe,
+                        Work::Batch(n),
+                        clients,
+                        sz.warmup,
+                        sz.duration,
+                        rows,
+                    )
+                    .await;
+                run.pg.push(s);
+            }
+        }
+
+        // 3. Query table: top up with real chains, then SELECT ceiling and the query endpoint.
+        let existing = db.scalar("SELECT count(*) FROM audit_events").await?;
+        let need = sz.rows.saturating_sub(existing.max(0) as u64);
+        let mut seeded_chains = 0;
+        if need > 0 {
+            ctx.log.say(format!(
+                "seeding {need} rows ({existing} written by the scenarios) as chains of {}",
+                cli.chain_len
+            ));
+            let t = Instant::now();
+            seeded_chains = pg::seed(&db, &ctx.templates, ctx.cids, need, cli.chain_len).await?;
+            run.notes.push(format!(
             "Query table: {existing} rows written through the API by the scenarios above, plus {} rows seeded by COPY in {:.1} s as {seeded_chains} chains of {} with hashes computed by datastorage-api's chain::chain_hash (correlation ids cid-{}..cid-{}).",
             seeded_chains * cli.chain_len as u64,
             t.elapsed().as_secs_f64(),
@@ -479,73 +561,76 @@ async fn main() -> Result<()> {
             ctx.cids,
             ctx.cids + seeded_chains - 1
         ));
-    } else {
-        run.notes.push(format!(
+        } else {
+            run.notes.push(format!(
             "Query table: {existing} rows, all written through the API by the scenarios above; nothing seeded."
         ));
-    }
-    // Vacuum now, before either side measures: a freshly loaded table otherwise crosses the
-    // autovacuum insert threshold while the second of the two query workloads runs, and that
-    // one pays for the vacuum's CPU.
-    ctx.log.say("VACUUM (ANALYZE) audit_events");
-    db.try_sql(&["VACUUM (ANALYZE) audit_events", "CHECKPOINT"])
-        .await?;
-    let total_rows = db.scalar("SELECT count(*) FROM audit_events").await?;
-    let query_cids = ctx.cids + seeded_chains;
-    let mut verified = vec![verify_chain(srv.api, "cid-0").await];
-    if seeded_chains > 0 {
-        verified.push(verify_chain(srv.api, &events::cid(ctx.cids)).await);
-    }
-    run.notes.push(format!(
-        "Chain verification through the server after seeding: {}.",
-        verified.join("; ")
-    ));
-    if sz.rows > 100_000 || cli.quick {
+        }
+        // Vacuum now, before either side measures: a freshly loaded table otherwise crosses the
+        // autovacuum insert threshold while the second of the two query workloads runs, and that
+        // one pays for the vacuum's CPU.
+        ctx.log.say("VACUUM (ANALYZE) audit_events");
+        db.try_sql(&["VACUUM (ANALYZE) audit_events", "CHECKPOINT"])
+            .await?;
+        let total_rows = db.scalar("SELECT count(*) FROM audit_events").await?;
+        let query_cids = ctx.cids + seeded_chains;
+        let mut verified = vec![verify_chain(srv.api, "cid-0").await];
+        if seeded_chains > 0 {
+            verified.push(verify_chain(srv.api, &events::cid(ctx.cids)).await);
+        }
         run.notes.push(format!(
-            "The query scenario ran on {total_rows} rows{}.",
-            if cli.quick {
-                " (--quick: 100 k target, not the 1 M of a full run)"
-            } else {
-                ""
-            }
+            "Chain verification through the server after seeding: {}.",
+            verified.join("; ")
         ));
-    }
-    ctx.log.say(format!("query scenario on {total_rows} rows"));
-    let c = pg::pgbench(
-        &pg_bin,
-        &db,
-        "pgbench prepared SELECT by correlation_id, LIMIT 51",
-        &pg::pgbench_select_script(query_cids),
-        cli.query_clients,
-        ceiling_secs,
-        ceiling_probe,
-        ctx.tck,
-    )
-    .await?;
-    ctx.ceiling_done(&c);
-    run.ceilings.push(c);
-    let s = ctx
-        .scenario(
-            &srv,
-            probe,
-            Work::Query(query_cids),
+        if sz.rows > 100_000 || cli.quick {
+            run.notes.push(format!(
+                "The query scenario ran on {total_rows} rows{}.",
+                if cli.quick {
+                    " (--quick: 100 k target, not the 1 M of a full run)"
+                } else {
+                    ""
+                }
+            ));
+        }
+        ctx.log.say(format!("query scenario on {total_rows} rows"));
+        let c = pg::pgbench(
+            &pg_bin,
+            &db,
+            "pgbench prepared SELECT by correlation_id, LIMIT 51",
+            &pg::pgbench_select_script(query_cids),
             cli.query_clients,
-            sz.warmup,
-            sz.duration,
-            Some(total_rows),
+            ceiling_secs,
+            ceiling_probe,
+            ctx.tck,
         )
-        .await;
-    run.pg.push(s);
-    run.pg_hwm_kib = srv.hwm_kib();
-    let problems = srv.log_problems();
-    if !problems.is_empty() {
-        run.notes.push(format!(
-            "The PostgreSQL-backed server logged {} warning/error lines; first: `{}`",
-            problems.len(),
-            problems[0].replace('`', "'")
-        ));
+        .await?;
+        ctx.ceiling_done(&c);
+        run.ceilings.push(c);
+        let s = ctx
+            .scenario(
+                &srv,
+                probe,
+                Work::Query(query_cids),
+                cli.query_clients,
+                sz.warmup,
+                sz.duration,
+                Some(total_rows),
+            )
+            .await;
+        run.pg.push(s);
+        run.pg_hwm_kib = srv.hwm_kib();
+        let problems = srv.log_problems();
+        if !problems.is_empty() {
+            run.notes.push(format!(
+                "The PostgreSQL-backed server logged {} warning/error lines; first: `{}`",
+                problems.len(),
+                problems[0].replace('`', "'")
+            ));
+        }
+        srv.stop().await?;
+    } else {
+        run.notes.push("--skip-load: the single, batch and query scenarios and the PostgreSQL ceiling did not run.".to_owned());
     }
-    srv.stop().await?;
 
     // 4. Pool exhaustion.
     if !cli.skip_pool {
@@ -591,6 +676,102 @@ async fn main() -> Result<()> {
         });
         srv.stop().await?;
     }
+
+    // 5. Chain verification on PostgreSQL: a fresh server (started first, so the schema
+    // exists even when nothing ran before), chains seeded by COPY while it idles.
+    if !cli.skip_verify && sz.verify_len > 0 {
+        ctx.log
+            .say("chain verification on a fresh PostgreSQL-backed server");
+        let srv = Server::start(&server_bin, &pg_cfg).await?;
+        let lens = verify::chain_lengths(sz.verify_len);
+        let chains: Vec<(u64, String)> = lens
+            .iter()
+            .map(|&n| (n, events::cid(VERIFY_CID_BASE + n)))
+            .collect();
+        ctx.log.say(format!(
+            "chain verification: seeding chains of {} events by COPY",
+            lens.iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let t = Instant::now();
+        for &n in &lens {
+            pg::seed(&db, &ctx.templates, VERIFY_CID_BASE + n, n, n as i64).await?;
+        }
+        let seeding = format!(
+            "seeded by COPY straight into PostgreSQL in {:.1} s, hashes computed by datastorage-api's chain::chain_hash (the query table's seeder)",
+            t.elapsed().as_secs_f64()
+        );
+        db.try_sql(&["ANALYZE audit_events", "CHECKPOINT"]).await?;
+        let v = verify::measure(&srv, &chains, "PostgreSQL", seeding, |m| ctx.log.say(m)).await;
+        srv.stop().await?;
+        run.verify.push(v);
+    }
+
+    // 6. A held chain.
+    if !cli.skip_held {
+        let wait_limit = sz.hold + Duration::from_secs(20);
+        ctx.log.say(format!(
+            "held chain: lockTimeout, statementTimeout and writeTimeout {:.0} s",
+            wait_limit.as_secs_f64()
+        ));
+        let cfg = ServerConfig {
+            wait_limit: Some(wait_limit),
+            ..pg_cfg.clone()
+        };
+        let srv = Server::start(&server_bin, &cfg).await?;
+        let probe = Probe {
+            server: Some(srv.pid),
+            postmaster,
+        };
+        let h = held::run(
+            &ctx,
+            &srv,
+            &db,
+            probe,
+            sz.hold,
+            sz.warmup,
+            wait_limit,
+            cli.held_clients.max(1),
+            cli.held_writes,
+            cli.max_open_conns,
+        )
+        .await?;
+        ctx.log.say(format!(
+            "  p99 held ÷ p99 nothing held: {}; held-chain writes: {}",
+            h.p99_ratio().map_or("–".to_owned(), |r| format!("{r:.2}")),
+            report::held_replies(&h)
+        ));
+        srv.stop().await?;
+        run.held = Some(h);
+    }
+
+    // 7. Concurrent large bodies, at the default body budget and at a large one.
+    if !cli.skip_bodies {
+        for budget in [None, Some(cli.large_budget_mib.max(5) << 20)] {
+            ctx.log.say(format!(
+                "large bodies: {} × {} events, ~{:.1} MiB each, at once; maxInFlightBodyBytes {}",
+                sz.large_bodies,
+                bodies::EVENTS_PER_BODY,
+                bodies::BODY_BYTES as f64 / 1048576.0,
+                budget.map_or("default (64 MiB)".to_owned(), |b| format!(
+                    "{} MiB",
+                    b >> 20
+                ))
+            ));
+            let r = bodies::round(&ctx, &server_bin, &pg_cfg, &db, budget, sz.large_bodies).await?;
+            ctx.log.say(format!(
+                "  {:.2} s, {}, peak RSS {:.1} MiB ({:+.1} over idle {:.1})",
+                r.wall,
+                report::replies(&r.replies),
+                r.mem.peak_kib as f64 / 1024.0,
+                r.above_idle_mib(),
+                r.idle_kib as f64 / 1024.0
+            ));
+            run.bodies.push(r);
+        }
+    }
     drop(cluster);
 
     // 5. SQLite.
@@ -599,11 +780,11 @@ async fn main() -> Result<()> {
         let dir = tempfile::Builder::new()
             .prefix("ds-bench-sqlite-")
             .tempdir()?;
-        let cfg = ServerConfig {
-            backend: Backend::Sqlite(dir.path().join("bench.db")),
-            max_open_conns: cli.max_open_conns,
-            max_idle_conns: idle_conns(&cli),
-        };
+        let cfg = ServerConfig::new(
+            Backend::Sqlite(dir.path().join("bench.db")),
+            cli.max_open_conns,
+            idle_conns(&cli),
+        );
         let srv = Server::start(&server_bin, &cfg).await?;
         let probe = Probe {
             server: Some(srv.pid),
@@ -626,6 +807,45 @@ async fn main() -> Result<()> {
         }
         run.sqlite_hwm_kib = srv.hwm_kib();
         srv.stop().await?;
+
+        // Chain verification on SQLite: its own file, chains written through the batch
+        // endpoint, then a restarted server so the idle figure owes nothing to the writes.
+        if !cli.skip_verify && sz.sqlite_verify_len > 0 {
+            let lens = verify::chain_lengths(sz.sqlite_verify_len);
+            let cfg = ServerConfig::new(
+                Backend::Sqlite(dir.path().join("verify.db")),
+                cli.max_open_conns,
+                idle_conns(&cli),
+            );
+            ctx.log.say(format!(
+                "SQLite chain verification: writing chains of {} events through the batch endpoint",
+                lens.iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            let srv = Server::start(&server_bin, &cfg).await?;
+            let mut gen = events::Gen::new(ctx.templates.clone(), 1, 0x5e1f);
+            let t = Instant::now();
+            let mut chains = Vec::new();
+            for &n in &lens {
+                let cid = events::cid(VERIFY_CID_BASE + n);
+                verify::seed_through_api(srv.api, &mut gen, &cid, n, VERIFY_SEED_BATCH).await?;
+                chains.push((n, cid));
+            }
+            let seeding = format!(
+                "written through POST /api/v1/audit/events/batch, {VERIFY_SEED_BATCH} events per request, one request at a time, in {:.1} s ({:.0} events/s); the server was then restarted",
+                t.elapsed().as_secs_f64(),
+                lens.iter().sum::<u64>() as f64 / t.elapsed().as_secs_f64().max(1e-9)
+            );
+            srv.stop().await?;
+            ctx.log
+                .say("SQLite chain verification on the restarted server");
+            let srv = Server::start(&server_bin, &cfg).await?;
+            let v = verify::measure(&srv, &chains, "SQLite", seeding, |m| ctx.log.say(m)).await;
+            srv.stop().await?;
+            run.verify.push(v);
+        }
     }
 
     run.elapsed = started.elapsed().as_secs_f64();

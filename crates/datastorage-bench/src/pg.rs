@@ -435,6 +435,9 @@ pub async fn pgbench(
     })
 }
 
+/// Rows of one chain the seeder builds at a time.
+const SEED_PIECE: i64 = 1000;
+
 /// Adds valid chains of `chain_len` rows for correlation ids `cid-<first>..` until `rows` rows
 /// are added, with their `audit_chain_heads`, through two COPY streams. Returns chains added.
 pub async fn seed(
@@ -462,12 +465,21 @@ pub async fn seed(
                 let (mut rows, mut heads) = (String::new(), String::new());
                 for n in lo..hi {
                     let c = cid(n);
-                    let (last, hash) = gen.chain_rows(&c, chain_len, start, &mut rows);
-                    heads.push_str(&format!("{c}\t{last}\t{hash}\n"));
-                    if rows.len() > 2 << 20 {
-                        let chunk = (std::mem::take(&mut rows), std::mem::take(&mut heads));
-                        if tx.blocking_send(chunk).is_err() {
-                            return;
+                    let mut hash = String::new();
+                    // A long chain goes out in pieces, so memory stays flat whatever its length.
+                    let mut first_seq = 1;
+                    while first_seq <= chain_len {
+                        let last = (first_seq + SEED_PIECE - 1).min(chain_len);
+                        gen.chain_rows(&c, first_seq..=last, &mut hash, start, &mut rows);
+                        first_seq = last + 1;
+                        if first_seq > chain_len {
+                            heads.push_str(&format!("{c}\t{chain_len}\t{hash}\n"));
+                        }
+                        if rows.len() > 2 << 20 {
+                            let chunk = (std::mem::take(&mut rows), std::mem::take(&mut heads));
+                            if tx.blocking_send(chunk).is_err() {
+                                return;
+                            }
                         }
                     }
                 }

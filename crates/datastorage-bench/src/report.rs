@@ -1,12 +1,18 @@
 //! The report: goals with PASS/SHORT, every scenario, the ceiling, SQLite beside PostgreSQL,
-//! the pool-exhaustion run, and the CPU split that shows where time goes.
+//! the pool-exhaustion run, chain verification, the held chain, concurrent large bodies, and
+//! the CPU split that shows where time goes.
 
 use std::fmt::Write as _;
 
+use std::collections::BTreeMap;
+
+use crate::bodies::BodiesRound;
+use crate::held::HeldRun;
 use crate::load::{Outcome, Work};
 use crate::pg::Ceiling;
 use crate::server::PoolStats;
 use crate::sys::{CpuUse, MachineInfo};
+use crate::verify::{VerifyRun, SERVER_LIMIT};
 
 /// One server scenario.
 #[derive(Debug, Clone)]
@@ -72,6 +78,12 @@ pub struct Run {
     pub sqlite_hwm_kib: Option<u64>,
     /// The pool-exhaustion run.
     pub pool: Option<PoolRun>,
+    /// Chain verification, by backend.
+    pub verify: Vec<VerifyRun>,
+    /// The held-chain scenario.
+    pub held: Option<HeldRun>,
+    /// The large-body rounds.
+    pub bodies: Vec<BodiesRound>,
     /// Free-form notes (seeding, chain verification, skipped parts).
     pub notes: Vec<String>,
     /// Wall time of the whole run, seconds.
@@ -232,6 +244,146 @@ pub fn goals(run: &Run) -> Vec<Goal> {
     g
 }
 
+/// Replies by kind, e.g. `12 × 201, 20 × 503 (in-flight body budget)`.
+pub fn replies(by: &BTreeMap<String, usize>) -> String {
+    if by.is_empty() {
+        return "none".to_owned();
+    }
+    by.iter()
+        .map(|(k, n)| format!("{n} × {k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// What the writes to the held chain got, e.g. `6 × 201, 2 × 503 (…)`.
+pub fn held_replies(h: &HeldRun) -> String {
+    let mut by = BTreeMap::new();
+    for w in &h.writes {
+        *by.entry(w.reply.clone()).or_default() += 1;
+    }
+    replies(&by)
+}
+
+/// The goal of issue 12 for chain verification: a chain of this many events.
+pub const VERIFY_GOAL_LEN: u64 = 100_000;
+/// ... verified with at most this much peak RSS above idle, MiB.
+pub const VERIFY_GOAL_MIB: f64 = 64.0;
+/// The goal for a held chain: the other writers' p99 within this factor.
+pub const HELD_GOAL_RATIO: f64 = 2.0;
+
+/// The goals of issue 12, from the measurements.
+pub fn goals_12(run: &Run) -> Vec<Goal> {
+    let mut g = Vec::new();
+    for v in &run.verify {
+        let Some(len) = v.longest() else { continue };
+        for concurrent in [1, SERVER_LIMIT] {
+            let Some(s) = v.step(len, concurrent) else {
+                continue;
+            };
+            let above = v.above_idle_mib(s);
+            let short = len < VERIFY_GOAL_LEN;
+            g.push(Goal {
+                name: format!(
+                    "verify-chain, {len}-event chain, {}, {}: peak RSS above idle{}",
+                    v.backend,
+                    if concurrent == 1 {
+                        "one call".to_owned()
+                    } else {
+                        format!("{concurrent} at once")
+                    },
+                    if short {
+                        format!(" (shorter than the goal's {VERIFY_GOAL_LEN})")
+                    } else {
+                        String::new()
+                    }
+                ),
+                ours: format!(
+                    "peak {:.1} MiB in {:.2} s, {}",
+                    s.mem.peak_kib as f64 / 1024.0,
+                    s.wall,
+                    s.replies()
+                ),
+                reference: format!("idle {:.1} MiB", v.idle_kib as f64 / 1024.0),
+                measured: format!("{above:+.1} MiB"),
+                target: format!("< {VERIFY_GOAL_MIB:.0} MiB"),
+                verdict: if short {
+                    "n/a"
+                } else {
+                    verdict(Some(above < VERIFY_GOAL_MIB && s.all_valid()))
+                },
+            });
+        }
+    }
+    if let Some(h) = &run.held {
+        let r = h.p99_ratio();
+        g.push(Goal {
+            name: format!(
+                "single POST @{} on other chains while one chain head is held {:.0} s: p99 ÷ p99 with nothing held",
+                h.held.clients, h.hold
+            ),
+            ours: format!("p99 {:.1} ms", h.held.outcome.ms(0.99)),
+            reference: format!("p99 {:.1} ms", h.baseline.outcome.ms(0.99)),
+            measured: r.map_or("–".into(), |r| format!("{r:.2}")),
+            target: format!("≤ {HELD_GOAL_RATIO:.2}"),
+            verdict: verdict(r.map(|r| r <= HELD_GOAL_RATIO)),
+        });
+        let failed = |o: &Outcome| o.error_count() + o.late.errors.values().sum::<u64>();
+        let (fh, fb) = (failed(&h.held.outcome), failed(&h.baseline.outcome));
+        g.push(Goal {
+            name:
+                "writes to other chains that failed while the head was held (window and stragglers)"
+                    .to_owned(),
+            ours: if fh == 0 {
+                "none".to_owned()
+            } else {
+                let mut all = h.held.outcome.errors.clone();
+                for (k, v) in &h.held.outcome.late.errors {
+                    *all.entry(k.clone()).or_default() += v;
+                }
+                all.iter()
+                    .map(|(k, v)| format!("{v} × {k}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            reference: format!("{fb} with nothing held"),
+            measured: fh.to_string(),
+            target: "0".to_owned(),
+            verdict: verdict(Some(fh == 0)),
+        });
+    }
+    if let (Some(d), Some(l)) = (
+        run.bodies
+            .iter()
+            .find(|b| b.budget == crate::bodies::DEFAULT_BUDGET),
+        run.bodies
+            .iter()
+            .find(|b| b.budget != crate::bodies::DEFAULT_BUDGET),
+    ) {
+        g.push(Goal {
+            name: format!(
+                "{} concurrent ~{:.1} MiB batches: peak RSS above idle, default body budget vs {} MiB",
+                d.clients,
+                d.body_bytes as f64 / 1048576.0,
+                l.budget >> 20
+            ),
+            ours: format!(
+                "{:+.1} MiB ({} × 201)",
+                d.above_idle_mib(),
+                d.count("201")
+            ),
+            reference: format!(
+                "{:+.1} MiB ({} × 201)",
+                l.above_idle_mib(),
+                l.count("201")
+            ),
+            measured: format!("{:.0} MiB saved", l.above_idle_mib() - d.above_idle_mib()),
+            target: "– (issue: peak RSS 206 → 388 MB before the budget)".to_owned(),
+            verdict: "n/a",
+        });
+    }
+    g
+}
+
 fn scenario_table(out: &mut String, v: &[Scenario], pg: bool) {
     let _ = writeln!(
         out,
@@ -329,6 +481,21 @@ pub fn markdown(run: &Run) -> String {
             "| {} | {} | {} | {} | {} | **{}** |",
             g.name, g.ours, g.reference, g.measured, g.target, g.verdict
         );
+    }
+    let g12 = goals_12(run);
+    if !g12.is_empty() {
+        let _ = writeln!(out, "\n## Goals (issue 12)\n");
+        let _ = writeln!(
+            out,
+            "| goal | ours | reference | measured | target | verdict |\n|---|---|---|---:|---|---|"
+        );
+        for g in g12 {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | **{}** |",
+                g.name, g.ours, g.reference, g.measured, g.target, g.verdict
+            );
+        }
     }
     let _ = writeln!(out, "\n## Server on PostgreSQL\n");
     let _ = writeln!(
@@ -486,6 +653,9 @@ pub fn markdown(run: &Run) -> String {
             let _ = writeln!(out, "```");
         }
     }
+    verify_section(&mut out, run);
+    held_section(&mut out, run);
+    bodies_section(&mut out, run);
     let _ = writeln!(out, "\n## Where the time goes\n");
     for line in cpu_notes(run) {
         let _ = writeln!(out, "- {line}");
@@ -535,4 +705,278 @@ pub fn cpu_notes(run: &Run) -> Vec<String> {
         }
     }
     v
+}
+
+fn problems(out: &mut String, who: &str, lines: &[String]) {
+    if lines.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n{who} logged {} warning/error lines{}; first: `{}`",
+        lines.len(),
+        if lines.len() >= 20 { " or more" } else { "" },
+        lines[0].replace('`', "'")
+    );
+}
+
+fn chain_names(v: &VerifyRun) -> String {
+    let mut names: Vec<String> = v.steps.iter().map(|s| format!("`{}`", s.cid)).collect();
+    names.dedup();
+    names.join(", ")
+}
+
+fn verify_section(out: &mut String, run: &Run) {
+    if run.verify.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n## Chain verification (verify-chain)\n");
+    let _ = writeln!(
+        out,
+        "`POST /api/v1/audit/verify-chain` on one chain at a time, on a server started for this part alone (generated config as above, every other key default; `server.writeTimeout` 30 s bounds a call). \
+         The server streams a chain in keyset pages of 1000 rows and runs at most {SERVER_LIMIT} verifications at once. \
+         For each chain, shortest first: one call, then {SERVER_LIMIT} at once (sent together, each on its own connection). \
+         *idle* is the server's VmRSS right before the first verification, at least 1 s after start, when it had served nothing but `/readyz`. \
+         Before each step the harness resets the server's VmHWM (`echo 5 > /proc/<pid>/clear_refs`), and reads it after the last answer: *peak* is that high-water mark (never below VmRSS sampled every 10 ms meanwhile), so it is the step's own peak; *RSS before* shows what earlier steps left resident. \
+         *time* is from sending the first call to reading the last answer; a call is *valid* when it answers 200 with `is_valid` true and every event verified.\n"
+    );
+    for v in &run.verify {
+        let _ = writeln!(
+            out,
+            "**{}**: chains ({}) {}. Idle VmRSS {:.1} MiB (VmHWM since start {:.1} MiB).\n",
+            v.backend,
+            chain_names(v),
+            v.seeding,
+            v.idle_kib as f64 / 1024.0,
+            v.start_hwm_kib as f64 / 1024.0
+        );
+        let _ = writeln!(
+            out,
+            "| chain events | calls at once | time s | mean s per call | events verified /s | replies | valid | RSS before MiB | peak MiB | peak − idle MiB | RSS after MiB |\n|---:|---:|---:|---:|---:|---|---|---:|---:|---:|---:|"
+        );
+        for s in &v.steps {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {:.2} | {:.2} | {:.0} | {} | {} | {:.1} | {:.1} | {:+.1} | {:.1} |",
+                s.chain_len,
+                s.concurrent,
+                s.wall,
+                s.mean_secs(),
+                (s.chain_len * s.concurrent as u64) as f64 / s.wall.max(1e-9),
+                s.replies(),
+                if s.all_valid() { "yes" } else { "**no**" },
+                s.mem.before_kib as f64 / 1024.0,
+                s.mem.peak_kib as f64 / 1024.0,
+                v.above_idle_mib(s),
+                s.mem.after_kib as f64 / 1024.0
+            );
+        }
+        if v.steps.iter().any(|s| !s.mem.exact) {
+            let _ = writeln!(
+                out,
+                "\nVmHWM could not be reset here, so *peak* is the highest VmRSS sampled every 10 ms (a short spike between samples is missed)."
+            );
+        }
+        problems(out, &format!("The {} server", v.backend), &v.log_problems);
+        let _ = writeln!(out);
+    }
+}
+
+fn held_section(out: &mut String, run: &Run) {
+    let Some(h) = &run.held else { return };
+    let _ = writeln!(out, "\n## A held chain\n");
+    let _ = writeln!(
+        out,
+        "A separate PostgreSQL session runs `BEGIN; SELECT … FROM audit_chain_heads WHERE correlation_id = '{}' FOR UPDATE` and holds that head for {:.0} s, then commits. \
+         Meanwhile {} closed-loop clients run the single-event load on other chains (`cid-<n>`, as in the scenarios above; {:.0} s warm-up, then {:.0} s measured, ending before the release), and {} writes to the held chain are sent at once when the measured window opens, each on its own connection. \
+         The comparison is the same load on the same server just before, with nothing held. \
+         The server runs with `database.lockTimeout`, `database.statementTimeout` and `server.writeTimeout` at {:.0} s (above the hold: a write waiting for the head is bounded by all three) and `maxOpenConns` {}; the group commit skips a head another transaction holds (`SKIP LOCKED`) and writes that chain's events alone, at most a quarter of the pool ({}) waiting for heads at once, others answering 503 after `acquireTimeout` (5 s).\n",
+        crate::held::HELD_CID,
+        h.hold,
+        h.held.clients,
+        h.warmup,
+        h.held.outcome.window,
+        h.writes.len(),
+        h.wait_limit,
+        h.max_open_conns,
+        (h.max_open_conns / 4).max(1)
+    );
+    let _ = writeln!(
+        out,
+        "| single POST @{} on other chains | nothing held | head held | held ÷ nothing held |\n|---|---:|---:|---:|",
+        h.held.clients
+    );
+    let (b, x) = (&h.baseline.outcome, &h.held.outcome);
+    let ratio = |a: f64, b: f64| {
+        if b > 0.0 {
+            format!("{:.2}", a / b)
+        } else {
+            "–".to_owned()
+        }
+    };
+    let _ = writeln!(
+        out,
+        "| throughput, events/s | {:.0} | {:.0} | {} |",
+        b.rate(),
+        x.rate(),
+        ratio(x.rate(), b.rate())
+    );
+    for (name, q) in [("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0)] {
+        let _ = writeln!(
+            out,
+            "| latency {name}, ms | {:.2} | {:.2} | {} |",
+            b.ms(q),
+            x.ms(q),
+            if name == "p99" {
+                format!("**{}**", ratio(x.ms(q), b.ms(q)))
+            } else {
+                ratio(x.ms(q), b.ms(q))
+            }
+        );
+    }
+    let _ = writeln!(out, "| errors | {} | {} | |", errors(b), errors(x));
+    let late = |o: &Outcome| {
+        if o.late.requests == 0 {
+            "0".to_owned()
+        } else {
+            format!(
+                "{} (slowest {:.0} ms{})",
+                o.late.requests,
+                o.late.max_us as f64 / 1000.0,
+                if o.late.errors.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; failed: {}",
+                        o.late
+                            .errors
+                            .iter()
+                            .map(|(k, v)| format!("{v} × {k}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            )
+        }
+    };
+    let _ = writeln!(
+        out,
+        "| sent in the window, answered after it (in neither row above) | {} | {} | |",
+        late(b),
+        late(x)
+    );
+    let _ = writeln!(
+        out,
+        "| server peak VmRSS sampled, MiB | {} | {} | |",
+        mib(b.rss_peak_kib),
+        mib(x.rss_peak_kib)
+    );
+    let other_held = x
+        .errors
+        .keys()
+        .chain(x.late.errors.keys())
+        .any(|k| k.contains("is held by another writer"));
+    if other_held {
+        let _ = writeln!(
+            out,
+            "\nThe load never writes to `{}`: its 503s saying a chain \"is held by another writer\" are events of ordinary chains. The server answers that only when an event skipped by a group commit found no free place among the lone writers within `acquireTimeout`; a group also skips a head that another committer holds for an instant, and the held chain's waiting writes had taken every place.",
+            crate::held::HELD_CID
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nWrites to the held chain ({} sent {:.1} s after the hold began; released at {:.1} s){}:\n",
+        h.writes.len(),
+        h.writes.first().map_or(0.0, |w| w.sent_at),
+        h.released_at,
+        h.lock_waiters.map_or(String::new(), |n| format!(
+            "; {n} PostgreSQL backends were waiting for a lock in the middle of the window"
+        ))
+    );
+    let _ = writeln!(
+        out,
+        "| reply | answered at s | waited s | relative to the release |\n|---|---:|---:|---|"
+    );
+    let mut writes = h.writes.clone();
+    writes.sort_by(|a, b| a.answered_at.total_cmp(&b.answered_at));
+    for w in &writes {
+        let rel = w.answered_at - h.released_at;
+        let _ = writeln!(
+            out,
+            "| {} | {:.2} | {:.2} | {} |",
+            w.reply,
+            w.answered_at,
+            w.answered_at - w.sent_at,
+            if rel >= 0.0 {
+                format!("{:.0} ms after", rel * 1000.0)
+            } else {
+                format!("{:.2} s before", -rel)
+            }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nThe held chain verified afterwards: {}. Server peak RSS (VmHWM) over this part: {} MiB.",
+        h.chain_check,
+        mib(h.hwm_kib)
+    );
+    problems(out, "The server", &h.log_problems);
+}
+
+fn bodies_section(out: &mut String, run: &Run) {
+    if run.bodies.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\n## Concurrent large bodies\n");
+    let b0 = &run.bodies[0];
+    let _ = writeln!(
+        out,
+        "{} `POST /api/v1/audit/events/batch` requests of {} events and {} bytes each ({:.2} MiB, under the default `server.maxBodySize` of 5 MiB; each event's `event_data` carries a ~{:.0} KB prose `blob`), sent at once, each on its own connection, to a server started for the round (PostgreSQL, generated config as above). \
+         *idle* is VmRSS 1 s after start; *peak* is VmHWM after a reset right before sending (`/proc/<pid>/clear_refs`), never below VmRSS sampled every 10 ms; *time* is from sending to the last answer. \
+         A 503 is classified by its problem detail: *budget* is `server.maxInFlightBodyBytes`. The issue's measurement before the budget: 32 concurrent 5 MB batches raised peak RSS from 206 to 388 MB.\n",
+        b0.clients,
+        b0.events,
+        b0.body_bytes,
+        b0.body_bytes as f64 / 1048576.0,
+        b0.blob_bytes as f64 / 1000.0
+    );
+    let _ = writeln!(
+        out,
+        "| maxInFlightBodyBytes | bodies at once | replies | 201 | 503 (budget) | other | 503s with Retry-After | time s | p50 / max s per request | idle MiB | peak MiB | peak − idle MiB | RSS 2 s later MiB | rows written |\n|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for r in &run.bodies {
+        let ok = r.count("201");
+        let budget = r.count("503 (in-flight body budget)");
+        let _ = writeln!(
+            out,
+            "| {} MiB{} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} / {:.2} | {:.1} | {:.1} | {:+.1} | {:.1} | {} |",
+            r.budget >> 20,
+            if r.budget == crate::bodies::DEFAULT_BUDGET {
+                " (default)"
+            } else {
+                ""
+            },
+            r.clients,
+            replies(&r.replies),
+            ok,
+            budget,
+            r.clients.saturating_sub(ok + budget),
+            r.retry_after,
+            r.wall,
+            r.quantile(0.5),
+            r.quantile(1.0),
+            r.idle_kib as f64 / 1024.0,
+            r.mem.peak_kib as f64 / 1024.0,
+            r.above_idle_mib(),
+            r.settled_kib as f64 / 1024.0,
+            r.rows
+        );
+    }
+    for r in &run.bodies {
+        problems(
+            out,
+            &format!("The server at {} MiB", r.budget >> 20),
+            &r.log_problems,
+        );
+    }
 }

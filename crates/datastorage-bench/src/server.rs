@@ -44,14 +44,45 @@ pub struct ServerConfig {
     /// `database.maxIdleConns`; `None` keeps the server's default (lowered to
     /// `max_open_conns` when that is smaller).
     pub max_idle_conns: Option<u32>,
+    /// `server.maxInFlightBodyBytes`; `None` keeps the server's default (64 MiB).
+    pub max_in_flight_body_bytes: Option<u64>,
+    /// `database.lockTimeout`, `database.statementTimeout` and `server.writeTimeout`, all three
+    /// (a statement waiting for a lock is bounded by all of them); `None` keeps the defaults.
+    pub wait_limit: Option<Duration>,
+}
+
+impl ServerConfig {
+    /// The harness's usual server on `backend`: the pool as given, every other key default.
+    pub fn new(backend: Backend, max_open_conns: u32, max_idle_conns: Option<u32>) -> Self {
+        Self {
+            backend,
+            max_open_conns,
+            max_idle_conns,
+            max_in_flight_body_bytes: None,
+            wait_limit: None,
+        }
+    }
 }
 
 /// The config file text for `cfg` on the given ports.
 pub fn config_yaml(cfg: &ServerConfig, api: u16, metrics: u16) -> String {
     let mut y = format!(
-        "server:\n  host: 127.0.0.1\n  port: {api}\n  metricsHost: 127.0.0.1\n  metricsPort: {metrics}\n  shutdownDelay: 0s\n  shutdownTimeout: 10s\nlogging:\n  level: warn\n  format: text\ndatabase:\n  maxOpenConns: {}\n",
-        cfg.max_open_conns
+        "server:\n  host: 127.0.0.1\n  port: {api}\n  metricsHost: 127.0.0.1\n  metricsPort: {metrics}\n  shutdownDelay: 0s\n  shutdownTimeout: 10s\n"
     );
+    if let Some(n) = cfg.max_in_flight_body_bytes {
+        y.push_str(&format!("  maxInFlightBodyBytes: {n}\n"));
+    }
+    let wait = cfg.wait_limit.map(|d| format!("{}ms", d.as_millis()));
+    if let Some(w) = &wait {
+        y.push_str(&format!("  writeTimeout: {w}\n"));
+    }
+    y.push_str(&format!(
+        "logging:\n  level: warn\n  format: text\ndatabase:\n  maxOpenConns: {}\n",
+        cfg.max_open_conns
+    ));
+    if let Some(w) = &wait {
+        y.push_str(&format!("  lockTimeout: {w}\n  statementTimeout: {w}\n"));
+    }
     // maxIdleConns keeps its default (5) unless set, or unless that would exceed maxOpenConns.
     match cfg.max_idle_conns {
         Some(n) => y.push_str(&format!("  maxIdleConns: {}\n", n.min(cfg.max_open_conns))),
@@ -336,11 +367,7 @@ mod tests {
 
     #[test]
     fn config_keeps_idle_conns_within_open_conns() {
-        let cfg = ServerConfig {
-            backend: Backend::Sqlite(PathBuf::from("/tmp/x.db")),
-            max_open_conns: 5,
-            max_idle_conns: None,
-        };
+        let cfg = ServerConfig::new(Backend::Sqlite(PathBuf::from("/tmp/x.db")), 5, None);
         let y = config_yaml(&cfg, 1, 2);
         assert!(!y.contains("maxIdleConns"));
         let cfg = ServerConfig {
@@ -354,5 +381,30 @@ mod tests {
             ..cfg
         };
         assert!(config_yaml(&cfg, 1, 2).contains("maxIdleConns: 25"));
+        let y = config_yaml(&cfg, 1, 2);
+        for key in [
+            "lockTimeout",
+            "statementTimeout",
+            "writeTimeout",
+            "maxInFlightBodyBytes",
+        ] {
+            assert!(!y.contains(key), "{key} set without being asked for:\n{y}");
+        }
+    }
+
+    #[test]
+    fn config_sets_the_body_budget_and_wait_limits_in_their_sections() {
+        let cfg = ServerConfig {
+            max_in_flight_body_bytes: Some(512 << 20),
+            wait_limit: Some(Duration::from_secs(45)),
+            ..ServerConfig::new(Backend::Sqlite(PathBuf::from("/tmp/x.db")), 25, None)
+        };
+        let y = config_yaml(&cfg, 1, 2);
+        let (server, rest) = y.split_once("logging:").unwrap();
+        assert!(server.contains("  maxInFlightBodyBytes: 536870912\n"));
+        assert!(server.contains("  writeTimeout: 45000ms\n"));
+        let database = rest.split_once("database:").unwrap().1;
+        assert!(database.contains("  lockTimeout: 45000ms\n"));
+        assert!(database.contains("  statementTimeout: 45000ms\n"));
     }
 }

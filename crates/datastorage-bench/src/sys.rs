@@ -7,7 +7,9 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Clock ticks per second of `/proc` CPU times.
 pub fn clk_tck() -> f64 {
@@ -85,6 +87,84 @@ pub fn vm_kib(pid: u32, key: &str) -> Option<u64> {
         .find(|l| l.starts_with(key) && l[key.len()..].starts_with(':'))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
+}
+
+/// Resets a process's peak resident memory (VmHWM) to its current VmRSS, by writing `5` to
+/// `/proc/<pid>/clear_refs` (Linux 4.0 and later). False when the kernel or permissions refuse.
+pub fn reset_hwm(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
+/// A process's memory over one step of a scenario, KiB.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MemPeak {
+    /// VmRSS when the step began.
+    pub before_kib: u64,
+    /// Highest resident memory during the step: VmHWM, reset when the step began (`exact`),
+    /// and never below the highest VmRSS sampled every 10 ms.
+    pub peak_kib: u64,
+    /// VmRSS when the step ended.
+    pub after_kib: u64,
+    /// Whether VmHWM could be reset, so `peak_kib` is the kernel's own peak, not only samples.
+    pub exact: bool,
+}
+
+/// Watches a process's memory from [`MemWatch::start`] to [`MemWatch::finish`].
+pub struct MemWatch {
+    pid: u32,
+    before: u64,
+    exact: bool,
+    stop: Arc<AtomicBool>,
+    sampler: tokio::task::JoinHandle<u64>,
+}
+
+impl MemWatch {
+    /// Resets the process's VmHWM (when allowed), reads its VmRSS and starts sampling.
+    pub fn start(pid: u32) -> Self {
+        let exact = reset_hwm(pid);
+        let before = vm_kib(pid, "VmRSS").unwrap_or(0);
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let sampler = tokio::spawn(async move {
+            let mut peak = 0;
+            // Bounded by the flag, and by an hour of samples as a backstop.
+            for _ in 0..360_000 {
+                if flag.load(Ordering::Relaxed) {
+                    break;
+                }
+                if let Some(rss) = vm_kib(pid, "VmRSS") {
+                    peak = peak.max(rss);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            peak
+        });
+        Self {
+            pid,
+            before,
+            exact,
+            stop,
+            sampler,
+        }
+    }
+
+    /// Stops sampling and reports the step.
+    pub async fn finish(self) -> MemPeak {
+        self.stop.store(true, Ordering::Relaxed);
+        let sampled = self.sampler.await.unwrap_or(0);
+        let after = vm_kib(self.pid, "VmRSS").unwrap_or(0);
+        let hwm = if self.exact {
+            vm_kib(self.pid, "VmHWM").unwrap_or(0)
+        } else {
+            0
+        };
+        MemPeak {
+            before_kib: self.before,
+            peak_kib: hwm.max(sampled).max(after).max(self.before),
+            after_kib: after,
+            exact: self.exact,
+        }
+    }
 }
 
 /// Which processes a scenario accounts CPU to.
@@ -265,5 +345,17 @@ mod tests {
         let b = CpuSnap::take(Probe::default());
         let u = a.until(&b, clk_tck());
         assert!(u.server.is_none() && u.pg.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_memory_watch_sees_at_least_what_was_resident() {
+        let me = std::process::id();
+        let w = MemWatch::start(me);
+        let block = vec![1u8; 8 << 20];
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let m = w.finish().await;
+        assert!(block.iter().all(|b| *b == 1));
+        assert!(m.before_kib > 0 && m.after_kib > 0);
+        assert!(m.peak_kib >= m.before_kib.max(m.after_kib));
     }
 }
