@@ -24,7 +24,9 @@ use datastorage_api::{
 };
 use uuid::Uuid;
 
-use datastorage_client::{AuditStore, Client, OverflowPolicy, SpoolConfig, StoreConfig};
+use datastorage_client::{
+    AuditStore, BearerToken, Client, OverflowPolicy, SpoolConfig, StoreConfig, TOKEN_ENV,
+};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::output::{keep_code, warn, Stdout};
@@ -67,6 +69,34 @@ pub struct EventsArgs {
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+
+    /// Bearer token sent with every request (servers in tokens or kubernetes mode). Prefer
+    /// --token-file or DATASTORAGE_TOKEN: a token on the command line shows in `ps`.
+    #[arg(
+        long,
+        global = true,
+        value_name = "TOKEN",
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+
+    /// File holding the bearer token, re-read when it changes (a projected ServiceAccount
+    /// token rotates). Without --token and --token-file, DATASTORAGE_TOKEN is used when set.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// CA certificates (PEM) that sign the server's certificate, for an https:// --url served
+    /// with a private CA.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Client certificate (PEM), for servers in mtls mode; with --client-key.
+    #[arg(long, global = true, value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+
+    /// Key of --client-cert (PEM).
+    #[arg(long, global = true, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
 
     /// What to do.
     #[command(subcommand)]
@@ -317,6 +347,27 @@ pub async fn run<W: Write + Send>(
     run_with(args, out, stop, false).await
 }
 
+/// The client the flags describe: URL, bearer token (flag, file, or DATASTORAGE_TOKEN), CA and
+/// client certificate.
+fn client(args: &EventsArgs) -> anyhow::Result<Client> {
+    let mut builder = Client::builder(&args.url);
+    let token = match (&args.token, &args.token_file) {
+        (Some(token), _) => Some(BearerToken::new(token).context("--token")?),
+        (None, Some(path)) => Some(BearerToken::from_file(path).context("--token-file")?),
+        (None, None) => BearerToken::from_env().context(TOKEN_ENV)?,
+    };
+    if let Some(token) = token {
+        builder = builder.bearer_token(token);
+    }
+    if let Some(ca) = &args.ca_file {
+        builder = builder.ca_bundle_file(ca);
+    }
+    if let (Some(cert), Some(key)) = (&args.client_cert, &args.client_key) {
+        builder = builder.client_cert_files(cert, key);
+    }
+    builder.build().context("--url")
+}
+
 /// [`run`], with a progress bar on standard error for `post --stdin` and `query --all` when
 /// `progress` is set (the binary sets it when stdout is a terminal) and stderr is a terminal
 /// too. The bar is cleared before the output is written.
@@ -326,7 +377,7 @@ pub async fn run_with<W: Write + Send>(
     stop: impl Future<Output = ()> + Send,
     progress: bool,
 ) -> anyhow::Result<u8> {
-    let client = Client::new(&args.url).context("--url")?;
+    let client = client(&args)?;
     let json = args.json;
     match args.command {
         EventsCommand::Post(post) if post.stdin => {

@@ -15,7 +15,7 @@ use datastorage::config::{self, Settings};
 use datastorage::db::Store;
 use datastorage::{startup, telemetry};
 use datastorage_cli::output::Stdout;
-use datastorage_cli::{check, events};
+use datastorage_cli::{check, events, token};
 
 /// mimalloc instead of the system allocator: the request path allocates many small, short-lived
 /// values (JSON trees, strings), and glibc malloc/free took about a quarter of the server's CPU
@@ -64,6 +64,9 @@ enum Command {
     /// Client commands against a running server (--url or DATASTORAGE_URL): post, query, get,
     /// tail and verify audit events. They never read the server's config.
     Events(Box<events::EventsArgs>),
+    /// Bearer tokens for `auth.mode: tokens`. Reads no config.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Print a shell completion script for this binary. Reads no config.
     ///
     /// Install it where your shell looks, e.g. bash:
@@ -94,6 +97,13 @@ struct CheckArgs {
 }
 
 #[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Make a new random token: prints the token once, and the entry (its SHA-256, name and
+    /// scopes) to add to the tokens file.
+    Create(token::CreateArgs),
+}
+
+#[derive(Debug, Subcommand)]
 enum ConfigCommand {
     /// Print a commented config file with every key at its default. Reads no file and no
     /// environment.
@@ -113,6 +123,7 @@ impl Command {
             Command::Check(check) => Some(&check.config),
             Command::Config(ConfigCommand::PrintDefault)
             | Command::Events(_)
+            | Command::Token(_)
             | Command::Completions { .. } => None,
         }
     }
@@ -155,6 +166,16 @@ fn main() -> ExitCode {
         return events::main(*args);
     }
     let mut out = Stdout::new();
+    if let Command::Token(TokenCommand::Create(args)) = &cli.command {
+        return match token::create(args, &mut out).and_then(|()| Ok(out.flush()?)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) if out.closed() => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     // Commands that read no config. A closed stdout (`| head`) is a quiet end; nothing else
     // can fail here.
     let local = match cli.command {
@@ -239,6 +260,7 @@ async fn execute(
         }
         Command::Config(ConfigCommand::PrintDefault)
         | Command::Events(_)
+        | Command::Token(_)
         | Command::Completions { .. } => unreachable!("handled before loading"),
     };
     out.flush()?;

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::http::{HeaderMap, Method, Request, StatusCode};
 use axum::Router;
 use datastorage::config::{Driver, Settings};
 use serde::de::DeserializeOwned;
@@ -94,6 +94,8 @@ pub struct TestApp {
     /// The SQLite file, on [`Backend::Sqlite`].
     pub sqlite_path: Option<PathBuf>,
     transport: Transport,
+    /// `Authorization` of the helpers' requests ([`TestApp::authorize_as`]).
+    authorization: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -138,6 +140,7 @@ impl TestApp {
             pg,
             sqlite_path,
             transport: Transport::InProcess { api, metrics },
+            authorization: None,
             _dir: dir,
         }
     }
@@ -203,6 +206,7 @@ impl TestApp {
                 shutdown: Some(tx),
                 task: Some(task),
             },
+            authorization: None,
             _dir: dir,
         };
         app.wait_ready().await;
@@ -233,7 +237,14 @@ impl TestApp {
         panic!("the test server did not become ready");
     }
 
-    /// Sends `method path` with an optional content type and body to `listener`.
+    /// From now on the helpers (`post_event`, `query`, `verify`, `metrics`, `send`, …) send
+    /// this `Authorization` header, e.g. `Bearer <token>` of an admin.
+    pub fn authorize_as(&mut self, authorization: impl Into<String>) {
+        self.authorization = Some(authorization.into());
+    }
+
+    /// Sends `method path` with an optional content type and body to `listener` (with the
+    /// header of [`TestApp::authorize_as`], if set).
     pub async fn send(
         &self,
         listener: Listener,
@@ -242,7 +253,30 @@ impl TestApp {
         content_type: Option<&str>,
         body: impl Into<Bytes>,
     ) -> TestResponse {
+        let mut headers = Vec::new();
+        if let Some(ct) = content_type {
+            headers.push(("content-type", ct.as_bytes().to_vec()));
+        }
+        if let Some(a) = &self.authorization {
+            headers.push(("authorization", a.as_bytes().to_vec()));
+        }
+        self.send_raw(listener, method, path, &headers, body).await
+    }
+
+    /// Sends `method path` with exactly these headers (values as raw bytes, which need not be
+    /// text) and body to `listener`.
+    pub async fn send_raw(
+        &self,
+        listener: Listener,
+        method: Method,
+        path: &str,
+        headers: &[(&str, Vec<u8>)],
+        body: impl Into<Bytes>,
+    ) -> TestResponse {
         let body = body.into();
+        let value = |v: &[u8]| {
+            axum::http::HeaderValue::from_bytes(v).expect("a header value without line breaks")
+        };
         match &self.transport {
             Transport::InProcess { api, metrics } => {
                 let router = match listener {
@@ -250,8 +284,8 @@ impl TestApp {
                     Listener::Metrics => metrics.clone(),
                 };
                 let mut req = Request::builder().method(method).uri(path);
-                if let Some(ct) = content_type {
-                    req = req.header(header::CONTENT_TYPE, ct);
+                for (name, v) in headers {
+                    req = req.header(*name, value(v));
                 }
                 let resp = router
                     .oneshot(req.body(Body::from(body)).unwrap())
@@ -278,8 +312,8 @@ impl TestApp {
                     Listener::Metrics => metrics_base,
                 };
                 let mut req = http.request(method, format!("{base}{path}")).body(body);
-                if let Some(ct) = content_type {
-                    req = req.header(header::CONTENT_TYPE, ct);
+                for (name, v) in headers {
+                    req = req.header(*name, value(v));
                 }
                 match req.send().await {
                     Ok(resp) => TestResponse {

@@ -276,6 +276,9 @@ pub async fn run(
 /// Binds every listener of the settings. Host names resolve here; an address that cannot be
 /// bound names its keys.
 pub async fn bind(settings: &Settings) -> anyhow::Result<Listeners> {
+    // Refuse before anything listens: an API that would be open to the network without
+    // authentication never binds.
+    crate::auth::resolve_mode(settings, crate::auth::in_pod())?;
     let s = &settings.server;
     let api = bind_one(&s.host, s.port, "server.host, server.port").await?;
     let metrics = bind_one(

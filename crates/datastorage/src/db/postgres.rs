@@ -249,6 +249,14 @@ const LOCK_HEADS: &str = "WITH created AS ( \
     SELECT correlation_id, last_sequence, last_hash, started_by FROM created \
     UNION ALL SELECT correlation_id, last_sequence, last_hash, started_by FROM locked";
 
+/// A chain head as the lock statements return it: chain, last sequence, last hash, starter.
+type HeadRow = (String, i64, String, Option<String>);
+
+/// Locks heads that [`LOCK_HEADS`] could not see (created by a transaction that committed
+/// while it ran).
+const LOCK_MORE_HEADS: &str = "SELECT correlation_id, last_sequence, last_hash, started_by \
+    FROM audit_chain_heads WHERE correlation_id = ANY($1) ORDER BY correlation_id FOR UPDATE";
+
 static LOCK_HEADS_WAIT: LazyLock<String> = LazyLock::new(|| LOCK_HEADS.replace("{SKIP}", ""));
 static LOCK_HEADS_SKIP: LazyLock<String> =
     LazyLock::new(|| LOCK_HEADS.replace("{SKIP}", " SKIP LOCKED"));
@@ -288,20 +296,39 @@ async fn write_in_tx(
         HeadLocks::Wait => &*LOCK_HEADS_WAIT,
         HeadLocks::Skip => &*LOCK_HEADS_SKIP,
     };
-    let rows: Vec<(String, i64, String, Option<String>)> = sqlx::query_as(sql)
+    let rows: Vec<HeadRow> = sqlx::query_as(sql)
         .bind(&chains)
         .bind(&starters)
         .fetch_all(&mut *tx)
         .await?;
     let mut heads = HashMap::with_capacity(rows.len());
     let mut started_by = HashMap::with_capacity(rows.len());
-    for (c, s, h, b) in rows {
-        started_by.insert(c.clone(), b);
-        heads.insert(c, (s, h));
-    }
+    let take = |rows: Vec<HeadRow>,
+                heads: &mut HashMap<String, (i64, String)>,
+                started_by: &mut HashMap<String, Option<String>>| {
+        for (c, s, h, b) in rows {
+            started_by.insert(c.clone(), b);
+            heads.insert(c, (s, h));
+        }
+    };
+    take(rows, &mut heads, &mut started_by);
     if heads.len() < chains.len() && locks == HeadLocks::Wait {
-        // A head created by a transaction that committed after our snapshot: take it again.
-        return Err(Failed::Retry);
+        // Heads another transaction created and committed while our statement ran (its insert
+        // waited for theirs): a new statement sees them. Taking them now, instead of starting
+        // over, keeps concurrent batches that open the same new chains from retrying in turn.
+        let missing: Vec<&str> = chains
+            .iter()
+            .copied()
+            .filter(|c| !heads.contains_key(*c))
+            .collect();
+        let rows: Vec<HeadRow> = sqlx::query_as(LOCK_MORE_HEADS)
+            .bind(&missing)
+            .fetch_all(&mut *tx)
+            .await?;
+        take(rows, &mut heads, &mut started_by);
+        if heads.len() < chains.len() {
+            return Err(Failed::Retry);
+        }
     }
     // Only the events of the chains we hold are written; the others wait for another try.
     let held: Vec<ValidatedEvent>;

@@ -25,11 +25,13 @@
 //!
 //! Failure isolation:
 //! - A group never waits for a chain head another transaction holds (`SKIP LOCKED`): it commits
-//!   the events of the other chains, and each event of a held chain is written on its own, on a
-//!   task and connection of its own that waits for the head up to `lockTimeout`. At most a
-//!   quarter of the pool waits that way at once; an event that finds no place among them
+//!   the events of the other chains. A skipped event first joins the committer's next groups
+//!   (up to [`MAX_SKIPS`] times): the head was most likely held for an instant by another
+//!   committer, whose commit takes milliseconds. An event skipped that often is written on its
+//!   own, on a task and connection of its own that waits for the head up to `lockTimeout`. At
+//!   most a quarter of the pool waits that way at once; an event that finds no place among them
 //!   within `acquireTimeout` answers 503 with `Retry-After`. So one stuck chain does not stall
-//!   the writers of other chains.
+//!   the writers of other chains, nor take the places their briefly skipped events need.
 //! - When a group fails for a reason that may concern only some of its events (a conflicting
 //!   replay, bad data, a statement timeout), each event is retried alone, so one event never
 //!   fails its neighbours. When the database is unavailable, every event of the group gets the
@@ -52,6 +54,11 @@ use crate::db::{DbError, Store, WriteOutcome, RETRY_AFTER_BUSY};
 pub const QUEUE_CAPACITY: usize = 10_000;
 /// Most committers running at once.
 pub const MAX_COMMITTERS: u32 = 4;
+/// Groups an event whose chain head was held may join again before it is written on its own.
+pub const MAX_SKIPS: u8 = 4;
+/// Pause before the next group when a whole group was skipped (its heads held by another
+/// committer), so a committer does not spin while the other commits.
+const SKIPPED_PAUSE: Duration = Duration::from_millis(1);
 
 const QUEUED: u8 = 0;
 const CLAIMED: u8 = 1;
@@ -61,6 +68,23 @@ struct Job {
     event: ValidatedEvent,
     reply: oneshot::Sender<Result<WriteOutcome, DbError>>,
     ticket: Arc<Ticket>,
+    /// Groups that skipped it because its chain head was held.
+    skips: u8,
+}
+
+impl Job {
+    /// A job taken back from a group that skipped it: already claimed, its wait already over.
+    fn skipped(event: ValidatedEvent, reply: Reply, skips: u8) -> Self {
+        Self {
+            event,
+            reply,
+            ticket: Arc::new(Ticket {
+                state: AtomicU8::new(CLAIMED),
+                wait: std::sync::Mutex::new(None),
+            }),
+            skips: skips + 1,
+        }
+    }
 }
 
 /// Who owns a queued job: the committer that claims it or the requester that gives up on it,
@@ -155,6 +179,7 @@ impl GroupCommit {
             event,
             reply,
             ticket: Arc::clone(&ticket),
+            skips: 0,
         };
         let deadline = tokio::time::Instant::now() + self.acquire_timeout;
         match tokio::time::timeout_at(deadline, self.queue.send(job)).await {
@@ -242,7 +267,12 @@ async fn committer(shared: Arc<Shared>, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
             .into_iter()
             .partition(|j| ids.insert(j.event.event_id));
         carry = repeats;
-        commit(&shared, unique).await;
+        let committed = unique.len();
+        let skipped = commit(&shared, unique).await;
+        if !skipped.is_empty() && skipped.len() == committed {
+            tokio::time::sleep(SKIPPED_PAUSE).await;
+        }
+        carry.extend(skipped);
     }
 }
 
@@ -286,10 +316,18 @@ fn write_alone(shared: &Shared, event: ValidatedEvent, reply: Reply) {
     });
 }
 
-async fn commit(shared: &Shared, group: Vec<Job>) {
+/// Commits a group; returns the events skipped because another transaction held their chain
+/// head, for the next group (those skipped [`MAX_SKIPS`] times are written alone instead).
+async fn commit(shared: &Shared, group: Vec<Job>) -> Vec<Job> {
     let store = &shared.store;
-    let (mut events, mut replies): (Vec<ValidatedEvent>, Vec<Reply>) =
-        group.into_iter().map(|j| (j.event, j.reply)).unzip();
+    let mut events = Vec::with_capacity(group.len());
+    let mut replies = Vec::with_capacity(group.len());
+    let mut skips = Vec::with_capacity(group.len());
+    for j in group {
+        events.push(j.event);
+        replies.push(j.reply);
+        skips.push(j.skips);
+    }
     loop {
         let open: Vec<bool> = replies.iter().map(|r| !r.is_closed()).collect();
         if open.contains(&false) {
@@ -297,9 +335,11 @@ async fn commit(shared: &Shared, group: Vec<Job>) {
             events.retain(|_| keep.next().unwrap_or(false));
             let mut keep = open.iter().copied();
             replies.retain(|_| keep.next().unwrap_or(false));
+            let mut keep = open.iter().copied();
+            skips.retain(|_| keep.next().unwrap_or(false));
         }
         if events.is_empty() {
-            return;
+            return Vec::new();
         }
         let result = {
             let replies = &replies;
@@ -308,15 +348,21 @@ async fn commit(shared: &Shared, group: Vec<Job>) {
         };
         match result {
             Ok(outcomes) => {
-                for ((event, reply), outcome) in events.into_iter().zip(replies).zip(outcomes) {
+                let mut again = Vec::new();
+                for (((event, reply), skipped), outcome) in
+                    events.into_iter().zip(replies).zip(skips).zip(outcomes)
+                {
                     match outcome {
                         Some(outcome) => {
                             let _ = reply.send(Ok(outcome));
                         }
+                        None if skipped < MAX_SKIPS => {
+                            again.push(Job::skipped(event, reply, skipped))
+                        }
                         None => write_alone(shared, event, reply),
                     }
                 }
-                return;
+                return again;
             }
             // A requester left just before commit: roll back, go again without it.
             Err(DbError::Cancelled) => continue,
@@ -324,13 +370,13 @@ async fn commit(shared: &Shared, group: Vec<Job>) {
                 for reply in replies {
                     let _ = reply.send(Err(e.duplicate()));
                 }
-                return;
+                return Vec::new();
             }
             Err(e) if events.len() == 1 => {
                 if let Some(reply) = replies.pop() {
                     let _ = reply.send(Err(e));
                 }
-                return;
+                return Vec::new();
             }
             Err(_) => {
                 for (event, reply) in events.iter().zip(replies) {
@@ -342,7 +388,7 @@ async fn commit(shared: &Shared, group: Vec<Job>) {
                         let _ = reply.send(result);
                     }
                 }
-                return;
+                return Vec::new();
             }
         }
     }
