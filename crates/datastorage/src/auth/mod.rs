@@ -1,7 +1,7 @@
 //! Access control: who a request comes from, whether it may do what its route needs, how fast,
 //! and the record of it.
 //!
-//! - [`scope`]: the six scopes; [`routes`]: the one table of what each route needs.
+//! - [`Scope`]: the six scopes; [`routes`]: the one table of what each route needs.
 //! - One authentication mode per server (`auth.mode`): [`tokens`] (hashed bearer tokens from a
 //!   file, reloaded on change), [`kubernetes`] (TokenReview and SubjectAccessReview, cached),
 //!   [`mtls`] (the client certificate's SAN), or `none` (loopback or an explicit opt-in only).
