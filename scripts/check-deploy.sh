@@ -199,6 +199,8 @@ PROMRULE = "deploy/kubernetes/base/prometheusrule.yaml"
 DASHBOARD = "deploy/grafana/datastorage-dashboard.json"
 METRIC_NAMES = "deploy/metric-names.txt"
 TUNING = "docs/tuning.md"
+# Runbook documents alerts may link to (runbook_url "<doc>#<anchor>").
+RUNBOOK_DOCS = (TUNING, "docs/kubernetes-auth.md")
 
 # The service's exported metric names (base names; histograms without _bucket/_sum/_count).
 EXPORTED = {
@@ -215,9 +217,11 @@ EXPORTED = {
     "datastorage_db_capacity_other_connections", "datastorage_db_capacity_available_connections",
     "datastorage_db_capacity_budget_connections", "datastorage_db_capacity_replicas",
     "datastorage_db_capacity_violated", "datastorage_build_info", "datastorage_ready",
+    "datastorage_auth_requests_total", "datastorage_auth_cache_requests_total",
+    "datastorage_auth_kubernetes_request_duration_seconds", "datastorage_auth_kubernetes_errors_total",
 }
 HISTOGRAMS = {"datastorage_db_pool_acquire_duration_seconds", "datastorage_http_request_duration_seconds",
-              "datastorage_audit_write_duration_seconds"}
+              "datastorage_audit_write_duration_seconds", "datastorage_auth_kubernetes_request_duration_seconds"}
 
 # config.yaml schema: key -> type ("dur", "int", "str", "bool", "list", enum tuple, or dict)
 DUR = "dur"
@@ -233,6 +237,13 @@ CONFIG_SCHEMA = {
                  "connectTimeout": DUR, "statementTimeout": DUR, "lockTimeout": DUR,
                  "idleInTransactionTimeout": DUR, "sqlitePath": "str", "migrateOnStart": "bool",
                  "capacity": {"replicas": "int", "headroom": "int", "policy": ("warn", "fail")}},
+    "auth": {"mode": ("tokens", "kubernetes", "mtls", "none"), "allowUnauthenticated": "bool",
+             "tokensFile": "ostr",
+             "kubernetes": {"kubeconfig": "ostr", "group": "str", "resource": "str", "namespace": "ostr",
+                            "audiences": "list", "timeout": DUR,
+                            "cache": {"allowedTtl": DUR, "deniedTtl": DUR, "invalidTtl": DUR, "maxEntries": "int"}},
+             "mtls": "any", "chainAppend": ("any", "starter"), "recordReads": "bool", "denialsPerSecond": "int",
+             "metricsRequireAuth": "bool", "rateLimit": "any", "trustedProxies": "list"},
     "redis": "any", "retention": "any", "audit": "any",
 }
 # Every pool knob: none of these may be set through the Deployment's environment.
@@ -310,9 +321,10 @@ def alerts_of(groups):
 
 def cmd_rules_meta():
     doc = load_yaml(RULES)
-    with open(TUNING) as f:
-        tuning = f.read()
-    anchors = set(re.findall(r'<a id="([^"]+)"', tuning))
+    anchors = {}
+    for doc_path in RUNBOOK_DOCS:
+        with open(doc_path) as f:
+            anchors[doc_path] = set(re.findall(r'<a id="([^"]+)"', f.read()))
     problems = []
     alerts = alerts_of(doc["groups"])
     for r in alerts:
@@ -323,14 +335,14 @@ def cmd_rules_meta():
             if not str(a.get(k, "")).strip():
                 problems.append(f"{r['alert']}: annotation {k} missing")
         url = a.get("runbook_url", "")
-        m = re.fullmatch(r"docs/tuning\.md#(.+)", url)
-        if not m or m.group(1) not in anchors:
-            problems.append(f"{r['alert']}: runbook_url {url!r} has no anchor in {TUNING}")
+        doc_path, _, anchor = url.partition("#")
+        if doc_path not in anchors or anchor not in anchors[doc_path]:
+            problems.append(f"{r['alert']}: runbook_url {url!r} has no anchor in {' or '.join(RUNBOOK_DOCS)}")
         if 'job="datastorage"' not in r["expr"]:
             problems.append(f"{r['alert']}: expr does not select job=\"datastorage\"")
     if problems:
         fail("\n".join(problems))
-    print(f"{len(alerts)} alerts: severity, summary, description, runbook, runbook_url -> {TUNING} anchors, job=\"datastorage\"")
+    print(f"{len(alerts)} alerts: severity, summary, description, runbook, runbook_url -> {'/'.join(RUNBOOK_DOCS)} anchors, job=\"datastorage\"")
 
 
 def cmd_tests_cover():
@@ -572,6 +584,8 @@ def check_config(cfg, schema, path=""):
             problems.append(f"{p}: {v!r} is not a byte count")
         elif t == "str" and not isinstance(v, str):
             problems.append(f"{p}: {v!r} is not a string")
+        elif t == "ostr" and v is not None and not isinstance(v, str):
+            problems.append(f"{p}: {v!r} is neither a string nor null")
         elif t == "bool" and not isinstance(v, bool):
             problems.append(f"{p}: {v!r} is not a boolean")
         elif t == "list" and not isinstance(v, list):
@@ -705,6 +719,21 @@ def cmd_workload(render):
             problems.append(f"{kind} missing or does not select the Deployment's pods")
     if pod.get("serviceAccountName") not in {s["metadata"]["name"] for s in by.get("ServiceAccount", [])}:
         problems.append("ServiceAccount not rendered")
+    # --- auth.mode kubernetes (also the default inside a pod): token, right to review, path to the API server
+    if (cfg.get("auth") or {}).get("mode", "kubernetes") == "kubernetes":
+        sa_name, ns = pod.get("serviceAccountName", "default"), dep["metadata"].get("namespace")
+        if pod.get("automountServiceAccountToken") is not True:
+            problems.append("auth.mode kubernetes: the pod needs automountServiceAccountToken: true (its token calls TokenReview/SubjectAccessReview)")
+        if not any(b["roleRef"]["name"] == "system:auth-delegator"
+                   and any(s.get("kind") == "ServiceAccount" and s.get("name") == sa_name and s.get("namespace") == ns
+                           for s in b.get("subjects", []))
+                   for b in by.get("ClusterRoleBinding", [])):
+            problems.append(f"auth.mode kubernetes: no ClusterRoleBinding of ServiceAccount {ns}/{sa_name} to system:auth-delegator")
+        nps = by.get("NetworkPolicy", [])
+        if nps and "Egress" in nps[0]["spec"].get("policyTypes", []):
+            ports = {str(p.get("port")) for r in nps[0]["spec"].get("egress", []) if not r.get("to") for p in r.get("ports", [])}
+            if not ports & {"443", "6443"}:
+                problems.append("auth.mode kubernetes: NetworkPolicy egress allows neither 443 nor 6443 (the API server)")
     if problems:
         fail("\n".join(problems))
     print(f"capacity replicas env {rep} == HPA maxReplicas {maxr}; no pool env literals (env: {sorted(env)}); "
@@ -752,7 +781,7 @@ else
   skip_as_failed "promtool check rules" "no promtool"; skip_as_failed "promtool test rules" "no promtool"
 fi
 if [[ $VENV_OK -eq 1 ]]; then
-  check "alerts carry severity, summary, description, runbook and a runbook_url anchor in $TUNING" helper rules-meta
+  check "alerts carry severity, summary, description, runbook and a runbook_url anchor in $TUNING or docs/kubernetes-auth.md" helper rules-meta
   check "every alert has a firing and a silent unit test" helper tests-cover
   check "$PROMRULE is generated from $RULES (scripts/check-deploy.sh --write-prometheusrule)" helper promrule-current
 else
@@ -791,7 +820,7 @@ for dir in "${OVERLAYS[@]}"; do
     else
       skip_as_failed "$tag: PrometheusRule promtool" "no promtool"
     fi
-    check "$tag: Deployment: no pool env literals, capacity replicas == HPA max, probes, shutdown timing, security" helper workload "$out"
+    check "$tag: Deployment: no pool env literals, capacity replicas == HPA max, probes, shutdown timing, security, kubernetes-auth wiring" helper workload "$out"
   else
     [[ $RENDER_OK -eq 1 ]] || skip_as_failed "render $dir" "no kustomize renderer"
     for what in "schema validation" "CRDs" "PrometheusRule promtool" "Deployment"; do skip_as_failed "$tag: $what" "not rendered"; done

@@ -8,12 +8,15 @@
 //! - [`events`]: event builders.
 //! - [`process`]: the real `datastorage` binary as a child process that is always stopped.
 //! - [`tls`]: a throwaway certificate authority for TLS tests.
+//! - [`kube`]: a stand-in Kubernetes API server (TokenReview, SubjectAccessReview) for
+//!   `auth.mode: kubernetes` tests.
 //!
 //! PostgreSQL comes from `DATASTORAGE_TEST_PG_URL` (an admin URL; `scripts/test` starts a
 //! throwaway cluster and sets it), else `postgres://postgres@127.0.0.1:5432/postgres`.
 
 pub mod app;
 pub mod events;
+pub mod kube;
 pub mod pg;
 pub mod process;
 pub mod tls;

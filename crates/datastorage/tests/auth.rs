@@ -487,11 +487,10 @@ async fn reads_and_denials_are_recorded_in_the_access_chain(backend: Backend) {
         text.contains("datastorage_access_records_total{action=\"query\",result=\"recorded\"}"),
         "{text}"
     );
-    assert!(
-        text.contains(
-            "datastorage_auth_requests_total{mode=\"tokens\",result=\"unauthenticated\"}"
-        ),
-        "{text}"
+    let unauthenticated = datastorage_testkit::metric_value(
+        &text,
+        "datastorage_auth_requests_total{mode=\"tokens\",result=\"unauthenticated\"}",
     );
+    assert!(unauthenticated.is_some_and(|n| n >= 1.0), "{text}");
     app.stop().await;
 }

@@ -242,6 +242,7 @@ impl Auth {
             }
         };
         tracing::info!(mode = mode.as_str(), "access control");
+        precreate(&counters, mode);
         Ok(Self {
             mode,
             authenticator,
@@ -311,6 +312,34 @@ impl Auth {
         match self.mode {
             AuthMode::Mtls => "ClientCertificate realm=\"datastorage\"",
             _ => "Bearer realm=\"datastorage\"",
+        }
+    }
+}
+
+/// Creates every series of the mode's outcomes and of the Kubernetes calls at zero, so
+/// dashboards and alerts see them before the first request (the Kubernetes series stay zero in
+/// other modes).
+fn precreate(counters: &AuthCounters, mode: AuthMode) {
+    for result in [
+        "allowed",
+        "unauthenticated",
+        "forbidden",
+        "rate_limited",
+        "unavailable",
+    ] {
+        let _ = counters.requests.get_or_create(&AuthLabels {
+            mode: mode.as_str(),
+            result,
+        });
+    }
+    for api in [kubernetes::TOKEN_REVIEW, kubernetes::ACCESS_REVIEW] {
+        let labels = crate::metrics::KubernetesApiLabels { api };
+        let _ = counters.kubernetes_duration.get_or_create(&labels);
+        let _ = counters.kubernetes_errors.get_or_create(&labels);
+        for result in ["hit", "miss"] {
+            let _ = counters
+                .cache
+                .get_or_create(&crate::metrics::CacheLabels { api, result });
         }
     }
 }

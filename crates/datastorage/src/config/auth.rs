@@ -21,7 +21,7 @@ pub const DEFAULT_DENIED_TTL: Duration = Duration::from_secs(10);
 /// Default time an invalid token's answer is reused (it stays invalid, but keep it short so
 /// the cache cannot be filled with junk for long).
 pub const DEFAULT_INVALID_TTL: Duration = Duration::from_secs(10);
-/// Default most answers the cache holds, all kinds together.
+/// Default most answers each cache (tokens; permissions) holds.
 pub const DEFAULT_CACHE_ENTRIES: u64 = 10_000;
 /// Default most denied requests recorded per second; the rest are counted, not recorded, so
 /// a flood of bad tokens cannot flood the database.
@@ -161,7 +161,7 @@ pub struct AuthCacheSettings {
     /// How long an invalid token's answer is reused.
     #[serde(with = "duration")]
     pub invalid_ttl: Duration,
-    /// Most answers held.
+    /// Most answers each cache (tokens; permissions) holds; the least used go first.
     pub max_entries: u64,
 }
 

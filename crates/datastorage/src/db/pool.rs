@@ -10,7 +10,9 @@
 //!   waiting, as Go defines them. Waiting ends at `acquireTimeout` with [`AcquireError::Timeout`]
 //!   (the API answers 503 with `Retry-After`).
 //! - A connection handed back while `maxIdleConns` are already idle is closed.
-//! - A reaper closes idle connections past `connMaxIdleTime` or `connMaxLifetime`, and opens
+//! - A reaper (at least every second) closes idle connections past `connMaxIdleTime` or
+//!   `connMaxLifetime` and those beyond `maxIdleConns` (left when one came back while a caller
+//!   waited) once nobody waits, and opens
 //!   connections up to `minIdleConns`; a connection past its lifetime is also refused when it is
 //!   next taken out.
 //! - Per-session settings (PostgreSQL timeouts) are part of each backend's connect options, sent
@@ -560,7 +562,8 @@ async fn reaper<C: Connection + 'static>(shared: std::sync::Weak<Shared<C>>) {
             .flatten()
             .min()
             .unwrap_or(Duration::from_secs(60));
-        (shortest / 4).clamp(Duration::from_millis(100), Duration::from_secs(30))
+        // At least every second, so connections left idle beyond maxIdleConns go soon.
+        (shortest / 4).clamp(Duration::from_millis(100), Duration::from_secs(1))
     };
     loop {
         tokio::time::sleep(period).await;
@@ -586,11 +589,39 @@ async fn reaper<C: Connection + 'static>(shared: std::sync::Weak<Shared<C>>) {
                 Expiry::IdleTime => s.counters.max_idle_time_closed.inc(),
             };
         }
-        for conn in removed {
+        for conn in removed.into_iter().chain(trim_excess_idle(&s)) {
             let _ = conn.close().await;
         }
         top_up_min_idle(&s).await;
     }
+}
+
+/// Takes out the idle connections beyond `maxIdleConns` while nobody waits. `release` closes
+/// most of them as they come back, but one handed back while a caller waited stays idle, and the
+/// waiter may then have taken another: without this, it would stay open for good.
+fn trim_excess_idle<C: Connection + 'static>(s: &Shared<C>) -> Vec<C> {
+    if s.counters.waiting.load(Ordering::Relaxed) != 0 {
+        return Vec::new();
+    }
+    let idle = s
+        .inner
+        .status()
+        .size
+        .saturating_sub(s.in_use.load(Ordering::Relaxed));
+    let mut excess = idle.saturating_sub(s.limits.max_idle as usize);
+    if excess == 0 {
+        return Vec::new();
+    }
+    let removed = s
+        .inner
+        .retain(|_, _| {
+            let keep = excess == 0;
+            excess = excess.saturating_sub(1);
+            keep
+        })
+        .removed;
+    s.counters.max_idle_closed.inc_by(removed.len() as u64);
+    removed
 }
 
 async fn top_up_min_idle<C: Connection + 'static>(s: &Shared<C>) {
