@@ -23,6 +23,7 @@ use crate::auth::Auth;
 use crate::config::{format_duration, CapacityPolicy, Driver, Settings};
 use crate::db::{capacity, Store};
 use crate::domain::chain::Hasher;
+use crate::domain::rules::EventRules;
 use crate::http::body::body_budget;
 use crate::http::readiness::Readiness;
 use crate::http::serve::{serve, ConnLimits, Gate};
@@ -147,9 +148,11 @@ async fn build(
         settings.auth.denials_per_second,
         metrics.auth.clone(),
     );
+    let rules = Arc::new(EventRules::new(&settings.validation)?);
     let state = AppState {
         auth,
         access,
+        rules,
         writer,
         store: store.reader(),
         metrics,

@@ -28,6 +28,7 @@ mod secret;
 mod server;
 mod settings;
 mod upstream;
+mod validation;
 mod values;
 
 pub use auth::*;
@@ -39,4 +40,5 @@ pub use secret::Secret;
 pub use server::*;
 pub use settings::Settings;
 pub use upstream::*;
+pub use validation::{ValidationSettings, DEFAULT_MAX_FUTURE_SKEW};
 pub use values::{format_duration, parse_duration};

@@ -9,6 +9,7 @@ use super::hash_chain::HashChainSettings;
 use super::logging::LoggingSettings;
 use super::server::{ServerSettings, MAX_MAX_BATCH_SIZE, MAX_MAX_BODY_SIZE, MIN_MAX_BODY_SIZE};
 use super::upstream::{AuditSettings, RedisSettings, RetentionSettings, TelemetrySettings};
+use super::validation::ValidationSettings;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -28,6 +29,8 @@ pub struct Settings {
     pub hash_chain: HashChainSettings,
     /// Access control: authentication mode, scopes, rate limits, access records.
     pub auth: AuthSettings,
+    /// Rules an event must meet beyond the contract's: future skew, `event_data` schemas.
+    pub validation: ValidationSettings,
     /// Upstream's HMAC key of the hash chain, applied when `hashChain.keyFile` is not set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditSettings>,

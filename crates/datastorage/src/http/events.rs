@@ -67,6 +67,10 @@ async fn create_event(
     JsonBody(body, _budget): JsonBody,
 ) -> Result<(StatusCode, Json<AuditEventResponse>)> {
     let mut event = validate_event(&body).map_err(ApiError::Validation)?;
+    state
+        .rules
+        .check(&event, Utc::now())
+        .map_err(ApiError::Validation)?;
     stamp(&mut event, &caller, state.auth.mode);
     drop(body);
     let outcome = state.writer.write_one(event).await?;
@@ -133,9 +137,13 @@ async fn create_events_batch(
     let mut errors = FieldErrors::default();
     let mut events = Vec::with_capacity(items.len());
     let mut first_position: HashMap<Uuid, usize> = HashMap::new();
+    let now = Utc::now();
     for (i, item) in items.iter().enumerate() {
         match validate_event(item) {
             Ok(mut e) => {
+                if let Err(broken) = state.rules.check(&e, now) {
+                    errors.merge_prefixed(&format!("[{i}]."), broken);
+                }
                 stamp(&mut e, &caller, state.auth.mode);
                 if e.id_supplied {
                     if let Some(first) = first_position.insert(e.event_id, i) {

@@ -9,6 +9,7 @@ use crate::auth::access::AccessLog;
 use crate::auth::Auth;
 use crate::config::Settings;
 use crate::db::ReadStore;
+use crate::domain::rules::EventRules;
 use crate::metrics::Metrics;
 use crate::writer::AuditWriter;
 
@@ -31,4 +32,6 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// Access records.
     pub access: AccessLog,
+    /// Rules beyond the contract's (`validation:`).
+    pub rules: Arc<EventRules>,
 }
