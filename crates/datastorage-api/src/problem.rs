@@ -22,8 +22,12 @@ pub enum ProblemType {
     MalformedJson,
     /// A batch holds more events than `server.maxBatchSize` (400).
     BatchSizeExceeded,
-    /// The body is larger than `server.maxBodySize` (413).
+    /// The body is larger than `server.maxBodySize` (413; upstream's `request-too-large`).
     PayloadTooLarge,
+    /// `POST /api/v1/audit/verify-chain` without a `correlation_id` (400; upstream's slug).
+    MissingCorrelationId,
+    /// A `correlation_id` to verify that is empty, too long or not a string (400; upstream's slug).
+    InvalidCorrelationId,
     /// The body is not `application/json` (415).
     UnsupportedMediaType,
     /// No such resource (404).
@@ -36,7 +40,8 @@ pub enum ProblemType {
     ServiceUnavailable,
     /// The request took longer than `server.writeTimeout` (503).
     Timeout,
-    /// The request body did not arrive within `server.readTimeout` (408).
+    /// The request body did not arrive within `server.readTimeout` (503 with `Retry-After`, not
+    /// 408: a retry can fix it, and upstream's client drops every 4xx without retrying).
     BodyTimeout,
     /// No credentials, or credentials that prove nothing (401); `WWW-Authenticate` says how.
     Unauthorized,
@@ -55,7 +60,9 @@ impl ProblemType {
             Self::Validation => "validation-error",
             Self::MalformedJson => "malformed-json",
             Self::BatchSizeExceeded => "batch-size-exceeded",
-            Self::PayloadTooLarge => "payload-too-large",
+            Self::PayloadTooLarge => "request-too-large",
+            Self::MissingCorrelationId => "missing-correlation-id",
+            Self::InvalidCorrelationId => "invalid-correlation-id",
             Self::UnsupportedMediaType => "unsupported-media-type",
             Self::NotFound => "not-found",
             Self::MethodNotAllowed => "method-not-allowed",
@@ -76,7 +83,9 @@ impl ProblemType {
             Self::Validation => "Validation Error",
             Self::MalformedJson => "Malformed JSON",
             Self::BatchSizeExceeded => "Batch Size Exceeded",
-            Self::PayloadTooLarge => "Payload Too Large",
+            Self::PayloadTooLarge => "Request Entity Too Large",
+            Self::MissingCorrelationId => "Missing Required Field",
+            Self::InvalidCorrelationId => "Invalid Correlation ID",
             Self::UnsupportedMediaType => "Unsupported Media Type",
             Self::NotFound => "Not Found",
             Self::MethodNotAllowed => "Method Not Allowed",
@@ -94,9 +103,12 @@ impl ProblemType {
     /// The HTTP status.
     pub fn status(self) -> u16 {
         match self {
-            Self::Validation | Self::MalformedJson | Self::BatchSizeExceeded => 400,
+            Self::Validation
+            | Self::MalformedJson
+            | Self::BatchSizeExceeded
+            | Self::MissingCorrelationId
+            | Self::InvalidCorrelationId => 400,
             Self::NotFound => 404,
-            Self::BodyTimeout => 408,
             Self::MethodNotAllowed => 405,
             Self::EventIdConflict => 409,
             Self::PayloadTooLarge => 413,
@@ -105,7 +117,7 @@ impl ProblemType {
             Self::Forbidden => 403,
             Self::RateLimitExceeded => 429,
             Self::Internal => 500,
-            Self::ServiceUnavailable | Self::Timeout => 503,
+            Self::ServiceUnavailable | Self::Timeout | Self::BodyTimeout => 503,
         }
     }
 

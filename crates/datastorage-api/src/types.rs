@@ -17,7 +17,7 @@ pub const DEFAULT_PAGE_LIMIT: u32 = 50;
 pub const MAX_PAGE_LIMIT: u32 = 1000;
 
 /// Default of `server.maxBatchSize`: the most events one batch request may carry.
-pub const DEFAULT_MAX_BATCH_SIZE: usize = 500;
+pub const DEFAULT_MAX_BATCH_SIZE: usize = 1000;
 
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
@@ -305,32 +305,45 @@ pub struct AuditEvent<D = JsonObject> {
     /// Outcome.
     pub event_outcome: EventOutcome,
     /// Kind of actor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor_type: Option<String>,
     /// Who acted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor_id: Option<String>,
     /// Client source IP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor_ip: Option<String>,
     /// Kind of resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_type: Option<String>,
     /// Resource id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_id: Option<String>,
     /// Correlation id.
     pub correlation_id: String,
     /// Parent event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_event_id: Option<Uuid>,
     /// Parent event timestamp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_event_date: Option<DateTime<Utc>>,
     /// Kubernetes namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
     /// Cluster identifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_id: Option<String>,
     /// Severity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub severity: Option<String>,
     /// Duration in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<i64>,
     /// Error code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
     /// Error message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
     /// Retention in days (the default when the client sent none).
     pub retention_days: i32,
@@ -350,7 +363,7 @@ pub struct AuditEvent<D = JsonObject> {
     /// `hmac-sha256`.
     pub hash_algorithm: String,
     /// Id of the key of a keyed (`hmac-…`) row (extension).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash_key_id: Option<String>,
     /// The authenticated principal that wrote the event (extension): a token's name, a
     /// Kubernetes user, a certificate identity, or `anonymous` when the server authenticates

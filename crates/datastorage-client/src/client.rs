@@ -42,7 +42,7 @@ const ERROR_BODY_LIMIT: usize = 512;
 /// Answer of `/healthz` and `/readyz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthStatus {
-    /// `ok`, `ready`, or why the server is not ready.
+    /// `healthy` (`/healthz`), `ready`, or why the server is not ready.
     pub status: String,
 }
 

@@ -45,7 +45,7 @@ async fn every_route_answers_with_typed_values_and_problems() {
     let app = TestApp::serve(Backend::Postgres).await;
     let client = Client::new(app.base()).unwrap();
 
-    assert_eq!(client.healthz().await.unwrap().status, "ok");
+    assert_eq!(client.healthz().await.unwrap().status, "healthy");
     assert_eq!(client.readyz().await.unwrap().status, "ready");
 
     let mut one = event(1);
@@ -1044,7 +1044,7 @@ async fn auth_stub_healthz(
     if !stub.admit(&headers) {
         return unauthorized();
     }
-    axum::Json(serde_json::json!({ "status": "ok" })).into_response()
+    axum::Json(serde_json::json!({ "status": "healthy" })).into_response()
 }
 
 async fn auth_stub_batch(
@@ -1097,7 +1097,7 @@ async fn every_request_carries_the_bearer_token_and_debug_output_never_shows_it(
         .unwrap();
     assert!(!format!("{client:?}").contains("tok-alpha"));
 
-    assert_eq!(client.healthz().await.unwrap().status, "ok");
+    assert_eq!(client.healthz().await.unwrap().status, "healthy");
     let mut direct = event(1);
     direct.event_id = Some(Uuid::now_v7());
     client.create_events_batch(&[direct]).await.unwrap();
@@ -1427,7 +1427,7 @@ async fn https_with_a_private_ca_and_a_required_client_certificate() {
         .client_cert_files(&cert, &key)
         .build()
         .unwrap();
-    assert_eq!(client.healthz().await.unwrap().status, "ok");
+    assert_eq!(client.healthz().await.unwrap().status, "healthy");
     let store = AuditStore::new(client);
     let ids: Vec<_> = (0..5)
         .map(|i| store.try_record(event(i)).unwrap())

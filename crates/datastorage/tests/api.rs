@@ -176,7 +176,7 @@ async fn malformed_oversized_and_non_json_bodies_get_their_own_problems(backend:
     assert_eq!(r.status(), 413);
     let p: Value = r.json().await.unwrap();
     assert!(
-        p["type"].as_str().unwrap().ends_with("/payload-too-large"),
+        p["type"].as_str().unwrap().ends_with("/request-too-large"),
         "{p}"
     );
 

@@ -23,6 +23,10 @@ pub struct ValidationSettings {
     /// An OpenAPI (3.x) or JSON Schema file whose schemas `event_data` must match, chosen by
     /// `event_type`; unset: any JSON object.
     pub event_data_schema: Option<PathBuf>,
+    /// An event sent without `event_id` gets an id derived from its whole content (including
+    /// `event_timestamp`, `correlation_id` and the principal), so a retried write without ids
+    /// is an idempotent replay instead of a second row.
+    pub fingerprint_replays: bool,
 }
 
 impl Default for ValidationSettings {
@@ -30,6 +34,7 @@ impl Default for ValidationSettings {
         Self {
             max_future_skew: DEFAULT_MAX_FUTURE_SKEW,
             event_data_schema: None,
+            fingerprint_replays: false,
         }
     }
 }

@@ -24,6 +24,14 @@ pub enum ApiError {
     /// Fields broke rules.
     #[error("validation failed: {}", .0.summary())]
     Validation(FieldErrors),
+    /// The `correlation_id` of a verification is missing (`missing`) or breaks a rule.
+    #[error("{rule}")]
+    CorrelationId {
+        /// Absent or null, rather than invalid.
+        missing: bool,
+        /// What is wrong.
+        rule: &'static str,
+    },
     /// A batch larger than `server.maxBatchSize`.
     #[error("batch of {got} events exceeds server.maxBatchSize ({max})")]
     BatchTooLarge {
@@ -128,6 +136,8 @@ impl ApiError {
     fn kind(&self) -> ProblemType {
         match self {
             ApiError::Validation(_) => ProblemType::Validation,
+            ApiError::CorrelationId { missing: true, .. } => ProblemType::MissingCorrelationId,
+            ApiError::CorrelationId { missing: false, .. } => ProblemType::InvalidCorrelationId,
             ApiError::BatchTooLarge { .. } => ProblemType::BatchSizeExceeded,
             ApiError::MalformedJson { .. } => ProblemType::MalformedJson,
             ApiError::PayloadTooLarge(_) => ProblemType::PayloadTooLarge,
@@ -148,7 +158,7 @@ impl ApiError {
     fn retry_after(&self) -> Option<Duration> {
         match self {
             ApiError::Unavailable { retry_after, .. } => Some(*retry_after),
-            ApiError::Timeout(_) => Some(RETRY_AFTER_BUSY),
+            ApiError::Timeout(_) | ApiError::BodyTimeout(_) => Some(RETRY_AFTER_BUSY),
             ApiError::RateLimited(wait) => Some(*wait),
             _ => None,
         }
@@ -161,6 +171,11 @@ impl IntoResponse for ApiError {
         let mut problem = Problem::new(kind, self.to_string());
         match &self {
             ApiError::Validation(errors) => problem.field_errors = errors.0.clone(),
+            ApiError::CorrelationId { rule, .. } => {
+                problem
+                    .field_errors
+                    .insert("correlation_id".into(), (*rule).to_owned());
+            }
             ApiError::MalformedJson { path, rule } => {
                 problem.field_errors.insert(path.clone(), rule.clone());
             }

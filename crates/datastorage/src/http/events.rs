@@ -22,14 +22,21 @@ use super::state::AppState;
 use crate::auth::access::{Action, Caller};
 use crate::config::AuthMode;
 use crate::db::RawJson;
+use crate::domain::fingerprint;
 
 /// Stamps a validated event with the principal writing it (`ingested_by`), and, when the
 /// server authenticates callers and the event names no actor, makes the principal its actor
 /// (as upstream does).
-fn stamp(event: &mut ValidatedEvent, caller: &Caller, mode: AuthMode) {
+///
+/// With `validation.fingerprintReplays`, an event sent without an id then gets the id of its
+/// content ([`fingerprint::identify`]).
+fn stamp(event: &mut ValidatedEvent, caller: &Caller, state: &AppState) {
     event.ingested_by = Some(caller.principal.name.clone());
-    if event.actor_id.is_none() && mode != AuthMode::None {
+    if event.actor_id.is_none() && state.auth.mode != AuthMode::None {
         event.actor_id = Some(caller.principal.name.clone());
+    }
+    if state.settings.validation.fingerprint_replays && !event.id_supplied {
+        fingerprint::identify(event);
     }
 }
 
@@ -53,11 +60,10 @@ pub fn router() -> OpenApiRouter<AppState> {
     responses(
         (status = 201, description = "Stored (or an idempotent replay)", body = AuditEventResponse),
         (status = 400, description = "A field breaks a rule; `field_errors` names it", body = Problem, content_type = "application/problem+json"),
-        (status = 408, description = "The body did not arrive within server.readTimeout", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The event_id is stored with other content", body = Problem, content_type = "application/problem+json"),
+                (status = 409, description = "The event_id is stored with other content", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is larger than server.maxBodySize", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The Content-Type is not application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database cannot serve now; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database cannot serve now, or the body did not arrive within server.readTimeout; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(skip_all, fields(route = "/api/v1/audit/events", events = 1))]
@@ -71,7 +77,7 @@ async fn create_event(
         .rules
         .check(&event, Utc::now())
         .map_err(ApiError::Validation)?;
-    stamp(&mut event, &caller, state.auth.mode);
+    stamp(&mut event, &caller, &state);
     drop(body);
     let outcome = state.writer.write_one(event).await?;
     let message = if outcome.replayed {
@@ -103,11 +109,10 @@ async fn create_event(
     responses(
         (status = 201, description = "Every event stored (or replayed)", body = BatchAuditEventResponse),
         (status = 400, description = "A field breaks a rule, the batch is empty or larger than server.maxBatchSize", body = Problem, content_type = "application/problem+json"),
-        (status = 408, description = "The body did not arrive within server.readTimeout", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "An event_id is stored with other content", body = Problem, content_type = "application/problem+json"),
+                (status = 409, description = "An event_id is stored with other content", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is larger than server.maxBodySize", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The Content-Type is not application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database cannot serve now; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database cannot serve now, or the body did not arrive within server.readTimeout; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(skip_all, fields(route = "/api/v1/audit/events/batch", events))]
@@ -137,6 +142,8 @@ async fn create_events_batch(
     let mut errors = FieldErrors::default();
     let mut events = Vec::with_capacity(items.len());
     let mut first_position: HashMap<Uuid, usize> = HashMap::new();
+    // For each item, the index of its event in `events` (equal content shares one).
+    let mut positions: Vec<usize> = Vec::with_capacity(items.len());
     let now = Utc::now();
     for (i, item) in items.iter().enumerate() {
         match validate_event(item) {
@@ -144,8 +151,16 @@ async fn create_events_batch(
                 if let Err(broken) = state.rules.check(&e, now) {
                     errors.merge_prefixed(&format!("[{i}]."), broken);
                 }
-                stamp(&mut e, &caller, state.auth.mode);
+                let fingerprinted = !e.id_supplied;
+                stamp(&mut e, &caller, &state);
+                let fingerprinted = fingerprinted && e.id_supplied;
                 if e.id_supplied {
+                    if let Some(&first) = first_position.get(&e.event_id).filter(|_| fingerprinted)
+                    {
+                        // The same content twice in one batch is one event.
+                        positions.push(positions[first]);
+                        continue;
+                    }
                     if let Some(first) = first_position.insert(e.event_id, i) {
                         errors.add(
                             format!("[{i}].event_id"),
@@ -154,9 +169,13 @@ async fn create_events_batch(
                         first_position.insert(e.event_id, first);
                     }
                 }
+                positions.push(events.len());
                 events.push(e);
             }
-            Err(e) => errors.merge_prefixed(&format!("[{i}]."), e),
+            Err(e) => {
+                positions.push(usize::MAX);
+                errors.merge_prefixed(&format!("[{i}]."), e);
+            }
         }
     }
     if !errors.is_empty() {
@@ -170,11 +189,11 @@ async fn create_events_batch(
     Ok((
         StatusCode::CREATED,
         Json(BatchAuditEventResponse {
-            event_ids: outcomes.iter().map(|o| o.event_id).collect(),
+            event_ids: positions.iter().map(|&p| outcomes[p].event_id).collect(),
             message: format!(
                 "{} audit events stored ({written} written, {} replays)",
-                outcomes.len(),
-                outcomes.len() - written
+                positions.len(),
+                positions.len() - written
             ),
         }),
     ))

@@ -28,10 +28,16 @@ pub fn router() -> OpenApiRouter<AppState> {
     path = "/healthz",
     tag = "health",
     summary = "Liveness",
-    responses((status = 200, description = "The process is alive", content_type = "application/json"))
+    responses((status = 200, description = "The process is alive: `{\"status\":\"healthy\",\"timestamp\":\"<RFC 3339>\"}`, as upstream", content_type = "application/json"))
 )]
 async fn get_healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+    alive()
+}
+
+/// The liveness answer, upstream's shape: `{"status":"healthy","timestamp":"<RFC 3339>"}`.
+pub(super) fn alive() -> Json<serde_json::Value> {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    Json(json!({ "status": "healthy", "timestamp": now }))
 }
 
 /// Ready: not shutting down, migrations applied (checked before the listener opened), and the

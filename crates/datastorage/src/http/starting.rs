@@ -29,10 +29,7 @@ struct Starting {
 /// The router of every listener until the service is ready.
 pub fn starting_router(readiness: Arc<Readiness>, metrics: Arc<Metrics>) -> Router {
     Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
+        .route("/healthz", get(|| async { super::health::alive() }))
         .route("/readyz", get(get_readyz))
         .route("/metrics", get(get_metrics))
         .fallback(|| async {

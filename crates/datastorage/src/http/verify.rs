@@ -2,7 +2,7 @@
 
 use axum::extract::{Extension, State};
 use axum::Json;
-use datastorage_api::{FieldErrors, Problem, VerifyChainRequest, VerifyChainResponse};
+use datastorage_api::{Problem, VerifyChainRequest, VerifyChainResponse};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -26,7 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     request_body(content = VerifyChainRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The verification", body = VerifyChainResponse),
-        (status = 400, description = "correlation_id is missing or breaks a rule", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "correlation_id is missing (missing-correlation-id) or breaks a rule (invalid-correlation-id)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The Content-Type is not application/json", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The database cannot serve now, or too many verifications run; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
     )
@@ -42,19 +42,17 @@ async fn verify_chain(
             s.clone()
         }
         other => {
-            let mut errors = FieldErrors::default();
-            let rule = match other {
-                None | Some(serde_json::Value::Null) => "correlation_id is required",
+            let (missing, rule) = match other {
+                None | Some(serde_json::Value::Null) => (true, "correlation_id is required"),
                 Some(serde_json::Value::String(s)) if s.is_empty() => {
-                    "correlation_id must not be empty"
+                    (false, "correlation_id must not be empty")
                 }
                 Some(serde_json::Value::String(_)) => {
-                    "correlation_id must be at most 255 characters"
+                    (false, "correlation_id must be at most 255 characters")
                 }
-                Some(_) => "correlation_id must be a string",
+                Some(_) => (false, "correlation_id must be a string"),
             };
-            errors.add("correlation_id", rule);
-            return Err(ApiError::Validation(errors));
+            return Err(ApiError::CorrelationId { missing, rule });
         }
     };
     tracing::Span::current().record("correlation_id", correlation_id.as_str());
