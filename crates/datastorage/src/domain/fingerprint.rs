@@ -61,7 +61,7 @@ mod tests {
         assert!(a.id_supplied);
         assert_eq!(a.event_id.get_version_num(), 7);
         let ts = a.event_id.get_timestamp().unwrap().to_unix();
-        assert_eq!(ts.0, 1_764_590_400);
+        assert_eq!(ts.0, 1_796_126_400, "the UUIDv7 time is the event's own");
 
         let mut later = event("2026-12-01T12:00:00.000002Z", "c");
         let mut other_chain = event("2026-12-01T12:00:00.000001Z", "d");
