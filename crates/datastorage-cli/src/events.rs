@@ -960,7 +960,13 @@ fn print_event_detail<W: Write>(out: &mut W, e: &AuditEvent) -> anyhow::Result<(
     };
     let mut rows: Vec<(String, String)> = EVENT_FIELDS
         .iter()
-        .filter_map(|&k| fields.remove(k).map(|v| (k.to_owned(), detail_value(&v))))
+        .map(|&k| {
+            // Absent optional fields are left out of the answer; show them as empty.
+            let value = fields
+                .remove(k)
+                .map_or_else(|| "-".to_owned(), |v| detail_value(&v));
+            (k.to_owned(), value)
+        })
         .collect();
     rows.extend(fields.iter().map(|(k, v)| (k.clone(), detail_value(v))));
     let width = rows
