@@ -15,6 +15,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
+use hyper::header::HeaderValue;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -31,15 +32,23 @@ pub const MAX_REQUESTS: u64 = 5_000_000;
 pub struct Conn {
     addr: SocketAddr,
     host: String,
+    authorization: Option<HeaderValue>,
     sender: Option<SendRequest<Full<Bytes>>>,
 }
 
 impl Conn {
     /// A connection to `addr`, opened on first use.
     pub fn new(addr: SocketAddr) -> Self {
+        Self::with_authorization(addr, None)
+    }
+
+    /// A connection to `addr` whose every request sends `authorization` (e.g.
+    /// `Bearer <token>`) when given.
+    pub fn with_authorization(addr: SocketAddr, authorization: Option<HeaderValue>) -> Self {
         Self {
             addr,
             host: addr.to_string(),
+            authorization,
             sender: None,
         }
     }
@@ -78,12 +87,15 @@ impl Conn {
     /// Sends one request and reads the whole answer, `Retry-After` included.
     pub async fn send_full(&mut self, method: Method, path: &str, body: Bytes) -> Result<Reply> {
         let host = self.host.clone();
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, host)
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body))?;
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        if let Some(a) = &self.authorization {
+            req = req.header(hyper::header::AUTHORIZATION, a.clone());
+        }
+        let req = req.body(Full::new(body))?;
         let result = async {
             let sender = self.open().await?;
             let resp = sender.send_request(req).await?;
@@ -208,8 +220,8 @@ impl Work {
     }
 }
 
-/// How long and how wide.
-#[derive(Debug, Clone, Copy)]
+/// How long and how wide, and with which credentials.
+#[derive(Debug, Clone)]
 pub struct Plan {
     /// Concurrent clients.
     pub clients: usize,
@@ -217,6 +229,8 @@ pub struct Plan {
     pub warmup: Duration,
     /// Measured window.
     pub duration: Duration,
+    /// The `Authorization` header every request sends (`auth.mode: tokens`), if any.
+    pub authorization: Option<HeaderValue>,
 }
 
 /// What one scenario measured.
@@ -297,13 +311,14 @@ fn new_hist() -> Histogram<u64> {
 
 async fn worker(
     addr: SocketAddr,
+    authorization: Option<HeaderValue>,
     work: Work,
     mut gen: Gen,
     measure_from: Instant,
     end: Instant,
     max_requests: u64,
 ) -> WorkerStats {
-    let mut conn = Conn::new(addr);
+    let mut conn = Conn::with_authorization(addr, authorization.clone());
     let mut stats = WorkerStats {
         requests: 0,
         hist: new_hist(),
@@ -346,7 +361,7 @@ async fn worker(
             Ok(Ok((status, _))) => Some(format!("HTTP {}", status.as_u16())),
             Ok(Err(_)) => Some("transport".to_owned()),
             Err(_) => {
-                conn = Conn::new(addr);
+                conn = Conn::with_authorization(addr, authorization.clone());
                 Some("timeout".to_owned())
             }
         };
@@ -395,7 +410,15 @@ pub async fn run(
     let handles: Vec<_> = (0..plan.clients)
         .map(|i| {
             let gen = Gen::new(templates.clone(), cids, seed0.wrapping_add(i as u64));
-            tokio::spawn(worker(addr, work, gen, measure_from, end, per_client))
+            tokio::spawn(worker(
+                addr,
+                plan.authorization.clone(),
+                work,
+                gen,
+                measure_from,
+                end,
+                per_client,
+            ))
         })
         .collect();
     // Sample memory while the load runs and CPU at the window's edges.

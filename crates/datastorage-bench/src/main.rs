@@ -5,8 +5,9 @@
 //! with a generated config, then
 //! 1. single-event POST at 1, 16, 64 clients, each right after pgbench's prepared single-row
 //!    INSERT at the same concurrency;
-//! 2. the bulk ceiling (multi-row INSERT, COPY with 1 and 2 streams), then batch POST of 100 and
-//!    500 events at 4 and 16 clients;
+//! 2. the bulk ceiling (multi-row INSERT, COPY with 1 and 2 streams), then batch POST of 100,
+//!    500 and 1000 events (1000: the default `maxBatchSize`, upstream's client batch) at 4 and 16
+//!    clients;
 //! 3. the table topped up to `--rows` rows of real chained events, then pgbench's prepared
 //!    SELECT and the server's query by correlation id;
 //! 4. pool exhaustion: `maxOpenConns: 5`, 200 writers;
@@ -19,13 +20,19 @@
 //! 7. concurrent large bodies: `--large-bodies` (32; quick 16) batches of 500 events and
 //!    nearly 5 MiB at once, at the default `server.maxInFlightBodyBytes` and at
 //!    `--large-budget-mib`, each on a fresh server, with its peak RSS;
-//! 8. the single and batch scenarios again on SQLite, then chain verification there (chains
+//! 8. access control (issue 13), each configuration on a fresh server: single-event POST at
+//!    `--auth-clients` (16) with `auth.mode: none` and with `auth.mode: tokens` (every request
+//!    sends a bearer token; the tokens file holds its SHA-256), then, with tokens, the query by
+//!    correlation id with `auth.recordReads` true (every query commits an access record) and
+//!    false, on a table topped up to `--auth-rows` (200 k; quick 20 k);
+//! 9. the single and batch scenarios again on SQLite, then chain verification there (chains
 //!    written through the batch endpoint).
 //!
 //! `--skip-load` leaves out 1–3 (and `--skip-pool`, `--skip-verify`, `--skip-held`,
-//! `--skip-bodies`, `--skip-sqlite` the others), to run a part alone. The harness prints
+//! `--skip-bodies`, `--skip-auth`, `--skip-sqlite` the others), to run a part alone. The harness prints
 //! numbers; it asserts nothing about them.
 
+mod auth;
 mod bodies;
 mod events;
 mod held;
@@ -57,7 +64,7 @@ use datastorage_testkit::pg::{Durability, TempCluster};
 #[command(name = "datastorage-bench", version, about)]
 struct Cli {
     /// Smoke run of about two minutes: 2 s scenarios, 100 k query rows, 5 s pool exhaustion,
-    /// 10 k-event verified chains, a 5 s held chain, 16 large bodies.
+    /// 10 k-event verified chains, a 5 s held chain, 16 large bodies, 2 s access-control runs.
     #[arg(long)]
     quick: bool,
     /// Admin URL of an existing PostgreSQL (a fresh database is created on it) instead of a
@@ -155,6 +162,20 @@ struct Cli {
     /// Skip the large-body rounds.
     #[arg(long)]
     skip_bodies: bool,
+    /// Measured seconds per access-control run (writes without and with a token, queries with
+    /// and without read records) [default: 10, quick 2].
+    #[arg(long, value_name = "SECS")]
+    auth_duration: Option<f64>,
+    /// Rows audit_events is topped up to before the access-control queries
+    /// [default: 200000, quick 20000].
+    #[arg(long)]
+    auth_rows: Option<u64>,
+    /// Writers of the access-control write runs.
+    #[arg(long, default_value_t = 16)]
+    auth_clients: usize,
+    /// Skip the access-control part.
+    #[arg(long)]
+    skip_auth: bool,
 }
 
 /// Verified chains are `cid-<VERIFY_CID_BASE + length>`, apart from every other chain.
@@ -185,6 +206,8 @@ struct Sizes {
     sqlite_verify_len: u64,
     hold: Duration,
     large_bodies: usize,
+    auth: Duration,
+    auth_rows: u64,
 }
 
 impl Cli {
@@ -208,6 +231,8 @@ impl Cli {
             }),
             hold: secs(self.hold, 30.0, 5.0),
             large_bodies: self.large_bodies.unwrap_or(if q { 16 } else { 32 }).max(1),
+            auth: secs(self.auth_duration, 10.0, 2.0),
+            auth_rows: self.auth_rows.unwrap_or(if q { 20_000 } else { 200_000 }),
         }
     }
 }
@@ -253,6 +278,7 @@ impl Ctx {
             clients,
             warmup,
             duration,
+            authorization: server.authorization.clone(),
         };
         let outcome = load::run(
             server.api,
@@ -414,6 +440,17 @@ async fn main() -> Result<()> {
         ),
     ));
     run.facts.push((
+        "issue 13 part".to_owned(),
+        format!(
+            "single POST @{} with auth.mode none and tokens, query @{} with tokens and recordReads true and false, {:.0} s each after {:.0} s warm-up, on a table of at least {} rows",
+            cli.auth_clients,
+            cli.query_clients,
+            sz.auth.as_secs_f64(),
+            sz.warmup.as_secs_f64(),
+            sz.auth_rows
+        ),
+    ));
+    run.facts.push((
         "server config".to_owned(),
         format!(
             "release binary, generated config: maxOpenConns {}, maxIdleConns {} (other pool keys default), logging warn; {}",
@@ -443,6 +480,8 @@ async fn main() -> Result<()> {
         cli.max_open_conns,
         idle_conns(&cli),
     );
+    // Chains `cid-0..n` the query scenario drew from, when it ran.
+    let mut load_query_cids = None;
     if !cli.skip_load {
         ctx.log.say("starting the server on PostgreSQL");
         let srv = Server::start(&server_bin, &pg_cfg).await?;
@@ -522,7 +561,7 @@ async fn main() -> Result<()> {
         }
         db.try_sql(&[&format!("TRUNCATE {}", pg::CEILING_TABLE), "CHECKPOINT"])
             .await?;
-        for n in [100usize, 500] {
+        for n in [100usize, 500, 1000] {
             for clients in [4usize, 16] {
                 ctx.log.say(format!("batch of {n}, {clients} clients"));
                 db.try_sql(&["CHECKPOINT"]).await?;
@@ -574,6 +613,7 @@ async fn main() -> Result<()> {
             .await?;
         let total_rows = db.scalar("SELECT count(*) FROM audit_events").await?;
         let query_cids = ctx.cids + seeded_chains;
+        load_query_cids = Some(query_cids);
         let mut verified = vec![verify_chain(srv.api, "cid-0").await];
         if seeded_chains > 0 {
             verified.push(verify_chain(srv.api, &events::cid(ctx.cids)).await);
@@ -772,9 +812,39 @@ async fn main() -> Result<()> {
             run.bodies.push(r);
         }
     }
+
+    // 8. Access control: writes without and with a token, queries with and without records.
+    if !cli.skip_auth {
+        let a = auth::run(
+            &ctx,
+            &server_bin,
+            &pg_cfg,
+            &db,
+            postmaster,
+            auth::Opts {
+                warmup: sz.warmup,
+                duration: sz.auth,
+                rows: sz.auth_rows,
+                clients: cli.auth_clients.max(1),
+                query_clients: cli.query_clients.max(1),
+                chain_len: cli.chain_len,
+                query_cids: load_query_cids,
+            },
+        )
+        .await?;
+        let ratio =
+            |x: &Scenario, base: &Scenario| x.outcome.rate() / base.outcome.rate().max(1e-9);
+        ctx.log.say(format!(
+            "  tokens ÷ none: {:.2} events/s; recordReads true ÷ false: {:.2} queries/s; without a token: {}",
+            ratio(&a.write_tokens, &a.write_none),
+            ratio(&a.query_recorded, &a.query_unrecorded),
+            a.without_token
+        ));
+        run.auth = Some(a);
+    }
     drop(cluster);
 
-    // 5. SQLite.
+    // 9. SQLite.
     if !cli.skip_sqlite {
         ctx.log.say("SQLite: single and batch scenarios");
         let dir = tempfile::Builder::new()
@@ -797,7 +867,7 @@ async fn main() -> Result<()> {
                 .await;
             run.sqlite.push(s);
         }
-        for n in [100usize, 500] {
+        for n in [100usize, 500, 1000] {
             for clients in [4usize, 16] {
                 let s = ctx
                     .scenario(&srv, probe, Work::Batch(n), clients, warm, sz.sqlite, None)

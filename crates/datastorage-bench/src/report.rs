@@ -1,11 +1,12 @@
 //! The report: goals with PASS/SHORT, every scenario, the ceiling, SQLite beside PostgreSQL,
-//! the pool-exhaustion run, chain verification, the held chain, concurrent large bodies, and
-//! the CPU split that shows where time goes.
+//! the pool-exhaustion run, chain verification, the held chain, concurrent large bodies, the
+//! cost of access control, and the CPU split that shows where time goes.
 
 use std::fmt::Write as _;
 
 use std::collections::BTreeMap;
 
+use crate::auth::AuthRun;
 use crate::bodies::BodiesRound;
 use crate::held::HeldRun;
 use crate::load::{Outcome, Work};
@@ -84,6 +85,8 @@ pub struct Run {
     pub held: Option<HeldRun>,
     /// The large-body rounds.
     pub bodies: Vec<BodiesRound>,
+    /// The access-control part.
+    pub auth: Option<AuthRun>,
     /// Free-form notes (seeding, chain verification, skipped parts).
     pub notes: Vec<String>,
     /// Wall time of the whole run, seconds.
@@ -656,6 +659,7 @@ pub fn markdown(run: &Run) -> String {
     verify_section(&mut out, run);
     held_section(&mut out, run);
     bodies_section(&mut out, run);
+    auth_section(&mut out, run);
     let _ = writeln!(out, "\n## Where the time goes\n");
     for line in cpu_notes(run) {
         let _ = writeln!(out, "- {line}");
@@ -978,5 +982,132 @@ fn bodies_section(out: &mut String, run: &Run) {
             &format!("The server at {} MiB", r.budget >> 20),
             &r.log_problems,
         );
+    }
+}
+
+/// CPU of one process group per unit, µs.
+fn per_unit(cpu: Option<f64>, units: f64) -> Option<f64> {
+    cpu.filter(|_| units > 0.0).map(|c| c / units * 1e6)
+}
+
+/// `a ÷ b` to two places, `–` when either is missing or `b` is zero.
+fn ratio_of(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "–".to_owned(),
+    }
+}
+
+/// Rows comparing two runs of one workload, `base` first: `units` names the throughput row,
+/// `unit` the CPU rows; the ratio column is `x ÷ base`, bold for throughput and p99.
+fn comparison_rows(out: &mut String, base: &Scenario, x: &Scenario, (units, unit): (&str, &str)) {
+    let (b, o) = (&base.outcome, &x.outcome);
+    let _ = writeln!(
+        out,
+        "| throughput, {units}/s | {:.0} | {:.0} | **{}** |",
+        b.rate(),
+        o.rate(),
+        ratio_of(Some(o.rate()), Some(b.rate()))
+    );
+    for (name, q) in [("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0)] {
+        let r = ratio_of(Some(o.ms(q)), Some(b.ms(q)));
+        let _ = writeln!(
+            out,
+            "| latency {name}, ms | {:.2} | {:.2} | {} |",
+            b.ms(q),
+            o.ms(q),
+            if name == "p99" { format!("**{r}**") } else { r }
+        );
+    }
+    for (name, f) in [
+        (
+            "server CPU",
+            (|c: &CpuUse| c.server) as fn(&CpuUse) -> Option<f64>,
+        ),
+        ("PostgreSQL CPU", |c: &CpuUse| c.pg),
+        ("load generator CPU", |c: &CpuUse| Some(c.harness)),
+    ] {
+        let (pb, po) = (
+            per_unit(f(&b.cpu), b.units as f64),
+            per_unit(f(&o.cpu), o.units as f64),
+        );
+        let _ = writeln!(
+            out,
+            "| {name}, µs per {unit} | {} | {} | {} |",
+            us_per(f(&b.cpu), b.units as f64),
+            us_per(f(&o.cpu), o.units as f64),
+            ratio_of(po, pb)
+        );
+    }
+    let server_ms = |s: &Scenario| {
+        (s.pool.http_count > 0.0).then(|| s.pool.http_seconds / s.pool.http_count * 1000.0)
+    };
+    let (mb, mo) = (server_ms(base), server_ms(x));
+    let _ = writeln!(
+        out,
+        "| server-side mean (`datastorage_http_request_duration_seconds`), ms | {} | {} | {} |",
+        mb.map_or("–".to_owned(), |m| format!("{m:.2}")),
+        mo.map_or("–".to_owned(), |m| format!("{m:.2}")),
+        ratio_of(mo, mb)
+    );
+    let _ = writeln!(
+        out,
+        "| other load (cores) | {:.2} | {:.2} | |",
+        b.cpu.others_cores(),
+        o.cpu.others_cores()
+    );
+    let _ = writeln!(out, "| errors | {} | {} | |", errors(b), errors(o));
+    let _ = writeln!(
+        out,
+        "| requests checked by access control / access records written (Δ of `datastorage_auth_requests_total` / `datastorage_access_records_total`, warm-up included) | {:.0} / {:.0} | {:.0} / {:.0} | |",
+        base.pool.auth_checks, base.pool.access_records, x.pool.auth_checks, x.pool.access_records
+    );
+    let _ = writeln!(
+        out,
+        "| rows in audit_events before | {} | {} | |",
+        base.table_rows.map_or("–".into(), |r| r.to_string()),
+        x.table_rows.map_or("–".into(), |r| r.to_string())
+    );
+}
+
+fn auth_section(out: &mut String, run: &Run) {
+    let Some(a) = &run.auth else { return };
+    let _ = writeln!(out, "\n## Access control (issue 13)\n");
+    let _ = writeln!(
+        out,
+        "Each configuration on its own freshly started server (PostgreSQL, generated config as above, API on 127.0.0.1), one after another in the order of the columns, {:.0} s warm-up, then {:.0} s measured, the same closed-loop load generator as the scenarios above. \
+         `auth.mode: tokens` reads a tokens file listing one token by its hex SHA-256 (name `{}`, scopes `{}`), and every request sends `Authorization: Bearer <token>`; \
+         `auth.mode: none` is said explicitly and no header is sent. A write without the token to the tokens server, after its measured run, answered **{}**. \
+         CPU is core-µs per request over the measured window, as in the tables above.\n",
+        a.warmup,
+        a.write_none.outcome.window,
+        crate::auth::TOKEN_NAME,
+        crate::auth::SCOPES.join(", "),
+        a.without_token
+    );
+    let _ = writeln!(
+        out,
+        "| single POST @{} | `auth.mode: none` | `auth.mode: tokens` | tokens ÷ none |\n|---|---:|---:|---:|",
+        a.write_none.clients
+    );
+    comparison_rows(out, &a.write_none, &a.write_tokens, ("events", "event"));
+    let _ = writeln!(
+        out,
+        "\nQueries (`GET /api/v1/audit/events?correlation_id=cid-<n>&limit=50`, `n` below {}) with `auth.mode: tokens`. With `auth.recordReads: true` (the default) each query commits an access record (an audit event in the chain `datastorage-access`, written by the service's single access-record committer, which groups concurrent records) before it answers; with `false` it records nothing. Query table: {}; `VACUUM (ANALYZE)` before each run.\n",
+        a.query_cids, a.table
+    );
+    let _ = writeln!(
+        out,
+        "| query by correlation_id @{}, `auth.mode: tokens` | `recordReads: false` | `recordReads: true` | true ÷ false |\n|---|---:|---:|---:|",
+        a.query_recorded.clients
+    );
+    comparison_rows(
+        out,
+        &a.query_unrecorded,
+        &a.query_recorded,
+        ("queries", "query"),
+    );
+    for (who, lines) in &a.log_problems {
+        problems(out, &format!("The server with {who}"), lines);
     }
 }

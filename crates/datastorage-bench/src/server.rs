@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use hyper::header::HeaderValue;
 use tokio::process::{Child, Command};
 
 use datastorage_testkit::free_port;
@@ -34,6 +35,54 @@ pub enum Backend {
     Sqlite(PathBuf),
 }
 
+/// `auth.mode` of the server under test.
+#[derive(Debug, Clone, Default)]
+pub enum AuthMode {
+    /// No `auth.mode` key: the server's default (`none`, the API listening on loopback).
+    #[default]
+    Default,
+    /// `auth.mode: none`, said explicitly.
+    None,
+    /// `auth.mode: tokens` with this tokens file; clients send its token.
+    Tokens(Tokens),
+}
+
+/// One bearer token and the tokens file that lists its hash.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    /// The tokens file: name, hex SHA-256 and scopes; never the token itself.
+    pub file: PathBuf,
+    /// The token clients send (`Authorization: Bearer <token>`).
+    pub token: String,
+}
+
+impl Tokens {
+    /// A new random token (`datastorage::auth::tokens::generate`), listed as `name` with
+    /// `scopes` in `dir/tokens.yaml` by its hash (`datastorage::auth::tokens::hash`).
+    pub fn create(dir: &Path, name: &str, scopes: &[&str]) -> Result<Self> {
+        let token = datastorage::auth::tokens::generate()?;
+        let file = dir.join("tokens.yaml");
+        std::fs::write(
+            &file,
+            format!(
+                "tokens:\n  - name: {name}\n    sha256: {}\n    scopes: [{}]\n",
+                datastorage::auth::tokens::hash(&token),
+                scopes.join(", ")
+            ),
+        )
+        .with_context(|| format!("cannot write {}", file.display()))?;
+        Ok(Self { file, token })
+    }
+
+    /// The `Authorization` header value, marked sensitive.
+    pub fn authorization(&self) -> Result<HeaderValue> {
+        let mut v = HeaderValue::from_str(&format!("Bearer {}", self.token))
+            .context("the token is not a valid header value")?;
+        v.set_sensitive(true);
+        Ok(v)
+    }
+}
+
 /// Settings the harness varies.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -49,6 +98,11 @@ pub struct ServerConfig {
     /// `database.lockTimeout`, `database.statementTimeout` and `server.writeTimeout`, all three
     /// (a statement waiting for a lock is bounded by all of them); `None` keeps the defaults.
     pub wait_limit: Option<Duration>,
+    /// `auth.mode` (with `auth.tokensFile` for tokens).
+    pub auth: AuthMode,
+    /// `auth.recordReads`; `None` keeps the default (true: every query, read and verification
+    /// writes an access record before it answers).
+    pub record_reads: Option<bool>,
 }
 
 impl ServerConfig {
@@ -60,6 +114,8 @@ impl ServerConfig {
             max_idle_conns,
             max_in_flight_body_bytes: None,
             wait_limit: None,
+            auth: AuthMode::Default,
+            record_reads: None,
         }
     }
 }
@@ -106,6 +162,21 @@ pub fn config_yaml(cfg: &ServerConfig, api: u16, metrics: u16) -> String {
             path.display()
         )),
     }
+    let mode = match &cfg.auth {
+        AuthMode::Default => None,
+        AuthMode::None => Some("  mode: none\n".to_owned()),
+        AuthMode::Tokens(t) => Some(format!(
+            "  mode: tokens\n  tokensFile: \"{}\"\n",
+            t.file.display()
+        )),
+    };
+    if mode.is_some() || cfg.record_reads.is_some() {
+        y.push_str("auth:\n");
+        y.push_str(mode.as_deref().unwrap_or(""));
+        if let Some(r) = cfg.record_reads {
+            y.push_str(&format!("  recordReads: {r}\n"));
+        }
+    }
     y
 }
 
@@ -118,6 +189,8 @@ pub struct Server {
     pub api: SocketAddr,
     /// Metrics address.
     pub metrics: SocketAddr,
+    /// The `Authorization` header its clients send (`auth.mode: tokens`), if any.
+    pub authorization: Option<HeaderValue>,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -125,6 +198,10 @@ pub struct Server {
 impl Server {
     /// Starts `bin serve` with `cfg` and waits until `/readyz` answers 200.
     pub async fn start(bin: &Path, cfg: &ServerConfig) -> Result<Self> {
+        let authorization = match &cfg.auth {
+            AuthMode::Tokens(t) => Some(t.authorization()?),
+            AuthMode::Default | AuthMode::None => None,
+        };
         let dir = tempfile::Builder::new().prefix("ds-bench-srv-").tempdir()?;
         let (api_port, metrics_port) = (free_port(), free_port());
         let config = dir.path().join("config.yaml");
@@ -161,6 +238,7 @@ impl Server {
             pid,
             api: SocketAddr::from(([127, 0, 0, 1], api_port)),
             metrics: SocketAddr::from(([127, 0, 0, 1], metrics_port)),
+            authorization,
             log,
             _dir: dir,
         };
@@ -299,6 +377,8 @@ impl Metrics {
             write_seconds: self.get("datastorage_audit_write_duration_seconds_sum"),
             http_count: self.get("datastorage_http_request_duration_seconds_count"),
             http_seconds: self.get("datastorage_http_request_duration_seconds_sum"),
+            auth_checks: self.get("datastorage_auth_requests_total"),
+            access_records: self.get("datastorage_access_records_total"),
         }
     }
 }
@@ -324,6 +404,10 @@ pub struct PoolStats {
     pub http_count: f64,
     /// Seconds spent handling them, server side.
     pub http_seconds: f64,
+    /// Requests checked by access control, every `auth.mode` and result.
+    pub auth_checks: f64,
+    /// Access records (reads and denials), every result.
+    pub access_records: f64,
 }
 
 impl PoolStats {
@@ -387,6 +471,7 @@ mod tests {
             "statementTimeout",
             "writeTimeout",
             "maxInFlightBodyBytes",
+            "auth:",
         ] {
             assert!(!y.contains(key), "{key} set without being asked for:\n{y}");
         }
@@ -406,5 +491,48 @@ mod tests {
         let database = rest.split_once("database:").unwrap().1;
         assert!(database.contains("  lockTimeout: 45000ms\n"));
         assert!(database.contains("  statementTimeout: 45000ms\n"));
+    }
+
+    #[test]
+    fn config_sets_the_auth_section_and_the_tokens_file_lists_the_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = Tokens::create(dir.path(), "bench", &["audit:write", "audit:read"]).unwrap();
+        let file = std::fs::read_to_string(&tokens.file).unwrap();
+        assert!(file.contains(&format!(
+            "    sha256: {}\n",
+            datastorage::auth::tokens::hash(&tokens.token)
+        )));
+        assert!(file.contains("    scopes: [audit:write, audit:read]\n"));
+        assert!(
+            !file.contains(&tokens.token),
+            "the file holds the token itself"
+        );
+        let a = tokens.authorization().unwrap();
+        assert_eq!(a.to_str().unwrap(), format!("Bearer {}", tokens.token));
+        assert!(a.is_sensitive());
+
+        let base = ServerConfig::new(Backend::Sqlite(PathBuf::from("/tmp/x.db")), 25, None);
+        let cfg = ServerConfig {
+            auth: AuthMode::Tokens(tokens.clone()),
+            record_reads: Some(false),
+            ..base.clone()
+        };
+        let auth = config_yaml(&cfg, 1, 2)
+            .split_once("\nauth:\n")
+            .unwrap()
+            .1
+            .to_owned();
+        assert_eq!(
+            auth,
+            format!(
+                "  mode: tokens\n  tokensFile: \"{}\"\n  recordReads: false\n",
+                tokens.file.display()
+            )
+        );
+        let cfg = ServerConfig {
+            auth: AuthMode::None,
+            ..base
+        };
+        assert!(config_yaml(&cfg, 1, 2).ends_with("\nauth:\n  mode: none\n"));
     }
 }
