@@ -2,7 +2,8 @@
 //! folder, over loopback. Tokens mode (the three principals), the refusals at start
 //! (an open API on a non-loopback address, TLS files missing or invalid), TLS with mTLS
 //! identities and a certificate renewed while connections stay open, the tokens file reloaded,
-//! and per-principal rate limits.
+//! per-principal rate limits, and kubernetes mode against the testkit's stand-in API server
+//! (no real one can run here; it speaks TokenReview and SubjectAccessReview over HTTPS).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -495,6 +496,95 @@ async fn mtls_identifies_callers_by_certificate_and_a_renewed_certificate_needs_
         let log = std::fs::read_to_string(&server.log).unwrap();
         assert!(log.contains("reloaded"), "{log}");
         drop(server.proc);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kubernetes_mode_checks_service_account_tokens_with_the_api_server() {
+    within(TEST_TIMEOUT, async {
+        let kube = datastorage_testkit::kube::FakeKube::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let writer = kube.add_account("payments", "gateway", "gateway-token", &[]);
+        let reader = kube.add_account("ops", "dashboard", "dashboard-token", &[]);
+        kube.grant(&writer, "create");
+        kube.grant(&reader, "get");
+        let kubeconfig = kube.kubeconfig(dir.path(), None);
+        let config = format!(
+            "{SQLITE}auth:\n  mode: kubernetes\n  kubernetes:\n    kubeconfig: {}\n",
+            kubeconfig.display()
+        );
+        let server = Server::start(&config, "").await;
+        let post = reqwest::Method::POST;
+        let get = reqwest::Method::GET;
+        let mut e = event("kube-e2e");
+        e.as_object_mut().unwrap().remove("actor_id");
+
+        let (status, _, _) = send(
+            &server,
+            post.clone(),
+            "/api/v1/audit/events",
+            None,
+            Some(&e),
+        )
+        .await;
+        assert_eq!(status, 401);
+        let (status, _, _) = send(
+            &server,
+            post.clone(),
+            "/api/v1/audit/events",
+            Some("forged"),
+            Some(&e),
+        )
+        .await;
+        assert_eq!(status, 401);
+        let (status, _, _) = send(
+            &server,
+            post.clone(),
+            "/api/v1/audit/events",
+            Some("dashboard-token"),
+            Some(&e),
+        )
+        .await;
+        assert_eq!(status, 403);
+        let (status, _, created) = send(
+            &server,
+            post,
+            "/api/v1/audit/events",
+            Some("gateway-token"),
+            Some(&e),
+        )
+        .await;
+        assert_eq!(status, 201, "{created}");
+        let id = created["event_id"].as_str().unwrap();
+        let (status, _, stored) = send(
+            &server,
+            get,
+            &format!("/api/v1/audit/events/{id}"),
+            Some("dashboard-token"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{stored}");
+        assert_eq!(stored["ingested_by"], writer.as_str());
+        assert_eq!(
+            stored["actor_id"],
+            writer.as_str(),
+            "the principal fills a missing actor"
+        );
+        let reviews = (kube.token_reviews(), kube.access_reviews());
+        // Cached: the same calls again ask the API server nothing.
+        let (status, _, _) = send(
+            &server,
+            reqwest::Method::GET,
+            &format!("/api/v1/audit/events/{id}"),
+            Some("dashboard-token"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!((kube.token_reviews(), kube.access_reviews()), reviews);
+        server.stop().await;
     })
     .await;
 }

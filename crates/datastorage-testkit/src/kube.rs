@@ -55,6 +55,7 @@ struct Inner {
     token_reviews: AtomicUsize,
     access_reviews: AtomicUsize,
     last_access_review: Mutex<Option<Value>>,
+    last_token_review: Mutex<Option<Value>>,
 }
 
 /// The fake API server; stops when dropped.
@@ -183,6 +184,11 @@ impl FakeKube {
         self.inner.access_reviews.load(Ordering::SeqCst)
     }
 
+    /// The body of the last TokenReview received.
+    pub fn last_token_review(&self) -> Option<Value> {
+        self.inner.last_token_review.lock().unwrap().clone()
+    }
+
     /// The body of the last SubjectAccessReview received.
     pub fn last_access_review(&self) -> Option<Value> {
         self.inner.last_access_review.lock().unwrap().clone()
@@ -261,6 +267,7 @@ async fn token_review(
             "not a TokenReview",
         ));
     }
+    *inner.last_token_review.lock().unwrap() = Some(review.clone());
     let token = review["spec"]["token"].as_str().unwrap_or_default();
     let asked: Vec<String> = review["spec"]["audiences"]
         .as_array()

@@ -333,6 +333,12 @@ async fn tokens_must_be_issued_for_the_configured_audience() {
     })
     .await;
     assert_eq!(write(&app, "ours", "aud-1").await.status(), 201);
+    let review = kube.last_token_review().expect("a TokenReview");
+    assert_eq!(
+        review,
+        serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                           "spec": {"token": "ours", "audiences": ["datastorage"]}})
+    );
     assert_eq!(write(&app, "theirs", "aud-1").await.status(), 401);
     assert_eq!(write(&app, "plain", "aud-1").await.status(), 401);
 }
