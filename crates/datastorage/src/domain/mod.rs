@@ -1,9 +1,12 @@
-//! Domain logic with no I/O: the hash chain (linking, replay comparison, verification) and the
-//! rules an event must meet beyond the contract's (`rules`). Legal holds and checkpoints join it.
+//! Domain logic with no I/O: the hash chain (linking, replay comparison, verification), the
+//! rules an event must meet beyond the contract's (`rules`) and the payload schemas `event_data`
+//! must match (`event_data_schema`, whose file is read once at start). Legal holds and
+//! checkpoints join it.
 //!
 //! Nothing here runs SQL or speaks HTTP; it imports only the wire types and the config. The
 //! storage backends call it inside their transactions, and the read side hands it the rows of a
 //! chain to verify.
 
 pub mod chain;
+pub mod event_data_schema;
 pub mod rules;

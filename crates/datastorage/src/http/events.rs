@@ -69,7 +69,7 @@ async fn create_event(
     let mut event = validate_event(&body).map_err(ApiError::Validation)?;
     state
         .rules
-        .check(&event, Utc::now())
+        .check(&mut event, Utc::now())
         .map_err(ApiError::Validation)?;
     stamp(&mut event, &caller, state.auth.mode);
     drop(body);
@@ -141,7 +141,7 @@ async fn create_events_batch(
     for (i, item) in items.iter().enumerate() {
         match validate_event(item) {
             Ok(mut e) => {
-                if let Err(broken) = state.rules.check(&e, now) {
+                if let Err(broken) = state.rules.check(&mut e, now) {
                     errors.merge_prefixed(&format!("[{i}]."), broken);
                 }
                 stamp(&mut e, &caller, state.auth.mode);
