@@ -184,6 +184,10 @@ impl EventDataSchemas {
                 }
             }
         };
+        // The fast check first: only a payload that fails it pays for the error report.
+        if payload.validator.is_valid(event_data) {
+            return;
+        }
         for error in payload
             .validator
             .iter_errors(event_data)
@@ -668,10 +672,12 @@ fn describe(error: &ValidationError<'_>, errors: &mut FieldErrors) {
             return;
         }
         ValidationErrorKind::Type { kind: types } => {
-            let names: Vec<&str> = match types {
+            let mut names: Vec<&str> = match types {
                 TypeKind::Single(t) => vec![t.as_str()],
                 TypeKind::Multiple(set) => set.iter().map(|t| t.as_str()).collect(),
             };
+            // "number or null" reads better than the validator's order, null first.
+            names.sort_by_key(|t| *t == "null");
             format!("must be {} (got {})", names.join(" or "), kind(instance))
         }
         ValidationErrorKind::Enum { options } => {
