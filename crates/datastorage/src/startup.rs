@@ -86,6 +86,8 @@ async fn build(
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
 ) -> anyhow::Result<Service> {
+    // Before any database work: a bad validation.eventDataSchema file fails fast.
+    let rules = Arc::new(EventRules::new(&settings.validation)?);
     let db = &settings.database;
     let driver = db.effective_driver();
     if driver == Driver::Postgres {
@@ -148,7 +150,6 @@ async fn build(
         settings.auth.denials_per_second,
         metrics.auth.clone(),
     );
-    let rules = Arc::new(EventRules::new(&settings.validation)?);
     let state = AppState {
         auth,
         access,

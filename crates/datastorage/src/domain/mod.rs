@@ -1,5 +1,6 @@
-//! Domain logic with no I/O: the hash chain (linking, replay comparison, verification) the
-//! rules an event must meet beyond the contract's (`rules`) and content fingerprints
+//! Domain logic with no I/O: the hash chain (linking, replay comparison, verification), the
+//! rules an event must meet beyond the contract's (`rules`), the payload schemas `event_data`
+//! must match (`event_data_schema`, whose file is read once at start) and content fingerprints
 //! (`fingerprint`). Legal holds and checkpoints join it.
 //!
 //! Nothing here runs SQL or speaks HTTP; it imports only the wire types and the config. The
@@ -7,5 +8,6 @@
 //! chain to verify.
 
 pub mod chain;
+pub mod event_data_schema;
 pub mod fingerprint;
 pub mod rules;

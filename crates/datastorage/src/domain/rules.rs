@@ -1,9 +1,14 @@
 //! [`EventRules`]: what an event must meet beyond the contract's own rules (`validation:`): a
-//! bound on how far `event_timestamp` may lie in the future.
+//! bound on how far `event_timestamp` may lie in the future, and the payload schema of its
+//! `event_data` ([`EventDataSchemas`]) when one is configured.
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use datastorage_api::validate::{FieldErrors, ValidatedEvent};
+use serde_json::Value;
 
+use super::event_data_schema::EventDataSchemas;
 use crate::config::ValidationSettings;
 
 /// The rules in force, built once at start.
@@ -11,10 +16,13 @@ use crate::config::ValidationSettings;
 pub struct EventRules {
     /// `validation.maxFutureSkew`; `None`: no bound.
     max_future_skew: Option<chrono::Duration>,
+    /// `validation.eventDataSchema`, compiled; `None`: any JSON object.
+    event_data: Option<Arc<EventDataSchemas>>,
 }
 
 impl EventRules {
-    /// The rules of `settings`. Errors name the key.
+    /// The rules of `settings`, with the `validation.eventDataSchema` file read and compiled.
+    /// Errors name the key.
     pub fn new(settings: &ValidationSettings) -> anyhow::Result<Self> {
         let max_future_skew = if settings.max_future_skew.is_zero() {
             None
@@ -24,12 +32,35 @@ impl EventRules {
                     .map_err(|_| anyhow::anyhow!("validation.maxFutureSkew is too large"))?,
             )
         };
-        Ok(Self { max_future_skew })
+        let event_data = match &settings.event_data_schema {
+            Some(path) => {
+                let schemas = EventDataSchemas::load(path)?;
+                tracing::info!(
+                    file = %path.display(),
+                    schemas = ?schemas,
+                    "validation.eventDataSchema loaded"
+                );
+                Some(Arc::new(schemas))
+            }
+            None => None,
+        };
+        Ok(Self {
+            max_future_skew,
+            event_data,
+        })
     }
 
-    /// Every rule `event` breaks, by field, at `now`.
-    pub fn check(&self, event: &ValidatedEvent, now: DateTime<Utc>) -> Result<(), FieldErrors> {
+    /// Every rule `event` breaks, by field, at `now`. `event` is borrowed mutably only to lend
+    /// its `event_data` to the schema validator without copying it; it is left as it was.
+    pub fn check(&self, event: &mut ValidatedEvent, now: DateTime<Utc>) -> Result<(), FieldErrors> {
         let mut errors = FieldErrors::default();
+        if let Some(schemas) = &self.event_data {
+            let data = Value::Object(std::mem::take(&mut event.event_data));
+            schemas.check(&event.event_type, &data, &mut errors);
+            if let Value::Object(map) = data {
+                event.event_data = map;
+            }
+        }
         if let Some(skew) = self.max_future_skew {
             if event.event_timestamp > now + skew {
                 errors.add(
@@ -72,10 +103,14 @@ mod tests {
     fn far_future_timestamps_are_refused_and_late_ones_kept() {
         let rules = EventRules::new(&ValidationSettings::default()).unwrap();
         let now: DateTime<Utc> = "2026-12-01T12:00:00Z".parse().unwrap();
-        assert!(rules.check(&event_at("2026-12-01T12:59:00Z"), now).is_ok());
-        assert!(rules.check(&event_at("2001-01-01T00:00:00Z"), now).is_ok());
+        assert!(rules
+            .check(&mut event_at("2026-12-01T12:59:00Z"), now)
+            .is_ok());
+        assert!(rules
+            .check(&mut event_at("2001-01-01T00:00:00Z"), now)
+            .is_ok());
         let far = rules
-            .check(&event_at("2849-01-01T00:00:00Z"), now)
+            .check(&mut event_at("2849-01-01T00:00:00Z"), now)
             .unwrap_err();
         assert!(far.0["event_timestamp"].contains("ahead"), "{far:?}");
 
@@ -85,7 +120,7 @@ mod tests {
         })
         .unwrap();
         assert!(unbounded
-            .check(&event_at("2849-01-01T00:00:00Z"), now)
+            .check(&mut event_at("2849-01-01T00:00:00Z"), now)
             .is_ok());
     }
 }

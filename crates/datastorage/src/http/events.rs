@@ -75,7 +75,7 @@ async fn create_event(
     let mut event = validate_event(&body).map_err(ApiError::Validation)?;
     state
         .rules
-        .check(&event, Utc::now())
+        .check(&mut event, Utc::now())
         .map_err(ApiError::Validation)?;
     stamp(&mut event, &caller, &state);
     drop(body);
@@ -148,7 +148,7 @@ async fn create_events_batch(
     for (i, item) in items.iter().enumerate() {
         match validate_event(item) {
             Ok(mut e) => {
-                if let Err(broken) = state.rules.check(&e, now) {
+                if let Err(broken) = state.rules.check(&mut e, now) {
                     errors.merge_prefixed(&format!("[{i}]."), broken);
                 }
                 let fingerprinted = !e.id_supplied;
