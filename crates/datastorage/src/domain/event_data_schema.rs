@@ -127,20 +127,6 @@ impl EventDataSchemas {
         Ok(Self { select })
     }
 
-    /// How many event types (or discriminator values) have a schema; 1 for a single schema.
-    pub fn len(&self) -> usize {
-        match &self.select {
-            Select::All(_) => 1,
-            Select::Discriminator { by_value, .. } => by_value.len(),
-            Select::EventType(by_type) => by_type.len(),
-        }
-    }
-
-    /// Always false: a file with no schema does not load.
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
     /// Records every way `event_data` (of an event of `event_type`) breaks its schema, named
     /// `event_data.…`.
     pub fn check(&self, event_type: &str, event_data: &Value, errors: &mut FieldErrors) {
@@ -207,8 +193,8 @@ fn parse(text: &str) -> anyhow::Result<Value> {
     }
 }
 
-/// Compiles `schema`, with format checking and no fetching. `dialect`: the draft to use when the
-/// schema does not name one.
+/// Compiles `schema`, with format checking and no fetching. `dialect`: the draft to compile with;
+/// `None`: the one the schema's `$schema` names, 2020-12 when it names none.
 fn compile(schema: &Value, dialect: Option<Draft>) -> anyhow::Result<Validator> {
     let mut options = jsonschema::options()
         .should_validate_formats(true)
@@ -472,11 +458,12 @@ fn translate(schema: &Value, v30: bool, at: &str) -> anyhow::Result<Value> {
             _ => bail!("{at} must be a schema object"),
         };
     };
+    let mut rewritten = None;
     if let Some(target) = obj.get("$ref") {
         let target = target
             .as_str()
             .ok_or_else(|| anyhow!("{at}.$ref must be a string"))?;
-        let rewritten = match target.strip_prefix(COMPONENTS) {
+        let to = match target.strip_prefix(COMPONENTS) {
             Some(name) => format!("{DEFS}{name}"),
             None if target.starts_with('#') => bail!(
                 "{at}: $ref {target:?} is not resolved: only #/components/schemas/ references are"
@@ -485,17 +472,14 @@ fn translate(schema: &Value, v30: bool, at: &str) -> anyhow::Result<Value> {
         };
         if v30 {
             // OpenAPI 3.0: a $ref's siblings are ignored.
-            return Ok(json!({ "$ref": rewritten }));
+            return Ok(json!({ "$ref": to }));
         }
+        rewritten = Some(to);
     }
     let mut out = Map::new();
     for (key, value) in obj {
         let translated = if key == "$ref" {
-            let name = value.as_str().unwrap_or_default();
-            Value::String(format!(
-                "{DEFS}{}",
-                name.strip_prefix(COMPONENTS).unwrap_or(name)
-            ))
+            Value::String(rewritten.take().unwrap_or_default())
         } else if SCHEMA_KEYWORDS.contains(&key.as_str()) && !value.is_boolean() {
             translate(value, v30, &format!("{at}.{key}"))?
         } else if SCHEMA_ARRAY_KEYWORDS.contains(&key.as_str()) {
@@ -800,6 +784,15 @@ mod tests {
         "/tests/fixtures/upstream-data-storage-v1.yaml"
     );
 
+    /// How many values choose a schema (1 for a single schema).
+    fn count(schemas: &EventDataSchemas) -> usize {
+        match &schemas.select {
+            Select::All(_) => 1,
+            Select::Discriminator { by_value, .. } => by_value.len(),
+            Select::EventType(by_type) => by_type.len(),
+        }
+    }
+
     fn upstream() -> EventDataSchemas {
         EventDataSchemas::load(Path::new(UPSTREAM)).unwrap()
     }
@@ -830,7 +823,7 @@ mod tests {
     fn upstream_spec_is_chosen_by_the_discriminator_inside_event_data() {
         let schemas = upstream();
         // Upstream's mapping lists 142 event types over 94 payload schemas.
-        assert_eq!(schemas.len(), 142, "{schemas:?}");
+        assert_eq!(count(&schemas), 142, "{schemas:?}");
         assert!(errors_of(&schemas, "gateway.signal.received", gateway()).is_empty());
         // The outer event_type does not choose: event_data.event_type does.
         assert!(errors_of(&schemas, "anything.else", gateway()).is_empty());
@@ -960,6 +953,48 @@ mod tests {
             "event_data.ratio must be more than 0"
         );
         assert!(errors.0["event_data.nullable"].contains("at least 2 characters"));
+    }
+
+    #[test]
+    fn openapi_31_schemas_are_json_schema_already() {
+        let doc = json!({
+            "openapi": "3.1.0",
+            "components": {"schemas": {
+                "AuditEventRequest": {"properties": {"event_data": {
+                    "oneOf": [{"$ref": "#/components/schemas/Named"}],
+                    "discriminator": {"propertyName": "kind"}
+                }}},
+                "Named": {"type": "object", "required": ["kind"], "properties": {
+                    "kind": {"const": "Named"},
+                    "name": {"$ref": "#/components/schemas/Name", "maxLength": 3},
+                    "nullable": {"type": ["string", "null"], "nullable": false}
+                }},
+                "Name": {"type": "string", "minLength": 2}
+            }}
+        });
+        let schemas = EventDataSchemas::from_document(&doc).unwrap();
+        // Without a mapping, the discriminator's value is the schema's name.
+        assert_eq!(count(&schemas), 1);
+        let ok = json!({"kind": "Named", "name": "abc", "nullable": null});
+        assert!(errors_of(&schemas, "t", ok).is_empty());
+        // A $ref's siblings apply in 3.1.
+        let errors = errors_of(&schemas, "t", json!({"kind": "Named", "name": "abcd"}));
+        assert!(
+            errors.0["event_data.name"].contains("at most 3"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn the_upstream_spec_as_json_loads_the_same() {
+        let yaml = std::fs::read_to_string(UPSTREAM).unwrap();
+        let doc: Value = serde_norway::from_str(&yaml).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spec.json");
+        std::fs::write(&path, serde_json::to_string(&doc).unwrap()).unwrap();
+        let schemas = EventDataSchemas::load(&path).unwrap();
+        assert_eq!(count(&schemas), 142);
+        assert!(errors_of(&schemas, "t", gateway()).is_empty());
     }
 
     #[test]
