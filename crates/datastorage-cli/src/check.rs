@@ -10,7 +10,16 @@ use datastorage::db::{capacity, Store};
 /// Runs the check, printing to `out`; exits 1 when the budget does not fit.
 pub async fn check<W: Write>(settings: &Settings, out: &mut W) -> anyhow::Result<ExitCode> {
     let db = &settings.database;
+    // The files `serve` reads at start and could refuse: the event_data schemas.
+    datastorage::domain::rules::EventRules::new(&settings.validation)?;
     writeln!(out, "config: valid")?;
+    if let Some(path) = &settings.validation.event_data_schema {
+        writeln!(
+            out,
+            "validation.eventDataSchema: {} compiles",
+            path.display()
+        )?;
+    }
     let driver = db.effective_driver();
     match driver {
         Driver::Postgres => writeln!(
