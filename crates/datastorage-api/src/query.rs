@@ -177,6 +177,9 @@ pub struct EventFilter {
     pub offset: u64,
     /// Keyset position.
     pub cursor: Option<Cursor>,
+    /// A chain left out of the results (the server's own access records, unless the query
+    /// names that chain by `correlation_id`).
+    pub hidden_chain: Option<String>,
 }
 
 impl EventQueryParams {

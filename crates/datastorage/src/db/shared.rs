@@ -337,6 +337,9 @@ where
             qb.push(format_args!(" AND {column} = ")).bind(v.clone());
         }
     }
+    if let Some(chain) = &f.hidden_chain {
+        qb.push(" AND correlation_id <> ").bind(chain.clone());
+    }
     if let Some(c) = f.event_category {
         qb.push(" AND event_category = ")
             .bind(c.as_str().to_owned());

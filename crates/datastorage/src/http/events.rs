@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::body::JsonBody;
 use super::error::{ApiError, Result};
 use super::state::AppState;
-use crate::auth::access::{Action, Caller};
+use crate::auth::access::{Action, Caller, ACCESS_CHAIN};
 use crate::config::AuthMode;
 use crate::db::RawJson;
 use crate::domain::fingerprint;
@@ -231,9 +231,15 @@ async fn list_events(
         errors.add(field, format!("invalid query string: {text}"));
         ApiError::Validation(errors)
     })?;
-    let filter = params.validate(Utc::now()).map_err(ApiError::Validation)?;
-    if let Some(cid) = &filter.correlation_id {
-        tracing::Span::current().record("correlation_id", cid.as_str());
+    let mut filter = params.validate(Utc::now()).map_err(ApiError::Validation)?;
+    match &filter.correlation_id {
+        Some(cid) => {
+            tracing::Span::current().record("correlation_id", cid.as_str());
+        }
+        // The service's own access records answer only a query for their chain: their
+        // event_data has no upstream payload schema, so upstream's client could not decode a
+        // page holding one.
+        None => filter.hidden_chain = Some(ACCESS_CHAIN.to_owned()),
     }
     let page = state.store.query_events(&filter).await?;
     let pagination = page.pagination(&filter);
