@@ -1443,10 +1443,17 @@ async fn https_with_a_private_ca_and_a_required_client_certificate() {
         .ca_bundle_pem(pki.ca_pem.clone())
         .build()
         .unwrap();
+    // In TLS 1.3 the client finishes its side of the handshake before the server checks for a
+    // certificate, so the refusal reaches it either as the CertificateRequired alert or, when
+    // the request was already on its way, as the connection closing under it. Either way no
+    // HTTP answer comes back.
     let e = no_cert.healthz().await.unwrap_err();
+    let text = format!("{e:?}");
     assert!(
         matches!(e, datastorage_client::Error::Transport(_))
-            && format!("{e:?}").contains("CertificateRequired"),
+            && (text.contains("CertificateRequired")
+                || text.contains("connection was not ready")
+                || text.contains("connection closed")),
         "{e:?}"
     );
     // The built-in roots do not know the test CA: the client refuses the server.
