@@ -102,54 +102,41 @@ pub async fn run(
     };
     let mut log_problems = Vec::new();
 
-    // Writes, without and with a token.
-    ctx.log.say(format!(
-        "access control: single POST @{}, auth.mode none",
-        o.clients
-    ));
-    let srv = Server::start(server_bin, &none_cfg).await?;
-    db.try_sql(&["CHECKPOINT"]).await?;
-    let write_none = ctx
-        .scenario(
-            &srv,
-            probe(&srv),
-            Work::Single,
-            o.clients,
-            o.warmup,
-            o.duration,
-            rows().await,
-        )
-        .await;
-    log_problems.push(("auth.mode none".to_owned(), srv.log_problems()));
-    srv.stop().await?;
-
-    ctx.log.say(format!(
-        "access control: single POST @{}, auth.mode tokens",
-        o.clients
-    ));
-    let srv = Server::start(server_bin, &tokens_cfg).await?;
-    db.try_sql(&["CHECKPOINT"]).await?;
-    let write_tokens = ctx
-        .scenario(
-            &srv,
-            probe(&srv),
-            Work::Single,
-            o.clients,
-            o.warmup,
-            o.duration,
-            rows().await,
-        )
-        .await;
-    // Checked after the measured run, so its denial record falls in no window.
-    let without_token = {
-        let mut gen = Gen::new(ctx.templates.clone(), ctx.cids, 0xa07);
-        match load::post(srv.api, "/api/v1/audit/events", gen.single()).await {
-            Ok((status, _)) => status.as_u16().to_string(),
-            Err(e) => format!("{e:#}"),
+    // Writes, without and with a token; the same run on a fresh server for each.
+    let mut writes = Vec::with_capacity(2);
+    let mut without_token = String::new();
+    for (mode, cfg) in [("none", &none_cfg), ("tokens", &tokens_cfg)] {
+        ctx.log.say(format!(
+            "access control: single POST @{}, auth.mode {mode}",
+            o.clients
+        ));
+        let srv = Server::start(server_bin, cfg).await?;
+        db.try_sql(&["CHECKPOINT"]).await?;
+        writes.push(
+            ctx.scenario(
+                &srv,
+                probe(&srv),
+                Work::Single,
+                o.clients,
+                o.warmup,
+                o.duration,
+                rows().await,
+            )
+            .await,
+        );
+        if mode == "tokens" {
+            // Checked after the measured run, so its denial record falls in no window.
+            let mut gen = Gen::new(ctx.templates.clone(), ctx.cids, 0xa07);
+            without_token = match load::post(srv.api, "/api/v1/audit/events", gen.single()).await {
+                Ok((status, _)) => status.as_u16().to_string(),
+                Err(e) => format!("{e:#}"),
+            };
         }
-    };
-    log_problems.push(("auth.mode tokens".to_owned(), srv.log_problems()));
-    srv.stop().await?;
+        log_problems.push((format!("auth.mode {mode}"), srv.log_problems()));
+        srv.stop().await?;
+    }
+    let write_tokens = writes.pop().expect("two write runs");
+    let write_none = writes.pop().expect("two write runs");
 
     // The query table: topped up with seeded chains after any the query scenario used.
     let existing = db.scalar("SELECT count(*) FROM audit_events").await?;
