@@ -200,7 +200,7 @@ DASHBOARD = "deploy/grafana/datastorage-dashboard.json"
 METRIC_NAMES = "deploy/metric-names.txt"
 TUNING = "docs/tuning.md"
 # Runbook documents alerts may link to (runbook_url "<doc>#<anchor>").
-RUNBOOK_DOCS = (TUNING, "docs/kubernetes-auth.md")
+RUNBOOK_DOCS = (TUNING, "docs/kubernetes-auth.md", "docs/lifecycle.md")
 
 # The service's exported metric names (base names; histograms without _bucket/_sum/_count).
 EXPORTED = {

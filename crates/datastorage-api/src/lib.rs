@@ -9,9 +9,12 @@
 //! cursor pagination, extra filters) are additive and never change an existing field.
 
 pub mod chain;
+pub mod checkpoint;
+pub mod export;
 pub mod json;
 pub mod problem;
 pub mod query;
+pub mod signing;
 pub mod types;
 pub mod validate;
 

@@ -36,6 +36,8 @@ pub enum ProblemType {
     MethodNotAllowed,
     /// A client-supplied `event_id` is already stored with different content (409).
     EventIdConflict,
+    /// The correlation id is already under an active legal hold.
+    LegalHoldExists,
     /// The database cannot serve now: pool exhausted, connection lost, timeout (503).
     ServiceUnavailable,
     /// The request took longer than `server.writeTimeout` (503).
@@ -67,6 +69,7 @@ impl ProblemType {
             Self::NotFound => "not-found",
             Self::MethodNotAllowed => "method-not-allowed",
             Self::EventIdConflict => "event-id-conflict",
+            Self::LegalHoldExists => "legal-hold-exists",
             Self::ServiceUnavailable => "service-unavailable",
             Self::Timeout => "timeout",
             Self::BodyTimeout => "body-timeout",
@@ -90,6 +93,7 @@ impl ProblemType {
             Self::NotFound => "Not Found",
             Self::MethodNotAllowed => "Method Not Allowed",
             Self::EventIdConflict => "Event ID Conflict",
+            Self::LegalHoldExists => "Legal Hold Exists",
             Self::ServiceUnavailable => "Service Unavailable",
             Self::Timeout => "Request Timed Out",
             Self::BodyTimeout => "Request Body Timeout",
@@ -110,7 +114,7 @@ impl ProblemType {
             | Self::InvalidCorrelationId => 400,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
-            Self::EventIdConflict => 409,
+            Self::EventIdConflict | Self::LegalHoldExists => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::Unauthorized => 401,

@@ -370,7 +370,8 @@ pub struct AuditEvent<D = JsonObject> {
     /// nobody. Absent on rows written before principals existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingested_by: Option<String>,
-    /// Legal hold flag (contract field; legal hold is not built yet, so always false).
+    /// Whether an active legal hold covers the event's correlation id, computed from the holds
+    /// when the event is read (a hold covers events written after it too).
     pub legal_hold: bool,
 }
 
@@ -422,6 +423,85 @@ pub struct AuditEventsQueryResponse<D = JsonObject> {
     pub data: Vec<AuditEvent<D>>,
     /// Where the page sits.
     pub pagination: Pagination,
+}
+
+/// Body of `POST /api/v1/audit/legal-hold`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PlaceLegalHoldRequest {
+    /// The correlation id to hold: its events, present and future, are kept past their
+    /// retention until the hold is released. It need not have events yet.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
+    pub correlation_id: String,
+    /// Why (a case number, "litigation").
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 1000))]
+    pub reason: String,
+}
+
+/// Body of `DELETE /api/v1/audit/legal-hold/{correlation_id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReleaseLegalHoldRequest {
+    /// Why the hold ends.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 1000))]
+    pub release_reason: String,
+}
+
+/// One legal hold: upstream's fields, plus its id and, once released, who released it, when
+/// and why (extensions).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LegalHold {
+    /// The held correlation id.
+    pub correlation_id: String,
+    /// Events of the correlation id stored now (the hold also covers later ones).
+    pub events_affected: u64,
+    /// The principal that placed the hold.
+    pub placed_by: String,
+    /// When.
+    pub placed_at: DateTime<Utc>,
+    /// Why.
+    pub reason: String,
+    /// The hold's id (extension).
+    pub hold_id: Uuid,
+    /// The principal that released it (extension; absent while active).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_by: Option<String>,
+    /// When it was released (extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<DateTime<Utc>>,
+    /// Why it was released (extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_reason: Option<String>,
+}
+
+/// Answer to `GET /api/v1/audit/legal-hold`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LegalHoldList {
+    /// The holds: active ones, or with `include_released=true` every hold ever placed, newest
+    /// first.
+    pub holds: Vec<LegalHold>,
+    /// How many.
+    pub total: u64,
+}
+
+/// Answer to `DELETE /api/v1/audit/legal-hold/{correlation_id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LegalHoldReleased {
+    /// The correlation id no longer held.
+    pub correlation_id: String,
+    /// Events of the correlation id stored now.
+    pub events_released: u64,
+    /// The principal that released the hold.
+    pub released_by: String,
+    /// When.
+    pub released_at: DateTime<Utc>,
+    /// Why (extension).
+    pub release_reason: String,
+    /// The hold's id (extension).
+    pub hold_id: Uuid,
 }
 
 /// Body of `POST /api/v1/audit/verify-chain`.
@@ -482,6 +562,33 @@ pub struct VerifyChainResponse {
     /// Rows whose hash could not be checked because their key is not configured (extension).
     #[serde(default)]
     pub unverifiable_events: u64,
+    /// Events retention removed from the chain, as recorded when they were purged (extension):
+    /// the chain verifies from the recorded hash of the last one.
+    #[serde(default)]
+    pub purged_events: u64,
+    /// The chain checked against the latest signed checkpoint that covers it (extension;
+    /// absent when no checkpoint covers the chain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<CheckpointCheck>,
+}
+
+/// A chain checked against a signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CheckpointCheck {
+    /// The checkpoint's id.
+    pub checkpoint_id: i64,
+    /// When it was written.
+    pub created_at: DateTime<Utc>,
+    /// The chain's head it records: sequence.
+    pub sequence: i64,
+    /// And hash.
+    pub hash: String,
+    /// Whether the chain still holds that event with that hash, and the checkpoint's signature
+    /// and links verify.
+    pub consistent: bool,
+    /// What was found.
+    pub message: String,
 }
 
 /// The verdict of a chain verification.

@@ -6,5 +6,7 @@
 
 pub mod check;
 pub mod events;
+pub mod export;
+pub mod keys;
 pub mod output;
 pub mod token;

@@ -15,7 +15,7 @@ use datastorage::config::{self, Settings};
 use datastorage::db::Store;
 use datastorage::{startup, telemetry};
 use datastorage_cli::output::Stdout;
-use datastorage_cli::{check, events, token};
+use datastorage_cli::{check, events, export, keys, token};
 
 /// mimalloc instead of the system allocator: the request path allocates many small, short-lived
 /// values (JSON trees, strings), and glibc malloc/free took about a quarter of the server's CPU
@@ -67,6 +67,12 @@ enum Command {
     /// Bearer tokens for `auth.mode: tokens`. Reads no config.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Ed25519 keys that sign exports and checkpoints (`signing.keyFile`). Reads no config.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Signed exports: verify one offline, with no server. Reads no config.
+    #[command(subcommand)]
+    Export(ExportCommand),
     /// Print a shell completion script for this binary. Reads no config.
     ///
     /// Install it where your shell looks, e.g. bash:
@@ -104,6 +110,21 @@ enum TokenCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Write a new key pair: signing.key (private, for signing.keyFile) and signing.pub (for
+    /// verifiers).
+    Generate(keys::GenerateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ExportCommand {
+    /// Verify a signed export (NDJSON, JSON or CSV) against the signer's public key: exits 0
+    /// when intact, 1 when anything was edited, removed, added or reordered (each named), 2 on
+    /// a usage or read error.
+    Verify(export::VerifyArgs),
+}
+
+#[derive(Debug, Subcommand)]
 enum ConfigCommand {
     /// Print a commented config file with every key at its default. Reads no file and no
     /// environment.
@@ -124,6 +145,8 @@ impl Command {
             Command::Config(ConfigCommand::PrintDefault)
             | Command::Events(_)
             | Command::Token(_)
+            | Command::Keys(_)
+            | Command::Export(_)
             | Command::Completions { .. } => None,
         }
     }
@@ -169,6 +192,27 @@ fn main() -> ExitCode {
     if let Command::Token(TokenCommand::Create(args)) = &cli.command {
         return match token::create(args, &mut out).and_then(|()| Ok(out.flush()?)) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(_) if out.closed() => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if let Command::Keys(KeysCommand::Generate(args)) = &cli.command {
+        return match keys::generate(args, &mut out).and_then(|()| Ok(out.flush()?)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) if out.closed() => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if let Command::Export(ExportCommand::Verify(args)) = &cli.command {
+        return match export::verify(args, &mut out).and_then(|ok| Ok((ok, out.flush()?))) {
+            Ok((true, ())) => ExitCode::SUCCESS,
+            Ok((false, ())) => ExitCode::FAILURE,
             Err(_) if out.closed() => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -261,6 +305,8 @@ async fn execute(
         Command::Config(ConfigCommand::PrintDefault)
         | Command::Events(_)
         | Command::Token(_)
+        | Command::Keys(_)
+        | Command::Export(_)
         | Command::Completions { .. } => unreachable!("handled before loading"),
     };
     out.flush()?;

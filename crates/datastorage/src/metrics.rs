@@ -136,6 +136,49 @@ impl Default for AuthCounters {
     }
 }
 
+/// Labels of retention runs.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunLabels {
+    /// `ok`, `failed`, or `skipped` (another replica holds the lease).
+    pub result: &'static str,
+}
+
+/// Labels of exports.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExportLabels {
+    /// `json`, `ndjson` or `csv`.
+    pub format: &'static str,
+}
+
+/// Metrics of what happens after a write: holds, retention, partitions, exports, checkpoints.
+#[derive(Debug, Clone, Default)]
+pub struct LifecycleMetrics {
+    /// Legal holds placed.
+    pub holds_placed: Counter,
+    /// Legal holds released.
+    pub holds_released: Counter,
+    /// Purge runs by result.
+    pub purge_runs: Family<RunLabels, Counter>,
+    /// Events deleted by retention (batched deletes and dropped partitions).
+    pub rows_purged: Counter,
+    /// Partitions dropped whole by retention.
+    pub partitions_dropped: Counter,
+    /// Partitions created ahead (or on demand for old events).
+    pub partitions_created: Counter,
+    /// Unix time of the last successful purge run.
+    pub purge_last_success: Gauge,
+    /// Exports shipped, by format.
+    pub exports: Family<ExportLabels, Counter>,
+    /// Events shipped in exports.
+    pub exported_events: Counter,
+    /// Signed checkpoints written.
+    pub checkpoints: Counter,
+    /// Unix time of the last checkpoint written.
+    pub checkpoint_last_success: Gauge,
+    /// Checkpoints that could not be published off-host (file or URL).
+    pub checkpoint_publish_failures: Counter,
+}
+
 /// The registry and handles to every metric.
 #[derive(Debug)]
 pub struct Metrics {
@@ -158,6 +201,8 @@ pub struct Metrics {
     pub capacity: CapacityGauges,
     /// Access control.
     pub auth: AuthCounters,
+    /// Holds, retention, partitions, exports, checkpoints.
+    pub lifecycle: LifecycleMetrics,
 }
 
 /// Gauges of the connection budget check.
@@ -362,6 +407,68 @@ impl Metrics {
             auth.access.clone(),
         );
 
+        let lifecycle = LifecycleMetrics::default();
+        let l = &lifecycle;
+        registry.register(
+            "datastorage_legal_holds_placed",
+            "Legal holds placed",
+            l.holds_placed.clone(),
+        );
+        registry.register(
+            "datastorage_legal_holds_released",
+            "Legal holds released",
+            l.holds_released.clone(),
+        );
+        registry.register("datastorage_retention_runs", "Retention purge runs, by result (ok, failed, skipped: another replica holds the lease)", l.purge_runs.clone());
+        registry.register(
+            "datastorage_retention_rows_purged",
+            "Events deleted by retention, in batches or with their partition",
+            l.rows_purged.clone(),
+        );
+        registry.register(
+            "datastorage_retention_partitions_dropped",
+            "Partitions of audit_events dropped whole by retention (PostgreSQL)",
+            l.partitions_dropped.clone(),
+        );
+        registry.register(
+            "datastorage_partitions_created",
+            "Partitions of audit_events created, ahead of time or for an old event (PostgreSQL)",
+            l.partitions_created.clone(),
+        );
+        registry.register(
+            "datastorage_retention_last_success_timestamp_seconds",
+            "Unix time of the last successful retention run by this replica (0: none yet)",
+            l.purge_last_success.clone(),
+        );
+        registry.register(
+            "datastorage_exports",
+            "Signed exports shipped, by format",
+            l.exports.clone(),
+        );
+        registry.register(
+            "datastorage_exported_events",
+            "Events shipped in signed exports",
+            l.exported_events.clone(),
+        );
+        registry.register(
+            "datastorage_checkpoints",
+            "Signed checkpoints written by this replica",
+            l.checkpoints.clone(),
+        );
+        registry.register(
+            "datastorage_checkpoint_last_success_timestamp_seconds",
+            "Unix time of the last signed checkpoint written by this replica (0: none yet)",
+            l.checkpoint_last_success.clone(),
+        );
+        registry.register(
+            "datastorage_checkpoint_publish_failures",
+            "Checkpoints that could not be published to checkpoints.publishFile or publishUrl",
+            l.checkpoint_publish_failures.clone(),
+        );
+        for result in ["ok", "failed", "skipped"] {
+            let _ = l.purge_runs.get_or_create(&RunLabels { result });
+        }
+
         // Pre-create the per-category series so a dashboard shows zeros instead of gaps.
         for c in datastorage_api::EventCategory::ALL {
             let _ = events_written.get_or_create(&CategoryLabels {
@@ -384,6 +491,7 @@ impl Metrics {
             ready,
             capacity: cap,
             auth,
+            lifecycle,
         }
     }
 

@@ -23,6 +23,7 @@ use crate::auth::Auth;
 use crate::config::{format_duration, CapacityPolicy, Driver, Settings};
 use crate::db::{capacity, Store};
 use crate::domain::chain::Hasher;
+use crate::domain::keys::Signer;
 use crate::domain::rules::EventRules;
 use crate::http::body::body_budget;
 use crate::http::readiness::Readiness;
@@ -30,6 +31,9 @@ use crate::http::serve::{serve, ConnLimits, Gate};
 use crate::http::tls::Tls;
 use crate::http::{api_router, health_router, metrics_router, starting_router, AppState};
 use crate::metrics::Metrics;
+use crate::workers::checkpoints::Checkpointer;
+use crate::workers::partitions;
+use crate::workers::retention::{holder_name, Purger};
 use crate::writer::AuditWriter;
 
 /// The service, built and connected, not yet listening.
@@ -121,8 +125,13 @@ async fn build(
         key_ids = ?hasher.key_ids(),
         "hash chain keys loaded"
     );
-    let store = Store::open(db, metrics.pool.clone(), hasher)
-        .context("cannot build the connection pool")?;
+    let store = Store::open(
+        db,
+        metrics.pool.clone(),
+        hasher,
+        settings.retention.partition_interval,
+    )
+    .context("cannot build the connection pool")?;
     tracing::info!(
         driver = store.driver_name(),
         max_open_conns = db.max_open_conns,
@@ -150,7 +159,32 @@ async fn build(
         settings.auth.denials_per_second,
         metrics.auth.clone(),
     );
+    let holder: Arc<str> = holder_name().into();
+    let purger = Purger::new(
+        store.clone(),
+        settings.retention.clone(),
+        access.clone(),
+        metrics.lifecycle.clone(),
+        Arc::clone(&holder),
+    );
+    let signer = Signer::from_settings(&settings.signing)?;
+    if signer.is_ephemeral() {
+        tracing::warn!(key_id = %signer.key().key_id(), "signing.keyFile is not set: exports and checkpoints are signed with a key generated at start, lost at restart (datastorage keys generate writes one)");
+    } else {
+        tracing::info!(key_id = %signer.key().key_id(), fingerprint = %signer.key().fingerprint(), "signing key loaded");
+    }
+    let signer = Arc::new(signer);
+    let checkpointer = Checkpointer::new(
+        store.clone(),
+        settings.checkpoints.clone(),
+        Arc::clone(&signer),
+        metrics.lifecycle.clone(),
+        holder,
+    );
     let state = AppState {
+        checkpointer,
+        signer,
+        purger,
         auth,
         access,
         rules,
@@ -253,8 +287,12 @@ pub async fn run(
     gates[2].open(health_router(state.clone()));
     readiness.opened();
     tracing::info!("ready");
+    let workers = start_workers(&state, &store);
 
     shutdown.await;
+    for w in &workers {
+        w.abort();
+    }
     let server = &state.settings.server;
     tracing::info!(delay = %format_duration(server.shutdown_delay), "shutdown: readiness now 503");
     readiness.stopping();
@@ -275,6 +313,31 @@ pub async fn run(
     store.close().await;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Starts the background workers: partitions ahead (PostgreSQL), the purge unless
+/// `retention.enabled` is false, checkpoints unless `checkpoints.enabled` is false. They stop when their handles are aborted.
+fn start_workers(state: &AppState, store: &Store) -> Vec<tokio::task::JoinHandle<()>> {
+    let retention = &state.settings.retention;
+    let mut workers = Vec::new();
+    if store.driver_name() == "postgres" {
+        workers.push(tokio::spawn(partitions::run_forever(
+            store.clone(),
+            retention.clone(),
+            state.metrics.lifecycle.clone(),
+        )));
+    }
+    if retention.enabled {
+        workers.push(tokio::spawn(state.purger.clone().run_forever()));
+    } else {
+        tracing::warn!("retention.enabled is false: expired events are kept");
+    }
+    if state.settings.checkpoints.enabled {
+        workers.push(tokio::spawn(state.checkpointer.clone().run_forever()));
+    } else {
+        tracing::warn!("checkpoints.enabled is false: a deletion of a chain's newest events cannot be detected");
+    }
+    workers
 }
 
 /// Binds every listener of the settings. Host names resolve here; an address that cannot be

@@ -12,6 +12,9 @@ use std::time::Instant;
 
 use datastorage_api::ValidatedEvent;
 
+use datastorage_api::LegalHoldReleased;
+
+use crate::db::holds::{NewHold, Placed, Release};
 use crate::db::{DbError, Store, WriteOutcome};
 use crate::metrics::Metrics;
 use crate::workers::group_commit::GroupCommit;
@@ -79,5 +82,18 @@ impl AuditWriter {
         self.metrics
             .observe_write("batch", categories, start.elapsed().as_secs_f64());
         Ok(outcomes)
+    }
+
+    /// Places a legal hold (see [`crate::db::holds`]).
+    pub async fn place_hold(&self, hold: &NewHold<'_>) -> Result<Placed, DbError> {
+        self.store.place_hold(hold).await
+    }
+
+    /// Releases the active legal hold of a correlation id; `None` when there is none.
+    pub async fn release_hold(
+        &self,
+        release: &Release<'_>,
+    ) -> Result<Option<LegalHoldReleased>, DbError> {
+        self.store.release_hold(release).await
     }
 }

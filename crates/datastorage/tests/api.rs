@@ -699,13 +699,19 @@ async fn keyed_chains_resist_recomputation_without_the_key(backend: Backend) {
         datastorage_api::chain::Form::V2,
     );
     let id = last["event_id"].as_str().unwrap();
+    // Forging needs both append-only triggers out of the way: the rows' and the heads'.
     let (disable, enable) = match backend {
         Backend::Postgres => (
-            "ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only".to_owned(),
-            "ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only".to_owned(),
+            "ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only; \
+             ALTER TABLE audit_chain_heads DISABLE TRIGGER audit_chain_heads_forward_only"
+                .to_owned(),
+            "ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only; \
+             ALTER TABLE audit_chain_heads ENABLE TRIGGER audit_chain_heads_forward_only"
+                .to_owned(),
         ),
         Backend::Sqlite => (
-            "DROP TRIGGER audit_events_append_only".to_owned(),
+            "DROP TRIGGER audit_events_append_only; DROP TRIGGER audit_chain_heads_forward_only"
+                .to_owned(),
             "SELECT 1".to_owned(),
         ),
     };

@@ -116,6 +116,7 @@ fn concrete(template: &str) -> String {
     template
         .replace("{event_id}", "01900000-0000-7000-8000-000000000000")
         .replace("{*rest}", "index.html")
+        .replace("{correlation_id}", "walk")
 }
 
 /// A body the route accepts, so a scope check cannot be confused with a validation error.
@@ -124,6 +125,12 @@ fn body_for(method: &str, route: &str) -> Option<Value> {
         ("POST", "/api/v1/audit/events") => Some(event("walk")),
         ("POST", "/api/v1/audit/events/batch") => Some(json!([event("walk")])),
         ("POST", "/api/v1/audit/verify-chain") => Some(json!({"correlation_id": "walk"})),
+        ("POST", "/api/v1/audit/legal-hold") => {
+            Some(json!({"correlation_id": "walk", "reason": "walk"}))
+        }
+        ("DELETE", "/api/v1/audit/legal-hold/{correlation_id}") => {
+            Some(json!({"release_reason": "walk"}))
+        }
         _ => None,
     }
 }

@@ -52,6 +52,14 @@ pub enum Action {
     Verify,
     /// A request refused with 401, 403 or 429.
     Denied,
+    /// `POST /api/v1/audit/legal-hold`.
+    HoldPlaced,
+    /// `DELETE /api/v1/audit/legal-hold/{correlation_id}`.
+    HoldReleased,
+    /// `GET /api/v1/audit/export`.
+    Export,
+    /// A retention purge run (by the service itself).
+    Purge,
 }
 
 impl Action {
@@ -61,6 +69,10 @@ impl Action {
             Action::Read => "read",
             Action::Verify => "verify",
             Action::Denied => "denied",
+            Action::HoldPlaced => "legal_hold_placed",
+            Action::HoldReleased => "legal_hold_released",
+            Action::Export => "export",
+            Action::Purge => "purge",
         }
     }
 
@@ -69,6 +81,9 @@ impl Action {
             Action::Query | Action::Read => "audit_event",
             Action::Verify => "audit_chain",
             Action::Denied => "route",
+            Action::HoldPlaced | Action::HoldReleased => "legal_hold",
+            Action::Export => "audit_export",
+            Action::Purge => "retention",
         }
     }
 }
@@ -153,6 +168,51 @@ impl AccessLog {
             resource_id,
             details,
         );
+        self.commit(action, event).await
+    }
+
+    /// Records a change to what is kept (a hold placed or released, an export shipped) by
+    /// `caller`, and returns once it is committed. Unlike reads, these are always recorded:
+    /// `auth.recordReads` does not turn them off.
+    pub async fn change(
+        &self,
+        caller: &Caller,
+        action: Action,
+        route: &str,
+        resource_id: Option<&str>,
+        mut details: Map<String, Value>,
+    ) -> Result<(), DbError> {
+        details.insert("route".into(), json!(route));
+        details.insert("request_id".into(), json!(caller.request_id));
+        let event = record(
+            action,
+            EventOutcome::Success,
+            Some(&caller.principal.name),
+            caller.client,
+            resource_id,
+            details,
+        );
+        self.commit(action, event).await
+    }
+
+    /// Records what the service itself did (a purge run).
+    pub async fn service(
+        &self,
+        action: Action,
+        details: Map<String, Value>,
+    ) -> Result<(), DbError> {
+        let event = record(
+            action,
+            EventOutcome::Success,
+            Some(SERVICE_PRINCIPAL),
+            None,
+            None,
+            details,
+        );
+        self.commit(action, event).await
+    }
+
+    async fn commit(&self, action: Action, event: ValidatedEvent) -> Result<(), DbError> {
         match self.writer.write_access(event).await {
             Ok(_) => {
                 self.count(action, "recorded");

@@ -36,6 +36,37 @@ pub const API_ROUTES: &[(&str, &str, Access)] = &[
         "/api/v1/audit/verify-chain",
         Access::Scope(Scope::Verify),
     ),
+    (
+        "POST",
+        "/api/v1/audit/legal-hold",
+        Access::Scope(Scope::Hold),
+    ),
+    (
+        "GET",
+        "/api/v1/audit/legal-hold",
+        Access::Scope(Scope::Read),
+    ),
+    (
+        "DELETE",
+        "/api/v1/audit/legal-hold/{correlation_id}",
+        Access::Scope(Scope::Hold),
+    ),
+    ("GET", "/api/v1/audit/export", Access::Scope(Scope::Export)),
+    (
+        "GET",
+        "/api/v1/audit/checkpoints/latest",
+        Access::Scope(Scope::Verify),
+    ),
+    (
+        "POST",
+        "/api/v1/admin/checkpoints/run",
+        Access::Scope(Scope::Admin),
+    ),
+    (
+        "POST",
+        "/api/v1/admin/retention/run",
+        Access::Scope(Scope::Admin),
+    ),
     // Kubernetes probes the API port too (as upstream's deployment does).
     ("GET", "/healthz", Access::Open),
     ("GET", "/readyz", Access::Open),
@@ -71,7 +102,7 @@ mod tests {
             Access::Scope(Scope::Admin)
         );
         assert_eq!(
-            access(&Method::GET, "/api/v1/audit/legal-hold"),
+            access(&Method::PUT, "/api/v1/audit/legal-hold"),
             Access::Scope(Scope::Admin)
         );
         assert_eq!(access(&Method::HEAD, "/healthz"), Access::Open);

@@ -266,7 +266,14 @@ mod tests {
         assert_eq!(s.database.statement_timeout, Duration::from_secs(30));
         assert_eq!(s.server.max_body_size, 5_242_880);
         assert_eq!(s.database.ssl_mode, SslMode::Disable);
-        assert_eq!(s.inactive_keys(), vec!["redis", "retention"]);
+        assert_eq!(s.inactive_keys(), vec!["redis"]);
+        assert!(s.retention.enabled);
+        assert_eq!(s.retention.interval, Duration::from_secs(24 * 3600));
+        assert_eq!(s.retention.default_days, 2555);
+        assert!(
+            !s.retention.partition_drop_enabled,
+            "upstream's file turns it off"
+        );
     }
 
     #[test]
@@ -292,8 +299,8 @@ mod tests {
         );
         assert_eq!(s.database.max_open_conns, 100);
         assert_eq!(s.database.conn_max_lifetime, Duration::from_secs(15 * 60));
-        assert_eq!(s.inactive_keys(), vec!["redis", "retention"]);
-        assert_eq!(s.retention.unwrap().batch_size, Some(1000));
+        assert_eq!(s.inactive_keys(), vec!["redis"]);
+        assert_eq!(s.retention.batch_size, 1000);
     }
 
     #[test]
@@ -457,19 +464,13 @@ mod tests {
     /// key a config file may hold.
     fn every_key() -> Vec<String> {
         use crate::config::server::{ServerTls, UpstreamRateLimit};
-        use crate::config::upstream::{
-            AuditSettings, ClientTls, RedisSettings, RetentionSettings, TelemetrySettings,
-        };
+        use crate::config::upstream::{AuditSettings, ClientTls, RedisSettings, TelemetrySettings};
         let mut s = Settings {
             environment: Some(String::new()),
             tls_profile: Some(String::new()),
             audit: Some(AuditSettings::default()),
             redis: Some(RedisSettings {
                 tls: Some(ClientTls::default()),
-                ..Default::default()
-            }),
-            retention: Some(RetentionSettings {
-                interval: Some(Duration::ZERO),
                 ..Default::default()
             }),
             telemetry: Some(TelemetrySettings {

@@ -14,31 +14,37 @@
 //!   [`Secret`], which never prints.
 //! - Every key of upstream's config file loads: applied where this service has the feature
 //!   (health port, role from the secrets file, the chain key of `audit`), else typed with
-//!   upstream's key list and reported inactive by name (`redis`, `retention`, `telemetry`, …).
+//!   upstream's key list and reported inactive by name (`redis`, `telemetry`, …).
 //!
 //! One file per section (`server`, `logging`, `database`, `hash_chain`), the tree and its
 //! cross-section rules in `settings`, loading in `load`.
 
 mod auth;
+mod checkpoints;
 mod database;
 mod hash_chain;
 mod load;
 mod logging;
+mod retention;
 mod secret;
 mod server;
 mod settings;
+mod signing;
 mod upstream;
 mod validation;
 mod values;
 
 pub use auth::*;
+pub use checkpoints::*;
 pub use database::*;
 pub use hash_chain::HashChainSettings;
 pub use load::{default_config_yaml, Loaded, ENV_CONFIG_FILE, ENV_PREFIX, ENV_SERVER_URL};
 pub use logging::{LogFormat, LoggingSettings};
+pub use retention::*;
 pub use secret::Secret;
 pub use server::*;
 pub use settings::Settings;
+pub use signing::SigningSettings;
 pub use upstream::*;
 pub use validation::{ValidationSettings, DEFAULT_MAX_FUTURE_SKEW};
 pub use values::{format_duration, parse_duration};

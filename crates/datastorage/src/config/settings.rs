@@ -4,11 +4,14 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use super::auth::AuthSettings;
+use super::checkpoints::CheckpointSettings;
 use super::database::{DatabaseSettings, Driver, SslMode};
 use super::hash_chain::HashChainSettings;
 use super::logging::LoggingSettings;
+use super::retention::RetentionSettings;
 use super::server::{ServerSettings, MAX_MAX_BATCH_SIZE, MAX_MAX_BODY_SIZE, MIN_MAX_BODY_SIZE};
-use super::upstream::{AuditSettings, RedisSettings, RetentionSettings, TelemetrySettings};
+use super::signing::SigningSettings;
+use super::upstream::{AuditSettings, RedisSettings, TelemetrySettings};
 use super::validation::ValidationSettings;
 
 /// The whole configuration.
@@ -38,9 +41,12 @@ pub struct Settings {
     /// queue yet).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisSettings>,
-    /// Upstream's retention worker: accepted, inactive (not built yet).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retention: Option<RetentionSettings>,
+    /// Retention: the purge worker and the time partitions of `audit_events`.
+    pub retention: RetentionSettings,
+    /// The key that signs exports and checkpoints.
+    pub signing: SigningSettings,
+    /// The signed checkpoint log of chain heads.
+    pub checkpoints: CheckpointSettings,
     /// Upstream's trace export: accepted, inactive (not built yet).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub telemetry: Option<TelemetrySettings>,
@@ -91,7 +97,8 @@ impl Settings {
     pub fn validate(&self) -> Result<()> {
         let s = &self.server;
         let db = &self.database;
-        let mut problems = Vec::new();
+        let mut problems = self.retention.problems();
+        problems.extend(self.checkpoints.problems());
         let ports = [
             ("server.port", Some(s.port)),
             ("server.metricsPort", Some(s.metrics_port)),
@@ -349,9 +356,6 @@ impl Settings {
         let mut v = Vec::new();
         if self.redis.is_some() {
             v.push("redis");
-        }
-        if self.retention.is_some() {
-            v.push("retention");
         }
         if self.telemetry.is_some() {
             v.push("telemetry");

@@ -1,16 +1,12 @@
 //! The sections of upstream's config file that this service does not act on yet, typed with
 //! upstream's key list, so an upstream file loads and a misspelt key still fails like any other
-//! (`retention: {enabeld: true}` is an error, not silently nothing): `redis`, `retention`,
-//! `telemetry`; plus `audit`, whose HMAC key is applied to the hash chain.
+//! (`redis: {adr: x}` is an error, not silently nothing): `redis`, `telemetry`; plus `audit`,
+//! whose HMAC key is applied to the hash chain. (`retention` is active: see `retention.rs`.)
 //!
 //! Key names, types and defaults follow upstream's `pkg/datastorage/config/config.go`.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
-
-use super::values::option_duration;
+use std::path::PathBuf;
 
 /// `redis:`, upstream's dead-letter queue for writes while the database is down.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -26,23 +22,6 @@ pub struct RedisSettings {
     pub password_key: Option<String>,
     /// TLS to Redis.
     pub tls: Option<ClientTls>,
-}
-
-/// `retention:`, upstream's purge worker.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
-pub struct RetentionSettings {
-    /// Whether the purge runs.
-    pub enabled: bool,
-    /// Time between purge runs (upstream default 24h).
-    #[serde(with = "option_duration", skip_serializing_if = "Option::is_none")]
-    pub interval: Option<Duration>,
-    /// Rows deleted per batch (upstream default 1000).
-    pub batch_size: Option<u32>,
-    /// Retention of events without their own, in days (upstream default 2555).
-    pub default_days: Option<u32>,
-    /// Upstream declares it and never reads it.
-    pub partition_drop_enabled: bool,
 }
 
 /// `telemetry:`, upstream's OTLP trace export.

@@ -16,8 +16,11 @@
 
 pub mod capacity;
 pub mod error;
+pub mod holds;
+pub mod partitions;
 pub mod pool;
 pub mod postgres;
+pub mod retention;
 pub mod shared;
 pub mod sqlite;
 pub mod store;

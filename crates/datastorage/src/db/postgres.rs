@@ -18,12 +18,13 @@ use sqlx::{ConnectOptions, Connection, PgConnection, Postgres, Row};
 use uuid::Uuid;
 
 use super::error::{connect_failure, is_transient_connect_error, DbError, RETRY_AFTER_BUSY};
+use super::partitions::{ensure_for, is_missing_partition};
 use super::pool::Pool;
 use super::shared::{
     chains_of, check_starters, fail, finish, first_writers, fresh_events, outcomes, shared_sql,
     Cancelled, Dialect, Failed, RowCodec, Sql, WriteOutcome, COLUMNS,
 };
-use crate::config::{format_duration, DatabaseSettings, SslMode};
+use crate::config::{format_duration, DatabaseSettings, PartitionInterval, SslMode};
 use crate::domain::chain::{link, Hasher, Linked};
 
 /// Embedded PostgreSQL migrations.
@@ -166,6 +167,8 @@ pub struct PgStore {
     pub pool: Pool<PgConnection>,
     /// Links and checks chains.
     pub hasher: Arc<Hasher>,
+    /// The span of a partition created for an event no partition holds yet.
+    pub partitions: PartitionInterval,
 }
 
 impl PgStore {
@@ -202,6 +205,16 @@ impl PgStore {
                     return Err(DbError::Internal(anyhow::anyhow!(
                         "event ids kept colliding with concurrent writes after {attempt} attempts"
                     )))
+                }
+                Err(Failed::Sql(e)) if is_missing_partition(&e) && attempt < MAX_TX_ATTEMPTS => {
+                    // An event older (or further ahead) than every partition: create its
+                    // partition, then write again.
+                    let times = events.iter().map(|e| e.event_timestamp);
+                    match ensure_for(&mut conn, times, self.partitions).await {
+                        Ok(created) => tracing::info!(created, "created partitions for old events"),
+                        Err(e) => return Err(fail(conn, e)),
+                    }
+                    attempt += 1;
                 }
                 Err(Failed::Sql(e))
                     if DbError::is_retryable_sqlx(&e) && attempt < MAX_TX_ATTEMPTS =>
@@ -392,8 +405,8 @@ static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
                      $30::text[]) \
               AS u(id, ts, v, t, cat, act, o, aty, aid, aip, rty, rid, cid, pid, pdate, ns, cl, sev, \
                    dur, ec, em, rd, sens, data, seq, prev, h, alg, kid, ib) \
-         ON CONFLICT (event_id) DO NOTHING RETURNING 1), \
-         upd AS (UPDATE audit_chain_heads AS hd SET last_sequence = v.s, last_hash = v.h \
+         ON CONFLICT (event_id, event_timestamp) DO NOTHING RETURNING 1), \
+         upd AS (UPDATE audit_chain_heads AS hd SET last_sequence = v.s, last_hash = v.h, updated_at = now() \
                  FROM unnest($31::text[], $32::bigint[], $33::text[]) AS v(c, s, h) \
                  WHERE hd.correlation_id = v.c) \
          SELECT count(*) FROM ins"

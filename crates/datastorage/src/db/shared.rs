@@ -13,7 +13,9 @@ use chrono::{DateTime, Utc};
 use datastorage_api::query::{Cursor, EventFilter};
 use datastorage_api::{AuditEvent, JsonObject, Pagination, ValidatedEvent};
 use serde_json::value::RawValue;
-use sqlx::{ColumnIndex, Connection, Database, Decode, Encode, Row, Transaction, Type};
+use sqlx::{
+    Column as _, ColumnIndex, Connection, Database, Decode, Encode, Row, Transaction, Type,
+};
 use uuid::Uuid;
 
 use super::error::DbError;
@@ -29,6 +31,49 @@ pub const COLUMNS: &str = "event_id, event_timestamp, event_date, version, event
 
 /// Rows of a chain read per round trip while verifying it.
 pub const VERIFY_PAGE: i64 = 1000;
+
+/// Columns of `audit_checkpoints`, as [`decode_checkpoint`] reads them.
+pub const CHECKPOINT_COLUMNS: &str = "checkpoint_id, created_at, covers_from, previous_hash, \
+    chains, heads_sha256, checkpoint_hash, algorithm, key_id, signature";
+
+/// Reads one row of [`CHECKPOINT_COLUMNS`].
+pub fn decode_checkpoint<R>(row: &R) -> Result<datastorage_api::checkpoint::Checkpoint, sqlx::Error>
+where
+    R: RowCodec,
+    for<'c> &'c str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(datastorage_api::checkpoint::Checkpoint {
+        checkpoint_id: row.try_get("checkpoint_id")?,
+        created_at: row
+            .time("created_at")?
+            .ok_or_else(|| missing("created_at"))?,
+        covers_from: row.time("covers_from")?,
+        previous_hash: row.try_get("previous_hash")?,
+        chains: row.try_get::<i64, _>("chains")? as u64,
+        heads_sha256: row.try_get("heads_sha256")?,
+        checkpoint_hash: row.try_get("checkpoint_hash")?,
+        algorithm: row.try_get("algorithm")?,
+        key_id: row.try_get("key_id")?,
+        signature: row.try_get("signature")?,
+    })
+}
+
+pub use crate::domain::checkpoint::ChainAnchor;
+
+/// Rows of an export read per round trip.
+pub const EXPORT_PAGE: i64 = 1000;
+
+/// One event of an export, in chain order.
+#[derive(Debug)]
+pub struct ExportRow {
+    /// The event, with `event_data` parsed (its hash is checked as it is shipped).
+    pub event: AuditEvent<JsonObject>,
+    /// For the first exported event of a chain that does not start at sequence 1: the stored
+    /// hash of the event before it (or of the purged run before it), when there is one.
+    pub predecessor: Option<String>,
+}
 
 /// Columns of a row's chain position, as [`decode_link`] reads them.
 pub const LINK_COLUMNS: &str = "event_id, event_timestamp, chain_sequence, previous_event_hash, \
@@ -289,7 +334,10 @@ where
             hash_algorithm: text("hash_algorithm")?,
             hash_key_id: opt("hash_key_id")?,
             ingested_by: opt("ingested_by")?,
-            legal_hold: false,
+            legal_hold: match row.columns().iter().any(|c| c.name() == "legal_hold") {
+                true => row.try_get("legal_hold")?,
+                false => false,
+            },
         })
     };
     r().map_err(|e| e.to_string())
@@ -524,10 +572,11 @@ macro_rules! shared_sql {
                 Option<::datastorage_api::AuditEvent<$crate::db::shared::RawJson>>,
                 $crate::db::error::DbError,
             > {
+                use $crate::db::holds::HELD;
                 use $crate::db::shared::{decode_row, fail, run, Dialect as _, Sql, COLUMNS};
                 let mut conn = self.pool.acquire().await?;
                 let mut qb = Sql::<$db>::new(format!(
-                    "SELECT {COLUMNS} FROM audit_events WHERE event_id = "
+                    "SELECT {COLUMNS}, {HELD} FROM audit_events WHERE event_id = "
                 ));
                 <$db>::push_id(&mut qb, id);
                 let row = match run!(qb, fetch_optional, &mut *conn) {
@@ -552,9 +601,11 @@ macro_rules! shared_sql {
                 use $crate::db::shared::{
                     decode_row, fail, push_filters, run, total_from_page, Page, Sql, COLUMNS,
                 };
+                use $crate::db::holds::HELD;
                 let mut conn = self.pool.acquire().await?;
-                let mut page =
-                    Sql::<$db>::new(format!("SELECT {COLUMNS} FROM audit_events WHERE 1 = 1"));
+                let mut page = Sql::<$db>::new(format!(
+                    "SELECT {COLUMNS}, {HELD} FROM audit_events WHERE 1 = 1"
+                ));
                 push_filters(&mut page, f, true);
                 page.push(" ORDER BY event_timestamp DESC, event_id DESC LIMIT ")
                     .bind(i64::from(f.limit) + 1);
@@ -611,6 +662,15 @@ macro_rules! shared_sql {
                         Some(row) => Some((row.try_get("last_sequence")?, row.try_get("last_hash")?)),
                         None => None,
                     };
+                    let mut purges = Sql::<$db>::new(
+                        "SELECT first_sequence, last_sequence, last_hash FROM audit_chain_purges WHERE correlation_id = ",
+                    );
+                    purges.bind(correlation_id.to_owned()).push(" ORDER BY first_sequence");
+                    let purges = run!(purges, fetch_all, &mut *tx)?
+                        .iter()
+                        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                        .collect::<Result<Vec<(i64, i64, String)>, ::sqlx::Error>>()?;
+                    verifier.set_purges(purges);
                     let mut after = i64::MIN;
                     loop {
                         let mut page = Sql::<$db>::new(format!(
@@ -632,6 +692,288 @@ macro_rules! shared_sql {
                     }
                     tx.commit().await?;
                     Ok::<_, ::sqlx::Error>(head)
+                }
+                .await;
+                result.map_err(|e| fail(conn, e))
+            }
+
+            /// Reads every event matching `f` in chain order (`correlation_id`, then
+            /// `chain_sequence`), in pages of [`EXPORT_PAGE`](crate::db::shared::EXPORT_PAGE)
+            /// rows from one snapshot, and sends each page to `out` (memory stays flat: at most
+            /// the channel's pages are held). The first exported event of a chain that does not
+            /// start at sequence 1 carries its predecessor's stored hash (or the recorded hash
+            /// of the purged run before it). Stops early, without error, when `out` is closed.
+            pub async fn export_events(
+                &self,
+                f: &::datastorage_api::query::EventFilter,
+                out: ::tokio::sync::mpsc::Sender<
+                    Result<Vec<$crate::db::shared::ExportRow>, $crate::db::error::DbError>,
+                >,
+            ) -> Result<(), $crate::db::error::DbError> {
+                use ::sqlx::{Connection as _, Row as _};
+                use $crate::db::holds::HELD;
+                use $crate::db::shared::{
+                    decode_row, fail, push_filters, run, Dialect as _, ExportRow, Sql, COLUMNS,
+                    EXPORT_PAGE,
+                };
+                let mut conn = self.pool.acquire().await?;
+                let result = async {
+                    let mut tx = conn.begin_with(<$db>::BEGIN_SNAPSHOT).await?;
+                    let mut after: Option<(String, i64)> = None;
+                    loop {
+                        let mut page = Sql::<$db>::new(format!(
+                            "SELECT {COLUMNS}, {HELD} FROM audit_events WHERE 1 = 1"
+                        ));
+                        push_filters(&mut page, f, false);
+                        if let Some((cid, seq)) = &after {
+                            page.push(" AND (correlation_id > ")
+                                .bind(cid.clone())
+                                .push(" OR (correlation_id = ")
+                                .bind(cid.clone())
+                                .push(" AND chain_sequence > ")
+                                .bind(*seq)
+                                .push("))");
+                        }
+                        page.push(" ORDER BY correlation_id, chain_sequence LIMIT ")
+                            .bind(EXPORT_PAGE);
+                        let rows = run!(page, fetch_all, &mut *tx)?;
+                        let mut events = Vec::with_capacity(rows.len());
+                        for row in &rows {
+                            let event: ::datastorage_api::AuditEvent = decode_row(row)
+                                .map_err(|e| ::sqlx::Error::Decode(e.into()))?;
+                            let starts_chain = after
+                                .as_ref()
+                                .is_none_or(|(cid, _)| *cid != event.correlation_id);
+                            let predecessor = if starts_chain && event.chain_sequence > 1 {
+                                let mut q = Sql::<$db>::new(
+                                    "SELECT event_hash FROM audit_events WHERE correlation_id = ",
+                                );
+                                q.bind(event.correlation_id.clone())
+                                    .push(" AND chain_sequence = ")
+                                    .bind(event.chain_sequence - 1)
+                                    .push(" UNION ALL SELECT last_hash FROM audit_chain_purges WHERE correlation_id = ")
+                                    .bind(event.correlation_id.clone())
+                                    .push(" AND last_sequence = ")
+                                    .bind(event.chain_sequence - 1);
+                                run!(q, fetch_optional, &mut *tx)?
+                                    .map(|r| r.try_get::<String, _>(0))
+                                    .transpose()?
+                            } else {
+                                None
+                            };
+                            after = Some((event.correlation_id.clone(), event.chain_sequence));
+                            events.push(ExportRow { event, predecessor });
+                        }
+                        let last_page = rows.len() < EXPORT_PAGE as usize;
+                        if out.send(Ok(events)).await.is_err() || last_page {
+                            break;
+                        }
+                    }
+                    tx.commit().await?;
+                    Ok::<_, ::sqlx::Error>(())
+                }
+                .await;
+                result.map_err(|e| fail(conn, e))
+            }
+
+            /// The newest checkpoint.
+            pub async fn latest_checkpoint(
+                &self,
+            ) -> Result<Option<::datastorage_api::checkpoint::Checkpoint>, $crate::db::error::DbError>
+            {
+                use $crate::db::shared::{decode_checkpoint, fail, run, Sql, CHECKPOINT_COLUMNS};
+                let mut conn = self.pool.acquire().await?;
+                let q = Sql::<$db>::new(format!(
+                    "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints ORDER BY checkpoint_id DESC LIMIT 1"
+                ));
+                match run!(q, fetch_optional, &mut *conn) {
+                    Ok(row) => row
+                        .map(|r| decode_checkpoint(&r))
+                        .transpose()
+                        .map_err(|e| fail(conn, e)),
+                    Err(e) => Err(fail(conn, e)),
+                }
+            }
+
+            /// Writes the next checkpoint, over the heads changed since `margin` before the
+            /// previous one (every head for the first), signed with `key`, in one transaction.
+            /// `None` when no head changed.
+            pub async fn write_checkpoint(
+                &self,
+                key: &::datastorage_api::signing::SigningKey,
+                margin: ::std::time::Duration,
+            ) -> Result<Option<::datastorage_api::checkpoint::Checkpoint>, $crate::db::error::DbError>
+            {
+                use ::sqlx::{Connection as _, Row as _};
+                use $crate::db::shared::{
+                    decode_checkpoint, fail, run, Dialect as _, Sql, CHECKPOINT_COLUMNS,
+                };
+                use ::datastorage_api::checkpoint::Checkpoint;
+                let mut conn = self.pool.acquire().await?;
+                let result = async {
+                    let mut tx = conn.begin_with(<$db>::BEGIN_WRITE).await?;
+                    let q = Sql::<$db>::new(format!(
+                        "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints ORDER BY checkpoint_id DESC LIMIT 1"
+                    ));
+                    let previous = run!(q, fetch_optional, &mut *tx)?
+                        .map(|r| decode_checkpoint(&r))
+                        .transpose()?;
+                    let now = ::chrono::Utc::now();
+                    let now = ::chrono::DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
+                    let covers_from = previous.as_ref().map(|p| {
+                        p.created_at - ::chrono::Duration::from_std(margin).unwrap_or_default()
+                    });
+                    // Changed since (a margin before) the previous checkpoint, and not as the
+                    // newest checkpoint holding the chain recorded it already.
+                    let mut heads_q = Sql::<$db>::new(
+                        "SELECT h.correlation_id, h.last_sequence, h.last_hash FROM audit_chain_heads h \
+                         WHERE h.last_sequence > 0 AND NOT EXISTS (SELECT 1 FROM audit_checkpoint_heads ch \
+                         WHERE ch.correlation_id = h.correlation_id AND ch.last_sequence = h.last_sequence \
+                         AND ch.last_hash = h.last_hash AND ch.checkpoint_id = (SELECT max(x.checkpoint_id) \
+                         FROM audit_checkpoint_heads x WHERE x.correlation_id = h.correlation_id))",
+                    );
+                    if let Some(from) = covers_from {
+                        heads_q.push(" AND h.updated_at >= ");
+                        <$db>::push_time(&mut heads_q, from);
+                    }
+                    let mut heads: Vec<(String, i64, String)> = run!(heads_q, fetch_all, &mut *tx)?
+                        .iter()
+                        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                        .collect::<Result<_, ::sqlx::Error>>()?;
+                    if heads.is_empty() && previous.is_some() {
+                        tx.rollback().await?;
+                        return Ok(None);
+                    }
+                    let c = Checkpoint::seal(
+                        previous.as_ref().map_or(1, |p| p.checkpoint_id + 1),
+                        now,
+                        covers_from,
+                        previous.map(|p| p.checkpoint_hash).unwrap_or_default(),
+                        &mut heads,
+                        key,
+                    );
+                    let mut ins = Sql::<$db>::new(
+                        "INSERT INTO audit_checkpoints (checkpoint_id, created_at, covers_from, previous_hash, chains, heads_sha256, checkpoint_hash, algorithm, key_id, signature) VALUES (",
+                    );
+                    ins.bind(c.checkpoint_id).push(", ");
+                    <$db>::push_time(&mut ins, c.created_at);
+                    ins.push(", ");
+                    match c.covers_from {
+                        Some(t) => <$db>::push_time(&mut ins, t),
+                        None => {
+                            ins.push("NULL");
+                        }
+                    }
+                    ins.push(", ").bind(c.previous_hash.clone())
+                        .push(", ").bind(c.chains as i64)
+                        .push(", ").bind(c.heads_sha256.clone())
+                        .push(", ").bind(c.checkpoint_hash.clone())
+                        .push(", ").bind(c.algorithm.clone())
+                        .push(", ").bind(c.key_id.clone())
+                        .push(", ").bind(c.signature.clone())
+                        .push(")");
+                    run!(ins, execute, &mut *tx)?;
+                    for chunk in heads.chunks(500) {
+                        let mut ins = Sql::<$db>::new(
+                            "INSERT INTO audit_checkpoint_heads (checkpoint_id, correlation_id, last_sequence, last_hash) VALUES ",
+                        );
+                        for (i, (cid, seq, hash)) in chunk.iter().enumerate() {
+                            if i > 0 {
+                                ins.push(", ");
+                            }
+                            ins.push("(").bind(c.checkpoint_id)
+                                .push(", ").bind(cid.clone())
+                                .push(", ").bind(*seq)
+                                .push(", ").bind(hash.clone())
+                                .push(")");
+                        }
+                        run!(ins, execute, &mut *tx)?;
+                    }
+                    tx.commit().await?;
+                    Ok::<_, ::sqlx::Error>(Some(c))
+                }
+                .await;
+                result.map_err(|e| fail(conn, e))
+            }
+
+            /// What the newest checkpoint that holds `correlation_id` says of it, with that
+            /// checkpoint's heads (to check their digest), how many checkpoints follow it and the
+            /// newest id, and what the chain holds now at the checkpoint's sequence (the stored
+            /// hash, or the recorded hash of a purged run ending there, or whether a purged run
+            /// covers it); all from one snapshot.
+            pub async fn chain_checkpoint(
+                &self,
+                correlation_id: &str,
+            ) -> Result<Option<$crate::db::shared::ChainAnchor>, $crate::db::error::DbError> {
+                use ::sqlx::{Connection as _, Row as _};
+                use $crate::db::shared::{
+                    decode_checkpoint, fail, run, ChainAnchor, Dialect as _, Sql, CHECKPOINT_COLUMNS,
+                };
+                let mut conn = self.pool.acquire().await?;
+                let result = async {
+                    let mut tx = conn.begin_with(<$db>::BEGIN_SNAPSHOT).await?;
+                    let mut q = Sql::<$db>::new(
+                        "SELECT checkpoint_id, last_sequence, last_hash FROM audit_checkpoint_heads WHERE correlation_id = ",
+                    );
+                    q.bind(correlation_id.to_owned()).push(" ORDER BY checkpoint_id DESC LIMIT 1");
+                    let Some(row) = run!(q, fetch_optional, &mut *tx)? else {
+                        tx.commit().await?;
+                        return Ok(None);
+                    };
+                    let (id, sequence, hash): (i64, i64, String) =
+                        (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+                    let mut q = Sql::<$db>::new(format!(
+                        "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE checkpoint_id = "
+                    ));
+                    q.bind(id);
+                    let checkpoint = run!(q, fetch_optional, &mut *tx)?
+                        .map(|r| decode_checkpoint(&r))
+                        .transpose()?;
+                    let mut q = Sql::<$db>::new(
+                        "SELECT correlation_id, last_sequence, last_hash FROM audit_checkpoint_heads WHERE checkpoint_id = ",
+                    );
+                    q.bind(id);
+                    let heads = run!(q, fetch_all, &mut *tx)?
+                        .iter()
+                        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                        .collect::<Result<Vec<(String, i64, String)>, ::sqlx::Error>>()?;
+                    let mut q = Sql::<$db>::new(
+                        "SELECT count(*), COALESCE(max(checkpoint_id), 0) FROM audit_checkpoints WHERE checkpoint_id >= ",
+                    );
+                    q.bind(id);
+                    let row = run!(q, fetch_one, &mut *tx)?;
+                    let (from_here, newest): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+                    let mut q = Sql::<$db>::new(
+                        "SELECT event_hash FROM audit_events WHERE correlation_id = ",
+                    );
+                    q.bind(correlation_id.to_owned())
+                        .push(" AND chain_sequence = ")
+                        .bind(sequence);
+                    let stored = run!(q, fetch_optional, &mut *tx)?
+                        .map(|r| r.try_get::<String, _>(0))
+                        .transpose()?;
+                    let mut q = Sql::<$db>::new(
+                        "SELECT last_sequence, last_hash FROM audit_chain_purges WHERE correlation_id = ",
+                    );
+                    q.bind(correlation_id.to_owned())
+                        .push(" AND first_sequence <= ")
+                        .bind(sequence)
+                        .push(" AND last_sequence >= ")
+                        .bind(sequence);
+                    let purged = run!(q, fetch_optional, &mut *tx)?
+                        .map(|r| Ok::<_, ::sqlx::Error>((r.try_get::<i64, _>(0)?, r.try_get::<String, _>(1)?)))
+                        .transpose()?;
+                    tx.commit().await?;
+                    Ok::<_, ::sqlx::Error>(checkpoint.map(|checkpoint| ChainAnchor {
+                        checkpoint,
+                        sequence,
+                        hash,
+                        heads,
+                        following: (from_here - 1).max(0) as u64,
+                        newest,
+                        stored,
+                        purged,
+                    }))
                 }
                 .await;
                 result.map_err(|e| fail(conn, e))

@@ -104,6 +104,11 @@ impl SqliteStore {
         })
     }
 
+    /// Takes the in-process writer lock: every write of this process holds it, one at a time.
+    pub async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writer.lock().await
+    }
+
     /// See [`crate::db::Store::insert_events`].
     pub async fn insert_events(
         &self,
@@ -207,13 +212,15 @@ async fn write_in_tx(
     for (c, starter) in &first {
         let (seq, hash) = &heads[*c];
         sqlx::query(
-            "INSERT INTO audit_chain_heads (correlation_id, last_sequence, last_hash, started_by) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (correlation_id) DO UPDATE SET last_sequence = excluded.last_sequence, last_hash = excluded.last_hash",
+            "INSERT INTO audit_chain_heads (correlation_id, last_sequence, last_hash, started_by, updated_at) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (correlation_id) DO UPDATE SET last_sequence = excluded.last_sequence, last_hash = excluded.last_hash, \
+             updated_at = excluded.updated_at",
         )
         .bind(c)
         .bind(seq)
         .bind(hash)
         .bind(starter)
+        .bind(Utc::now().timestamp_micros())
         .execute(&mut *tx)
         .await?;
     }

@@ -17,7 +17,7 @@ use super::pool::{Pool, PoolCounters, PoolLimits, PoolSnapshot, Target};
 use super::postgres::HeadLocks;
 use super::shared::{Cancelled, Page, RawJson, WriteOutcome};
 use super::{postgres, sqlite};
-use crate::config::{DatabaseSettings, Driver};
+use crate::config::{DatabaseSettings, Driver, PartitionInterval};
 use crate::domain::chain::{ChainVerifier, Hasher};
 
 /// The storage backend in use. Cheap to clone.
@@ -72,6 +72,7 @@ impl Store {
         db: &DatabaseSettings,
         counters: PoolCounters,
         hasher: Hasher,
+        partitions: PartitionInterval,
     ) -> anyhow::Result<Self> {
         let hasher = Arc::new(hasher);
         let limits = PoolLimits::from_settings(db);
@@ -83,6 +84,7 @@ impl Store {
             Driver::Postgres => Store::Postgres(postgres::PgStore {
                 pool: Pool::new(postgres::connect_options(db), limits, counters, target()),
                 hasher,
+                partitions,
             }),
             Driver::Sqlite => Store::Sqlite(sqlite::SqliteStore::new(
                 db,
@@ -135,11 +137,21 @@ impl Store {
         }
     }
 
+    /// Writes the next signed checkpoint (see `write_checkpoint` of the backends).
+    pub async fn write_checkpoint(
+        &self,
+        key: &datastorage_api::signing::SigningKey,
+        margin: std::time::Duration,
+    ) -> Result<Option<datastorage_api::checkpoint::Checkpoint>, DbError> {
+        dispatch!(self, s => s.write_checkpoint(key, margin).await)
+    }
+
     /// The read side of this store, for request handlers.
     pub fn reader(&self) -> ReadStore {
         ReadStore {
             store: self.clone(),
             verifications: Arc::new(Semaphore::new(MAX_CONCURRENT_VERIFICATIONS)),
+            exports: Arc::new(Semaphore::new(MAX_CONCURRENT_EXPORTS)),
         }
     }
 
@@ -171,12 +183,17 @@ impl Store {
 /// as long as its chain takes to read.
 pub const MAX_CONCURRENT_VERIFICATIONS: usize = 4;
 
+/// Exports that may stream at once: each holds a connection and a read snapshot for as long
+/// as its client reads.
+pub const MAX_CONCURRENT_EXPORTS: usize = 2;
+
 /// The read side of a [`Store`]: queries, chain verification, and the pool's health. Cheap to
 /// clone.
 #[derive(Debug, Clone)]
 pub struct ReadStore {
     store: Store,
     verifications: Arc<Semaphore>,
+    exports: Arc<Semaphore>,
 }
 
 impl ReadStore {
@@ -216,6 +233,55 @@ impl ReadStore {
     /// Whether the database answers. A saturated pool counts as answering.
     pub async fn ping(&self) -> Result<(), DbError> {
         dispatch!(&self.store, s => s.ping().await)
+    }
+
+    /// A place among the [`MAX_CONCURRENT_EXPORTS`] exports, held until the export ends; none
+    /// free answers 503.
+    pub fn export_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, DbError> {
+        Arc::clone(&self.exports).try_acquire_owned().map_err(|_| {
+            let message =
+                format!("{MAX_CONCURRENT_EXPORTS} exports are streaming; try again shortly");
+            DbError::unavailable(message.clone(), message, RETRY_AFTER_BUSY)
+        })
+    }
+
+    /// The hasher that links and checks chains.
+    pub fn hasher(&self) -> Arc<Hasher> {
+        dispatch!(&self.store, s => Arc::clone(&s.hasher))
+    }
+
+    /// Streams the events matching `filter` in chain order, page by page, to `out` (see
+    /// `export_events` of the backends).
+    pub async fn export_events(
+        &self,
+        filter: &EventFilter,
+        out: tokio::sync::mpsc::Sender<Result<Vec<super::shared::ExportRow>, DbError>>,
+    ) -> Result<(), DbError> {
+        dispatch!(&self.store, s => s.export_events(filter, out).await)
+    }
+
+    /// The newest signed checkpoint.
+    pub async fn latest_checkpoint(
+        &self,
+    ) -> Result<Option<datastorage_api::checkpoint::Checkpoint>, DbError> {
+        dispatch!(&self.store, s => s.latest_checkpoint().await)
+    }
+
+    /// What the newest checkpoint holding `correlation_id` says of it.
+    pub async fn chain_checkpoint(
+        &self,
+        correlation_id: &str,
+    ) -> Result<Option<super::shared::ChainAnchor>, DbError> {
+        dispatch!(&self.store, s => s.chain_checkpoint(correlation_id).await)
+    }
+
+    /// Legal holds: the active ones, or all with `include_released`, newest first.
+    pub async fn list_holds(
+        &self,
+        include_released: bool,
+        limit: i64,
+    ) -> Result<Vec<datastorage_api::LegalHold>, DbError> {
+        self.store.list_holds(include_released, limit).await
     }
 
     /// Pool counts of the moment.

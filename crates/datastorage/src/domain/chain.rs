@@ -155,6 +155,16 @@ impl Hasher {
     }
 
     /// The hash a stored row should carry, or why it cannot be checked.
+    /// Whether a stored row's content still gives its stored hash: `Some(true)` or
+    /// `Some(false)`, `None` when it cannot be told (its key is not configured).
+    pub fn content_matches(&self, row: &AuditEvent) -> Option<bool> {
+        match self.recompute(row) {
+            Ok(hash) => Some(hash == row.event_hash),
+            Err(Uncheckable::MissingKey(_)) => None,
+            Err(Uncheckable::Suspect(_)) => Some(false),
+        }
+    }
+
     fn recompute(&self, row: &AuditEvent) -> Result<String, Uncheckable> {
         if row.ingested_by.is_some()
             && Form::of(&row.hash_algorithm).is_some_and(|(f, _)| f == Form::V1)
@@ -319,6 +329,9 @@ pub struct ChainVerifier<'a> {
     unverifiable: u64,
     problems: u64,
     listed: Vec<TamperedEvent>,
+    /// Runs retention removed: first and last sequence, hash of the last, by first sequence.
+    purges: Vec<(i64, i64, String)>,
+    purged: u64,
 }
 
 impl<'a> ChainVerifier<'a> {
@@ -334,7 +347,35 @@ impl<'a> ChainVerifier<'a> {
             unverifiable: 0,
             problems: 0,
             listed: Vec::new(),
+            purges: Vec::new(),
+            purged: 0,
         }
+    }
+
+    /// The runs of sequences retention removed from this chain (`audit_chain_purges`): first,
+    /// last, and the hash of the last. A gap they cover exactly, whose next row links to the
+    /// recorded hash, is not a break.
+    pub fn set_purges(&mut self, mut purges: Vec<(i64, i64, String)>) {
+        purges.sort_by_key(|p| p.0);
+        self.purges = purges;
+    }
+
+    /// If retention removed exactly the sequences `from..=to`, the hash of event `to`.
+    fn purged_through(&self, from: i64, to: i64) -> Option<String> {
+        let mut next = from;
+        for (first, last, h) in &self.purges {
+            if *last < next {
+                continue;
+            }
+            if *first > next {
+                return None;
+            }
+            next = last + 1;
+            if *last >= to {
+                return (*last == to).then(|| h.clone());
+            }
+        }
+        None
     }
 
     /// The sequence number after the last row seen (where the next page starts).
@@ -370,6 +411,15 @@ impl<'a> ChainVerifier<'a> {
             }
         };
         let mut problems = Vec::new();
+        if row.chain_sequence > self.expected_sequence {
+            if let Some(hash) = self.purged_through(self.expected_sequence, row.chain_sequence - 1)
+            {
+                // Removed by retention: the chain goes on from the recorded hash.
+                self.purged += (row.chain_sequence - self.expected_sequence) as u64;
+                self.previous = hash;
+                self.expected_sequence = row.chain_sequence;
+            }
+        }
         if row.chain_sequence != self.expected_sequence {
             problems.push(format!(
                 "sequence {} follows {}: events {}..{} are missing",
@@ -424,6 +474,16 @@ impl<'a> ChainVerifier<'a> {
     /// The answer, once every row is pushed; `head` is `(last_sequence, last_hash)` of the chain
     /// head, read in the same snapshot as the rows.
     pub fn finish(mut self, head: Option<(i64, String)>) -> VerifyChainResponse {
+        if let Some((last_sequence, _)) = &head {
+            if *last_sequence >= self.expected_sequence {
+                if let Some(hash) = self.purged_through(self.expected_sequence, *last_sequence) {
+                    // The newest events expired too: the head's hash is the last one removed.
+                    self.purged += (*last_sequence + 1 - self.expected_sequence) as u64;
+                    self.previous = hash;
+                    self.expected_sequence = *last_sequence + 1;
+                }
+            }
+        }
         if let Some((last_sequence, last_hash)) = head {
             if last_sequence != self.expected_sequence - 1 || last_hash != self.previous {
                 let actual_hash = self.previous.clone();
@@ -441,7 +501,7 @@ impl<'a> ChainVerifier<'a> {
             }
         }
         let (total, cid) = (self.total, &self.correlation_id);
-        let verdict = if total == 0 && self.problems == 0 {
+        let verdict = if total == 0 && self.problems == 0 && self.purged == 0 {
             ChainVerdict::Empty
         } else if self.problems == 0 {
             ChainVerdict::Intact
@@ -456,6 +516,10 @@ impl<'a> ChainVerifier<'a> {
         };
         let message = match verdict {
             ChainVerdict::Empty => format!("no events with correlation_id {cid:?}"),
+            ChainVerdict::Intact if self.purged > 0 => format!(
+                "hash chain intact: {total} events verified; {} older events were removed by retention, as recorded",
+                self.purged
+            ),
             ChainVerdict::Intact => format!("hash chain intact: {total} events verified"),
             ChainVerdict::Unverifiable => format!(
                 "hash chain cannot be verified: {} of {total} events are signed with keys that are not configured (hashChain.keyFile / verifyKeyFiles); nothing else was found{more}",
@@ -476,6 +540,8 @@ impl<'a> ChainVerifier<'a> {
             message,
             verdict: Some(verdict),
             unverifiable_events: self.unverifiable,
+            purged_events: self.purged,
+            checkpoint: None,
         }
     }
 }

@@ -68,6 +68,9 @@ pub enum ApiError {
         "event_id {0} is already stored with different content; a replay must carry the same event"
     )]
     Conflict(Uuid),
+    /// An active legal hold covers the correlation id already.
+    #[error("{0}")]
+    HoldExists(String),
     /// The database (or a bounded resource) cannot serve now.
     #[error("{message}")]
     Unavailable {
@@ -146,6 +149,7 @@ impl ApiError {
             ApiError::NotFound(_) => ProblemType::NotFound,
             ApiError::MethodNotAllowed => ProblemType::MethodNotAllowed,
             ApiError::Conflict(_) => ProblemType::EventIdConflict,
+            ApiError::HoldExists(_) => ProblemType::LegalHoldExists,
             ApiError::Unavailable { .. } => ProblemType::ServiceUnavailable,
             ApiError::Timeout(_) => ProblemType::Timeout,
             ApiError::Unauthenticated { .. } => ProblemType::Unauthorized,

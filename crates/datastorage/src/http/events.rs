@@ -28,9 +28,13 @@ use crate::domain::fingerprint;
 /// server authenticates callers and the event names no actor, makes the principal its actor
 /// (as upstream does).
 ///
-/// With `validation.fingerprintReplays`, an event sent without an id then gets the id of its
-/// content ([`fingerprint::identify`]).
-fn stamp(event: &mut ValidatedEvent, caller: &Caller, state: &AppState) {
+/// An event sent without `retention_days` (`raw` is the event as sent) gets
+/// `retention.defaultDays`. With `validation.fingerprintReplays`, an event sent without an id
+/// then gets the id of its content ([`fingerprint::identify`]).
+fn stamp(event: &mut ValidatedEvent, raw: &Value, caller: &Caller, state: &AppState) {
+    if raw.get("retention_days").is_none_or(Value::is_null) {
+        event.retention_days = state.settings.retention.default_days as i32;
+    }
     event.ingested_by = Some(caller.principal.name.clone());
     if event.actor_id.is_none() && state.auth.mode != AuthMode::None {
         event.actor_id = Some(caller.principal.name.clone());
@@ -77,7 +81,7 @@ async fn create_event(
         .rules
         .check(&mut event, Utc::now())
         .map_err(ApiError::Validation)?;
-    stamp(&mut event, &caller, &state);
+    stamp(&mut event, &body, &caller, &state);
     drop(body);
     let outcome = state.writer.write_one(event).await?;
     let message = if outcome.replayed {
@@ -152,7 +156,7 @@ async fn create_events_batch(
                     errors.merge_prefixed(&format!("[{i}]."), broken);
                 }
                 let fingerprinted = !e.id_supplied;
-                stamp(&mut e, &caller, &state);
+                stamp(&mut e, item, &caller, &state);
                 let fingerprinted = fingerprinted && e.id_supplied;
                 if e.id_supplied {
                     if let Some(&first) = first_position.get(&e.event_id).filter(|_| fingerprinted)

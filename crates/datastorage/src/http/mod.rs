@@ -7,14 +7,18 @@
 //! problem in one place.
 
 pub mod body;
+mod checkpoints;
 pub mod error;
 mod events;
+mod export;
 mod guard;
 mod health;
+mod legal_hold;
 mod metrics;
 mod middleware;
 mod openapi;
 pub mod readiness;
+mod retention;
 pub mod serve;
 mod starting;
 pub mod state;
@@ -34,6 +38,10 @@ fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(events::router())
         .merge(verify::router())
+        .merge(legal_hold::router())
+        .merge(export::router())
+        .merge(checkpoints::router())
+        .merge(retention::router())
         .merge(health::router())
 }
 

@@ -9,8 +9,11 @@ use crate::auth::access::AccessLog;
 use crate::auth::Auth;
 use crate::config::Settings;
 use crate::db::ReadStore;
+use crate::domain::keys::Signer;
 use crate::domain::rules::EventRules;
 use crate::metrics::Metrics;
+use crate::workers::checkpoints::Checkpointer;
+use crate::workers::retention::Purger;
 use crate::writer::AuditWriter;
 
 /// What handlers share. Cheap to clone.
@@ -34,4 +37,10 @@ pub struct AppState {
     pub access: AccessLog,
     /// Rules beyond the contract's (`validation:`).
     pub rules: Arc<EventRules>,
+    /// The key that signs exports and checkpoints.
+    pub signer: Arc<Signer>,
+    /// Signed checkpoints (the worker's, and those asked for by an administrator).
+    pub checkpointer: Checkpointer,
+    /// Retention runs (the worker's, and those asked for by an administrator).
+    pub purger: Purger,
 }

@@ -2,7 +2,9 @@
 
 use axum::extract::{Extension, State};
 use axum::Json;
-use datastorage_api::{Problem, VerifyChainRequest, VerifyChainResponse};
+use datastorage_api::{
+    ChainVerdict, Problem, TamperedEvent, VerifyChainRequest, VerifyChainResponse,
+};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -10,6 +12,7 @@ use super::body::JsonBody;
 use super::error::{ApiError, Result};
 use super::state::AppState;
 use crate::auth::access::{Action, Caller};
+use crate::domain::checkpoint;
 
 /// `POST /api/v1/audit/verify-chain`.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -22,7 +25,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     path = "/api/v1/audit/verify-chain",
     tag = "audit",
     summary = "Verify the hash chain of a correlation id",
-    description = "Walks the chain in sequence order and reports every broken link: edited content, a broken previous_event_hash link, deleted rows, rows removed from the end. 200 either way; is_valid and verdict tell.",
+    description = "Walks the chain in sequence order and reports every broken link: edited content, a broken previous_event_hash link, deleted rows, rows removed from the end; events retention removed, as recorded, are not breaks (purged_events). Then checks the chain against the newest signed checkpoint that holds it (checkpoint): a deletion of its newest events, the chain deleted with its head, or the chain rewritten with recomputed hashes is tampering too. 200 either way; is_valid and verdict tell.",
     request_body(content = VerifyChainRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The verification", body = VerifyChainResponse),
@@ -56,7 +59,24 @@ async fn verify_chain(
         }
     };
     tracing::Span::current().record("correlation_id", correlation_id.as_str());
-    let answer = state.store.verify_chain(&correlation_id).await?;
+    let mut answer = state.store.verify_chain(&correlation_id).await?;
+    if let Some(anchor) = state.store.chain_checkpoint(&correlation_id).await? {
+        let check = checkpoint::judge(anchor, state.signer.keyring());
+        if !check.consistent {
+            answer.is_valid = false;
+            answer.verdict = Some(ChainVerdict::Tampered);
+            answer.message = format!("hash chain broken: {}", check.message);
+            answer.tampered_events.push(TamperedEvent {
+                event_id: String::new(),
+                event_timestamp: None,
+                expected_hash: check.hash.clone(),
+                actual_hash: String::new(),
+                previous_hash: String::new(),
+                message: check.message.clone(),
+            });
+        }
+        answer.checkpoint = Some(check);
+    }
     let details = serde_json::Map::from_iter([
         ("rows".to_owned(), serde_json::json!(answer.total_events)),
         ("is_valid".to_owned(), serde_json::json!(answer.is_valid)),

@@ -1,7 +1,10 @@
-//! Background workers: the group commit today; partition maintenance, retention, checkpoints
-//! and outage replay join it.
+//! Background workers: the group commit, partitions created ahead, retention, signed
+//! checkpoints; outage replay joins them.
 //!
 //! A worker runs on its own tasks, started by `startup`, and stops when its handles are
 //! dropped or the service shuts down.
 
+pub mod checkpoints;
 pub mod group_commit;
+pub mod partitions;
+pub mod retention;
