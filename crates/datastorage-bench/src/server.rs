@@ -103,6 +103,9 @@ pub struct ServerConfig {
     /// `auth.recordReads`; `None` keeps the default (true: every query, read and verification
     /// writes an access record before it answers).
     pub record_reads: Option<bool>,
+    /// Whether the retention and checkpoint workers run (`retention.enabled`,
+    /// `checkpoints.enabled`); off but in the lifecycle part.
+    pub lifecycle_workers: bool,
 }
 
 impl ServerConfig {
@@ -116,6 +119,7 @@ impl ServerConfig {
             wait_limit: None,
             auth: AuthMode::Default,
             record_reads: None,
+            lifecycle_workers: false,
         }
     }
 }
@@ -161,6 +165,12 @@ pub fn config_yaml(cfg: &ServerConfig, api: u16, metrics: u16) -> String {
             "  driver: sqlite\n  sqlitePath: \"{}\"\n",
             path.display()
         )),
+    }
+    // The lifecycle workers run in the lifecycle part only, where their cost is what is
+    // measured; elsewhere a purge scan or a checkpoint of every head would land in the middle of
+    // another part's window.
+    if !cfg.lifecycle_workers {
+        y.push_str("retention:\n  enabled: false\ncheckpoints:\n  enabled: false\n");
     }
     let mode = match &cfg.auth {
         AuthMode::Default => None,

@@ -840,7 +840,7 @@ macro_rules! shared_sql {
                         .iter()
                         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
                         .collect::<Result<_, ::sqlx::Error>>()?;
-                    if heads.is_empty() && previous.is_some() {
+                    if heads.is_empty() {
                         tx.rollback().await?;
                         return Ok(None);
                     }
