@@ -26,7 +26,11 @@
 //!    correlation id with `auth.recordReads` true (every query commits an access record) and
 //!    false, on a table topped up to `--auth-rows` (200 k; quick 20 k);
 //! 9. the single and batch scenarios again on SQLite, then chain verification there (chains
-//!    written through the batch endpoint).
+//!    written through the batch endpoint);
+//! 10. only with `--lifecycle` (issue 15), each step on its own database: the in-place migration
+//!    of an unpartitioned table of `--lifecycle-rows` (1 M; quick 100 k) seeded events, their
+//!    NDJSON export with the server's peak RSS, and purges dropping daily partitions at 100 k
+//!    rows and at `--lifecycle-rows`.
 //!
 //! `--skip-load` leaves out 1–3 (and `--skip-pool`, `--skip-verify`, `--skip-held`,
 //! `--skip-bodies`, `--skip-auth`, `--skip-sqlite` the others), to run a part alone. The harness prints
@@ -36,6 +40,7 @@ mod auth;
 mod bodies;
 mod events;
 mod held;
+mod lifecycle;
 mod load;
 mod pg;
 mod report;
@@ -176,6 +181,14 @@ struct Cli {
     /// Skip the access-control part.
     #[arg(long)]
     skip_auth: bool,
+    /// Run the lifecycle part (issue 15; off by default): migration of an unpartitioned table,
+    /// NDJSON export with the server's RSS, purges dropping partitions.
+    #[arg(long)]
+    lifecycle: bool,
+    /// Rows of the lifecycle part's migrated table, export and large purge
+    /// [default: 1000000, quick 100000].
+    #[arg(long, value_name = "N")]
+    lifecycle_rows: Option<u64>,
 }
 
 /// Verified chains are `cid-<VERIFY_CID_BASE + length>`, apart from every other chain.
@@ -208,6 +221,7 @@ struct Sizes {
     large_bodies: usize,
     auth: Duration,
     auth_rows: u64,
+    lifecycle_rows: u64,
 }
 
 impl Cli {
@@ -233,6 +247,10 @@ impl Cli {
             large_bodies: self.large_bodies.unwrap_or(if q { 16 } else { 32 }).max(1),
             auth: secs(self.auth_duration, 10.0, 2.0),
             auth_rows: self.auth_rows.unwrap_or(if q { 20_000 } else { 200_000 }),
+            lifecycle_rows: self
+                .lifecycle_rows
+                .unwrap_or(if q { 100_000 } else { 1_000_000 })
+                .max(1),
         }
     }
 }
@@ -846,6 +864,34 @@ async fn main() -> Result<()> {
             a.without_token
         ));
         run.auth = Some(a);
+    }
+
+    // 10. The audit lifecycle (opt-in), each step on its own database.
+    if cli.lifecycle {
+        run.facts.push((
+            "issue 15 part".to_owned(),
+            format!(
+                "migration of an unpartitioned table of {} rows, its NDJSON export, purges dropping daily partitions at {} rows",
+                sz.lifecycle_rows,
+                if sz.lifecycle_rows > lifecycle::PURGE_SMALL {
+                    format!("{} and {}", lifecycle::PURGE_SMALL, sz.lifecycle_rows)
+                } else {
+                    sz.lifecycle_rows.to_string()
+                }
+            ),
+        ));
+        let l = lifecycle::run(
+            &ctx,
+            &server_bin,
+            &pg_cfg,
+            &admin_url,
+            postmaster,
+            lifecycle::Opts {
+                rows: sz.lifecycle_rows,
+            },
+        )
+        .await;
+        run.lifecycle = Some(lifecycle::markdown(&l));
     }
     drop(cluster);
 

@@ -87,6 +87,8 @@ pub struct Run {
     pub bodies: Vec<BodiesRound>,
     /// The access-control part.
     pub auth: Option<AuthRun>,
+    /// The lifecycle part's section (issue 15), Markdown from its `## ` heading on.
+    pub lifecycle: Option<String>,
     /// Free-form notes (seeding, chain verification, skipped parts).
     pub notes: Vec<String>,
     /// Wall time of the whole run, seconds.
@@ -660,6 +662,9 @@ pub fn markdown(run: &Run) -> String {
     held_section(&mut out, run);
     bodies_section(&mut out, run);
     auth_section(&mut out, run);
+    if let Some(section) = &run.lifecycle {
+        out.push_str(section);
+    }
     let _ = writeln!(out, "\n## Where the time goes\n");
     for line in cpu_notes(run) {
         let _ = writeln!(out, "- {line}");

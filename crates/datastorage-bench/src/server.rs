@@ -106,6 +106,10 @@ pub struct ServerConfig {
     /// Whether the retention and checkpoint workers run (`retention.enabled`,
     /// `checkpoints.enabled`); off but in the lifecycle part.
     pub lifecycle_workers: bool,
+    /// YAML appended to the generated config as it is (top-level sections such as
+    /// `retention:`; with `lifecycle_workers` false it must not repeat `retention:` or
+    /// `checkpoints:`, which are written then).
+    pub extra_yaml: Option<String>,
 }
 
 impl ServerConfig {
@@ -120,6 +124,7 @@ impl ServerConfig {
             auth: AuthMode::Default,
             record_reads: None,
             lifecycle_workers: false,
+            extra_yaml: None,
         }
     }
 }
@@ -185,6 +190,12 @@ pub fn config_yaml(cfg: &ServerConfig, api: u16, metrics: u16) -> String {
         y.push_str(mode.as_deref().unwrap_or(""));
         if let Some(r) = cfg.record_reads {
             y.push_str(&format!("  recordReads: {r}\n"));
+        }
+    }
+    if let Some(extra) = &cfg.extra_yaml {
+        y.push_str(extra);
+        if !extra.ends_with('\n') {
+            y.push('\n');
         }
     }
     y

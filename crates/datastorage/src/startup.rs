@@ -163,7 +163,6 @@ async fn build(
     let purger = Purger::new(
         store.clone(),
         settings.retention.clone(),
-        access.clone(),
         metrics.lifecycle.clone(),
         Arc::clone(&holder),
     );
@@ -328,7 +327,30 @@ fn start_workers(state: &AppState, store: &Store) -> Vec<tokio::task::JoinHandle
         )));
     }
     if retention.enabled {
-        workers.push(tokio::spawn(state.purger.clone().run_forever()));
+        let (purger, access) = (state.purger.clone(), state.access.clone());
+        workers.push(tokio::spawn(async move {
+            tokio::time::sleep(purger.settings().start_delay).await;
+            loop {
+                match purger.run_once().await {
+                    Ok(r) => {
+                        tracing::info!(
+                            result = r.result,
+                            rows = r.rows_purged,
+                            partitions = r.partitions_dropped,
+                            seconds = r.seconds,
+                            "retention run"
+                        );
+                        if r.rows_purged > 0 {
+                            if let Err(e) = access.purged(&r).await {
+                                tracing::warn!(error = %e, "cannot record a retention run");
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "retention run failed"),
+                }
+                tokio::time::sleep(purger.settings().interval).await;
+            }
+        }));
     } else {
         tracing::warn!("retention.enabled is false: expired events are kept");
     }

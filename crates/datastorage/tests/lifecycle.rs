@@ -551,3 +551,98 @@ async fn signed_checkpoints_reveal_tampering_a_chain_alone_cannot(backend: Backe
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_partition_migration_converts_a_table_keeping_every_chain_verifiable() {
+    use datastorage::db::postgres::MIGRATOR;
+    use datastorage::db::shared::COLUMNS;
+    use futures::TryStreamExt as _;
+
+    // Chains written through the API, over three months.
+    let a = TestApp::spawn(Backend::Postgres).await;
+    for c in 0..12 {
+        let batch: Vec<Value> = (0..40)
+            .map(|i| aged(&format!("mig-{c}"), 90 - 2 * i, 3650))
+            .collect();
+        assert_eq!(a.post_batch(&json!(batch)).await.status(), 201);
+    }
+    // A database at the schema before partitions, holding the same rows and heads.
+    let b = PgDb::create().await;
+    let before = sqlx::migrate::Migrator {
+        migrations: MIGRATOR
+            .migrations
+            .iter()
+            .filter(|m| m.version < 20261202000002)
+            .cloned()
+            .collect(),
+        ignore_missing: false,
+        locking: true,
+        no_tx: false,
+    };
+    let mut cb = b.connect().await;
+    before.run(&mut cb).await.unwrap();
+    let mut ca = a.pg().connect().await;
+    for (select, into) in [
+        (
+            format!("COPY (SELECT {COLUMNS}, created_at FROM audit_events) TO STDOUT"),
+            format!("COPY audit_events ({COLUMNS}, created_at) FROM STDIN"),
+        ),
+        (
+            "COPY (SELECT correlation_id, last_sequence, last_hash, started_by FROM audit_chain_heads) TO STDOUT".to_owned(),
+            "COPY audit_chain_heads (correlation_id, last_sequence, last_hash, started_by) FROM STDIN".to_owned(),
+        ),
+    ] {
+        let data: Vec<u8> = ca
+            .copy_out_raw(select.as_str())
+            .await
+            .unwrap()
+            .try_fold(Vec::new(), |mut all, chunk| async move {
+                all.extend_from_slice(&chunk);
+                Ok(all)
+            })
+            .await
+            .unwrap();
+        let mut sink = cb.copy_in_raw(into.as_str()).await.unwrap();
+        sink.send(data).await.unwrap();
+        sink.finish().await.unwrap();
+    }
+    let unpartitioned: String =
+        sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE relname = 'audit_events'")
+            .fetch_one(&mut cb)
+            .await
+            .unwrap();
+    assert_eq!(unpartitioned, "r", "a plain table before");
+
+    // The conversion, then a server on the converted database.
+    MIGRATOR.run(&mut cb).await.unwrap();
+    let kind: String =
+        sqlx::query_scalar("SELECT relkind::text FROM pg_class WHERE relname = 'audit_events'")
+            .fetch_one(&mut cb)
+            .await
+            .unwrap();
+    assert_eq!(kind, "p", "partitioned after");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events")
+        .fetch_one(&mut cb)
+        .await
+        .unwrap();
+    assert_eq!(rows, 12 * 40);
+    let months: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_partitions")
+        .fetch_one(&mut cb)
+        .await
+        .unwrap();
+    assert!(
+        months >= 4,
+        "a partition per month of rows, and the current one: {months}"
+    );
+    let app = TestApp::spawn_with(Backend::Postgres, |s| b.apply(s)).await;
+    for c in 0..12 {
+        let v = app.verify(&format!("mig-{c}")).await;
+        assert_eq!(v["is_valid"], true, "{v}");
+        assert_eq!(v["total_events"], 40, "{v}");
+    }
+    // And it goes on: new events append to the converted chains.
+    assert_eq!(app.post_event(&event("mig-0")).await.status(), 201);
+    assert_eq!(app.verify("mig-0").await["total_events"], 41);
+    app.stop().await;
+    a.stop().await;
+}

@@ -25,6 +25,7 @@ use uuid::Uuid;
 use super::principal::{Principal, SERVICE_PRINCIPAL};
 use crate::db::DbError;
 use crate::metrics::{AccessLabels, AuthCounters};
+use crate::workers::retention::PurgeReport;
 use crate::writer::AuditWriter;
 
 /// The `correlation_id` of every access record: one chain, verifiable like any other.
@@ -195,21 +196,26 @@ impl AccessLog {
         self.commit(action, event).await
     }
 
-    /// Records what the service itself did (a purge run).
-    pub async fn service(
-        &self,
-        action: Action,
-        details: Map<String, Value>,
-    ) -> Result<(), DbError> {
+    /// Records a purge run that deleted something (the service's own action).
+    pub async fn purged(&self, report: &PurgeReport) -> Result<(), DbError> {
+        let details = Map::from_iter([
+            ("run_id".to_owned(), json!(report.run_id)),
+            ("rows_purged".to_owned(), json!(report.rows_purged)),
+            (
+                "partitions_dropped".to_owned(),
+                json!(report.partitions_dropped),
+            ),
+            ("holder".to_owned(), json!(report.holder)),
+        ]);
         let event = record(
-            action,
+            Action::Purge,
             EventOutcome::Success,
             Some(SERVICE_PRINCIPAL),
             None,
             None,
             details,
         );
-        self.commit(action, event).await
+        self.commit(Action::Purge, event).await
     }
 
     async fn commit(&self, action: Action, event: ValidatedEvent) -> Result<(), DbError> {

@@ -45,6 +45,9 @@ struct RunReport {
 #[tracing::instrument(skip_all, fields(route = "/api/v1/admin/retention/run"))]
 async fn run_retention(State(state): State<AppState>) -> Result<Json<RunReport>> {
     let report = state.purger.run_once().await?;
+    if report.rows_purged > 0 {
+        state.access.purged(&report).await?;
+    }
     Ok(Json(RunReport {
         result: report.result,
         rows_purged: report.rows_purged,

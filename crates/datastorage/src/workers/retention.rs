@@ -6,19 +6,19 @@
 //! partitions whose events have all expired and none is held (PostgreSQL, with
 //! `retention.partitionDropEnabled`), then deletes the remaining expired events in batches by
 //! primary key, renewing the lease between batches and stopping if it is lost. Each run is
-//! recorded in `audit_purge_runs` and as an audit event of the service.
+//! recorded in `audit_purge_runs`; its caller records it as an audit event of the service
+//! (`AccessLog::purged`), since access records sit above the workers.
 //!
-//! The first run comes `retention.startDelay` after start, then every `retention.interval`.
+//! The first run comes `retention.startDelay` after start, then every `retention.interval`
+//! (the loop is `startup`'s).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde::Serialize;
-use serde_json::{json, Map};
 use uuid::Uuid;
 
-use crate::auth::access::{AccessLog, Action};
 use crate::config::RetentionSettings;
 use crate::db::retention::{PurgeKey, PurgeRunRecord};
 use crate::db::{DbError, Store};
@@ -41,6 +41,8 @@ pub struct PurgeReport {
     /// The run's id (absent when skipped).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_id: Option<Uuid>,
+    /// The replica that ran it.
+    pub holder: String,
     /// How long it took, in seconds.
     pub seconds: f64,
 }
@@ -50,7 +52,6 @@ pub struct PurgeReport {
 pub struct Purger {
     store: Store,
     settings: RetentionSettings,
-    access: AccessLog,
     metrics: LifecycleMetrics,
     holder: Arc<str>,
     /// One run at a time in this process.
@@ -69,39 +70,21 @@ impl Purger {
     pub fn new(
         store: Store,
         settings: RetentionSettings,
-        access: AccessLog,
         metrics: LifecycleMetrics,
         holder: Arc<str>,
     ) -> Self {
         Self {
             store,
             settings,
-            access,
             metrics,
             holder,
             running: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
-    /// Runs until the task is aborted: the first run after `startDelay`, then every
-    /// `interval`. A failed run is logged and counted; the next one comes an interval later.
-    pub async fn run_forever(self) {
-        tokio::time::sleep(self.settings.start_delay).await;
-        loop {
-            match self.run_once().await {
-                Ok(report) => {
-                    tracing::info!(
-                        result = report.result,
-                        rows = report.rows_purged,
-                        partitions = report.partitions_dropped,
-                        seconds = report.seconds,
-                        "retention run"
-                    )
-                }
-                Err(e) => tracing::warn!(error = %e, "retention run failed"),
-            }
-            tokio::time::sleep(self.settings.interval).await;
-        }
+    /// The settings it runs with.
+    pub fn settings(&self) -> &RetentionSettings {
+        &self.settings
     }
 
     /// One purge run now (see the module docs).
@@ -190,18 +173,9 @@ impl Purger {
             rows_purged: record.rows_purged,
             partitions_dropped: record.partitions_dropped,
             run_id: Some(run_id),
+            holder: self.holder.to_string(),
             seconds: start.elapsed().as_secs_f64(),
         };
-        let details = Map::from_iter([
-            ("run_id".to_owned(), json!(run_id)),
-            ("rows_purged".to_owned(), json!(report.rows_purged)),
-            (
-                "partitions_dropped".to_owned(),
-                json!(report.partitions_dropped),
-            ),
-            ("holder".to_owned(), json!(&*self.holder)),
-        ]);
-        self.access.service(Action::Purge, details).await?;
         Ok(report)
     }
 }
