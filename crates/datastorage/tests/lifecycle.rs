@@ -646,3 +646,76 @@ async fn the_partition_migration_converts_a_table_keeping_every_chain_verifiable
     app.stop().await;
     a.stop().await;
 }
+
+#[tokio::test]
+async fn checkpoints_are_published_off_host_and_retired_keys_still_verify() {
+    use datastorage_api::signing::SigningKey;
+    let dir = tempfile::tempdir().unwrap();
+    let write_key = |name: &str| {
+        let key = SigningKey::generate();
+        let path = dir.path().join(name);
+        std::fs::write(&path, key.to_pem().unwrap()).unwrap();
+        (key, path)
+    };
+    let (old_key, old_path) = write_key("old.key");
+    let (_, new_path) = write_key("new.key");
+    // A receiver of published checkpoints: a real HTTP listener on loopback.
+    let received = std::sync::Arc::new(tokio::sync::Mutex::new(Vec::<Value>::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/checkpoints", listener.local_addr().unwrap());
+    let sink = std::sync::Arc::clone(&received);
+    let server = tokio::spawn(async move {
+        let app = axum::Router::new().route(
+            "/checkpoints",
+            axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+                let sink = std::sync::Arc::clone(&sink);
+                async move {
+                    sink.lock().await.push(v);
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        axum::serve(listener, app).await.unwrap();
+    });
+    let file = dir.path().join("checkpoints.jsonl");
+    let db = PgDb::create().await;
+    let app = TestApp::spawn_with(Backend::Postgres, |s| {
+        db.apply(s);
+        s.signing.key_file = Some(old_path.clone());
+        s.checkpoints.publish_file = Some(file.clone());
+        s.checkpoints.publish_url = Some(url.clone());
+    })
+    .await;
+    post_chain(&app, "keyed-cp", 3, "created").await;
+    let r = app
+        .json(Method::POST, "/api/v1/admin/checkpoints/run", &json!({}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let written: Value = r.json().await.unwrap();
+    assert_eq!(written["key_id"], old_key.key_id());
+    let lines = std::fs::read_to_string(&file).unwrap();
+    let published: Value = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
+    assert_eq!(published, written, "appended to checkpoints.publishFile");
+    assert_eq!(received.lock().await.as_slice(), &[written.clone()], "POSTed to publishUrl");
+
+    // The key is retired: a new one signs, the old one still verifies what it signed.
+    let rotated = TestApp::spawn_with(Backend::Postgres, |s| {
+        db.apply(s);
+        s.signing.key_file = Some(new_path.clone());
+        s.signing.verify_key_files = vec![old_path.clone()];
+    })
+    .await;
+    let v = rotated.verify("keyed-cp").await;
+    assert_eq!(v["checkpoint"]["consistent"], true, "{v}");
+    // Without it, the checkpoint cannot be trusted, and verify says so.
+    let forgot = TestApp::spawn_with(Backend::Postgres, |s| {
+        db.apply(s);
+        s.signing.key_file = Some(new_path.clone());
+    })
+    .await;
+    let v = forgot.verify("keyed-cp").await;
+    assert_eq!(v["is_valid"], false, "{v}");
+    assert!(v["checkpoint"]["message"].as_str().unwrap().contains("not configured"), "{v}");
+    server.abort();
+    app.stop().await;
+}
