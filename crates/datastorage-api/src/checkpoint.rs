@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::chain::canonical_timestamp;
-use crate::signing::{Keyring, SigningKey, ALGORITHM_ED25519};
+use crate::signing::{Keyring, SigningKey};
 
 /// One signed checkpoint (`GET /api/v1/audit/checkpoints/latest`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,7 +33,7 @@ pub struct Checkpoint {
     pub heads_sha256: String,
     /// SHA-256 (hex) of its signed bytes.
     pub checkpoint_hash: String,
-    /// `ed25519`.
+    /// `ed25519`, or `rsa-pkcs1-sha256`.
     pub algorithm: String,
     /// The signing key's id.
     pub key_id: String,
@@ -90,7 +90,7 @@ impl Checkpoint {
             chains: heads.len() as u64,
             heads_sha256: heads_sha256(heads),
             checkpoint_hash: String::new(),
-            algorithm: ALGORITHM_ED25519.to_owned(),
+            algorithm: key.algorithm().to_owned(),
             key_id: key.key_id(),
             signature: String::new(),
         };

@@ -32,7 +32,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::chain::{chain_hash, Form};
-use crate::signing::{Keyring, SigningKey, ALGORITHM_ED25519};
+use crate::signing::{Keyring, SigningKey, ALGORITHM_ED25519, ALGORITHM_RSA};
 use crate::types::{AuditEvent, JsonObject};
 
 /// What the digest and the signature cover, written into every trailer; a verifier refuses a
@@ -78,7 +78,7 @@ pub struct Trailer {
     pub events_sha256: String,
     /// [`CANONICALIZATION`].
     pub canonicalization: String,
-    /// [`ALGORITHM_ED25519`].
+    /// [`ALGORITHM_ED25519`] or [`ALGORITHM_RSA`]: the signing key's.
     pub algorithm: String,
     /// Id of the signing key.
     pub key_id: String,
@@ -152,7 +152,7 @@ impl ExportWriter {
             total_events: self.total_events,
             events_sha256: hex::encode(self.digest.finalize()),
             canonicalization: CANONICALIZATION.to_owned(),
-            algorithm: ALGORITHM_ED25519.to_owned(),
+            algorithm: key.algorithm().to_owned(),
             key_id: key.key_id(),
             public_key_fingerprint: key.fingerprint(),
             signature: String::new(),
@@ -816,9 +816,9 @@ impl Checker {
             ));
             return verdict;
         }
-        if trailer.algorithm != ALGORITHM_ED25519 {
+        if trailer.algorithm != ALGORITHM_ED25519 && trailer.algorithm != ALGORITHM_RSA {
             problem(format!(
-                "the trailer is signed with {:?}; this verifier knows {ALGORITHM_ED25519}",
+                "the trailer is signed with {:?}; this verifier knows {ALGORITHM_ED25519} and {ALGORITHM_RSA}",
                 trailer.algorithm
             ));
             return verdict;

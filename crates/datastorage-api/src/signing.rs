@@ -1,59 +1,148 @@
-//! Ed25519 keys and signatures of signed exports.
+//! Keys and signatures of signed exports and checkpoints: Ed25519 by default, RSA
+//! (PKCS #1 v1.5 with SHA-256, upstream's `SHA256withRSA`) when a deployment needs upstream's
+//! algorithm.
 //!
 //! Keys travel as PEM: a private key as PKCS#8 (`-----BEGIN PRIVATE KEY-----`, the form
-//! `openssl genpkey -algorithm ed25519` writes), a public key as SPKI
-//! (`-----BEGIN PUBLIC KEY-----`). Signatures are the 64 signature bytes in standard base64.
+//! `openssl genpkey -algorithm ed25519` or `-algorithm RSA` writes), a public key as SPKI
+//! (`-----BEGIN PUBLIC KEY-----`). Signatures are base64 (standard alphabet).
 //!
-//! A key is named by a key id, by default `ed25519:` and the first 16 hex digits of the SHA-256
-//! of its raw 32-byte public key; its fingerprint is the whole digest, `sha256:<hex>`. A
-//! [`Keyring`] holds several public keys by id, so exports signed with a retired key still
-//! verify. `Debug` of a key prints its id and fingerprint, never key material.
+//! A key is named by a key id, by default its algorithm (`ed25519:` or `rsa:`) and the first 16
+//! hex digits of the SHA-256 of its public key (Ed25519: the raw 32 bytes; RSA: the SPKI DER);
+//! its fingerprint is the whole digest, `sha256:<hex>`. A [`Keyring`] holds several public keys
+//! by id, so what a retired key signed still verifies. `Debug` of a key prints its id and
+//! fingerprint, never key material. RSA operations are ring's (constant-time); ring cannot make
+//! RSA keys, so they come from `openssl genpkey`.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::spki::{DecodePublicKey, EncodePublicKey};
+use ed25519_dalek::pkcs8::spki::der::{Decode as _, Document, SecretDocument};
+use ed25519_dalek::pkcs8::spki::{DecodePublicKey, EncodePublicKey, SubjectPublicKeyInfoRef};
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, KeypairBytes};
 use ed25519_dalek::{Signature, Signer as _};
+use ring::signature::{KeyPair as _, RsaKeyPair};
 use sha2::{Digest, Sha256};
 
-/// Name of the signature algorithm, as written in an export trailer's `algorithm`.
+/// Name of the Ed25519 algorithm, as written in an export trailer's or checkpoint's `algorithm`.
 pub const ALGORITHM_ED25519: &str = "ed25519";
+/// Name of RSA PKCS #1 v1.5 with SHA-256 (upstream's `SHA256withRSA`).
+pub const ALGORITHM_RSA: &str = "rsa-pkcs1-sha256";
 
 /// PEM label of an unencrypted PKCS#8 private key.
 const PRIVATE_KEY_LABEL: &str = "-----BEGIN PRIVATE KEY-----";
 /// PEM label of an encrypted PKCS#8 private key, which this module does not read.
 const ENCRYPTED_KEY_LABEL: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----";
+/// DER of the rsaEncryption algorithm identifier (OID 1.2.840.113549.1.1.1, NULL parameters).
+const RSA_ALGORITHM_ID: [u8; 15] = [
+    0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
+];
+/// The rsaEncryption OID, dotted.
+const RSA_OID: &str = "1.2.840.113549.1.1.1";
 
-/// SHA-256 of a raw public key, the source of both its id and its fingerprint.
-fn public_key_digest(public: &ed25519_dalek::VerifyingKey) -> String {
-    hex::encode(Sha256::digest(public.as_bytes()))
+/// A DER length.
+fn der_len(n: usize, out: &mut Vec<u8>) {
+    if n < 0x80 {
+        out.push(n as u8);
+    } else {
+        let bytes: Vec<u8> = n
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
 }
 
-/// The default key id of a public key: `ed25519:` and 16 hex digits of its SHA-256.
-fn default_key_id(public: &ed25519_dalek::VerifyingKey) -> String {
-    let digest = public_key_digest(public);
-    format!("{ALGORITHM_ED25519}:{}", &digest[..16])
+/// The SPKI DER of an RSA public key given as PKCS #1 `RSAPublicKey` DER.
+fn rsa_spki(pkcs1: &[u8]) -> Vec<u8> {
+    let mut bits = vec![0x03];
+    der_len(pkcs1.len() + 1, &mut bits);
+    bits.push(0);
+    bits.extend_from_slice(pkcs1);
+    let mut out = vec![0x30];
+    der_len(RSA_ALGORITHM_ID.len() + bits.len(), &mut out);
+    out.extend_from_slice(&RSA_ALGORITHM_ID);
+    out.extend(bits);
+    out
 }
 
-/// The fingerprint of a public key: `sha256:` and the hex SHA-256 of its 32 raw bytes.
-fn fingerprint_of(public: &ed25519_dalek::VerifyingKey) -> String {
-    format!("sha256:{}", public_key_digest(public))
+/// PEM armour of DER bytes.
+fn pem(label: &str, der: &[u8]) -> String {
+    let body = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
 }
 
-/// An Ed25519 private key with its key id.
+/// A public key of either algorithm.
+#[derive(Clone, PartialEq, Eq)]
+enum Public {
+    Ed25519(ed25519_dalek::VerifyingKey),
+    /// PKCS #1 `RSAPublicKey` DER and its SPKI DER.
+    Rsa {
+        pkcs1: Vec<u8>,
+        spki: Vec<u8>,
+    },
+}
+
+impl Public {
+    fn algorithm(&self) -> &'static str {
+        match self {
+            Public::Ed25519(_) => ALGORITHM_ED25519,
+            Public::Rsa { .. } => ALGORITHM_RSA,
+        }
+    }
+
+    /// SHA-256 (hex) of the public key, the source of both its id and its fingerprint.
+    fn digest(&self) -> String {
+        match self {
+            Public::Ed25519(k) => hex::encode(Sha256::digest(k.as_bytes())),
+            Public::Rsa { spki, .. } => hex::encode(Sha256::digest(spki)),
+        }
+    }
+
+    fn default_key_id(&self) -> String {
+        let prefix = match self {
+            Public::Ed25519(_) => "ed25519",
+            Public::Rsa { .. } => "rsa",
+        };
+        format!("{prefix}:{}", &self.digest()[..16])
+    }
+
+    fn fingerprint(&self) -> String {
+        format!("sha256:{}", self.digest())
+    }
+}
+
+/// A private key of either algorithm.
+#[derive(Clone)]
+#[allow(clippy::large_enum_variant)] // one per process; boxing would buy nothing
+enum Private {
+    Ed25519(ed25519_dalek::SigningKey),
+    /// The key pair and its PKCS#8 DER (to write it back).
+    Rsa(Arc<RsaKeyPair>, Arc<SecretDocument>),
+}
+
+/// A private key with its key id.
 #[derive(Clone)]
 pub struct SigningKey {
-    inner: ed25519_dalek::SigningKey,
+    inner: Private,
+    public: Public,
     key_id: String,
 }
 
 impl SigningKey {
-    /// Reads a PKCS#8 private-key PEM (`-----BEGIN PRIVATE KEY-----`). The error never quotes
-    /// the input.
+    /// Reads a PKCS#8 private-key PEM (`-----BEGIN PRIVATE KEY-----`) of an Ed25519 or an RSA
+    /// key (at least 2048 bits). The error never quotes the input.
     pub fn from_pem(pem: &str) -> Result<Self, String> {
         let pem = pem.trim();
         if pem.starts_with(ENCRYPTED_KEY_LABEL) {
@@ -64,19 +153,38 @@ impl SigningKey {
                 "not a PKCS#8 private key: the PEM must start with {PRIVATE_KEY_LABEL}"
             ));
         }
-        let inner = ed25519_dalek::SigningKey::from_pkcs8_pem(pem)
-            .map_err(|e| format!("not an Ed25519 PKCS#8 private key: {e}"))?;
-        Ok(Self::from_dalek(inner))
+        if let Ok(inner) = ed25519_dalek::SigningKey::from_pkcs8_pem(pem) {
+            return Ok(Self::from_dalek(inner));
+        }
+        let (_, doc) =
+            SecretDocument::from_pem(pem).map_err(|e| format!("not a PKCS#8 private key: {e}"))?;
+        let pair = RsaKeyPair::from_pkcs8(doc.as_bytes()).map_err(|e| {
+            format!("neither an Ed25519 nor an RSA (2048 to 8192 bits) PKCS#8 private key: {e}")
+        })?;
+        let pkcs1 = pair.public_key().as_ref().to_vec();
+        let public = Public::Rsa {
+            spki: rsa_spki(&pkcs1),
+            pkcs1,
+        };
+        Ok(Self {
+            key_id: public.default_key_id(),
+            inner: Private::Rsa(Arc::new(pair), Arc::new(doc)),
+            public,
+        })
     }
 
-    /// A new random key from the operating system's random source.
+    /// A new random Ed25519 key from the operating system's random source.
     pub fn generate() -> Self {
         Self::from_dalek(ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng))
     }
 
     fn from_dalek(inner: ed25519_dalek::SigningKey) -> Self {
-        let key_id = default_key_id(&inner.verifying_key());
-        Self { inner, key_id }
+        let public = Public::Ed25519(inner.verifying_key());
+        Self {
+            key_id: public.default_key_id(),
+            inner: Private::Ed25519(inner),
+            public,
+        }
     }
 
     /// The same key under another key id (for a configured name instead of the default).
@@ -85,17 +193,24 @@ impl SigningKey {
         self
     }
 
+    /// `ed25519` or `rsa-pkcs1-sha256`.
+    pub fn algorithm(&self) -> &'static str {
+        self.public.algorithm()
+    }
+
     /// The private key as PKCS#8 PEM, without the optional public key (the form OpenSSL
     /// writes and reads). Handle the result as a secret.
     pub fn to_pem(&self) -> Result<String, String> {
-        let bytes = KeypairBytes {
-            secret_key: self.inner.to_bytes(),
-            public_key: None,
-        };
-        bytes
+        match &self.inner {
+            Private::Ed25519(k) => KeypairBytes {
+                secret_key: k.to_bytes(),
+                public_key: None,
+            }
             .to_pkcs8_pem(LineEnding::LF)
             .map(|pem| pem.as_str().to_owned())
-            .map_err(|e| format!("cannot encode the private key: {e}"))
+            .map_err(|e| format!("cannot encode the private key: {e}")),
+            Private::Rsa(_, doc) => Ok(pem("PRIVATE KEY", doc.as_bytes())),
+        }
     }
 
     /// The public key as SPKI PEM (`-----BEGIN PUBLIC KEY-----`).
@@ -106,7 +221,7 @@ impl SigningKey {
     /// The public half, under the same key id.
     pub fn verifying_key(&self) -> VerifyingKey {
         VerifyingKey {
-            inner: self.inner.verifying_key(),
+            inner: self.public.clone(),
             key_id: self.key_id.clone(),
         }
     }
@@ -116,14 +231,31 @@ impl SigningKey {
         self.key_id.clone()
     }
 
-    /// `sha256:<hex>` of the raw public key.
+    /// `sha256:<hex>` of the public key.
     pub fn fingerprint(&self) -> String {
-        fingerprint_of(&self.inner.verifying_key())
+        self.public.fingerprint()
     }
 
-    /// Signs `message`: the 64 signature bytes in standard base64.
+    /// Signs `message`: the signature bytes in standard base64.
     pub fn sign(&self, message: &[u8]) -> String {
-        STANDARD.encode(self.inner.sign(message).to_bytes())
+        match &self.inner {
+            Private::Ed25519(k) => STANDARD.encode(k.sign(message).to_bytes()),
+            Private::Rsa(pair, _) => {
+                let mut signature = vec![0; pair.public().modulus_len()];
+                // PKCS #1 v1.5 padding is deterministic; the generator is not drawn from. Signing
+                // fails only for a buffer of the wrong size, which this one is not; an empty
+                // signature would fail verification rather than vouch for anything.
+                match pair.sign(
+                    &ring::signature::RSA_PKCS1_SHA256,
+                    &ring::rand::SystemRandom::new(),
+                    message,
+                    &mut signature,
+                ) {
+                    Ok(()) => STANDARD.encode(signature),
+                    Err(_) => String::new(),
+                }
+            }
+        }
     }
 }
 
@@ -131,30 +263,49 @@ impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SigningKey")
             .field("key_id", &self.key_id)
+            .field("algorithm", &self.algorithm())
             .field("fingerprint", &self.fingerprint())
             .finish_non_exhaustive()
     }
 }
 
-/// An Ed25519 public key with its key id.
+/// A public key with its key id.
 #[derive(Clone, PartialEq, Eq)]
 pub struct VerifyingKey {
-    inner: ed25519_dalek::VerifyingKey,
+    inner: Public,
     key_id: String,
 }
 
 impl VerifyingKey {
-    /// Reads an SPKI public-key PEM, or a PKCS#8 private-key PEM whose public half it keeps
-    /// (so the key file a server signs with also serves to verify).
+    /// Reads an SPKI public-key PEM (Ed25519 or RSA), or a PKCS#8 private-key PEM whose public
+    /// half it keeps (so the key file a server signs with also serves to verify).
     pub fn from_pem(pem: &str) -> Result<Self, String> {
         let pem = pem.trim();
         if pem.starts_with(PRIVATE_KEY_LABEL) || pem.starts_with(ENCRYPTED_KEY_LABEL) {
             return SigningKey::from_pem(pem).map(|key| key.verifying_key());
         }
-        let inner = ed25519_dalek::VerifyingKey::from_public_key_pem(pem)
-            .map_err(|e| format!("not an Ed25519 public key (SPKI PEM) or private key: {e}"))?;
+        let inner = match ed25519_dalek::VerifyingKey::from_public_key_pem(pem) {
+            Ok(k) => Public::Ed25519(k),
+            Err(_) => {
+                let (_, doc) = Document::from_pem(pem)
+                    .map_err(|e| format!("not a public key (SPKI PEM) or private key: {e}"))?;
+                let spki = SubjectPublicKeyInfoRef::from_der(doc.as_bytes())
+                    .map_err(|e| format!("not a public key (SPKI): {e}"))?;
+                if spki.algorithm.oid.to_string() != RSA_OID {
+                    return Err(format!(
+                        "a public key of algorithm {}: only Ed25519 and RSA keys verify",
+                        spki.algorithm.oid
+                    ));
+                }
+                let pkcs1 = spki.subject_public_key.raw_bytes().to_vec();
+                Public::Rsa {
+                    spki: doc.as_bytes().to_vec(),
+                    pkcs1,
+                }
+            }
+        };
         Ok(Self {
-            key_id: default_key_id(&inner),
+            key_id: inner.default_key_id(),
             inner,
         })
     }
@@ -165,11 +316,19 @@ impl VerifyingKey {
         self
     }
 
+    /// `ed25519` or `rsa-pkcs1-sha256`.
+    pub fn algorithm(&self) -> &'static str {
+        self.inner.algorithm()
+    }
+
     /// The public key as SPKI PEM.
     pub fn to_pem(&self) -> Result<String, String> {
-        self.inner
-            .to_public_key_pem(LineEnding::LF)
-            .map_err(|e| format!("cannot encode the public key: {e}"))
+        match &self.inner {
+            Public::Ed25519(k) => k
+                .to_public_key_pem(LineEnding::LF)
+                .map_err(|e| format!("cannot encode the public key: {e}")),
+            Public::Rsa { spki, .. } => Ok(pem("PUBLIC KEY", spki)),
+        }
     }
 
     /// The key id this key verifies under.
@@ -177,26 +336,35 @@ impl VerifyingKey {
         self.key_id.clone()
     }
 
-    /// `sha256:<hex>` of the raw public key.
+    /// `sha256:<hex>` of the public key.
     pub fn fingerprint(&self) -> String {
-        fingerprint_of(&self.inner)
+        self.inner.fingerprint()
     }
 
-    /// Checks a base64 signature over `message` (strict Ed25519: no malleable signatures, no
-    /// weak keys).
+    /// Checks a base64 signature over `message` (Ed25519 strictly: no malleable signatures, no
+    /// weak keys; RSA: PKCS #1 v1.5 with SHA-256, 2048 to 8192 bits).
     pub fn verify(&self, message: &[u8], signature_b64: &str) -> Result<(), String> {
         let bytes = STANDARD
             .decode(signature_b64.trim())
             .map_err(|e| format!("the signature is not base64: {e}"))?;
-        let signature = Signature::from_slice(&bytes).map_err(|_| {
-            format!(
-                "the signature is {} bytes, an Ed25519 signature is 64",
-                bytes.len()
+        let refused = || format!("the signature does not verify with key {}", self.key_id);
+        match &self.inner {
+            Public::Ed25519(k) => {
+                let signature = Signature::from_slice(&bytes).map_err(|_| {
+                    format!(
+                        "the signature is {} bytes, an Ed25519 signature is 64",
+                        bytes.len()
+                    )
+                })?;
+                k.verify_strict(message, &signature).map_err(|_| refused())
+            }
+            Public::Rsa { pkcs1, .. } => ring::signature::UnparsedPublicKey::new(
+                &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+                pkcs1,
             )
-        })?;
-        self.inner
-            .verify_strict(message, &signature)
-            .map_err(|_| format!("the signature does not verify with key {}", self.key_id))
+            .verify(message, &bytes)
+            .map_err(|_| refused()),
+        }
     }
 }
 
@@ -204,6 +372,7 @@ impl fmt::Debug for VerifyingKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VerifyingKey")
             .field("key_id", &self.key_id)
+            .field("algorithm", &self.algorithm())
             .field("fingerprint", &self.fingerprint())
             .finish()
     }
@@ -259,6 +428,43 @@ impl FromIterator<VerifyingKey> for Keyring {
 
 #[cfg(test)]
 mod tests {
+
+    /// A 2048-bit RSA key made with `openssl genpkey -algorithm RSA`, and its public key as
+    /// `openssl pkey -pubout` wrote it (test fixtures; they sign nothing real).
+    const RSA_KEY: &str = include_str!("../tests/data/rsa-2048.key");
+    const RSA_PUB: &str = include_str!("../tests/data/rsa-2048.pub");
+
+    #[test]
+    fn an_openssl_rsa_key_signs_sha256_with_rsa_and_its_public_key_verifies() {
+        let key = SigningKey::from_pem(RSA_KEY).unwrap();
+        assert_eq!(key.algorithm(), ALGORITHM_RSA);
+        assert!(key.key_id().starts_with("rsa:"), "{key:?}");
+        let public = VerifyingKey::from_pem(RSA_PUB).unwrap();
+        assert_eq!(
+            public.fingerprint(),
+            key.fingerprint(),
+            "same SPKI as OpenSSL's"
+        );
+        assert_eq!(
+            key.public_pem().unwrap().trim(),
+            RSA_PUB.trim(),
+            "the SPKI PEM OpenSSL writes"
+        );
+        let signature = key.sign(b"export bytes");
+        assert_eq!(STANDARD.decode(&signature).unwrap().len(), 256);
+        assert_eq!(public.verify(b"export bytes", &signature), Ok(()));
+        assert!(public.verify(b"other bytes", &signature).is_err());
+        let again = SigningKey::from_pem(&key.to_pem().unwrap()).unwrap();
+        assert_eq!(again.fingerprint(), key.fingerprint());
+        // An Ed25519 key does not verify an RSA signature, nor the reverse.
+        let ed = SigningKey::generate();
+        assert!(ed
+            .verifying_key()
+            .verify(b"export bytes", &signature)
+            .is_err());
+        assert!(public.verify(b"m", &ed.sign(b"m")).is_err());
+    }
+
     use super::*;
 
     #[test]
@@ -293,7 +499,10 @@ mod tests {
     #[test]
     fn key_id_and_fingerprint_follow_the_public_key_digest() {
         let key = SigningKey::generate();
-        let raw = key.verifying_key().inner.to_bytes();
+        let Public::Ed25519(public) = key.verifying_key().inner else {
+            unreachable!("generate makes Ed25519 keys")
+        };
+        let raw = public.to_bytes();
         let digest = hex::encode(Sha256::digest(raw));
         assert_eq!(key.fingerprint(), format!("sha256:{digest}"));
         assert_eq!(key.key_id(), format!("ed25519:{}", &digest[..16]));
@@ -323,10 +532,10 @@ mod tests {
         let shown = format!("{key:?} {:?}", key.verifying_key());
         assert!(shown.contains(&key.key_id()), "{shown}");
         assert!(!shown.contains(&secret_b64), "{shown}");
-        assert!(
-            !shown.contains(&hex::encode(key.inner.to_bytes())),
-            "{shown}"
-        );
+        let Private::Ed25519(secret) = &key.inner else {
+            unreachable!("generate makes Ed25519 keys")
+        };
+        assert!(!shown.contains(&hex::encode(secret.to_bytes())), "{shown}");
     }
 
     #[test]

@@ -214,3 +214,34 @@ async fn signed_exports_verify_offline_and_tampering_is_named() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_rsa_key_signs_exports_as_upstream_does_and_they_verify_offline() {
+    // A 2048-bit key made with `openssl genpkey -algorithm RSA` (a test fixture).
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../datastorage-api/tests/data");
+    let private = Path::new(data).join("rsa-2048.key");
+    let public = Path::new(data).join("rsa-2048.pub");
+    let app = TestApp::serve_with(Backend::Sqlite, |s| {
+        s.signing.key_file = Some(private.clone());
+    })
+    .await;
+    let batch: Vec<Value> = (0..5).map(|_| event("rsa-1")).collect();
+    assert_eq!(app.post_batch(&json!(batch)).await.status(), 201);
+    let body = export(&app, "correlation_id=rsa-1").await;
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["export_metadata"]["signature_algorithm"], "SHA256withRSA");
+    assert_eq!(v["export_signature"]["algorithm"], "rsa-pkcs1-sha256");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rsa.json");
+    std::fs::write(&file, &body).unwrap();
+    let (code, text) = verify(&file, &public);
+    assert_eq!(code, 0, "{text}");
+    let ndjson = export(&app, "format=ndjson").await;
+    let edited = String::from_utf8(ndjson)
+        .unwrap()
+        .replacen("rsa-1", "rsa-2", 1);
+    std::fs::write(&file, edited).unwrap();
+    let (code, text) = verify(&file, &public);
+    assert_eq!(code, 1, "{text}");
+    app.stop().await;
+}

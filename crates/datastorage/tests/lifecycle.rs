@@ -696,7 +696,11 @@ async fn checkpoints_are_published_off_host_and_retired_keys_still_verify() {
     let lines = std::fs::read_to_string(&file).unwrap();
     let published: Value = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
     assert_eq!(published, written, "appended to checkpoints.publishFile");
-    assert_eq!(received.lock().await.as_slice(), &[written.clone()], "POSTed to publishUrl");
+    assert_eq!(
+        received.lock().await.as_slice(),
+        std::slice::from_ref(&written),
+        "POSTed to publishUrl"
+    );
 
     // The key is retired: a new one signs, the old one still verifies what it signed.
     let rotated = TestApp::spawn_with(Backend::Postgres, |s| {
@@ -715,7 +719,13 @@ async fn checkpoints_are_published_off_host_and_retired_keys_still_verify() {
     .await;
     let v = forgot.verify("keyed-cp").await;
     assert_eq!(v["is_valid"], false, "{v}");
-    assert!(v["checkpoint"]["message"].as_str().unwrap().contains("not configured"), "{v}");
+    assert!(
+        v["checkpoint"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not configured"),
+        "{v}"
+    );
     server.abort();
     app.stop().await;
 }

@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use datastorage_api::export::{trailer_line, ExportMeta, ExportWriter, Trailer};
 use datastorage_api::query::{parse_time, EventFilter};
+use datastorage_api::signing::ALGORITHM_RSA;
 use datastorage_api::{AuditEvent, EventCategory, FieldErrors, Problem};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -504,7 +505,7 @@ impl Streamer {
                 "query_filters": trailer.meta.filters,
                 "total_events": total,
                 "signature": trailer.signature,
-                "signature_algorithm": "Ed25519",
+                "signature_algorithm": if trailer.algorithm == ALGORITHM_RSA { "SHA256withRSA" } else { "Ed25519" },
                 "certificate_fingerprint": trailer.public_key_fingerprint,
                 "key_id": trailer.key_id,
                 "exported_by": trailer.meta.exported_by,
