@@ -354,7 +354,9 @@ fn start_workers(state: &AppState, store: &Store) -> Vec<tokio::task::JoinHandle
     } else {
         tracing::warn!("retention.enabled is false: expired events are kept");
     }
-    if state.settings.checkpoints.enabled {
+    if state.settings.checkpoints.enabled && !state.checkpointer.can_sign() {
+        tracing::warn!("checkpoints.enabled, but signing.keyFile is not set: no checkpoints are written (a key made at start could not verify them after a restart), so a deletion of a chain's newest events cannot be detected");
+    } else if state.settings.checkpoints.enabled {
         workers.push(tokio::spawn(state.checkpointer.clone().run_forever()));
     } else {
         tracing::warn!("checkpoints.enabled is false: a deletion of a chain's newest events cannot be detected");

@@ -426,7 +426,13 @@ async fn verdict(app: &TestApp, cid: &str) -> Value {
 }
 
 async fn signed_checkpoints_reveal_tampering_a_chain_alone_cannot(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("signing.key");
+    let pem = datastorage_api::signing::SigningKey::generate()
+        .to_pem()
+        .unwrap();
+    std::fs::write(&key, pem).unwrap();
+    let app = TestApp::spawn_with(backend, |s| s.signing.key_file = Some(key.clone())).await;
     for cid in ["tamper-a", "tamper-b", "tamper-c"] {
         post_chain(&app, cid, 5, "created").await;
     }
@@ -727,5 +733,24 @@ async fn checkpoints_are_published_off_host_and_retired_keys_still_verify() {
         "{v}"
     );
     server.abort();
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_signing_key_no_checkpoint_is_written() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    post_chain(&app, "unsigned", 2, "created").await;
+    let r = app
+        .json(Method::POST, "/api/v1/admin/checkpoints/run", &json!({}))
+        .await;
+    assert_eq!(r.status(), 404);
+    let p: Value = r.json().await.unwrap();
+    assert!(
+        p["detail"].as_str().unwrap().contains("signing.keyFile"),
+        "{p}"
+    );
+    let v = app.verify("unsigned").await;
+    assert_eq!(v["is_valid"], true, "{v}");
+    assert!(v.get("checkpoint").is_none(), "{v}");
     app.stop().await;
 }

@@ -47,7 +47,7 @@ async fn latest(State(state): State<AppState>) -> Result<Json<Checkpoint>> {
     path = "/api/v1/admin/checkpoints/run",
     tag = "admin",
     summary = "Write a signed checkpoint now",
-    description = "As the checkpoint worker does, under the same lease. Answers the checkpoint written, or 404 when none was (no head changed, or another replica holds the lease). Needs the admin scope.",
+    description = "As the checkpoint worker does, under the same lease. Answers the checkpoint written, or 404 when none was (no head changed, another replica holds the lease, or signing.keyFile is not set). Needs the admin scope.",
     responses(
         (status = 200, description = "The checkpoint written", body = Checkpoint),
         (status = 404, description = "Nothing to write, or another replica is writing", body = Problem, content_type = "application/problem+json"),
@@ -56,6 +56,11 @@ async fn latest(State(state): State<AppState>) -> Result<Json<Checkpoint>> {
 )]
 #[tracing::instrument(skip_all, fields(route = "/api/v1/admin/checkpoints/run"))]
 async fn run(State(state): State<AppState>) -> Result<Json<Checkpoint>> {
+    if !state.checkpointer.can_sign() {
+        return Err(ApiError::NotFound(
+            "no checkpoint written: signing.keyFile is not set, and a key made at start could not verify checkpoints after a restart".to_owned(),
+        ));
+    }
     state.checkpointer.run_once().await?.map(Json).ok_or_else(|| {
         ApiError::NotFound(
             "no checkpoint written: no chain changed since the last one, or another replica holds the checkpoints lease".to_owned(),

@@ -67,8 +67,18 @@ impl Checkpointer {
         }
     }
 
-    /// One checkpoint now, unless another replica holds the lease or no head changed.
+    /// Whether checkpoints can be written: only with a key from `signing.keyFile`, since one
+    /// made at start could not verify them after a restart (nor on another replica).
+    pub fn can_sign(&self) -> bool {
+        !self.signer.is_ephemeral()
+    }
+
+    /// One checkpoint now, unless another replica holds the lease, no head changed, or there is
+    /// no signing key ([`Checkpointer::can_sign`]).
     pub async fn run_once(&self) -> Result<Option<Checkpoint>, DbError> {
+        if !self.can_sign() {
+            return Ok(None);
+        }
         let ttl = self.settings.interval.max(Duration::from_secs(60));
         if !self.store.take_lease(LEASE, &self.holder, ttl).await? {
             return Ok(None);
