@@ -14,6 +14,7 @@ both!(
     hold_requests_are_validated_naming_the_field,
     held_rows_and_chain_heads_resist_sql,
     signed_checkpoints_reveal_tampering_a_chain_alone_cannot,
+    category_floors_and_the_default_retention_apply,
 );
 
 /// An event of `cid`, `days_ago` days old, kept `retention_days`.
@@ -752,5 +753,37 @@ async fn without_a_signing_key_no_checkpoint_is_written() {
     let v = app.verify("unsigned").await;
     assert_eq!(v["is_valid"], true, "{v}");
     assert!(v.get("checkpoint").is_none(), "{v}");
+    app.stop().await;
+}
+
+async fn category_floors_and_the_default_retention_apply(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| {
+        s.retention.default_days = 3;
+        s.retention
+            .category_minimum_days
+            .insert("security".to_owned(), 3650);
+    })
+    .await;
+    // Sent without retention_days: retention.defaultDays (3) applies.
+    let mut unset = event("default-days");
+    unset["event_timestamp"] = json!((Utc::now() - chrono::Duration::days(2)).to_rfc3339());
+    assert_eq!(app.post_event(&unset).await.status(), 201);
+    let page: Value = app
+        .query("correlation_id=default-days")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["data"][0]["retention_days"], 3, "{page}");
+    // Two expired events, one a security event: its category's floor keeps it.
+    assert_eq!(app.post_event(&aged("floor-gw", 20, 1)).await.status(), 201);
+    let mut sec = aged("floor-sec", 20, 1);
+    sec["event_category"] = json!("security");
+    assert_eq!(app.post_event(&sec).await.status(), 201);
+    let run = purge(&app).await;
+    assert_eq!(run["rows_purged"], 1, "{run}");
+    assert_eq!(count(&app, "floor-gw").await, 0);
+    assert_eq!(count(&app, "floor-sec").await, 1);
+    assert_eq!(count(&app, "default-days").await, 1, "2 days old, kept 3");
     app.stop().await;
 }
