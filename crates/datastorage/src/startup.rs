@@ -181,6 +181,10 @@ async fn build(
         holder,
     );
     let state = AppState {
+        checked_checkpoints: moka::sync::Cache::builder()
+            .max_capacity(10_000)
+            .time_to_live(crate::http::state::CHECKED_CHECKPOINTS_TTL)
+            .build(),
         checkpointer,
         signer,
         purger,

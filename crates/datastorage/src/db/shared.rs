@@ -897,13 +897,15 @@ macro_rules! shared_sql {
             }
 
             /// What the newest checkpoint that holds `correlation_id` says of it, with that
-            /// checkpoint's heads (to check their digest), how many checkpoints follow it and the
+            /// checkpoint's heads (to check their digest) unless `heads_known_good` says their
+            /// digest was checked already, how many checkpoints follow it and the
             /// newest id, and what the chain holds now at the checkpoint's sequence (the stored
             /// hash, or the recorded hash of a purged run ending there, or whether a purged run
             /// covers it); all from one snapshot.
             pub async fn chain_checkpoint(
                 &self,
                 correlation_id: &str,
+                heads_known_good: impl Fn(i64) -> bool + Send,
             ) -> Result<Option<$crate::db::shared::ChainAnchor>, $crate::db::error::DbError> {
                 use ::sqlx::{Connection as _, Row as _};
                 use $crate::db::shared::{
@@ -929,14 +931,18 @@ macro_rules! shared_sql {
                     let checkpoint = run!(q, fetch_optional, &mut *tx)?
                         .map(|r| decode_checkpoint(&r))
                         .transpose()?;
-                    let mut q = Sql::<$db>::new(
-                        "SELECT correlation_id, last_sequence, last_hash FROM audit_checkpoint_heads WHERE checkpoint_id = ",
-                    );
-                    q.bind(id);
-                    let heads = run!(q, fetch_all, &mut *tx)?
-                        .iter()
-                        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-                        .collect::<Result<Vec<(String, i64, String)>, ::sqlx::Error>>()?;
+                    let heads = if heads_known_good(id) {
+                        None
+                    } else {
+                        let mut q = Sql::<$db>::new(
+                            "SELECT correlation_id, last_sequence, last_hash FROM audit_checkpoint_heads WHERE checkpoint_id = ",
+                        );
+                        q.bind(id);
+                        Some(run!(q, fetch_all, &mut *tx)?
+                            .iter()
+                            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                            .collect::<Result<Vec<(String, i64, String)>, ::sqlx::Error>>()?)
+                    };
                     let mut q = Sql::<$db>::new(
                         "SELECT count(*), COALESCE(max(checkpoint_id), 0) FROM audit_checkpoints WHERE checkpoint_id >= ",
                     );

@@ -271,8 +271,9 @@ impl ReadStore {
     pub async fn chain_checkpoint(
         &self,
         correlation_id: &str,
+        heads_known_good: impl Fn(i64) -> bool + Send,
     ) -> Result<Option<super::shared::ChainAnchor>, DbError> {
-        dispatch!(&self.store, s => s.chain_checkpoint(correlation_id).await)
+        dispatch!(&self.store, s => s.chain_checkpoint(correlation_id, heads_known_good).await)
     }
 
     /// Legal holds: the active ones, or all with `include_released`, newest first.

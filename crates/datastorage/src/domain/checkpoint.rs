@@ -18,8 +18,8 @@ pub struct ChainAnchor {
     pub sequence: i64,
     /// And hash.
     pub hash: String,
-    /// Every head of that checkpoint (to check its digest).
-    pub heads: Vec<(String, i64, String)>,
+    /// Every head of that checkpoint, to check its digest; `None` when it was checked before.
+    pub heads: Option<Vec<(String, i64, String)>>,
     /// Checkpoints written after it.
     pub following: u64,
     /// The newest checkpoint's id.
@@ -34,7 +34,7 @@ pub struct ChainAnchor {
 pub fn judge(mut anchor: ChainAnchor, keys: &Keyring) -> CheckpointCheck {
     let c = &anchor.checkpoint;
     let mut problems = Vec::new();
-    if let Err(e) = c.verify(keys, Some(&mut anchor.heads)) {
+    if let Err(e) = c.verify(keys, anchor.heads.as_deref_mut()) {
         problems.push(e);
     }
     let expected_following = (anchor.newest - c.checkpoint_id).max(0) as u64;

@@ -16,6 +16,9 @@ use crate::workers::checkpoints::Checkpointer;
 use crate::workers::retention::Purger;
 use crate::writer::AuditWriter;
 
+/// How long a checkpoint's heads, once their digest held, are not read again.
+pub const CHECKED_CHECKPOINTS_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// What handlers share. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -41,6 +44,9 @@ pub struct AppState {
     pub signer: Arc<Signer>,
     /// Signed checkpoints (the worker's, and those asked for by an administrator).
     pub checkpointer: Checkpointer,
+    /// Checkpoints whose heads' digest a verification checked, for
+    /// [`CHECKED_CHECKPOINTS_TTL`]: their heads are not read again meanwhile.
+    pub checked_checkpoints: moka::sync::Cache<i64, ()>,
     /// Retention runs (the worker's, and those asked for by an administrator).
     pub purger: Purger,
 }
