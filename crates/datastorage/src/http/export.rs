@@ -262,7 +262,7 @@ async fn export(
     let (rows_tx, rows_rx) = mpsc::channel(2);
     let store = state.store.clone();
     let filter = request.filter.clone();
-    tokio::spawn(async move {
+    let reader = tokio::spawn(async move {
         if let Err(e) = store.export_events(&filter, rows_tx.clone()).await {
             let _ = rows_tx.send(Err(e)).await;
         }
@@ -283,7 +283,7 @@ async fn export(
     };
     tokio::spawn(async move {
         let _slot = slot;
-        stream.run(rows_rx).await;
+        stream.run(rows_rx, reader).await;
     });
     let chunks = futures::stream::unfold(body_rx, |mut rx| async move {
         rx.recv().await.map(|chunk| (chunk, rx))
@@ -366,6 +366,7 @@ impl Streamer {
     async fn run(
         mut self,
         mut rows: mpsc::Receiver<std::result::Result<Vec<ExportRow>, crate::db::DbError>>,
+        reader: tokio::task::JoinHandle<()>,
     ) {
         let format = self.request.format;
         let head: &[u8] = match format {
@@ -414,6 +415,13 @@ impl Streamer {
             }
         }
         drop(rows);
+        // The reader ended: fully (its last page was short), or stopped because this side
+        // stopped reading. A reader that died instead must not leave a signed, short export.
+        if !self.has_more && reader.await.is_err() {
+            self.fail("the export's reader failed before its end".to_owned())
+                .await;
+            return;
+        }
         let total = self.writer.total_events();
         let trailer = std::mem::replace(
             &mut self.writer,
