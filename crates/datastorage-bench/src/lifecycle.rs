@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
@@ -140,6 +140,10 @@ pub struct ExportStep {
     pub mem: MemPeak,
     /// CPU over the export.
     pub cpu: CpuUse,
+    /// Seconds since the request at each tenth of `rows_before` lines received.
+    pub tenths: Vec<f64>,
+    /// The newest row after the export (`event_type` of the highest `event_timestamp`).
+    pub newest: String,
     /// What went wrong on the way, if anything (transport error, timeout).
     pub error: Option<String>,
 }
@@ -148,6 +152,14 @@ impl ExportStep {
     /// Event lines: every line but the trailer.
     pub fn events(&self) -> u64 {
         self.lines.saturating_sub(u64::from(self.trailer))
+    }
+
+    /// Seconds of the first and of the last tenth of the events.
+    pub fn first_last_tenth(&self) -> Option<(f64, f64)> {
+        match self.tenths.as_slice() {
+            [first, .., before_last, last] => Some((*first, last - before_last)),
+            _ => None,
+        }
     }
 }
 
@@ -205,6 +217,8 @@ pub struct LifecycleRun {
     pub purges: Vec<PurgeStep>,
     /// Steps that failed, with why.
     pub failures: Vec<String>,
+    /// Whether the servers had `signing.keyFile` (a key written by `datastorage keys generate`).
+    pub signing_key: bool,
     /// Warnings and errors each server logged (first few).
     pub log_problems: Vec<(String, Vec<String>)>,
 }
@@ -227,9 +241,31 @@ impl LifecycleRun {
     }
 }
 
-/// The server config of this part on `db`: `base` with the lifecycle workers on and `retention`
-/// as given (YAML of its keys, indented two spaces).
-fn config_on(base: &ServerConfig, db: &Db, retention: &str) -> ServerConfig {
+/// Writes a signing key pair with `bin keys generate` into `dir`; returns the private key's
+/// path (for `signing.keyFile`: checkpoints are written only with a key from a file).
+fn signing_key(bin: &Path, dir: &Path) -> Result<PathBuf> {
+    let out = std::process::Command::new(bin)
+        .args(["keys", "generate", "--out"])
+        .arg(dir)
+        .output()
+        .with_context(|| format!("cannot run {} keys generate", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} keys generate failed: {}",
+            bin.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(dir.join("signing.key"))
+}
+
+/// The server config of this part on `db`: `base` with the lifecycle workers on, `retention`
+/// as given (YAML of its keys, indented two spaces) and `signing.keyFile` when given.
+fn config_on(base: &ServerConfig, db: &Db, retention: &str, key: Option<&Path>) -> ServerConfig {
+    let mut extra = format!("retention:\n{retention}");
+    if let Some(k) = key {
+        extra.push_str(&format!("signing:\n  keyFile: \"{}\"\n", k.display()));
+    }
     ServerConfig {
         backend: Backend::Postgres {
             host: db.host.clone(),
@@ -239,7 +275,7 @@ fn config_on(base: &ServerConfig, db: &Db, retention: &str) -> ServerConfig {
             password: db.password.clone(),
         },
         lifecycle_workers: true,
-        extra_yaml: Some(format!("retention:\n{retention}")),
+        extra_yaml: Some(extra),
         ..base.clone()
     }
 }
@@ -275,7 +311,29 @@ pub async fn run(
         rows: o.rows,
         ..LifecycleRun::default()
     };
-    match migrate_and_export(ctx, server_bin, base, admin_url, postmaster, o, &mut run).await {
+    let key_dir = tempfile::Builder::new()
+        .prefix("ds-bench-lc-key-")
+        .tempdir();
+    let key = match key_dir
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .and_then(|d| signing_key(server_bin, d.path()))
+    {
+        Ok(k) => Some(k),
+        Err(e) => {
+            run.failures.push(format!(
+                "no signing key (checkpoints are not written without one): {e:#}"
+            ));
+            None
+        }
+    };
+    run.signing_key = key.is_some();
+    let key = key.as_deref();
+    match migrate_and_export(
+        ctx, server_bin, base, admin_url, postmaster, o, key, &mut run,
+    )
+    .await
+    {
         Ok(()) => {}
         Err(e) => {
             ctx.log
@@ -290,7 +348,11 @@ pub async fn run(
     }
     for size in sizes {
         let name = format!("datastorage_bench_lc_purge_{size}");
-        match purge(ctx, server_bin, base, admin_url, &name, postmaster, size).await {
+        match purge(
+            ctx, server_bin, base, admin_url, &name, postmaster, size, key,
+        )
+        .await
+        {
             Ok((p, problems)) => {
                 run.purges.push(p);
                 run.log_problems
@@ -316,6 +378,7 @@ pub async fn run(
 }
 
 /// Steps 1 and 2, on one database.
+#[allow(clippy::too_many_arguments)]
 async fn migrate_and_export(
     ctx: &Ctx,
     server_bin: &Path,
@@ -323,6 +386,7 @@ async fn migrate_and_export(
     admin_url: &str,
     postmaster: Option<u32>,
     o: Opts,
+    key: Option<&Path>,
     run: &mut LifecycleRun,
 ) -> Result<()> {
     let db = Db::create_named(admin_url, MIGRATED).await?;
@@ -421,10 +485,10 @@ async fn migrate_and_export(
     ));
 
     // verify-chain on seeded chains, on a server of the migrated database.
-    let cfg = config_on(base, &db, "  startDelay: 1h\n");
+    let cfg = config_on(base, &db, "  startDelay: 1h\n", key);
     let srv = Server::start(server_bin, &cfg).await?;
     let ready = Instant::now();
-    for _ in 0..300 {
+    for _ in 0..if key.is_some() { 150 } else { 0 } {
         let n = db
             .scalar("SELECT count(*) FROM audit_checkpoints")
             .await
@@ -543,8 +607,12 @@ async fn migrate_and_export(
         Err(_) => x.error = Some(format!("timed out after {} s", EXPORT_TIMEOUT.as_secs())),
     }
     x.rows_after = db.scalar("SELECT count(*) FROM audit_events").await?;
+    x.newest = db
+        .text("SELECT event_type || ' (' || correlation_id || ')' FROM audit_events ORDER BY event_timestamp DESC LIMIT 1")
+        .await
+        .unwrap_or_default();
     ctx.log.say(format!(
-        "  export: HTTP {}, {} event lines + {} trailer (trailer total_events {}, table {} → {} rows), {:.1} MiB in {:.1} s ({:.0} events/s, first byte {:.2} s), server RSS idle {:.1} MiB, peak {:.1} MiB{}",
+        "  export: HTTP {}, {} event lines + {} trailer (trailer total_events {}, table {} → {} rows), {:.1} MiB in {:.1} s ({:.0} events/s, first byte {:.2} s, first/last tenth {}), server RSS idle {:.1} MiB, peak {:.1} MiB{}",
         x.status,
         x.events(),
         if x.trailer { "1" } else { "no" },
@@ -555,8 +623,10 @@ async fn migrate_and_export(
         x.seconds,
         x.events() as f64 / x.seconds.max(1e-9),
         x.first_byte,
-        x.mem.before_kib as f64 / 1024.0,
-        x.mem.peak_kib as f64 / 1024.0,
+        x.first_last_tenth()
+            .map_or("–".to_owned(), |(a, b)| format!("{a:.1} s / {b:.1} s")),
+        mib(x.idle_kib),
+        mib(x.mem.peak_kib),
         x.error.as_ref().map_or(String::new(), |e| format!("; {e}"))
     ));
     run.log_problems
@@ -592,6 +662,8 @@ async fn stream_lines(
     x.status = resp.status().as_u16();
     let mut body = resp.into_body();
     let (mut line, mut last) = (Vec::<u8>::new(), Vec::<u8>::new());
+    let tenth = (x.rows_before.max(0) as u64 / 10).max(1);
+    let mut next_mark = tenth;
     let mut first = true;
     const VALID: &[u8] = b"\"hash_chain_valid\":true}";
     while let Some(frame) = body.frame().await {
@@ -608,6 +680,10 @@ async fn stream_lines(
         while let Some(p) = rest.iter().position(|&b| b == b'\n') {
             line.extend_from_slice(&rest[..p]);
             x.lines += 1;
+            if x.lines == next_mark && x.tenths.len() < 10 {
+                x.tenths.push(started.elapsed().as_secs_f64());
+                next_mark += tenth;
+            }
             if line.ends_with(VALID) {
                 x.valid_lines += 1;
             }
@@ -639,6 +715,7 @@ async fn stream_lines(
 }
 
 /// Step 3 at one size, on database `name`.
+#[allow(clippy::too_many_arguments)]
 async fn purge(
     ctx: &Ctx,
     server_bin: &Path,
@@ -647,12 +724,18 @@ async fn purge(
     name: &str,
     postmaster: Option<u32>,
     size: u64,
+    key: Option<&Path>,
 ) -> Result<(PurgeStep, Vec<String>)> {
     ctx.log.say(format!(
         "lifecycle 3/3: purge of daily partitions, {size} rows over {PURGE_DAYS} days"
     ));
     let db = Db::create_named(admin_url, name).await?;
-    let cfg = config_on(base, &db, "  partitionInterval: daily\n  startDelay: 1h\n");
+    let cfg = config_on(
+        base,
+        &db,
+        "  partitionInterval: daily\n  startDelay: 1h\n",
+        key,
+    );
     // The server migrates the empty database.
     let srv = Server::start(server_bin, &cfg).await?;
     let mut p = PurgeStep {
@@ -805,9 +888,16 @@ pub fn markdown(run: &LifecycleRun) -> String {
     let _ = writeln!(out, "\n## Lifecycle (issue 15)\n");
     let _ = writeln!(
         out,
-        "PostgreSQL (the same throwaway cluster), each step on its own freshly created database, with a server started for the step (generated config as above, `auth.recordReads: false`) with the lifecycle workers on: the checkpoint worker at its defaults (a signed checkpoint at start, then every 5 min) and `retention.startDelay: 1h`, so the only purge is the harness's `POST /api/v1/admin/retention/run`. \
+        "PostgreSQL (the same throwaway cluster), each step on its own freshly created database, with a server started for the step (generated config as above, `auth.recordReads: false`) with the lifecycle workers on: the checkpoint worker at its defaults (a signed checkpoint at start, then every 5 min; {}) and `retention.startDelay: 1h`, so the only purge is the harness's `POST /api/v1/admin/retention/run`. \
          Schema measured: `audit_events` range-partitioned by `event_timestamp`, monthly partitions after the migration (the default `retention.partitionInterval`), daily partitions (`retention.partitionInterval: daily`) for the purge. \
-         *other load* is CPU used by anything but the server, PostgreSQL and this harness during the timed call, in cores (a quiet machine shows 0.00).\n"
+         Sizes: `--lifecycle-rows` {} (the migrated and exported table, and the large purge). \
+         *other load* is CPU used by anything but the server, PostgreSQL and this harness during the timed call, in cores (a quiet machine shows 0.00).\n",
+        if run.signing_key {
+            "`signing.keyFile` a key pair written by `datastorage keys generate` for this part, without which no checkpoint is written"
+        } else {
+            "**no** `signing.keyFile`, so no checkpoint is written"
+        },
+        run.rows
     );
     for f in &run.failures {
         let _ = writeln!(out, "**Failed**: {}\n", f.replace('`', "'"));
@@ -854,10 +944,12 @@ pub fn markdown(run: &LifecycleRun) -> String {
             out,
             "\nThen a server on the migrated database{}; `POST /api/v1/audit/verify-chain` on seeded chains:\n",
             match (m.first_checkpoint, m.checkpoint_chains) {
+                (Some(s), Some(c)) if s < 0.3 =>
+                    format!(" (its first signed checkpoint, of {c} chain heads, was written by the time it was ready)"),
                 (Some(s), Some(c)) =>
                     format!(" (its first signed checkpoint, of {c} chain heads, {s:.1} s after it was ready)"),
                 (Some(s), None) => format!(" (its first signed checkpoint {s:.1} s after it was ready)"),
-                _ => " (no checkpoint row within a minute of its start)".to_owned(),
+                _ => " (no checkpoint row within 30 s of its start)".to_owned(),
             }
         );
         let _ = writeln!(
@@ -879,20 +971,22 @@ pub fn markdown(run: &LifecycleRun) -> String {
         let _ = writeln!(out, "\n### Export of every event, NDJSON\n");
         let _ = writeln!(
             out,
-            "`GET /api/v1/audit/export?format=ndjson` of the migrated database, on a freshly started server, read as it streams (one connection, bytes and lines counted, no body kept). *idle* is VmRSS 1 s after start; *peak* is VmHWM after a reset right before the request, never below VmRSS sampled every 10 ms. The table grows by one row during the call: the export's own access record, written before its first byte.\n"
+            "`GET /api/v1/audit/export?format=ndjson` of the migrated database, on a freshly started server, read as it streams (one connection, bytes and lines counted, no body kept). *idle* is VmRSS 1 s after start; *peak* is VmHWM after a reset right before the request, never below VmRSS sampled every 10 ms. The export's own access record is committed before its first byte; the table had {} rows before and {} after (newest row after: `{}`), and *lines = events + 1* checks the event lines against the rows before. *first / last tenth* are the seconds the first and the last tenth of those events took to arrive (equal when the export's rate is flat along the table).\n",
+            x.rows_before,
+            x.rows_after,
+            x.newest.replace('`', "'")
         );
         let _ = writeln!(
             out,
-            "| rows before / after | event lines | + trailer | trailer total_events | `hash_chain_valid` true | lines = events + 1 | MiB shipped | first byte s | time s | events/s | MiB/s | idle RSS MiB | peak RSS MiB | peak − idle MiB | peak < {EXPORT_RSS_TARGET_MIB:.0} MiB | server CPU s | PostgreSQL CPU s | other load (cores) |\n|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"
+            "| events (rows before) | event lines | + trailer | trailer total_events | `hash_chain_valid` true | lines = events + 1 | MiB shipped | first byte s | first / last tenth s | time s | events/s | MiB/s | idle RSS MiB | peak RSS MiB | peak − idle MiB | peak < {EXPORT_RSS_TARGET_MIB:.0} MiB | server CPU s | PostgreSQL CPU s | other load (cores) |\n|---:|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"
         );
         let events = x.events();
-        let lines_ok = x.trailer && events as i64 == x.rows_after;
+        let lines_ok = x.trailer && events as i64 == x.rows_before;
         let peak = mib(x.mem.peak_kib);
         let _ = writeln!(
             out,
-            "| {} / {} | {} | {} | {} | {} | {} | {:.1} | {:.2} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} | {:+.1} | {} | {} | {} | {:.2} |",
+            "| {} | {} | {} | {} | {} | {} | {:.1} | {:.2} | {} | {:.1} | {:.0} | {:.1} | {:.1} | {:.1} | {:+.1} | {} | {} | {} | {:.2} |",
             x.rows_before,
-            x.rows_after,
             events,
             if x.trailer { "yes" } else { "**no**" },
             x.trailer_events.map_or("–".to_owned(), |n| n.to_string()),
@@ -900,12 +994,14 @@ pub fn markdown(run: &LifecycleRun) -> String {
             if lines_ok { "yes" } else { "**no**" },
             x.bytes as f64 / 1048576.0,
             x.first_byte,
+            x.first_last_tenth()
+                .map_or("–".to_owned(), |(a, b)| format!("{a:.1} / {b:.1}")),
             x.seconds,
             events as f64 / x.seconds.max(1e-9),
             x.bytes as f64 / 1048576.0 / x.seconds.max(1e-9),
-            mib(x.mem.before_kib),
+            mib(x.idle_kib),
             peak,
-            peak - mib(x.mem.before_kib),
+            peak - mib(x.idle_kib),
             if peak < EXPORT_RSS_TARGET_MIB {
                 "**PASS**"
             } else {
@@ -924,7 +1020,7 @@ pub fn markdown(run: &LifecycleRun) -> String {
         let _ = writeln!(
             out,
             "On a database the server migrated (empty), `audit_ensure_partition(t, 'daily')` for each of the {} UTC days from {PURGE_DAYS} days ago to today, then S rows inserted by one `INSERT … SELECT generate_series`, timestamps evenly spread over the last {PURGE_DAYS} days, `retention_days` {PURGE_RETENTION_DAYS}, {PURGE_CHAINS} chains (`lc-0`…, sequences in time order, placeholder 64-hex hashes), their chain heads, `ANALYZE`; timed: one `POST /api/v1/admin/retention/run`. \
-             The server's rule: an event expires when `event_date + retention_days < today` (UTC), and a partition is dropped whole when every event in it has expired, so the expired rows are exactly those of whole partitions; *expired (SQL)* and *in wholly expired partitions* are counted before the call. A partition the migration created monthly for the current month on the empty database stays monthly (partitions before: all, of which daily).\n",
+             The server's rule: an event expires when `event_date + retention_days < today` (UTC), and a partition is dropped whole when every event in it has expired, so the expired rows are exactly those of whole partitions; *expired (SQL)* and *in wholly expired partitions* are counted before the call. The migration of the empty database creates the current month's partition monthly; it stays so (*partitions before* counts all, daily ones in brackets), and holds only today's rows, which are not expired.\n",
             PURGE_DAYS + 1
         );
         let _ = writeln!(
@@ -1001,4 +1097,59 @@ fn capitalize(s: &str) -> String {
     c.next().map_or(String::new(), |f| {
         f.to_uppercase().collect::<String>() + c.as_str()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retention_section_is_written_once_with_the_workers_on() {
+        let base = ServerConfig::new(Backend::Sqlite("/tmp/x.db".into()), 5, None);
+        let db = Db {
+            host: "127.0.0.1".to_owned(),
+            port: 5432,
+            user: "postgres".to_owned(),
+            password: None,
+            name: "x".to_owned(),
+        };
+        let key = Path::new("/tmp/k/signing.key");
+        let cfg = config_on(
+            &base,
+            &db,
+            "  partitionInterval: daily\n  startDelay: 1h\n",
+            Some(key),
+        );
+        let y = crate::server::config_yaml(&cfg, 1, 2);
+        assert_eq!(y.matches("\nretention:\n").count(), 1, "{y}");
+        assert!(y.ends_with(
+            "retention:\n  partitionInterval: daily\n  startDelay: 1h\nsigning:\n  keyFile: \"/tmp/k/signing.key\"\n"
+        ));
+        assert!(!y.contains("enabled: false"), "{y}");
+        assert!(y.contains("  driver: postgres\n"));
+    }
+
+    #[test]
+    fn the_ratio_needs_both_sizes_and_the_report_renders_without_results() {
+        let p = |size, server_seconds| PurgeStep {
+            size,
+            server_seconds,
+            wall: server_seconds,
+            ..PurgeStep::default()
+        };
+        let mut run = LifecycleRun {
+            purges: vec![p(PURGE_SMALL, 0.5)],
+            ..LifecycleRun::default()
+        };
+        assert!(run.purge_ratio().is_none());
+        run.purges.push(p(10 * PURGE_SMALL, 1.0));
+        assert_eq!(run.purge_ratio(), Some(2.0));
+        assert!(markdown(&run).contains("**2.00×**"));
+        assert!(markdown(&LifecycleRun::default()).contains("## Lifecycle (issue 15)"));
+        let x = ExportStep {
+            tenths: (1..=10).map(f64::from).collect(),
+            ..ExportStep::default()
+        };
+        assert_eq!(x.first_last_tenth(), Some((1.0, 1.0)));
+    }
 }

@@ -28,9 +28,9 @@
 //! 9. the single and batch scenarios again on SQLite, then chain verification there (chains
 //!    written through the batch endpoint);
 //! 10. only with `--lifecycle` (issue 15), each step on its own database: the in-place migration
-//!    of an unpartitioned table of `--lifecycle-rows` (1 M; quick 100 k) seeded events, their
-//!    NDJSON export with the server's peak RSS, and purges dropping daily partitions at 100 k
-//!    rows and at `--lifecycle-rows`.
+//!     of an unpartitioned table of `--lifecycle-rows` (1 M; quick 100 k) seeded events, their
+//!     NDJSON export with the server's peak RSS, and purges dropping daily partitions at 100 k
+//!     rows and at `--lifecycle-rows`.
 //!
 //! `--skip-load` leaves out 1–3 (and `--skip-pool`, `--skip-verify`, `--skip-held`,
 //! `--skip-bodies`, `--skip-auth`, `--skip-sqlite` the others), to run a part alone. The harness prints
