@@ -66,8 +66,8 @@ CREATE TABLE audit_purge_runs (
     partitions_dropped  INTEGER NOT NULL DEFAULT 0
 );
 
--- Retention scans by date.
-CREATE INDEX audit_events_date_idx ON audit_events (event_date);
+-- Retention: the expired rows of each retention_days value, read as one index range.
+CREATE INDEX audit_events_retention_idx ON audit_events (retention_days, event_timestamp);
 
 CREATE TRIGGER audit_chain_heads_no_delete BEFORE DELETE ON audit_chain_heads
 BEGIN

@@ -3,8 +3,8 @@
 //!
 //! An event expires when `event_date + max(retention_days, its category's floor)` is before
 //! today (UTC). A batch deletes at most `batch` expired events of chains under no active hold,
-//! in chain order (`correlation_id`, `chain_sequence`), continuing after the last batch's key,
-//! in one short transaction that first takes `audit_legal_holds` in SHARE mode, so a hold placed
+//! found through `audit_events_retention_idx` (`retention_days`, `event_timestamp`) so that its
+//! cost follows the expired rows rather than the table, by primary key, in one short transaction that first takes `audit_legal_holds` in SHARE mode, so a hold placed
 //! meanwhile waits for the batch instead of racing it. (A row trigger refuses to delete a held
 //! row in any case.) The runs of sequences each batch removed are merged into
 //! `audit_chain_purges` in the same transaction, with the hash of each run's last event, so the
@@ -19,9 +19,6 @@ use sqlx::{Connection as _, Row as _};
 use super::error::DbError;
 use super::shared::fail;
 use super::store::Store;
-
-/// Where the next batch starts: after this chain position.
-pub type PurgeKey = (String, i64);
 
 /// A run of consecutive sequence numbers of one chain removed by one batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,32 +53,49 @@ pub fn runs(rows: Vec<(String, i64, String)>) -> Vec<PurgedRun> {
     out
 }
 
-/// One batch's outcome: rows deleted, and the key to continue after (`None`: nothing left).
+/// One batch's outcome.
 #[derive(Debug)]
 pub struct Batch {
     /// Rows deleted.
     pub deleted: u64,
-    /// Where the next batch starts.
-    pub next: Option<PurgeKey>,
+    /// Whether the batch was full, so more may be left.
+    pub more: bool,
 }
 
-const PG_DOOMED: &str = "SELECT e.correlation_id, e.chain_sequence, e.event_hash, e.event_id, e.event_timestamp \
-    FROM audit_events e LEFT JOIN audit_retention_policies p ON p.event_category = e.event_category \
-    WHERE e.event_date < $1::date - 1 \
-      AND e.event_date + GREATEST(e.retention_days, COALESCE(p.min_retention_days, 0)) < $1::date \
-      AND (e.correlation_id, e.chain_sequence) > ($2, $3) \
-      AND NOT EXISTS (SELECT 1 FROM audit_legal_holds h \
-                      WHERE h.correlation_id = e.correlation_id AND h.released_at IS NULL) \
-    ORDER BY e.correlation_id, e.chain_sequence LIMIT $4";
+/// A batch of expired, unheld events (PostgreSQL): for each distinct `retention_days` (a skip
+/// scan of `audit_events_retention_idx`), the rows older than today minus that many days, read as
+/// a range of the same index, so the cost follows the expired rows, not the table.
+const PG_DOOMED: &str = "WITH RECURSIVE d AS ( \
+        (SELECT retention_days FROM audit_events ORDER BY retention_days LIMIT 1) \
+        UNION ALL \
+        SELECT (SELECT e.retention_days FROM audit_events e WHERE e.retention_days > d.retention_days \
+                ORDER BY e.retention_days LIMIT 1) FROM d WHERE d.retention_days IS NOT NULL) \
+    SELECT x.correlation_id, x.chain_sequence, x.event_hash, x.event_id, x.event_timestamp \
+    FROM d CROSS JOIN LATERAL ( \
+        SELECT e.correlation_id, e.chain_sequence, e.event_hash, e.event_id, e.event_timestamp \
+        FROM audit_events e LEFT JOIN audit_retention_policies p ON p.event_category = e.event_category \
+        WHERE e.retention_days = d.retention_days \
+          AND e.event_timestamp < (($1::date - d.retention_days)::timestamp AT TIME ZONE 'UTC') \
+          AND e.event_date + GREATEST(e.retention_days, COALESCE(p.min_retention_days, 0)) < $1::date \
+          AND NOT EXISTS (SELECT 1 FROM audit_legal_holds h \
+                          WHERE h.correlation_id = e.correlation_id AND h.released_at IS NULL) \
+        LIMIT $2) x \
+    WHERE d.retention_days IS NOT NULL LIMIT $2";
 
-const SQLITE_DOOMED: &str = "SELECT e.correlation_id, e.chain_sequence, e.event_hash, e.event_id \
-    FROM audit_events e LEFT JOIN audit_retention_policies p ON p.event_category = e.event_category \
-    WHERE e.event_date < date(?1, '-1 day') \
+/// [`PG_DOOMED`] for SQLite (timestamps in microseconds).
+const SQLITE_DOOMED: &str = "WITH RECURSIVE d(r) AS ( \
+        SELECT min(retention_days) FROM audit_events \
+        UNION ALL \
+        SELECT (SELECT min(retention_days) FROM audit_events WHERE retention_days > d.r) FROM d WHERE d.r IS NOT NULL) \
+    SELECT e.correlation_id, e.chain_sequence, e.event_hash, e.event_id \
+    FROM d JOIN audit_events e ON e.retention_days = d.r \
+        AND e.event_timestamp < CAST(strftime('%s', date(?1, '-' || d.r || ' days')) AS INTEGER) * 1000000 \
+    LEFT JOIN audit_retention_policies p ON p.event_category = e.event_category \
+    WHERE d.r IS NOT NULL \
       AND date(e.event_date, '+' || MAX(e.retention_days, COALESCE(p.min_retention_days, 0)) || ' days') < ?1 \
-      AND (e.correlation_id > ?2 OR (e.correlation_id = ?2 AND e.chain_sequence > ?3)) \
       AND NOT EXISTS (SELECT 1 FROM audit_legal_holds h \
                       WHERE h.correlation_id = e.correlation_id AND h.released_at IS NULL) \
-    ORDER BY e.correlation_id, e.chain_sequence LIMIT ?4";
+    LIMIT ?2";
 
 /// Merges runs into `audit_chain_purges` (PostgreSQL): a run extends the stored run that ends
 /// just before it, or starts a new one.
@@ -229,14 +243,9 @@ impl Store {
         }
     }
 
-    /// Deletes one batch of expired, unheld events after `after`, and records the runs of each
+    /// Deletes one batch of expired, unheld events, and records the runs of each
     /// chain it removed (see the module docs).
-    pub async fn purge_batch(
-        &self,
-        today: NaiveDate,
-        after: &PurgeKey,
-        batch: u32,
-    ) -> Result<Batch, DbError> {
+    pub async fn purge_batch(&self, today: NaiveDate, batch: u32) -> Result<Batch, DbError> {
         let limit = i64::from(batch);
         match self {
             Store::Postgres(s) => {
@@ -248,8 +257,6 @@ impl Store {
                         .await?;
                     let rows = sqlx::query(PG_DOOMED)
                         .bind(today)
-                        .bind(&after.0)
-                        .bind(after.1)
                         .bind(limit)
                         .fetch_all(&mut *tx)
                         .await?;
@@ -265,7 +272,7 @@ impl Store {
                             r.try_get::<String, _>("event_hash")?,
                         ));
                     }
-                    let next = doomed.last().map(|(c, s, _)| (c.clone(), *s));
+                    doomed.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
                     let deleted = sqlx::query(
                         "DELETE FROM audit_events e USING unnest($1::uuid[], $2::timestamptz[]) AS d(id, ts) \
                          WHERE e.event_id = d.id AND e.event_timestamp = d.ts",
@@ -288,7 +295,7 @@ impl Store {
                     tx.commit().await?;
                     Ok::<_, sqlx::Error>(Batch {
                         deleted,
-                        next: next.filter(|_| rows.len() as i64 == limit),
+                        more: rows.len() as i64 == limit,
                     })
                 }
                 .await;
@@ -301,8 +308,6 @@ impl Store {
                     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
                     let rows = sqlx::query(SQLITE_DOOMED)
                         .bind(today.to_string())
-                        .bind(&after.0)
-                        .bind(after.1)
                         .bind(limit)
                         .fetch_all(&mut *tx)
                         .await?;
@@ -321,7 +326,7 @@ impl Store {
                             r.try_get::<String, _>("event_hash")?,
                         ));
                     }
-                    let next = doomed.last().map(|(c, s, _)| (c.clone(), *s));
+                    doomed.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
                     let now = Utc::now().timestamp_micros();
                     for run in runs(doomed) {
                         let extended = sqlx::query(
@@ -353,7 +358,7 @@ impl Store {
                     tx.commit().await?;
                     Ok::<_, sqlx::Error>(Batch {
                         deleted,
-                        next: next.filter(|_| rows.len() as i64 == limit),
+                        more: rows.len() as i64 == limit,
                     })
                 }
                 .await;

@@ -726,13 +726,13 @@ macro_rules! shared_sql {
                         ));
                         push_filters(&mut page, f, false);
                         if let Some((cid, seq)) = &after {
-                            page.push(" AND (correlation_id > ")
+                            // A row comparison, which both engines turn into an index range;
+                            // the OR form made PostgreSQL rescan each partition from its start.
+                            page.push(" AND (correlation_id, chain_sequence) > (")
                                 .bind(cid.clone())
-                                .push(" OR (correlation_id = ")
-                                .bind(cid.clone())
-                                .push(" AND chain_sequence > ")
+                                .push(", ")
                                 .bind(*seq)
-                                .push("))");
+                                .push(")");
                         }
                         page.push(" ORDER BY correlation_id, chain_sequence LIMIT ")
                             .bind(EXPORT_PAGE);

@@ -20,7 +20,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::config::RetentionSettings;
-use crate::db::retention::{PurgeKey, PurgeRunRecord};
+use crate::db::retention::PurgeRunRecord;
 use crate::db::{DbError, Store};
 use crate::metrics::{LifecycleMetrics, RunLabels};
 
@@ -146,16 +146,16 @@ impl Purger {
                 .inc_by(u64::from(dropped.partitions));
             self.metrics.rows_purged.inc_by(dropped.rows);
         }
-        let mut after: PurgeKey = (String::new(), i64::MIN);
         loop {
             let batch = self
                 .store
-                .purge_batch(today, &after, self.settings.batch_size)
+                .purge_batch(today, self.settings.batch_size)
                 .await?;
             record.rows_purged += batch.deleted;
             self.metrics.rows_purged.inc_by(batch.deleted);
-            let Some(next) = batch.next else { break };
-            after = next;
+            if !batch.more || batch.deleted == 0 {
+                break;
+            }
             if !self
                 .store
                 .take_lease(LEASE, &self.holder, LEASE_TTL)
