@@ -37,6 +37,7 @@ pub struct Dropped {
 #[derive(Debug, Clone)]
 struct Partition {
     name: String,
+    start: DateTime<Utc>,
     end: DateTime<Utc>,
 }
 
@@ -77,7 +78,11 @@ pub async fn ensure_for(
 }
 
 /// The runs of chain positions a partition holds (see the module docs).
-async fn partition_runs(tx: &mut PgConnection, part: &str) -> Result<Vec<PurgedRun>, sqlx::Error> {
+async fn partition_runs(
+    tx: &mut PgConnection,
+    p: &Partition,
+) -> Result<Vec<PurgedRun>, sqlx::Error> {
+    let part = p.name.as_str();
     let ends = sqlx::query(&format!(
         "WITH RECURSIVE c AS ( \
             (SELECT correlation_id FROM \"{part}\" ORDER BY correlation_id LIMIT 1) \
@@ -104,15 +109,19 @@ async fn partition_runs(tx: &mut PgConnection, part: &str) -> Result<Vec<PurgedR
         ));
     }
     // Chains with events of the same span elsewhere: their runs in this partition are read
-    // row by row.
-    let split: Vec<String> = sqlx::query_scalar(&format!(
+    // row by row. The time condition keeps the partition itself out of the probe (partition
+    // pruning), so the probe does not read the partition's own rows.
+    let split: Vec<String> = sqlx::query_scalar(
         "SELECT u.cid FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u(cid, lo, hi) \
          WHERE EXISTS (SELECT 1 FROM audit_events e WHERE e.correlation_id = u.cid \
-                       AND e.chain_sequence BETWEEN u.lo AND u.hi AND e.tableoid <> '\"{part}\"'::regclass)"
-    ))
+                       AND e.chain_sequence BETWEEN u.lo AND u.hi \
+                       AND (e.event_timestamp < $4 OR e.event_timestamp >= $5))",
+    )
     .bind(chains.iter().map(|c| c.0.as_str()).collect::<Vec<_>>())
     .bind(chains.iter().map(|c| c.1).collect::<Vec<_>>())
     .bind(chains.iter().map(|c| c.2).collect::<Vec<_>>())
+    .bind(p.start)
+    .bind(p.end)
     .fetch_all(&mut *tx)
     .await?;
     let mut out = Vec::with_capacity(chains.len());
@@ -190,7 +199,7 @@ async fn drop_one(
         tx.rollback().await?;
         return Ok(None);
     }
-    let runs = partition_runs(&mut tx, &p.name).await?;
+    let runs = partition_runs(&mut tx, p).await?;
     let rows: u64 = runs.iter().map(|r| (r.last - r.first + 1) as u64).sum();
     if !runs.is_empty() {
         sqlx::query(super::retention::PG_MERGE_RUNS)
@@ -256,7 +265,7 @@ impl Store {
                 .and_hms_opt(0, 0, 0)
                 .map(|t| t.and_utc());
             let parts = sqlx::query(
-                "SELECT partition_name, range_end FROM audit_partitions \
+                "SELECT partition_name, range_start, range_end FROM audit_partitions \
                  WHERE range_end <= $1 ORDER BY range_start",
             )
             .bind(cutoff)
@@ -266,6 +275,7 @@ impl Store {
             .map(|r| {
                 Ok(Partition {
                     name: r.try_get("partition_name")?,
+                    start: r.try_get("range_start")?,
                     end: r.try_get("range_end")?,
                 })
             })
