@@ -290,12 +290,7 @@ async fn long_conn(db: &Db) -> Result<PgConnection> {
 }
 
 async fn drop_database(admin_url: &str, name: &str) {
-    if let Ok(mut c) = PgConnection::connect(admin_url).await {
-        let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut c)
-            .await;
-        c.close().await.ok();
-    }
+    Db::drop_named(admin_url, name).await;
 }
 
 /// Runs the part: every step, on databases created through `admin_url` (dropped afterwards).

@@ -80,6 +80,17 @@ impl PgDb {
         })
     }
 
+    /// Drops database `name` through `admin_url`, disconnecting its sessions; a failure is
+    /// ignored (cleanup).
+    pub async fn drop_named(admin_url: &str, name: &str) {
+        if let Ok(mut admin) = PgConnection::connect(admin_url).await {
+            let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut admin)
+                .await;
+            admin.close().await.ok();
+        }
+    }
+
     /// URL of this database.
     pub fn url(&self) -> String {
         let auth = match &self.password {
