@@ -219,6 +219,7 @@ EXPORTED = {
     "datastorage_db_capacity_violated", "datastorage_build_info", "datastorage_ready",
     "datastorage_auth_requests_total", "datastorage_auth_cache_requests_total",
     "datastorage_auth_kubernetes_request_duration_seconds", "datastorage_auth_kubernetes_errors_total",
+    "datastorage_retention_runs_total", "datastorage_retention_last_success_timestamp_seconds",
 }
 HISTOGRAMS = {"datastorage_db_pool_acquire_duration_seconds", "datastorage_http_request_duration_seconds",
               "datastorage_audit_write_duration_seconds", "datastorage_auth_kubernetes_request_duration_seconds"}
