@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use axum::extract::rejection::QueryRejection;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use datastorage_api::problem::PROBLEM_CONTENT_TYPE;
@@ -132,6 +133,23 @@ impl From<DbError> for ApiError {
             DbError::Forbidden(message) => ApiError::Forbidden(message),
             DbError::Internal(e) => ApiError::Internal(e),
         }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    /// A query string that does not parse: a `400` naming the unknown parameter when that is
+    /// what is wrong, else `(query)`.
+    fn from(rejection: QueryRejection) -> Self {
+        let mut errors = FieldErrors::default();
+        let text = rejection.body_text();
+        let field = text
+            .split('`')
+            .nth(1)
+            .filter(|_| text.contains("unknown field"))
+            .unwrap_or("(query)")
+            .to_owned();
+        errors.add(field, format!("invalid query string: {text}"));
+        ApiError::Validation(errors)
     }
 }
 

@@ -223,18 +223,7 @@ async fn list_events(
     Extension(caller): Extension<Caller>,
     params: std::result::Result<Query<EventQueryParams>, QueryRejection>,
 ) -> Result<Json<AuditEventsQueryResponse<RawJson>>> {
-    let Query(params) = params.map_err(|rejection| {
-        let mut errors = FieldErrors::default();
-        let text = rejection.body_text();
-        let field = text
-            .split('`')
-            .nth(1)
-            .filter(|_| text.contains("unknown field"))
-            .unwrap_or("(query)")
-            .to_owned();
-        errors.add(field, format!("invalid query string: {text}"));
-        ApiError::Validation(errors)
-    })?;
+    let Query(params) = params?;
     let mut filter = params.validate(Utc::now()).map_err(ApiError::Validation)?;
     match &filter.correlation_id {
         Some(cid) => {

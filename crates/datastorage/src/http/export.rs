@@ -215,14 +215,7 @@ async fn export(
     Extension(caller): Extension<Caller>,
     query: std::result::Result<Query<ExportParams>, QueryRejection>,
 ) -> Result<Response> {
-    let Query(params) = query.map_err(|e| {
-        let mut errors = FieldErrors::default();
-        errors.add(
-            "(query)",
-            format!("invalid query string: {}", e.body_text()),
-        );
-        ApiError::Validation(errors)
-    })?;
+    let Query(params) = query?;
     let request = validate(&params, Utc::now()).map_err(ApiError::Validation)?;
     let slot = state.store.export_slot()?;
     // The export is recorded before its first byte leaves: an export that cannot be recorded

@@ -146,14 +146,7 @@ async fn list_holds(
     State(state): State<AppState>,
     query: std::result::Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<LegalHoldList>> {
-    let Query(params) = query.map_err(|e| {
-        let mut errors = FieldErrors::default();
-        errors.add(
-            "(query)",
-            format!("invalid query string: {}", e.body_text()),
-        );
-        ApiError::Validation(errors)
-    })?;
+    let Query(params) = query?;
     let holds = state
         .store
         .list_holds(params.include_released.unwrap_or(false), MAX_LISTED_HOLDS)
