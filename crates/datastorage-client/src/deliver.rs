@@ -30,11 +30,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datastorage_api::{AuditEventRequest, Problem, ProblemType};
+use datastorage_spool::read_segment;
 use tokio::time::Instant;
 
 use crate::error::Error;
 use crate::queue::{Metrics, Shared};
-use crate::spool::{read_segment, Spool};
+use crate::spool::Spool;
 
 /// Where a batch comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,7 +271,7 @@ pub(crate) async fn replay(shared: Arc<Shared>, spool: Arc<Spool>) {
             .spool_corrupt
             .fetch_add(contents.corrupt, Ordering::Relaxed);
         let corrupt = contents.corrupt > 0;
-        for batch in contents.batches {
+        for batch in contents.records {
             if !deliver(&shared, batch, Origin::Replay).await {
                 return;
             }

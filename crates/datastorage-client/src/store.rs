@@ -191,7 +191,7 @@ impl AuditStore {
         config.validate()?;
         let spool = match &config.spool {
             None => None,
-            Some(sc) => Some(Arc::new(Spool::open(sc.clone()).map_err(|source| {
+            Some(sc) => Some(Arc::new(Spool::open(sc.options()).map_err(|source| {
                 StoreError::Spool {
                     dir: sc.dir.clone(),
                     source,
