@@ -200,7 +200,7 @@ DASHBOARD = "deploy/grafana/datastorage-dashboard.json"
 METRIC_NAMES = "deploy/metric-names.txt"
 TUNING = "docs/tuning.md"
 # Runbook documents alerts may link to (runbook_url "<doc>#<anchor>").
-RUNBOOK_DOCS = (TUNING, "docs/kubernetes-auth.md", "docs/lifecycle.md")
+RUNBOOK_DOCS = (TUNING, "docs/kubernetes-auth.md", "docs/lifecycle.md", "deploy/README.md")
 
 # The service's exported metric names (base names; histograms without _bucket/_sum/_count).
 EXPORTED = {
@@ -220,6 +220,10 @@ EXPORTED = {
     "datastorage_auth_requests_total", "datastorage_auth_cache_requests_total",
     "datastorage_auth_kubernetes_request_duration_seconds", "datastorage_auth_kubernetes_errors_total",
     "datastorage_retention_runs_total", "datastorage_retention_last_success_timestamp_seconds",
+    "datastorage_buffering", "datastorage_buffer_events", "datastorage_buffer_bytes",
+    "datastorage_buffer_fill_ratio", "datastorage_buffer_oldest_age_seconds",
+    "datastorage_buffer_accepted_events_total", "datastorage_buffer_replayed_events_total",
+    "datastorage_buffer_quarantined_events_total", "datastorage_buffer_refused_events_total",
 }
 HISTOGRAMS = {"datastorage_db_pool_acquire_duration_seconds", "datastorage_http_request_duration_seconds",
               "datastorage_audit_write_duration_seconds", "datastorage_auth_kubernetes_request_duration_seconds"}
@@ -245,8 +249,14 @@ CONFIG_SCHEMA = {
                             "cache": {"allowedTtl": DUR, "deniedTtl": DUR, "invalidTtl": DUR, "maxEntries": "int"}},
              "mtls": "any", "chainAppend": ("any", "starter"), "recordReads": "bool", "denialsPerSecond": "int",
              "metricsRequireAuth": "bool", "rateLimit": "any", "trustedProxies": "list"},
+    "buffer": {"enabled": "bool", "backend": ("disk", "redis"), "dir": "str", "maxBytes": "int",
+               "segmentBytes": "int", "replayBatchSize": "int", "replayRate": "int", "probeInterval": DUR,
+               "redisStream": "str", "redisGroup": "str", "claimIdle": DUR},
     "redis": "any", "retention": "any", "audit": "any",
 }
+# Defaults of buffer.* the workload check needs (crates/datastorage/src/config/buffer.rs).
+BUFFER_DEFAULT_DIR = "./data/buffer"
+BUFFER_DEFAULT_MAX_BYTES = 1 << 30
 # Every pool knob: none of these may be set through the Deployment's environment.
 POOL_KEYS = ["maxOpenConns", "maxIdleConns", "minIdleConns", "connMaxLifetime", "connMaxIdleTime",
              "acquireTimeout", "connectTimeout", "statementTimeout", "lockTimeout", "idleInTransactionTimeout",
@@ -268,6 +278,16 @@ def load_yaml(path):
 def load_docs(path):
     with open(path) as f:
         return [d for d in yaml.safe_load_all(f) if d]
+
+
+def quantity_bytes(q):
+    """A Kubernetes quantity (2Gi, 500M, 1073741824) in bytes."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?", str(q))
+    if not m:
+        raise ValueError(f"not a quantity: {q!r}")
+    mult = {None: 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+            "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+    return int(float(m.group(1)) * mult[m.group(2)])
 
 
 def dur_seconds(s):
@@ -704,6 +724,38 @@ def cmd_workload(render):
         problems.append("seccompProfile RuntimeDefault not set")
     if "/tmp" not in mounts or "emptyDir" not in vols.get(mounts["/tmp"]["name"], {}):
         problems.append("/tmp must be an emptyDir (read-only root filesystem)")
+    # --- outage buffer (backend disk): buffer.dir on a writable volume of its own, bounded below
+    # the volume's size (an emptyDir past its sizeLimit gets the pod evicted, buffer and all)
+    buf = cfg.get("buffer") or {}
+    buffer_note = "buffer off"
+    if buf.get("enabled", True) and buf.get("backend", "disk") == "disk":
+        bdir = str(buf.get("dir", BUFFER_DEFAULT_DIR)).rstrip("/")
+        bm = mounts.get(bdir)
+        if not bdir.startswith("/"):
+            problems.append(f"buffer.dir {bdir!r} is relative: set it to the buffer volume's mountPath")
+        elif not bm:
+            problems.append(f"buffer.dir {bdir} is not a volumeMount (the root filesystem is read-only)")
+        elif bm.get("readOnly"):
+            problems.append(f"buffer.dir {bdir} is mounted readOnly")
+        elif bdir in ("/tmp", "/etc/datastorage"):
+            problems.append(f"buffer.dir {bdir} shares a volume meant for something else")
+        else:
+            bv = vols.get(bm["name"], {})
+            if "emptyDir" in bv:
+                limit = bv["emptyDir"].get("sizeLimit")
+                maxb = buf.get("maxBytes", BUFFER_DEFAULT_MAX_BYTES)
+                if limit is None:
+                    problems.append(f"buffer volume {bm['name']}: emptyDir without sizeLimit")
+                elif maxb >= quantity_bytes(limit):
+                    problems.append(f"buffer.maxBytes {maxb} >= emptyDir sizeLimit {limit}: the kubelet would evict the pod (and its buffer) before the buffer refuses writes")
+                else:
+                    buffer_note = f"buffer {bdir} on emptyDir {limit} > maxBytes {maxb}"
+                if bv["emptyDir"].get("medium") == "Memory":
+                    problems.append(f"buffer volume {bm['name']}: medium Memory loses the buffer on a restart and counts against the memory limit")
+            elif "persistentVolumeClaim" in bv or "ephemeral" in bv:
+                buffer_note = f"buffer {bdir} on a volume claim"
+            else:
+                problems.append(f"buffer volume {bm['name']} is neither an emptyDir nor a volume claim")
     res = c.get("resources", {})
     for k in ("cpu", "memory"):
         if k not in res.get("requests", {}) or k not in res.get("limits", {}):
@@ -739,7 +791,7 @@ def cmd_workload(render):
         fail("\n".join(problems))
     print(f"capacity replicas env {rep} == HPA maxReplicas {maxr}; no pool env literals (env: {sorted(env)}); "
           f"maxOpenConns {db['maxOpenConns']}, budget {maxr}x{db['maxOpenConns']}+{db['capacity']['headroom']}={budget} <= {avail}; "
-          f"grace {grace}s >= {need:g}s+5s; probes, securityContext, resources, selectors ok")
+          f"grace {grace}s >= {need:g}s+5s; {buffer_note}; probes, securityContext, resources, selectors ok")
 
 
 if __name__ == "__main__":
@@ -782,7 +834,7 @@ else
   skip_as_failed "promtool check rules" "no promtool"; skip_as_failed "promtool test rules" "no promtool"
 fi
 if [[ $VENV_OK -eq 1 ]]; then
-  check "alerts carry severity, summary, description, runbook and a runbook_url anchor in $TUNING or docs/kubernetes-auth.md" helper rules-meta
+  check "alerts carry severity, summary, description, runbook and a runbook_url anchor in $TUNING, docs/kubernetes-auth.md, docs/lifecycle.md or deploy/README.md" helper rules-meta
   check "every alert has a firing and a silent unit test" helper tests-cover
   check "$PROMRULE is generated from $RULES (scripts/check-deploy.sh --write-prometheusrule)" helper promrule-current
 else

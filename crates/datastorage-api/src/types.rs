@@ -397,6 +397,27 @@ pub struct BatchAuditEventResponse {
     pub message: String,
 }
 
+/// The `202` of a write the server accepted while its database was unreachable: kept in its
+/// outage buffer and stored when the database is back (upstream's `AsyncAcceptanceResponse`,
+/// plus the ids).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AsyncAcceptanceResponse {
+    /// Always `accepted`.
+    pub status: String,
+    /// Human-readable result.
+    pub message: String,
+    /// Events accepted (batches only, as upstream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<usize>,
+    /// The id of the event (single writes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<Uuid>,
+    /// Ids in request order (batches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_ids: Option<Vec<Uuid>>,
+}
+
 /// Pagination block of a query answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

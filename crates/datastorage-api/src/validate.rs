@@ -79,8 +79,9 @@ impl FieldErrors {
     }
 }
 
-/// An event that passed validation, with the values that will be stored.
-#[derive(Debug, Clone, PartialEq)]
+/// An event that passed validation, with the values that will be stored. Serializable, so a
+/// server can keep it (its outage buffer) and store it later exactly as validated.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ValidatedEvent {
     /// The id: the client's, or a fresh UUIDv7.
     pub event_id: Uuid,

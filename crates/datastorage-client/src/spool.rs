@@ -8,8 +8,8 @@
 use std::path::PathBuf;
 
 use datastorage_api::AuditEventRequest;
-pub use datastorage_spool::{DEFAULT_SEGMENT_BYTES, DEFAULT_SPOOL_MAX_BYTES};
 use datastorage_spool::{Durability, SpoolOptions};
+pub use datastorage_spool::{DEFAULT_SEGMENT_BYTES, DEFAULT_SPOOL_MAX_BYTES};
 
 /// The spool of event batches.
 pub(crate) type Spool = datastorage_spool::Spool<Vec<AuditEventRequest>>;

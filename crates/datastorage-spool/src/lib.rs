@@ -152,7 +152,9 @@ pub struct Spool<T> {
 
 impl<T> std::fmt::Debug for Spool<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Spool").field("config", &self.config).finish()
+        f.debug_struct("Spool")
+            .field("config", &self.config)
+            .finish()
     }
 }
 

@@ -105,6 +105,7 @@ async fn test_settings(backend: Backend, dir: &tempfile::TempDir) -> (Settings, 
     let mut settings = Settings::default();
     settings.server.shutdown_delay = Duration::ZERO;
     settings.server.shutdown_timeout = Duration::from_secs(5);
+    settings.buffer.dir = dir.path().join("buffer");
     let pg = match backend {
         Backend::Postgres => {
             let db = PgDb::create().await;

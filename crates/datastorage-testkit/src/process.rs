@@ -77,6 +77,13 @@ impl ChildGuard {
             .expect("try_wait")
     }
 
+    /// Kills the process with SIGKILL (no shutdown of any kind) and reaps it.
+    pub fn kill(&mut self) {
+        let child = self.child.as_mut().expect("child present");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     /// Waits up to `limit` for the process to exit.
     pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + limit;
@@ -349,6 +356,54 @@ impl Server {
             .text()
             .await
             .unwrap()
+    }
+
+    /// A new process on the same config, directory and ports (its log appended to the same
+    /// file), once the old one has exited (e.g. after `proc.kill()`); waits for `/readyz` 200.
+    pub async fn respawn(&mut self) {
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = datastorage(&self.config, self._dir.path(), &["serve"])
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        self.proc = ChildGuard::new(child);
+        match self.wait_ready().await {
+            Start::Ready => {}
+            Start::PortTaken => panic!(
+                "port taken on restart
+log:
+{}",
+                self.log_tail()
+            ),
+            Start::Failed(why) => panic!(
+                "restart failed: {why}
+log:
+{}",
+                self.log_tail()
+            ),
+        }
+    }
+
+    /// Its working directory (relative paths of its config resolve here).
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    /// The value of an unlabelled metric (or the sum of its series), 0 when absent.
+    pub async fn metric(&self, name: &str) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     /// SIGTERM, then waits for the exit; the process must exit 0.

@@ -17,6 +17,7 @@
 //! - [`startup`]: the seam for the binary and the tests, [`startup::run`].
 
 pub mod auth;
+pub mod buffer;
 pub mod config;
 pub mod db;
 pub mod domain;

@@ -179,6 +179,46 @@ pub struct LifecycleMetrics {
     pub checkpoint_publish_failures: Counter,
 }
 
+/// Labels of writes the outage buffer refused.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    /// `full` (past `buffer.maxBytes` or `redis.dlqMaxLen`) or `failed` (its storage failed).
+    pub reason: &'static str,
+}
+
+/// Metrics of the outage buffer (see [`crate::buffer`]).
+#[derive(Debug, Clone, Default)]
+pub struct BufferMetrics {
+    /// 1 while the database is known to be down or buffered events wait for replay.
+    pub buffering: Gauge,
+    /// Events in the buffer, not yet committed.
+    pub events: Gauge,
+    /// Bytes the buffer takes (segment files, or the Redis stream's memory).
+    pub bytes: Gauge,
+    /// Share of the buffer's bound in use, 0..1 (bytes of `buffer.maxBytes`, or entries of
+    /// `redis.dlqMaxLen`).
+    pub fill_ratio: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Age of the oldest buffered event.
+    pub oldest_age_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Events accepted into the buffer (answered 202).
+    pub accepted: Counter,
+    /// Events replayed from the buffer and committed.
+    pub replayed: Counter,
+    /// Events the database refused as data on replay, kept in the quarantine.
+    pub quarantined: Counter,
+    /// Events the buffer refused (answered 503), by reason.
+    refused: Family<RefusedLabels, Counter>,
+}
+
+impl BufferMetrics {
+    /// The refusal counter of `reason` (`full` or `failed`).
+    pub fn refused(&self, reason: &'static str) -> Counter {
+        self.refused
+            .get_or_create(&RefusedLabels { reason })
+            .clone()
+    }
+}
+
 /// The registry and handles to every metric.
 #[derive(Debug)]
 pub struct Metrics {
@@ -203,6 +243,8 @@ pub struct Metrics {
     pub auth: AuthCounters,
     /// Holds, retention, partitions, exports, checkpoints.
     pub lifecycle: LifecycleMetrics,
+    /// The outage buffer.
+    pub buffer: BufferMetrics,
 }
 
 /// Gauges of the connection budget check.
@@ -469,6 +511,57 @@ impl Metrics {
             let _ = l.purge_runs.get_or_create(&RunLabels { result });
         }
 
+        let buffer = BufferMetrics::default();
+        let b = &buffer;
+        registry.register(
+            "datastorage_buffering",
+            "1 while the database is unreachable or buffered writes wait for replay, else 0",
+            b.buffering.clone(),
+        );
+        registry.register(
+            "datastorage_buffer_events",
+            "Events in the outage buffer, accepted (202) and not yet committed",
+            b.events.clone(),
+        );
+        registry.register(
+            "datastorage_buffer_bytes",
+            "Bytes the outage buffer takes: its segment files (disk) or its stream's memory (redis)",
+            b.bytes.clone(),
+        );
+        registry.register(
+            "datastorage_buffer_fill_ratio",
+            "Share of the outage buffer's bound in use, 0 to 1: bytes of buffer.maxBytes (disk) or entries of redis.dlqMaxLen (redis)",
+            b.fill_ratio.clone(),
+        );
+        registry.register(
+            "datastorage_buffer_oldest_age_seconds",
+            "Age of the oldest event in the outage buffer (0 when empty)",
+            b.oldest_age_seconds.clone(),
+        );
+        registry.register(
+            "datastorage_buffer_accepted_events",
+            "Events accepted into the outage buffer while the database was unreachable (answered 202)",
+            b.accepted.clone(),
+        );
+        registry.register(
+            "datastorage_buffer_replayed_events",
+            "Events replayed from the outage buffer and committed",
+            b.replayed.clone(),
+        );
+        registry.register(
+            "datastorage_buffer_quarantined_events",
+            "Buffered events the database refused as data on replay, kept in the quarantine",
+            b.quarantined.clone(),
+        );
+        registry.register(
+            "datastorage_buffer_refused_events",
+            "Events the outage buffer refused (answered 503), by reason: full or failed",
+            b.refused.clone(),
+        );
+        for reason in ["full", "failed"] {
+            let _ = b.refused(reason);
+        }
+
         // Pre-create the per-category series so a dashboard shows zeros instead of gaps.
         for c in datastorage_api::EventCategory::ALL {
             let _ = events_written.get_or_create(&CategoryLabels {
@@ -492,6 +585,7 @@ impl Metrics {
             capacity: cap,
             auth,
             lifecycle,
+            buffer,
         }
     }
 

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 
 use crate::auth::access::AccessLog;
 use crate::auth::Auth;
+use crate::buffer::OutageBuffer;
 use crate::config::{format_duration, CapacityPolicy, Driver, Settings};
 use crate::db::{capacity, Store};
 use crate::domain::chain::Hasher;
@@ -33,6 +34,7 @@ use crate::http::{api_router, health_router, metrics_router, starting_router, Ap
 use crate::metrics::Metrics;
 use crate::workers::checkpoints::Checkpointer;
 use crate::workers::partitions;
+use crate::workers::replay::{Mode, Replay};
 use crate::workers::retention::{holder_name, Purger};
 use crate::writer::AuditWriter;
 
@@ -148,18 +150,32 @@ async fn build(
     );
 
     let auth = Arc::new(Auth::new(&settings, metrics.auth.clone())?);
-    let writer = AuditWriter::start(
+    let holder: Arc<str> = holder_name().into();
+    let mut writer = AuditWriter::start(
         store.clone(),
         settings.server.max_batch_size,
         Arc::clone(&metrics),
     );
+    let buffer = if settings.buffer.enabled {
+        let buffer = OutageBuffer::open(
+            &settings.buffer,
+            settings.redis.as_ref(),
+            &holder,
+            metrics.buffer.clone(),
+        )
+        .await?;
+        writer = writer.with_buffer(Arc::clone(&buffer));
+        Some(buffer)
+    } else {
+        tracing::warn!("buffer.enabled is false: writes are refused with 503 while the database is unreachable");
+        None
+    };
     let access = AccessLog::new(
         writer.clone(),
         settings.auth.record_reads,
         settings.auth.denials_per_second,
         metrics.auth.clone(),
     );
-    let holder: Arc<str> = holder_name().into();
     let purger = Purger::new(
         store.clone(),
         settings.retention.clone(),
@@ -197,6 +213,7 @@ async fn build(
         body_budget: body_budget(settings.server.max_in_flight_body_bytes),
         settings: Arc::new(settings),
         readiness,
+        buffer,
     };
     Ok(Service { state, store })
 }
@@ -291,6 +308,15 @@ pub async fn run(
     readiness.opened();
     tracing::info!("ready");
     let workers = start_workers(&state, &store);
+    let (replay_mode, replay_rx) = watch::channel(Mode::Run);
+    let replay = state.buffer.as_ref().map(|buffer| {
+        let replay = Replay::new(
+            Arc::clone(buffer),
+            state.writer.clone(),
+            state.store.clone(),
+        );
+        tokio::spawn(replay.run(replay_rx))
+    });
 
     shutdown.await;
     for w in &workers {
@@ -302,6 +328,7 @@ pub async fn run(
     tokio::time::sleep(server.shutdown_delay).await;
     tracing::info!(timeout = %format_duration(server.shutdown_timeout), "shutdown: listeners closed, draining requests");
     let _ = stop_tx.send(true);
+    let grace_ends = tokio::time::Instant::now() + server.shutdown_timeout;
     let drained = tokio::time::timeout(server.shutdown_timeout, async {
         for s in servers {
             let _ = s.await;
@@ -312,6 +339,15 @@ pub async fn run(
         tracing::warn!(
             "shutdown: requests still running after server.shutdownTimeout; closing anyway"
         );
+    }
+    if let (Some(replay), Some(buffer)) = (replay, &state.buffer) {
+        // What can be replayed within the grace period is; the rest stays for the next start.
+        let _ = replay_mode.send(Mode::DrainUntil(grace_ends));
+        let _ = replay.await;
+        buffer.close().await;
+        if !buffer.is_empty() {
+            tracing::warn!("shutdown: the outage buffer still holds writes; they are replayed at the next start");
+        }
     }
     store.close().await;
     tracing::info!("shutdown complete");

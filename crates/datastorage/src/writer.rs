@@ -6,6 +6,10 @@
 //! answer comes only after the commit, and the write is counted in the metrics here, once.
 //! Request handlers hold an `AuditWriter` and a [`crate::db::ReadStore`], never the store's
 //! write methods.
+//!
+//! With the outage buffer ([`crate::buffer`]), a write that meets an outage (or arrives while
+//! the database is known to be down) is kept there instead and answered as
+//! [`Written::Buffered`]; a saturated database still fails the write.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,8 +18,9 @@ use datastorage_api::ValidatedEvent;
 
 use datastorage_api::LegalHoldReleased;
 
+use crate::buffer::SharedBuffer;
 use crate::db::holds::{NewHold, Placed, Release};
-use crate::db::{DbError, Store, WriteOutcome};
+use crate::db::{DbError, Store, WriteOutcome, RETRY_AFTER_DOWN};
 use crate::metrics::Metrics;
 use crate::workers::group_commit::GroupCommit;
 
@@ -28,6 +33,17 @@ pub struct AuditWriter {
     /// from the clients' writes.
     access: GroupCommit,
     metrics: Arc<Metrics>,
+    buffer: Option<SharedBuffer>,
+}
+
+/// What became of a write.
+#[derive(Debug)]
+pub enum Written<T> {
+    /// Committed (or an idempotent replay).
+    Stored(T),
+    /// The database was unreachable: kept in the outage buffer, durably, for replay. The
+    /// events' ids are those assigned at validation.
+    Buffered,
 }
 
 impl AuditWriter {
@@ -38,7 +54,28 @@ impl AuditWriter {
             access: GroupCommit::with_committers(store.clone(), max_group, 1),
             store,
             metrics,
+            buffer: None,
         }
+    }
+
+    /// This door, with writes that meet an outage kept in `buffer`.
+    pub fn with_buffer(mut self, buffer: SharedBuffer) -> Self {
+        self.buffer = Some(buffer);
+        self
+    }
+
+    /// Keeps `events` in the buffer; a buffer that refuses is a 503.
+    async fn keep(
+        buffer: &SharedBuffer,
+        events: Vec<ValidatedEvent>,
+        batch: bool,
+    ) -> Result<(), DbError> {
+        buffer.accept(events, batch).await.map(drop).map_err(|e| {
+            let message = format!(
+                "the database cannot be reached and {e}; nothing was stored, retry after Retry-After"
+            );
+            DbError::unavailable(message, e.to_string(), RETRY_AFTER_DOWN)
+        })
     }
 
     /// Writes one of the service's own access records (see [`crate::auth::access`]); returns
@@ -54,9 +91,32 @@ impl AuditWriter {
         Ok(outcome)
     }
 
-    /// Writes one event; returns once the group holding it has committed.
+    /// Writes one event; returns once the group holding it has committed, or once the outage
+    /// buffer holds it.
     #[tracing::instrument(skip_all, fields(correlation_id = %event.correlation_id))]
-    pub async fn write_one(&self, event: ValidatedEvent) -> Result<WriteOutcome, DbError> {
+    pub async fn write_one(&self, event: ValidatedEvent) -> Result<Written<WriteOutcome>, DbError> {
+        let Some(buffer) = &self.buffer else {
+            return self.commit_one(event).await.map(Written::Stored);
+        };
+        if buffer.database_down() {
+            return Self::keep(buffer, vec![event], false)
+                .await
+                .map(|()| Written::Buffered);
+        }
+        let copy = event.clone();
+        match self.commit_one(event).await {
+            Err(e) if e.is_outage() => {
+                tracing::warn!(error = %e, cause = e.cause(), "write met a database outage; buffering it");
+                buffer.mark_down();
+                Self::keep(buffer, vec![copy], false)
+                    .await
+                    .map(|()| Written::Buffered)
+            }
+            other => other.map(Written::Stored),
+        }
+    }
+
+    async fn commit_one(&self, event: ValidatedEvent) -> Result<WriteOutcome, DbError> {
         let start = Instant::now();
         let category = event.event_category.as_str();
         let outcome = self.group.write(event).await?;
@@ -66,9 +126,35 @@ impl AuditWriter {
         Ok(outcome)
     }
 
-    /// Writes a batch atomically, in order; every event gets an outcome in input order.
+    /// Writes a batch atomically, in order; every event gets an outcome in input order. With
+    /// the outage buffer, the batch is kept there whole on an outage.
     #[tracing::instrument(skip_all, fields(events = events.len()))]
     pub async fn write_batch(
+        &self,
+        events: Vec<ValidatedEvent>,
+    ) -> Result<Written<Vec<WriteOutcome>>, DbError> {
+        let Some(buffer) = &self.buffer else {
+            return self.commit_batch(&events).await.map(Written::Stored);
+        };
+        if buffer.database_down() {
+            return Self::keep(buffer, events, true)
+                .await
+                .map(|()| Written::Buffered);
+        }
+        match self.commit_batch(&events).await {
+            Err(e) if e.is_outage() => {
+                tracing::warn!(error = %e, cause = e.cause(), "batch met a database outage; buffering it");
+                buffer.mark_down();
+                Self::keep(buffer, events, true)
+                    .await
+                    .map(|()| Written::Buffered)
+            }
+            other => other.map(Written::Stored),
+        }
+    }
+
+    /// Commits a batch atomically (never buffered).
+    pub async fn commit_batch(
         &self,
         events: &[ValidatedEvent],
     ) -> Result<Vec<WriteOutcome>, DbError> {

@@ -124,6 +124,7 @@ impl Settings {
         let db = &mut settings.database;
         let from_file = match &db.secrets_file {
             Some(path) => Some(read_secrets(
+                "database",
                 path,
                 &db.password_key,
                 db.username_key.as_deref(),
@@ -137,6 +138,14 @@ impl Settings {
             db.password = Some(p);
         } else if let Some((password, _)) = from_file {
             db.password = Some(password);
+        }
+        let redis_used =
+            settings.buffer.enabled && settings.buffer.backend == super::BufferBackend::Redis;
+        if let Some(redis) = settings.redis.as_mut().filter(|_| redis_used) {
+            if let Some(path) = &redis.secrets_file {
+                let key = redis.password_key.as_deref().unwrap_or("password");
+                redis.password = Some(read_secrets("redis", path, key, None)?.0);
+            }
         }
         settings.validate().map_err(|e| anyhow!("{source}: {e}"))?;
         Ok(Loaded {
@@ -200,12 +209,13 @@ fn set_path(tree: &mut Value, keys: &[String], value: Value) {
 /// mapping of keys to values (upstream's form), or a file whose whole content is the password
 /// (a mounted Kubernetes Secret key), one trailing newline ignored.
 fn read_secrets(
+    section: &str,
     path: &Path,
     password_key: &str,
     username_key: Option<&str>,
 ) -> Result<(Secret, Option<String>)> {
     let text = std::fs::read_to_string(path)
-        .with_context(|| format!("database.secretsFile: cannot read {}", path.display()))?;
+        .with_context(|| format!("{section}.secretsFile: cannot read {}", path.display()))?;
     let map = match serde_norway::from_str::<Value>(&text) {
         Ok(Value::Mapping(map)) => map,
         // Not a mapping: the file is the password itself.
@@ -213,7 +223,7 @@ fn read_secrets(
             let raw = text.strip_suffix('\n').unwrap_or(&text);
             let raw = raw.strip_suffix('\r').unwrap_or(raw);
             if raw.is_empty() {
-                bail!("database.secretsFile {} is empty", path.display());
+                bail!("{section}.secretsFile {} is empty", path.display());
             }
             return Ok((Secret::new(raw), None));
         }
@@ -225,7 +235,7 @@ fn read_secrets(
     };
     let password = text_of(password_key).ok_or_else(|| {
         anyhow!(
-            "database.secretsFile {} has no string key {password_key:?} (database.passwordKey)",
+            "{section}.secretsFile {} has no string key {password_key:?} ({section}.passwordKey)",
             path.display()
         )
     })?;

@@ -20,6 +20,7 @@
 //! cross-section rules in `settings`, loading in `load`.
 
 mod auth;
+mod buffer;
 mod checkpoints;
 mod database;
 mod hash_chain;
@@ -35,6 +36,7 @@ mod validation;
 mod values;
 
 pub use auth::*;
+pub use buffer::*;
 pub use checkpoints::*;
 pub use database::*;
 pub use hash_chain::HashChainSettings;

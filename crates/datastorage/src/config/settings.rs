@@ -4,6 +4,7 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use super::auth::AuthSettings;
+use super::buffer::{BufferBackend, BufferSettings};
 use super::checkpoints::CheckpointSettings;
 use super::database::{DatabaseSettings, Driver, SslMode};
 use super::hash_chain::HashChainSettings;
@@ -37,8 +38,10 @@ pub struct Settings {
     /// Upstream's HMAC key of the hash chain, applied when `hashChain.keyFile` is not set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditSettings>,
-    /// Upstream's Redis dead-letter queue: accepted, inactive (writes never fall back to a
-    /// queue yet).
+    /// The outage buffer: where writes go while the database cannot be reached.
+    pub buffer: BufferSettings,
+    /// Upstream's Redis section: the server of the outage buffer when `buffer.backend` is
+    /// `redis`, else inactive.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisSettings>,
     /// Retention: the purge worker and the time partitions of `audit_events`.
@@ -99,6 +102,16 @@ impl Settings {
         let db = &self.database;
         let mut problems = self.retention.problems();
         problems.extend(self.checkpoints.problems());
+        problems.extend(self.buffer.problems(
+            self.redis.as_ref().and_then(|r| r.addr.as_deref()),
+            s.max_batch_size,
+        ));
+        if self.buffer.enabled && self.buffer.backend == BufferBackend::Redis {
+            let redis = self.redis.clone().unwrap_or_default();
+            if redis.tls.as_ref().is_some_and(|t| t.enabled) {
+                problems.push("redis.tls.enabled: TLS to Redis is not built yet, and the outage buffer will not send audit events to Redis in plain text when TLS is asked for; use buffer.backend disk, or a Redis on a trusted network with redis.tls.enabled false".to_owned());
+            }
+        }
         let ports = [
             ("server.port", Some(s.port)),
             ("server.metricsPort", Some(s.metrics_port)),
@@ -354,7 +367,8 @@ impl Settings {
     /// Sections and keys accepted from the upstream shape that do nothing here yet, by name.
     pub fn inactive_keys(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
-        if self.redis.is_some() {
+        let redis_used = self.buffer.enabled && self.buffer.backend == BufferBackend::Redis;
+        if self.redis.is_some() && !redis_used {
             v.push("redis");
         }
         if self.telemetry.is_some() {

@@ -22,6 +22,9 @@ pub struct RedisSettings {
     pub password_key: Option<String>,
     /// TLS to Redis.
     pub tls: Option<ClientTls>,
+    /// The password read from `secretsFile` at load.
+    #[serde(skip)]
+    pub password: Option<super::Secret>,
 }
 
 /// `telemetry:`, upstream's OTLP trace export.

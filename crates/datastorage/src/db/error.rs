@@ -4,6 +4,16 @@
 //! `Retry-After`), lock and statement timeouts and serialization failures [`DbError::Contention`]
 //! (503, short wait), data and constraint errors [`DbError::Data`] (400), the rest
 //! [`DbError::Internal`] (500).
+//!
+//! **Outage or saturation.** An `Unavailable` error is an *outage* ([`DbError::is_outage`]) when
+//! the database cannot be reached at all: a connection cannot be opened (refused, reset, TLS
+//! failure, `database.connectTimeout` passed), one was lost mid-request (I/O error, protocol
+//! error), or the server says it is shutting down, restarting or in recovery (SQLSTATE class
+//! `08`, `57P01`, `57P02`, `57P03`). Only an outage sends a write to the outage buffer. A
+//! database that answers but is *saturated* is not an outage: no pool connection freed up within
+//! `database.acquireTimeout`, too many connections or out of memory or disk (class `53`), lock
+//! and statement timeouts, serialization failures: those stay `503` with `Retry-After`, because
+//! buffering them would hide overload and grow the backlog it causes.
 
 use std::time::Duration;
 
@@ -54,6 +64,9 @@ pub enum DbError {
         cause: String,
         /// Suggested wait.
         retry_after: Duration,
+        /// Whether the database is unreachable (an outage), not merely busy; see the module's
+        /// rule.
+        outage: bool,
     },
     /// Too much contention to finish now (lock or statement timeout, deadlock or serialization
     /// failure after retries, SQLite busy); the client should retry. Unlike
@@ -86,7 +99,8 @@ pub enum DbError {
 }
 
 impl DbError {
-    /// An outage: `message` for the client, `cause` for the log.
+    /// The database answers but cannot serve now (saturation): `message` for the client,
+    /// `cause` for the log.
     pub fn unavailable(
         message: impl Into<String>,
         cause: impl Into<String>,
@@ -96,7 +110,32 @@ impl DbError {
             message: message.into(),
             cause: cause.into(),
             retry_after,
+            outage: false,
         }
+    }
+
+    /// The database cannot be reached (an outage): `message` for the client, `cause` for the
+    /// log.
+    pub fn down(message: impl Into<String>, cause: impl Into<String>) -> Self {
+        DbError::Unavailable {
+            message: message.into(),
+            cause: cause.into(),
+            retry_after: RETRY_AFTER_DOWN,
+            outage: true,
+        }
+    }
+
+    /// The cause for the log (the driver's words), where the error has one.
+    pub fn cause(&self) -> &str {
+        match self {
+            DbError::Unavailable { cause, .. } | DbError::Contention { cause, .. } => cause,
+            _ => "",
+        }
+    }
+
+    /// Whether the database is unreachable, as opposed to busy; see the module's rule.
+    pub fn is_outage(&self) -> bool {
+        matches!(self, DbError::Unavailable { outage: true, .. })
     }
 
     /// A copy of this error for each of several requests that share one failure.
@@ -106,10 +145,12 @@ impl DbError {
                 message,
                 cause,
                 retry_after,
+                outage,
             } => DbError::Unavailable {
                 message: message.clone(),
                 cause: cause.clone(),
                 retry_after: *retry_after,
+                outage: *outage,
             },
             DbError::Contention {
                 message,
@@ -141,11 +182,7 @@ impl DbError {
             | E::PoolTimedOut
             | E::PoolClosed
             | E::WorkerCrashed
-            | E::Protocol(_) => DbError::unavailable(
-                "lost the connection to the database",
-                cause,
-                RETRY_AFTER_DOWN,
-            ),
+            | E::Protocol(_) => DbError::down("lost the connection to the database", cause),
             E::Database(db) => {
                 let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
                 let message = public_message(&code);
@@ -155,6 +192,7 @@ impl DbError {
                         cause,
                         retry_after: RETRY_AFTER_BUSY,
                     },
+                    Class::Unavailable if is_outage_code(&code) => DbError::down(message, cause),
                     Class::Unavailable => DbError::unavailable(message, cause, RETRY_AFTER_BUSY),
                     Class::Data => DbError::Data(db.message().to_owned()),
                     Class::Internal => DbError::Internal(anyhow::Error::new(e)),
@@ -188,6 +226,12 @@ fn public_message(code: &str) -> &'static str {
         }
         _ => "the database could not finish the request",
     }
+}
+
+/// Whether an `Unavailable` SQLSTATE says the database cannot be reached, as opposed to busy:
+/// connection exceptions, and administrator, crash and start-up shutdowns.
+fn is_outage_code(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
 }
 
 enum Class {
@@ -235,5 +279,21 @@ mod tests {
         assert!(matches!(classify_code("13"), Class::Unavailable));
         assert!(matches!(classify_code("275"), Class::Data));
         assert!(matches!(classify_code("42P01"), Class::Internal));
+    }
+
+    #[test]
+    fn an_unreachable_database_is_an_outage_and_a_busy_one_is_not() {
+        for code in ["08006", "08001", "57P01", "57P02", "57P03"] {
+            assert!(is_outage_code(code), "{code}");
+        }
+        // Too many connections, out of memory or disk, query cancelled: saturation.
+        for code in [
+            "53300", "53200", "53100", "57014", "55P03", "40001", "5", "13",
+        ] {
+            assert!(!is_outage_code(code), "{code}");
+        }
+        assert!(DbError::down("x", "y").is_outage());
+        assert!(!DbError::unavailable("x", "y", RETRY_AFTER_BUSY).is_outage());
+        assert!(DbError::from_sqlx(sqlx::Error::Io(std::io::Error::other("reset"))).is_outage());
     }
 }

@@ -52,19 +52,22 @@ pub enum AcquireError {
 }
 
 impl From<AcquireError> for DbError {
+    /// Every connection busy is saturation; a connection that cannot be opened is an outage
+    /// (see [`DbError::is_outage`]).
     fn from(e: AcquireError) -> Self {
-        let retry_after = match e {
-            AcquireError::Timeout(_) => RETRY_AFTER_BUSY,
-            _ => RETRY_AFTER_DOWN,
-        };
-        let message = match &e {
-            AcquireError::Timeout(_) | AcquireError::ConnectTimeout(_) | AcquireError::Closed => {
-                e.to_string()
+        match &e {
+            AcquireError::Timeout(_) => {
+                DbError::unavailable(e.to_string(), e.to_string(), RETRY_AFTER_BUSY)
             }
+            AcquireError::Closed => {
+                DbError::unavailable(e.to_string(), e.to_string(), RETRY_AFTER_DOWN)
+            }
+            AcquireError::ConnectTimeout(_) => DbError::down(e.to_string(), e.to_string()),
             // The driver's words (and the host) stay in the log.
-            AcquireError::Connect(_) => "cannot connect to the database".to_owned(),
-        };
-        DbError::unavailable(message, e.to_string(), retry_after)
+            AcquireError::Connect(_) => {
+                DbError::down("cannot connect to the database", e.to_string())
+            }
+        }
     }
 }
 

@@ -111,6 +111,7 @@ impl From<DbError> for ApiError {
                 message,
                 cause,
                 retry_after,
+                ..
             }
             | DbError::Contention {
                 message,

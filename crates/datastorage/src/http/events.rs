@@ -5,11 +5,13 @@ use std::collections::HashMap;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
 use datastorage_api::{
-    validate_event, AuditEvent, AuditEventRequest, AuditEventResponse, AuditEventsQueryResponse,
-    BatchAuditEventResponse, EventQueryParams, FieldErrors, Problem, ValidatedEvent,
+    validate_event, AsyncAcceptanceResponse, AuditEvent, AuditEventRequest, AuditEventResponse,
+    AuditEventsQueryResponse, BatchAuditEventResponse, EventQueryParams, FieldErrors, Problem,
+    ValidatedEvent,
 };
 use serde_json::{json, Map, Value};
 use utoipa_axum::router::OpenApiRouter;
@@ -23,6 +25,26 @@ use crate::auth::access::{Action, Caller, ACCESS_CHAIN};
 use crate::config::AuthMode;
 use crate::db::RawJson;
 use crate::domain::fingerprint;
+use crate::writer::Written;
+
+/// The `202` of a write kept in the outage buffer.
+fn accepted(message: String, count: Option<usize>, ids: Vec<Uuid>) -> Response {
+    let (event_id, event_ids) = match count {
+        None => (ids.first().copied(), None),
+        Some(_) => (None, Some(ids)),
+    };
+    (
+        StatusCode::ACCEPTED,
+        Json(AsyncAcceptanceResponse {
+            status: "accepted".to_owned(),
+            message,
+            count,
+            event_id,
+            event_ids,
+        }),
+    )
+        .into_response()
+}
 
 /// Stamps a validated event with the principal writing it (`ingested_by`), and, when the
 /// server authenticates callers and the event names no actor, makes the principal its actor
@@ -63,11 +85,12 @@ pub fn router() -> OpenApiRouter<AppState> {
     request_body(content = AuditEventRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "Stored (or an idempotent replay)", body = AuditEventResponse),
+        (status = 202, description = "The database is unreachable: the event is kept in the outage buffer, durably, and stored when the database is back, under the event_id given here", body = AsyncAcceptanceResponse),
         (status = 400, description = "A field breaks a rule; `field_errors` names it", body = Problem, content_type = "application/problem+json"),
                 (status = 409, description = "The event_id is stored with other content", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is larger than server.maxBodySize", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The Content-Type is not application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database cannot serve now, or the body did not arrive within server.readTimeout; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is saturated (or unreachable with the outage buffer full, failing or off), or the body did not arrive within server.readTimeout; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(skip_all, fields(route = "/api/v1/audit/events", events = 1))]
@@ -75,7 +98,7 @@ async fn create_event(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     JsonBody(body, _budget): JsonBody,
-) -> Result<(StatusCode, Json<AuditEventResponse>)> {
+) -> Result<Response> {
     let mut event = validate_event(&body).map_err(ApiError::Validation)?;
     state
         .rules
@@ -83,7 +106,14 @@ async fn create_event(
         .map_err(ApiError::Validation)?;
     stamp(&mut event, &body, &caller, &state);
     drop(body);
-    let outcome = state.writer.write_one(event).await?;
+    let id = event.event_id;
+    let outcome = match state.writer.write_one(event).await? {
+        Written::Stored(outcome) => outcome,
+        Written::Buffered => {
+            let message = "audit event queued for async processing: the database is unreachable, the event is kept in the outage buffer and stored when it is back".to_owned();
+            return Ok(accepted(message, None, vec![id]));
+        }
+    };
     let message = if outcome.replayed {
         "audit event already stored (idempotent replay); nothing written"
     } else {
@@ -96,7 +126,8 @@ async fn create_event(
             event_timestamp: outcome.event_timestamp,
             message: message.to_owned(),
         }),
-    ))
+    )
+        .into_response())
 }
 
 /// `POST /api/v1/audit/events/batch`: 1..=`maxBatchSize` events, all or nothing → 201.
@@ -112,11 +143,12 @@ async fn create_event(
     request_body(content = Vec<AuditEventRequest>, content_type = "application/json"),
     responses(
         (status = 201, description = "Every event stored (or replayed)", body = BatchAuditEventResponse),
+        (status = 202, description = "The database is unreachable: the whole batch is kept in the outage buffer, durably, and stored when the database is back, under the event_ids given here", body = AsyncAcceptanceResponse),
         (status = 400, description = "A field breaks a rule, the batch is empty or larger than server.maxBatchSize", body = Problem, content_type = "application/problem+json"),
                 (status = 409, description = "An event_id is stored with other content", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "The body is larger than server.maxBodySize", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The Content-Type is not application/json", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The database cannot serve now, or the body did not arrive within server.readTimeout; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is saturated (or unreachable with the outage buffer full, failing or off), or the body did not arrive within server.readTimeout; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 #[tracing::instrument(skip_all, fields(route = "/api/v1/audit/events/batch", events))]
@@ -124,7 +156,7 @@ async fn create_events_batch(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     JsonBody(body, _budget): JsonBody,
-) -> Result<(StatusCode, Json<BatchAuditEventResponse>)> {
+) -> Result<Response> {
     let Value::Array(items) = body else {
         let mut errors = FieldErrors::default();
         errors.add("(body)", "a batch must be a JSON array of events");
@@ -188,7 +220,14 @@ async fn create_events_batch(
     // The parsed tree is several times the size of the events it validated into: free it
     // before waiting for the database, which bounds memory under concurrent large batches.
     drop(items);
-    let outcomes = state.writer.write_batch(&events).await?;
+    let ids: Vec<Uuid> = positions.iter().map(|&p| events[p].event_id).collect();
+    let outcomes = match state.writer.write_batch(events).await? {
+        Written::Stored(outcomes) => outcomes,
+        Written::Buffered => {
+            let message = format!("{} audit events queued for async processing: the database is unreachable, the batch is kept whole in the outage buffer and stored when it is back", ids.len());
+            return Ok(accepted(message, Some(ids.len()), ids));
+        }
+    };
     let written = outcomes.iter().filter(|o| !o.replayed).count();
     Ok((
         StatusCode::CREATED,
@@ -200,7 +239,8 @@ async fn create_events_batch(
                 positions.len() - written
             ),
         }),
-    ))
+    )
+        .into_response())
 }
 
 /// `GET /api/v1/audit/events`: filters, newest first, `limit`/`offset` or `cursor`.

@@ -41,16 +41,16 @@ pub(super) fn alive() -> Json<serde_json::Value> {
 }
 
 /// Ready: not shutting down, migrations applied (checked before the listener opened), and the
-/// database answers. A saturated pool still counts as answering, so load never takes the
-/// service out of rotation.
+/// database answers, or the outage buffer takes writes while it does not. A saturated pool
+/// still counts as answering, so load never takes the service out of rotation.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "health",
     summary = "Readiness",
     responses(
-        (status = 200, description = "Ready to accept writes", content_type = "application/json"),
-        (status = 503, description = "Starting, shutting down, or the database is unavailable; has Retry-After", content_type = "application/json"),
+        (status = 200, description = "Ready to accept writes: `{\"status\":\"ready\"}`, or, while the database is unreachable and the outage buffer takes writes, `{\"status\":\"ready\",\"database\":\"unavailable\",\"buffering\":true}`", content_type = "application/json"),
+        (status = 503, description = "Starting, shutting down, or the database is unavailable and no outage buffer takes writes; has Retry-After", content_type = "application/json"),
     )
 )]
 async fn get_readyz(State(state): State<AppState>) -> Response {
@@ -66,9 +66,22 @@ async fn get_readyz(State(state): State<AppState>) -> Response {
         return not_ready("shutting down");
     }
     let probe = tokio::time::timeout(READY_PING_TIMEOUT, state.store.ping()).await;
-    state.readiness.database(matches!(probe, Ok(Ok(()))));
+    let database_ok = matches!(probe, Ok(Ok(())));
+    // While the outage buffer takes writes, a database outage does not take the service out
+    // of rotation: clients do not gate on a database blip.
+    let buffering = !database_ok && state.buffer.as_ref().is_some_and(|b| b.accepting());
+    if buffering {
+        if let Some(buffer) = &state.buffer {
+            buffer.mark_down();
+        }
+    }
+    state.readiness.database(database_ok || buffering);
     match probe {
         Ok(Ok(())) => Json(json!({ "status": "ready" })).into_response(),
+        _ if buffering => {
+            Json(json!({ "status": "ready", "database": "unavailable", "buffering": true }))
+                .into_response()
+        }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: database unavailable");
             not_ready("database unavailable")

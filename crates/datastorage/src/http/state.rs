@@ -7,6 +7,7 @@ use tokio::sync::Semaphore;
 use super::readiness::Readiness;
 use crate::auth::access::AccessLog;
 use crate::auth::Auth;
+use crate::buffer::SharedBuffer;
 use crate::config::Settings;
 use crate::db::ReadStore;
 use crate::domain::keys::Signer;
@@ -49,4 +50,6 @@ pub struct AppState {
     pub checked_checkpoints: moka::sync::Cache<i64, ()>,
     /// Retention runs (the worker's, and those asked for by an administrator).
     pub purger: Purger,
+    /// The outage buffer, when `buffer.enabled`.
+    pub buffer: Option<SharedBuffer>,
 }

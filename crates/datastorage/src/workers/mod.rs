@@ -7,4 +7,5 @@
 pub mod checkpoints;
 pub mod group_commit;
 pub mod partitions;
+pub mod replay;
 pub mod retention;
