@@ -30,14 +30,21 @@
 //! 10. only with `--lifecycle` (issue 15), each step on its own database: the in-place migration
 //!     of an unpartitioned table of `--lifecycle-rows` (1 M; quick 100 k) seeded events, their
 //!     NDJSON export with the server's peak RSS, and purges dropping daily partitions at 100 k
-//!     rows and at `--lifecycle-rows`.
+//!     rows and at `--lifecycle-rows`;
+//! 11. only with `--buffer` (issue 16), for each outage-buffer backend (`--buffer-backends`,
+//!     disk and redis), on throwaway clusters of its own that it stops and starts: writes of
+//!     `--buffer-events` (100 k; quick 20 k) events in batches of 100 while PostgreSQL is down
+//!     (answered 202), the buffer's size, the replay's time to an empty buffer at the default
+//!     `buffer.replayRate` and at `--buffer-high-rate`, and the single-event load with and
+//!     without a replay running.
 //!
 //! `--skip-load` leaves out 1–3 (and `--skip-pool`, `--skip-verify`, `--skip-held`,
-//! `--skip-bodies`, `--skip-auth`, `--skip-sqlite` the others), to run a part alone. The harness prints
-//! numbers; it asserts nothing about them.
+//! `--skip-bodies`, `--skip-auth`, `--skip-sqlite` the others), to run a part alone; 10 and 11
+//! run only when asked for. The harness prints numbers; it asserts nothing about them.
 
 mod auth;
 mod bodies;
+mod buffer;
 mod events;
 mod held;
 mod lifecycle;
@@ -189,6 +196,29 @@ struct Cli {
     /// [default: 1000000, quick 100000].
     #[arg(long, value_name = "N")]
     lifecycle_rows: Option<u64>,
+    /// Run the outage-buffer part (issue 16; off by default): writes while PostgreSQL is
+    /// stopped, the buffer's size, the replay's throughput, live writes during a replay.
+    #[arg(long)]
+    buffer: bool,
+    /// Events written during each outage of the buffer part [default: 100000, quick 20000].
+    #[arg(long, value_name = "N")]
+    buffer_events: Option<u64>,
+    /// Concurrent writers during an outage (batches of 100 events, one request at a time each).
+    #[arg(long, default_value_t = 8)]
+    buffer_writers: usize,
+    /// Outage-buffer backends measured, in order.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [buffer::Store::Disk, buffer::Store::Redis])]
+    buffer_backends: Vec<buffer::Store>,
+    /// buffer.replayRate of the buffer part's ceiling run, events/s.
+    #[arg(long, default_value_t = 1_000_000)]
+    buffer_high_rate: u32,
+    /// Clients of the single-event load with and without a replay running.
+    #[arg(long, default_value_t = 16)]
+    buffer_live_clients: usize,
+    /// Measured seconds of each live-load window of the buffer part [default: 10, quick 2];
+    /// it must end before the replay does (100 k events at 5000 ev/s take 20 s).
+    #[arg(long, value_name = "SECS")]
+    buffer_live: Option<f64>,
 }
 
 /// Verified chains are `cid-<VERIFY_CID_BASE + length>`, apart from every other chain.
@@ -222,6 +252,8 @@ struct Sizes {
     auth: Duration,
     auth_rows: u64,
     lifecycle_rows: u64,
+    buffer_events: u64,
+    buffer_live: Duration,
 }
 
 impl Cli {
@@ -251,6 +283,11 @@ impl Cli {
                 .lifecycle_rows
                 .unwrap_or(if q { 100_000 } else { 1_000_000 })
                 .max(1),
+            buffer_events: self
+                .buffer_events
+                .unwrap_or(if q { 20_000 } else { 100_000 })
+                .max(1),
+            buffer_live: secs(self.buffer_live, 10.0, 2.0),
         }
     }
 }
@@ -894,6 +931,46 @@ async fn main() -> Result<()> {
         run.lifecycle = Some(lifecycle::markdown(&l));
     }
     drop(cluster);
+
+    // 11. The outage buffer (opt-in), on throwaway clusters of its own that it stops.
+    if cli.buffer {
+        run.facts.push((
+            "issue 16 part".to_owned(),
+            format!(
+                "outage buffer, backends {}: {} events in batches of {} from {} writers per outage, replayRate default ({}) and {}, single POST @{} for {:.0} s (+{:.0} s warm-up) with and without a replay",
+                cli.buffer_backends
+                    .iter()
+                    .map(|b| b.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                sz.buffer_events,
+                buffer::BATCH,
+                cli.buffer_writers.max(1),
+                buffer::DEFAULT_RATE,
+                cli.buffer_high_rate.max(1),
+                cli.buffer_live_clients.max(1),
+                sz.buffer_live.as_secs_f64(),
+                sz.warmup.as_secs_f64()
+            ),
+        ));
+        let b = buffer::run(
+            &ctx,
+            &pg_bin,
+            &server_bin,
+            &pg_cfg,
+            buffer::Opts {
+                events: sz.buffer_events,
+                writers: cli.buffer_writers.max(1),
+                stores: cli.buffer_backends.clone(),
+                high_rate: cli.buffer_high_rate.max(1),
+                live_clients: cli.buffer_live_clients.max(1),
+                live_warmup: sz.warmup,
+                live: sz.buffer_live,
+            },
+        )
+        .await;
+        run.buffer = Some(buffer::markdown(&b));
+    }
 
     // 9. SQLite.
     if !cli.skip_sqlite {

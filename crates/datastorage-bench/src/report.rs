@@ -89,6 +89,8 @@ pub struct Run {
     pub auth: Option<AuthRun>,
     /// The lifecycle part's section (issue 15), Markdown from its `## ` heading on.
     pub lifecycle: Option<String>,
+    /// The outage-buffer part's section (issue 16), Markdown from its `## ` heading on.
+    pub buffer: Option<String>,
     /// Free-form notes (seeding, chain verification, skipped parts).
     pub notes: Vec<String>,
     /// Wall time of the whole run, seconds.
@@ -663,6 +665,9 @@ pub fn markdown(run: &Run) -> String {
     bodies_section(&mut out, run);
     auth_section(&mut out, run);
     if let Some(section) = &run.lifecycle {
+        out.push_str(section);
+    }
+    if let Some(section) = &run.buffer {
         out.push_str(section);
     }
     let _ = writeln!(out, "\n## Where the time goes\n");

@@ -110,6 +110,9 @@ pub struct ServerConfig {
     /// `retention:`; with `lifecycle_workers` false it must not repeat `retention:` or
     /// `checkpoints:`, which are written then).
     pub extra_yaml: Option<String>,
+    /// Keys added to the generated `database:` section, each line indented two spaces (e.g.
+    /// `  connectTimeout: 1s\n`); they must not repeat a key the harness writes there.
+    pub database_yaml: Option<String>,
 }
 
 impl ServerConfig {
@@ -125,6 +128,7 @@ impl ServerConfig {
             record_reads: None,
             lifecycle_workers: false,
             extra_yaml: None,
+            database_yaml: None,
         }
     }
 }
@@ -170,6 +174,12 @@ pub fn config_yaml(cfg: &ServerConfig, api: u16, metrics: u16) -> String {
             "  driver: sqlite\n  sqlitePath: \"{}\"\n",
             path.display()
         )),
+    }
+    if let Some(keys) = &cfg.database_yaml {
+        y.push_str(keys);
+        if !keys.ends_with('\n') {
+            y.push('\n');
+        }
     }
     // The lifecycle workers run in the lifecycle part only, where their cost is what is
     // measured; elsewhere a purge scan or a checkpoint of every head would land in the middle of
