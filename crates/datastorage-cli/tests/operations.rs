@@ -859,11 +859,13 @@ async fn sigterm_during_a_burst_loses_no_acknowledged_write() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn database_outage_answers_503_with_retry_after_and_recovers() {
+async fn without_the_buffer_a_database_outage_answers_503_with_retry_after_and_recovers() {
     within(TEST_TIMEOUT, async {
         let cluster = tokio::task::block_in_place(|| TempCluster::start(&[]));
         let db = PgDb::create_on(&cluster.admin_url()).await;
-        let server = Server::start(&database_yaml(&db, "  connectTimeout: 2s\n"), "").await;
+        // Without the outage buffer (with it, see tests/outage_buffer.rs: 202).
+        let database = database_yaml(&db, "  connectTimeout: 2s\n");
+        let server = Server::start(&format!("{database}buffer:\n  enabled: false\n"), "").await;
         assert_eq!(server.post(&event("outage")).await.status(), 201);
 
         tokio::task::block_in_place(|| cluster.stop());

@@ -43,6 +43,10 @@ pub enum AcquireError {
     /// driver's cause, so it has no separate source, which would print it twice).
     #[error("{0}")]
     Connect(String),
+    /// The database refused a new connection for lack of resources (too many connections,
+    /// SQLSTATE class `53`): it answers, it is full. Saturation, not an outage.
+    #[error("{0}")]
+    Full(String),
     /// Opening a new connection took longer than `connectTimeout`.
     #[error("connecting to the database took longer than {} (database.connectTimeout)", format_duration(*.0))]
     ConnectTimeout(Duration),
@@ -52,8 +56,8 @@ pub enum AcquireError {
 }
 
 impl From<AcquireError> for DbError {
-    /// Every connection busy is saturation; a connection that cannot be opened is an outage
-    /// (see [`DbError::is_outage`]).
+    /// Every connection busy, or a database with no room for another, is saturation; a
+    /// connection that cannot be opened otherwise is an outage (see [`DbError::is_outage`]).
     fn from(e: AcquireError) -> Self {
         match &e {
             AcquireError::Timeout(_) => {
@@ -62,6 +66,11 @@ impl From<AcquireError> for DbError {
             AcquireError::Closed => {
                 DbError::unavailable(e.to_string(), e.to_string(), RETRY_AFTER_DOWN)
             }
+            AcquireError::Full(_) => DbError::unavailable(
+                "the database has no room for another connection",
+                e.to_string(),
+                RETRY_AFTER_DOWN,
+            ),
             AcquireError::ConnectTimeout(_) => DbError::down(e.to_string(), e.to_string()),
             // The driver's words (and the host) stay in the log.
             AcquireError::Connect(_) => {
@@ -218,6 +227,18 @@ struct Backoff {
     failures: u32,
     retry_at: Option<Instant>,
     last_error: String,
+    /// The last attempt was refused for lack of room (SQLSTATE class `53`).
+    last_full: bool,
+}
+
+/// Whether a failed connection attempt (or the backoff's stand-in for one) says the database
+/// is full rather than unreachable.
+fn refused_as_full(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| c.starts_with("53")),
+        sqlx::Error::Io(io) => io.kind() == std::io::ErrorKind::ResourceBusy,
+        _ => false,
+    }
 }
 
 impl Backoff {
@@ -244,12 +265,21 @@ impl<C: Connection + 'static> managed::Manager for ConnManager<C> {
         {
             let backoff = lock();
             if let Some(at) = backoff.retry_at.filter(|at| Instant::now() < *at) {
-                return Err(sqlx::Error::Io(std::io::Error::other(format!(
+                // The stand-in keeps the kind of the last failure: full, or unreachable.
+                let kind = if backoff.last_full {
+                    std::io::ErrorKind::ResourceBusy
+                } else {
+                    std::io::ErrorKind::Other
+                };
+                return Err(sqlx::Error::Io(std::io::Error::new(
+                    kind,
+                    format!(
                     "not connecting again for {:?} after {} failed attempts in a row; the last: {}",
                     at.saturating_duration_since(Instant::now()),
                     backoff.failures,
                     backoff.last_error
-                ))));
+                ),
+                )));
             }
         }
         match self.options.connect().await {
@@ -262,6 +292,7 @@ impl<C: Connection + 'static> managed::Manager for ConnManager<C> {
                 backoff.failures += 1;
                 backoff.retry_at = Some(Instant::now() + backoff.wait());
                 backoff.last_error = e.to_string();
+                backoff.last_full = refused_as_full(&e);
                 Err(e)
             }
         }
@@ -448,11 +479,14 @@ impl<C: Connection + 'static> Pool<C> {
         match e {
             PoolError::Timeout(TimeoutType::Wait) => AcquireError::Timeout(limits.acquire_timeout),
             PoolError::Timeout(_) => AcquireError::ConnectTimeout(limits.connect_timeout),
-            PoolError::Backend(e) => AcquireError::Connect(connect_failure(
-                &self.shared.target,
-                self.shared.has_password,
-                &e,
-            )),
+            PoolError::Backend(e) => {
+                let message = connect_failure(&self.shared.target, self.shared.has_password, &e);
+                if refused_as_full(&e) {
+                    AcquireError::Full(message)
+                } else {
+                    AcquireError::Connect(message)
+                }
+            }
             PoolError::Closed | PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_) => {
                 AcquireError::Closed
             }
