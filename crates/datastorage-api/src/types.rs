@@ -413,6 +413,10 @@ pub struct AsyncAcceptanceResponse {
     /// The id of the event (single writes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_id: Option<Uuid>,
+    /// Its timestamp, as it will be stored (single writes), so the answer reads as an
+    /// `AuditEventResponse` too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_timestamp: Option<DateTime<Utc>>,
     /// Ids in request order (batches).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_ids: Option<Vec<Uuid>>,

@@ -445,3 +445,155 @@ async fn redis_down_changes_nothing_while_the_database_is_up() {
     o.cluster.restart();
     o.server.stop().await;
 }
+
+/// SIGTERM, and the exit within `limit`; the exit must be clean.
+async fn terminate(server: &mut Server, limit: Duration) {
+    sigterm(server.proc.id());
+    let status = server.proc.wait_exit(limit).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "no clean exit within {limit:?}\n{}",
+        server.log_tail()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_replays_what_it_can_within_the_grace_period_and_leaves_the_rest_on_disk() {
+    // A slow replay (200 events/s, 15 s for 3,000) and a 5 s grace period.
+    let mut o = start("buffer:\n  replayRate: 200\n  replayBatchSize: 100\n").await;
+    let config = std::fs::read_to_string(&o.server.config).unwrap();
+    std::fs::write(
+        &o.server.config,
+        config.replace("server:\n", "server:\n  shutdownTimeout: 5s\n"),
+    )
+    .unwrap();
+    o.server.proc.kill();
+    o.server.respawn().await;
+    o.cluster.stop();
+    let mut ids = post_all(&o.server, &events("term", 3_000, 5), 100, 202).await;
+    o.cluster.restart();
+    let begun = Instant::now() + Duration::from_secs(20);
+    while o
+        .server
+        .metric("datastorage_buffer_replayed_events_total")
+        .await
+        == 0.0
+    {
+        assert!(Instant::now() < begun, "{}", o.server.log_tail());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The drain at shutdown runs without the rate limit: all of it within the grace period.
+    let signalled = Instant::now();
+    terminate(&mut o.server, Duration::from_secs(20)).await;
+    assert!(
+        signalled.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        signalled.elapsed()
+    );
+    assert_eq!(o.db.count().await, 3_000, "drained at shutdown");
+    assert!(!o.server.log_text().contains("still holds writes"));
+
+    // Now a drain that cannot finish: the table is locked, so nothing commits; the exit comes
+    // at the grace period and the buffer keeps everything for the next start.
+    o.server.respawn().await;
+    o.cluster.stop();
+    ids.extend(post_all(&o.server, &events("term", 1_000, 5), 100, 202).await);
+    o.cluster.restart();
+    let mut blocker = sqlx::PgConnection::connect(&o.db.url()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
+    sqlx::query("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let signalled = Instant::now();
+    terminate(&mut o.server, Duration::from_secs(30)).await;
+    assert!(
+        signalled.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        signalled.elapsed()
+    );
+    assert!(
+        o.server.log_text().contains("still holds writes"),
+        "{}",
+        o.server.log_tail()
+    );
+    sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+    assert_eq!(o.db.count().await, 3_000);
+    o.server.respawn().await;
+    drained(&o.server).await;
+    stored_exactly_once(&o.db, &ids).await;
+    assert_eq!(o.db.count().await, 4_000);
+    chains_verify(&o.server, "term", 5).await;
+    o.server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_entries_of_a_killed_replica_are_claimed_and_stored_once() {
+    let buffer = redis_buffer();
+    let stream = buffer
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("redisStream: "))
+        .unwrap()
+        .to_owned();
+    let mut o = start(&buffer).await;
+    o.cluster.stop();
+    let ids = post_all(&o.server, &events("claim", 1_000, 4), 100, 202).await;
+    // The database answers but the table is locked: the replay reads entries (now pending for
+    // this consumer), and its commit waits out database.lockTimeout.
+    o.cluster.restart();
+    let mut blocker = sqlx::PgConnection::connect(&o.db.url()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
+    sqlx::query("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let mut redis = redis::Client::open("redis://127.0.0.1:6379/")
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let pending = || {
+        let mut redis = redis.clone();
+        let stream = stream.clone();
+        async move {
+            let summary: redis::Value = redis::cmd("XPENDING")
+                .arg(&stream)
+                .arg("datastorage")
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            match summary {
+                redis::Value::Array(parts) => match &parts[0] {
+                    redis::Value::Int(n) => *n,
+                    _ => 0,
+                },
+                _ => 0,
+            }
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pending().await == 0 {
+        assert!(Instant::now() < deadline, "{}", o.server.log_tail());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    o.server.proc.kill();
+    assert!(
+        pending().await > 0,
+        "the killed replica left entries pending"
+    );
+    sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+    // A new replica (a new consumer name) claims them after buffer.claimIdle (5 s here).
+    o.server.respawn().await;
+    drained(&o.server).await;
+    assert_eq!(pending().await, 0);
+    stored_exactly_once(&o.db, &ids).await;
+    assert_eq!(o.db.count().await, 1_000);
+    chains_verify(&o.server, "claim", 4).await;
+    let _: () = redis::cmd("DEL")
+        .arg(&stream)
+        .arg(format!("{stream}:events"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    o.server.stop().await;
+}

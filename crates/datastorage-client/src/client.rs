@@ -270,8 +270,10 @@ impl Client {
         &self.base
     }
 
-    /// `POST /api/v1/audit/events`: writes one event (201). Sending an `event_id` makes the
-    /// write idempotent: a replay answers 201 with the same id and writes nothing.
+    /// `POST /api/v1/audit/events`: writes one event (201; 202 when the server's database is
+    /// unreachable and its outage buffer kept the event, stored later under the id answered).
+    /// Sending an `event_id` makes the write idempotent: a replay answers 201 with the same id
+    /// and writes nothing.
     pub async fn create_event(
         &self,
         event: &AuditEventRequest,
@@ -281,7 +283,8 @@ impl Client {
     }
 
     /// `POST /api/v1/audit/events/batch`: writes 1..=`server.maxBatchSize` events, all or
-    /// nothing (201). Ids come back in request order.
+    /// nothing (201; 202 when the server's outage buffer kept the batch whole). Ids come back
+    /// in request order.
     pub async fn create_events_batch(
         &self,
         events: &[AuditEventRequest],

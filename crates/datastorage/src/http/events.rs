@@ -27,8 +27,13 @@ use crate::db::RawJson;
 use crate::domain::fingerprint;
 use crate::writer::Written;
 
-/// The `202` of a write kept in the outage buffer.
-fn accepted(message: String, count: Option<usize>, ids: Vec<Uuid>) -> Response {
+/// The `202` of a write kept in the outage buffer; `timestamp` is the single event's.
+fn accepted(
+    message: String,
+    count: Option<usize>,
+    ids: Vec<Uuid>,
+    timestamp: Option<chrono::DateTime<Utc>>,
+) -> Response {
     let (event_id, event_ids) = match count {
         None => (ids.first().copied(), None),
         Some(_) => (None, Some(ids)),
@@ -40,6 +45,7 @@ fn accepted(message: String, count: Option<usize>, ids: Vec<Uuid>) -> Response {
             message,
             count,
             event_id,
+            event_timestamp: timestamp,
             event_ids,
         }),
     )
@@ -106,12 +112,12 @@ async fn create_event(
         .map_err(ApiError::Validation)?;
     stamp(&mut event, &body, &caller, &state);
     drop(body);
-    let id = event.event_id;
+    let (id, timestamp) = (event.event_id, event.event_timestamp);
     let outcome = match state.writer.write_one(event).await? {
         Written::Stored(outcome) => outcome,
         Written::Buffered => {
             let message = "audit event queued for async processing: the database is unreachable, the event is kept in the outage buffer and stored when it is back".to_owned();
-            return Ok(accepted(message, None, vec![id]));
+            return Ok(accepted(message, None, vec![id], Some(timestamp)));
         }
     };
     let message = if outcome.replayed {
@@ -225,7 +231,7 @@ async fn create_events_batch(
         Written::Stored(outcomes) => outcomes,
         Written::Buffered => {
             let message = format!("{} audit events queued for async processing: the database is unreachable, the batch is kept whole in the outage buffer and stored when it is back", ids.len());
-            return Ok(accepted(message, Some(ids.len()), ids));
+            return Ok(accepted(message, Some(ids.len()), ids, None));
         }
     };
     let written = outcomes.iter().filter(|o| !o.replayed).count();
