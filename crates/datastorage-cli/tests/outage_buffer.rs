@@ -166,6 +166,17 @@ async fn stored_exactly_once(db: &PgDb, accepted: &[Uuid]) {
     assert_eq!(distinct.len(), accepted.len(), "an id was answered twice");
 }
 
+/// A session holding `audit_events` in an open transaction (`ROLLBACK` on it lets go).
+async fn lock_events_table(db: &PgDb) -> sqlx::PgConnection {
+    let mut blocker = sqlx::PgConnection::connect(&db.url()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
+    sqlx::query("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    blocker
+}
+
 /// Every chain of `prefix-0..chains` verifies.
 async fn chains_verify(server: &Server, prefix: &str, chains: usize) {
     for i in 0..chains {
@@ -395,15 +406,9 @@ async fn a_poison_event_is_quarantined_and_the_events_behind_it_are_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn saturation_is_a_503_not_an_outage() {
     let o = start("").await;
-    let url = o.db.url();
     // Another session holds the table: writes hit database.lockTimeout (the database answers,
     // it is busy), so they are refused with 503, never buffered.
-    let mut blocker = sqlx::PgConnection::connect(&url).await.unwrap();
-    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
-    sqlx::query("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut blocker)
-        .await
-        .unwrap();
+    let mut blocker = lock_events_table(&o.db).await;
     let r = o.server.post(&event("busy")).await;
     assert_eq!(r.status(), 503, "{}", r.text().await.unwrap());
     assert_eq!(
@@ -499,12 +504,7 @@ async fn sigterm_replays_what_it_can_within_the_grace_period_and_leaves_the_rest
     o.cluster.stop();
     ids.extend(post_all(&o.server, &events("term", 1_000, 5), 100, 202).await);
     o.cluster.restart();
-    let mut blocker = sqlx::PgConnection::connect(&o.db.url()).await.unwrap();
-    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
-    sqlx::query("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut blocker)
-        .await
-        .unwrap();
+    let mut blocker = lock_events_table(&o.db).await;
     let signalled = Instant::now();
     terminate(&mut o.server, Duration::from_secs(30)).await;
     assert!(
@@ -541,12 +541,7 @@ async fn pending_entries_of_a_killed_replica_are_claimed_and_stored_once() {
     // The database answers but the table is locked: the replay reads entries (now pending for
     // this consumer), and its commit waits out database.lockTimeout.
     o.cluster.restart();
-    let mut blocker = sqlx::PgConnection::connect(&o.db.url()).await.unwrap();
-    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
-    sqlx::query("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut blocker)
-        .await
-        .unwrap();
+    let mut blocker = lock_events_table(&o.db).await;
     let mut redis = redis::Client::open("redis://127.0.0.1:6379/")
         .unwrap()
         .get_multiplexed_async_connection()

@@ -68,13 +68,20 @@ async fn get_readyz(State(state): State<AppState>) -> Response {
     let probe = tokio::time::timeout(READY_PING_TIMEOUT, state.store.ping()).await;
     let database_ok = matches!(probe, Ok(Ok(())));
     // While the outage buffer takes writes, a database outage does not take the service out
-    // of rotation: clients do not gate on a database blip.
-    let buffering = !database_ok && state.buffer.as_ref().is_some_and(|b| b.accepting());
-    if buffering {
-        if let Some(buffer) = &state.buffer {
-            buffer.mark_down();
+    // of rotation: clients do not gate on a database blip. Only an outage counts: a probe
+    // that timed out is a slow database unless writes already found it unreachable.
+    let buffering = state.buffer.as_ref().is_some_and(|b| {
+        let outage = match &probe {
+            Ok(Err(e)) => e.is_outage(),
+            Ok(Ok(())) => false,
+            Err(_) => b.database_down(),
+        };
+        if outage && b.accepting() {
+            b.mark_down();
+            return true;
         }
-    }
+        false
+    });
     state.readiness.database(database_ok || buffering);
     match probe {
         Ok(Ok(())) => Json(json!({ "status": "ready" })).into_response(),
