@@ -227,3 +227,89 @@ impl DiskBuffer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use datastorage_api::validate_event;
+    use serde_json::json;
+
+    use super::*;
+
+    fn write(n: usize) -> BufferedWrite {
+        let events = (0..n)
+            .map(|i| {
+                validate_event(&json!({
+                    "version": "1.0", "event_type": "t.x", "event_category": "gateway",
+                    "event_action": "a", "event_outcome": "success", "correlation_id": format!("c{i}"),
+                    "event_timestamp": "2026-12-01T00:00:00Z", "event_data": {"i": i},
+                }))
+                .unwrap()
+            })
+            .collect();
+        BufferedWrite::new(events, true)
+    }
+
+    fn settings(dir: &std::path::Path) -> BufferSettings {
+        BufferSettings {
+            dir: dir.to_path_buf(),
+            segment_bytes: 4096,
+            ..BufferSettings::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn taken_records_stay_until_settled_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (buffer, depth) = DiskBuffer::open(&settings(dir.path())).await.unwrap();
+        assert_eq!(depth.events, 0);
+        let (a, b, c) = (write(3), write(2), write(1));
+        for w in [&a, &b, &c] {
+            buffer.append(w).await.unwrap();
+        }
+        // Taking twice without settling hands out the same records; at least one record even
+        // when it alone passes max_events.
+        let first = buffer.take(1).await.unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].write, a);
+        assert_eq!(buffer.take(5).await.unwrap().len(), 2, "a and b: 5 events");
+        buffer.settle(&first).await.unwrap();
+        drop(buffer);
+
+        // A new process finds b and c (a segment is deleted only once all of it is settled,
+        // so a is replayed again too: an idempotent no-op in the database).
+        let (buffer, depth) = DiskBuffer::open(&settings(dir.path())).await.unwrap();
+        assert_eq!(depth.events, 6, "the unsettled segment is counted whole");
+        assert!(depth.oldest.is_some());
+        let all = buffer.take(100).await.unwrap();
+        let ids: Vec<_> = all.iter().map(|p| p.write.events[0].event_id).collect();
+        assert_eq!(
+            ids,
+            [&a, &b, &c].map(|w| w.events[0].event_id).to_vec(),
+            "in order, nothing lost"
+        );
+        assert!(all
+            .iter()
+            .all(|p| p.write.events.iter().all(|e| e.id_supplied)));
+        buffer.settle(&all).await.unwrap();
+        assert!(buffer.take(100).await.unwrap().is_empty());
+        assert_eq!(buffer.used(), 0, "settled segments are deleted");
+    }
+
+    #[tokio::test]
+    async fn past_max_bytes_the_buffer_refuses_as_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = settings(dir.path());
+        s.max_bytes = 8192;
+        let (buffer, _) = DiskBuffer::open(&s).await.unwrap();
+        let refused = loop {
+            if let Err(e) = buffer.append(&write(2)).await {
+                break e;
+            }
+        };
+        assert!(
+            matches!(&refused, BufferError::Full(m) if m.contains("buffer.maxBytes")),
+            "{refused}"
+        );
+        assert!(buffer.used() <= 8192);
+    }
+}
