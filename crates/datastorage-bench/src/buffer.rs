@@ -37,7 +37,7 @@ use crate::load::{self, Conn, Work};
 use crate::pg::{Db, DbExt as _};
 use crate::report::Scenario;
 use crate::server::{Backend, Metrics, Server, ServerConfig};
-use crate::sys::{CpuSnap, CpuUse, Probe};
+use crate::sys::{proc_ticks, CpuSnap, CpuUse, Probe};
 use crate::Ctx;
 
 /// Events per request while the database is down.
@@ -116,6 +116,8 @@ pub struct Accept {
     pub hist: Histogram<u64>,
     /// CPU over the phase (PostgreSQL is down).
     pub cpu: CpuUse,
+    /// CPU of `redis-server` over the phase, core-seconds (`redis`).
+    pub redis_cpu: Option<f64>,
     /// Δ `datastorage_buffer_accepted_events_total` over the phase.
     pub accepted_metric: f64,
     /// Δ `datastorage_buffer_refused_events_total`.
@@ -152,6 +154,8 @@ pub struct Replay {
     pub quarantined: f64,
     /// CPU from PostgreSQL's readiness to the drain.
     pub cpu: CpuUse,
+    /// CPU of `redis-server` over the same window, core-seconds (`redis`).
+    pub redis_cpu: Option<f64>,
     /// Rows of `audit_events` added by this outage (before the stop → after the drain), when
     /// no other load ran.
     pub rows_added: Option<i64>,
@@ -160,9 +164,7 @@ pub struct Replay {
 impl Replay {
     /// Replayed events per second, from PostgreSQL's readiness to the drain.
     pub fn rate_from_ready(&self) -> Option<f64> {
-        self.drained
-            .filter(|d| *d > 0.0)
-            .map(|d| self.replayed / d)
+        self.drained.filter(|d| *d > 0.0).map(|d| self.replayed / d)
     }
 
     /// Replayed events per second, from the first replayed event seen to the drain.
@@ -220,8 +222,8 @@ pub struct StoreRun {
     pub live: Option<Live>,
     /// Steps that failed, with why.
     pub failures: Vec<String>,
-    /// Warnings and errors each server logged (first few).
-    pub log_problems: Vec<(String, Vec<String>)>,
+    /// Warnings and errors each server logged, by message, with their counts.
+    pub log_problems: Vec<(String, Vec<(usize, String)>)>,
 }
 
 /// The whole part.
@@ -235,6 +237,8 @@ pub struct BufferRun {
     pub dir_fs: String,
     /// Redis's `appendonly` / `appendfsync`, as read by `redis-cli`.
     pub redis_persistence: Option<String>,
+    /// Redis's version.
+    pub redis_version: Option<String>,
     /// Load average when the part began.
     pub loadavg: String,
     /// Correlation ids the events draw from.
@@ -294,6 +298,27 @@ fn redis_persistence() -> Result<String> {
         parts.push(format!("{key} {value}"));
     }
     Ok(parts.join(", "))
+}
+
+/// A field of `INFO server` (`process_id`, `redis_version`).
+fn redis_info(field: &str) -> Option<String> {
+    let text = redis_cli(&["INFO", "server"]).ok()?;
+    text.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix(&format!("{field}:"))
+            .map(str::to_owned)
+    })
+}
+
+/// CPU of `redis-server` between two tick readings, core-seconds.
+fn redis_secs(pid: Option<u32>, t0: Option<u64>, tck: f64) -> Option<f64> {
+    let t1 = pid.and_then(proc_ticks)?;
+    Some(t1.saturating_sub(t0?) as f64 / tck)
+}
+
+/// Cores busy with anything but the server, PostgreSQL, this harness and Redis.
+fn others(cpu: &CpuUse, redis: Option<f64>) -> f64 {
+    (cpu.others_cores() - redis.unwrap_or(0.0) / cpu.wall.max(1e-9)).max(0.0)
 }
 
 /// Removes this run's keys (the stream, its event counter, its quarantine).
@@ -382,6 +407,8 @@ struct Session {
     srv: Server,
     dir: tempfile::TempDir,
     stream: String,
+    /// `redis-server`'s pid (`redis`), for its CPU.
+    redis_pid: Option<u32>,
 }
 
 impl Session {
@@ -401,12 +428,16 @@ impl Session {
         let stream = format!("bench:{}", uuid::Uuid::new_v4().simple());
         let cfg = config_on(base, &db, store, dir.path(), &stream, rate);
         let srv = Server::start(server_bin, &cfg).await?;
+        let redis_pid = (store == Store::Redis)
+            .then(|| redis_info("process_id").and_then(|p| p.parse().ok()))
+            .flatten();
         Ok(Self {
             cluster,
             db,
             srv,
             dir,
             stream,
+            redis_pid,
         })
     }
 
@@ -425,9 +456,9 @@ impl Session {
     }
 
     /// Stops the server and the cluster, removes the Redis keys; returns the server's log
-    /// problems.
-    async fn finish(self, store: Store, failures: &mut Vec<String>) -> Vec<String> {
-        let problems = self.srv.log_problems();
+    /// problems by message.
+    async fn finish(self, store: Store, failures: &mut Vec<String>) -> Vec<(usize, String)> {
+        let problems = self.srv.log_problem_kinds();
         if let Err(e) = self.srv.stop().await {
             failures.push(format!("stopping the server: {e:#}"));
         }
@@ -444,7 +475,13 @@ impl Session {
 
 /// Writes `events` events as batches of [`BATCH`] from `writers` writers, one keep-alive
 /// connection each; every request is bounded by [`load::REQUEST_TIMEOUT`].
-async fn write_while_down(ctx: &Ctx, srv: &Server, events: u64, writers: usize) -> Accept {
+async fn write_while_down(
+    ctx: &Ctx,
+    srv: &Server,
+    events: u64,
+    writers: usize,
+    redis_pid: Option<u32>,
+) -> Accept {
     let requests = events.div_ceil(BATCH as u64);
     let next = Arc::new(AtomicU64::new(0));
     let probe = Probe {
@@ -453,12 +490,17 @@ async fn write_while_down(ctx: &Ctx, srv: &Server, events: u64, writers: usize) 
     };
     let m0 = metrics_at(srv.metrics).await.unwrap_or_default();
     let c0 = CpuSnap::take(probe);
+    let r0 = redis_pid.and_then(proc_ticks);
     let start = Instant::now();
     let seed0 = fastrand::u64(..);
     let tasks: Vec<_> = (0..writers.max(1))
         .map(|w| {
             let next = next.clone();
-            let mut gen = Gen::new(ctx.templates.clone(), ctx.cids, seed0.wrapping_add(w as u64));
+            let mut gen = Gen::new(
+                ctx.templates.clone(),
+                ctx.cids,
+                seed0.wrapping_add(w as u64),
+            );
             let addr = srv.api;
             tokio::spawn(async move {
                 let mut conn = Conn::new(addr);
@@ -510,6 +552,7 @@ async fn write_while_down(ctx: &Ctx, srv: &Server, events: u64, writers: usize) 
         first_answer: f64::INFINITY,
         hist: new_hist(),
         cpu: CpuUse::default(),
+        redis_cpu: None,
         accepted_metric: 0.0,
         refused_metric: 0.0,
         gauge_events: 0.0,
@@ -531,6 +574,7 @@ async fn write_while_down(ctx: &Ctx, srv: &Server, events: u64, writers: usize) 
     }
     a.seconds = start.elapsed().as_secs_f64();
     a.cpu = c0.until(&CpuSnap::take(probe), ctx.tck);
+    a.redis_cpu = redis_secs(redis_pid, r0, ctx.tck);
     let m1 = metrics_at(srv.metrics).await.unwrap_or_default();
     a.accepted_metric = counter(&m1, "datastorage_buffer_accepted_events")
         - counter(&m0, "datastorage_buffer_accepted_events");
@@ -578,10 +622,12 @@ struct Watched {
     replayed: f64,
     quarantined: f64,
     cpu: CpuUse,
+    redis_cpu: Option<f64>,
 }
 
 /// Polls `/metrics` from `ready` until the buffer is empty and everything of this outage is
 /// replayed or quarantined (`target` events over `base`), or until `limit`.
+#[allow(clippy::too_many_arguments)]
 async fn watch_drain(
     metrics: SocketAddr,
     base: Metrics,
@@ -589,22 +635,22 @@ async fn watch_drain(
     ready: Instant,
     limit: Duration,
     probe: Probe,
+    redis_pid: Option<u32>,
     tck: f64,
 ) -> Watched {
     let c0 = CpuSnap::take(probe);
+    let r0 = redis_pid.and_then(proc_ticks);
     let mut w = Watched::default();
     let base_replayed = counter(&base, "datastorage_buffer_replayed_events");
     let base_quarantined = counter(&base, "datastorage_buffer_quarantined_events");
     while ready.elapsed() < limit {
         if let Ok(m) = metrics_at(metrics).await {
             w.replayed = counter(&m, "datastorage_buffer_replayed_events") - base_replayed;
-            w.quarantined =
-                counter(&m, "datastorage_buffer_quarantined_events") - base_quarantined;
+            w.quarantined = counter(&m, "datastorage_buffer_quarantined_events") - base_quarantined;
             if w.first_replayed.is_none() && w.replayed > 0.0 {
                 w.first_replayed = Some(ready.elapsed().as_secs_f64());
             }
-            if m.get("datastorage_buffer_events") <= 0.0 && w.replayed + w.quarantined >= target
-            {
+            if m.get("datastorage_buffer_events") <= 0.0 && w.replayed + w.quarantined >= target {
                 w.drained = Some(ready.elapsed().as_secs_f64());
                 break;
             }
@@ -612,6 +658,7 @@ async fn watch_drain(
         tokio::time::sleep(POLL).await;
     }
     w.cpu = c0.until(&CpuSnap::take(probe), tck);
+    w.redis_cpu = redis_secs(redis_pid, r0, tck);
     w
 }
 
@@ -636,7 +683,7 @@ async fn outage(
         o.events, o.writers
     ));
     stop_cluster(&s.cluster);
-    let mut accept = write_while_down(ctx, &s.srv, o.events, o.writers).await;
+    let mut accept = write_while_down(ctx, &s.srv, o.events, o.writers, s.redis_pid).await;
     settle_gauges(&s.srv, &mut accept, s.dir.path(), store).await;
     ctx.log.say(format!(
         "    {} events answered 202 in {:.2} s ({:.0} ev/s), answers {}; buffer {:.0} events, {:.1} MiB (gauge){}",
@@ -664,6 +711,7 @@ async fn outage(
         ready,
         drain_limit(o.events, rate),
         probe,
+        s.redis_pid,
         ctx.tck,
     ));
     let mut live_run = None;
@@ -726,6 +774,7 @@ async fn outage(
         replayed: w.replayed,
         quarantined: w.quarantined,
         cpu: w.cpu,
+        redis_cpu: w.redis_cpu,
         rows_added: match (live, rows_before, rows_after) {
             (None, Some(b), Some(a)) => Some(a - b),
             _ => None,
@@ -864,16 +913,20 @@ async fn high_rate_session(
         o.high_rate
     ));
     let s = Session::start(pg_bin, server_bin, base, store, Some(o.high_rate)).await?;
-    let result = outage(ctx, &s, store, o, o.high_rate, "outage at a high replayRate", None)
-        .await
-        .map(|(x, _)| run.outages.push(x));
+    let result = outage(
+        ctx,
+        &s,
+        store,
+        o,
+        o.high_rate,
+        "outage at a high replayRate",
+        None,
+    )
+    .await
+    .map(|(x, _)| run.outages.push(x));
     let problems = s.finish(store, &mut run.failures).await;
     run.log_problems.push((
-        format!(
-            "The {} server at replayRate {}",
-            store.name(),
-            o.high_rate
-        ),
+        format!("The {} server at replayRate {}", store.name(), o.high_rate),
         problems,
     ));
     result
@@ -894,6 +947,7 @@ pub async fn run(
         stores: Vec::new(),
         dir_fs,
         redis_persistence: None,
+        redis_version: None,
         loadavg: loadavg(),
         cids: ctx.cids,
         seconds: 0.0,
@@ -908,7 +962,10 @@ pub async fn run(
         };
         if store == Store::Redis {
             match redis_persistence() {
-                Ok(p) => out.redis_persistence = Some(p),
+                Ok(p) => {
+                    out.redis_persistence = Some(p);
+                    out.redis_version = redis_info("redis_version");
+                }
                 Err(e) => {
                     ctx.log
                         .say(format!("  outage buffer, redis: skipped: {e:#}"));
@@ -926,8 +983,7 @@ pub async fn run(
                 "  outage buffer, {}: default-rate session failed: {e:#}",
                 store.name()
             ));
-            run.failures
-                .push(format!("default-rate session: {e:#}"));
+            run.failures.push(format!("default-rate session: {e:#}"));
         }
         if let Err(e) = high_rate_session(ctx, pg_bin, server_bin, base, store, &o, &mut run).await
         {
@@ -994,9 +1050,10 @@ pub fn markdown(run: &BufferRun) -> String {
         out,
         "For each backend, PostgreSQL on throwaway clusters of this part's own (the test kit's `TempCluster`, stock settings, fsync on, `max_connections=200`, loopback), stopped with `pg_ctl stop -m immediate` (as a crash: every connection is cut) and started again with `pg_ctl start -w` (crash recovery included). \
          The server: the release binary, generated config as above plus `database.connectTimeout: 1s` and `database.acquireTimeout: 2s` (an outage is seen within a second), `buffer.backend` as named, `buffer.dir` a fresh folder on {} (`disk`; segment files fsynced per record before the 202), every other `buffer` key at its default (`replayBatchSize` {DEFAULT_REPLAY_BATCH}, `probeInterval` 1s, `maxBytes` 1 GiB, `segmentBytes` 8 MiB); \
-         `redis`: the machine's Redis at {REDIS_ADDR} ({}), a stream `bench:<uuid>` of its own per server, its keys deleted afterwards. \
+         `redis`: the machine's Redis{} at {REDIS_ADDR} ({}), a stream `bench:<uuid>` of its own per server, its keys deleted afterwards. \
          Schema measured: the partitioned `audit_events` of the current migrations, empty at the start of each session. Part load average at start: {}; the part took {:.0} s.\n",
         run.dir_fs,
+        run.redis_version.as_deref().map_or(String::new(), |v| format!(" {v}")),
         run.redis_persistence.as_deref().map_or("not reached".to_owned(), |p| format!("`{p}`: the 202 is Redis's acknowledgement, in memory, not an fsync")),
         run.loadavg,
         run.seconds
@@ -1008,7 +1065,7 @@ pub fn markdown(run: &BufferRun) -> String {
          Then the cluster is started: *pg_ctl start s* is how long that took; *first replayed s* and *drained s* are seconds from PostgreSQL's readiness to the first `datastorage_buffer_replayed_events_total` increment and until `datastorage_buffer_events` is 0 (and every accepted event is replayed or quarantined), polled every {} ms. \
          *replay ev/s* = events replayed (Δ `datastorage_buffer_replayed_events_total`) ÷ *drained s*; *after first* divides by *drained s − first replayed s* instead (the probe's delay left out); *÷ replayRate* is *replay ev/s* ÷ the configured `buffer.replayRate`. \
          The default-rate session: outage 1 with nothing else running, the live load with no replay, then outage 2 with the live load during its replay; the high-rate session is a fresh cluster and server with `buffer.replayRate: {}`. \
-         CPU is core-µs per event over the replay (PostgreSQL's readiness → drained); *other load* is CPU used by anything but the server, PostgreSQL and this harness, in cores (a quiet machine shows 0.00).\n",
+         CPU is core-µs per event: over the writes (PostgreSQL down) and over the replay (PostgreSQL's readiness → drained); *Redis CPU* is `redis-server`'s own (its pid from `INFO server`); *other load* is CPU used by anything but the server, PostgreSQL, Redis and this harness, in cores (a quiet machine shows 0.00).\n",
         o.events,
         run.cids,
         o.writers,
@@ -1017,20 +1074,25 @@ pub fn markdown(run: &BufferRun) -> String {
     );
     for s in &run.stores {
         for f in &s.failures {
-            let _ = writeln!(out, "**Failed** ({}): {}\n", s.store.name(), f.replace('`', "'"));
+            let _ = writeln!(
+                out,
+                "**Failed** ({}): {}\n",
+                s.store.name(),
+                f.replace('`', "'")
+            );
         }
     }
     let _ = writeln!(out, "### Accepting while PostgreSQL is down\n");
     let _ = writeln!(
         out,
-        "| backend | outage | events sent (requests) | answers | events answered 202 | Δ accepted / refused (metric) | accept s | first answer s | accept ev/s | request p50 / p99 / max ms | buffer MiB (gauge) | files MiB | bytes per event | server CPU µs/ev | other load (cores) |\n|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| backend | outage | events sent (requests) | answers | events answered 202 | Δ accepted / refused (metric) | accept s | first answer s | accept ev/s | request p50 / p99 / max ms | buffer MiB (gauge) | files MiB | bytes per event | server CPU µs/ev | Redis CPU µs/ev | other load (cores) |\n|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for s in &run.stores {
         for x in &s.outages {
             let a = &x.accept;
             let _ = writeln!(
                 out,
-                "| {} | {} | {} ({}) | {} | {} | {:.0} / {:.0} | {:.2} | {:.2} | **{:.0}** | {:.1} / {:.1} / {:.1} | {} | {} | {:.0} | {} | {:.2} |",
+                "| {} | {} | {} ({}) | {} | {} | {:.0} / {:.0} | {:.2} | {:.2} | **{:.0}** | {:.1} / {:.1} / {:.1} | {} | {} | {:.0} | {} | {} | {:.2} |",
                 s.store.name(),
                 x.label,
                 a.events_sent,
@@ -1049,14 +1111,15 @@ pub fn markdown(run: &BufferRun) -> String {
                 a.file_bytes.map_or("–".to_owned(), |b| mib(b as f64)),
                 a.gauge_bytes / (a.accepted.max(1)) as f64,
                 us_per(a.cpu.server, a.accepted as f64),
-                a.cpu.others_cores()
+                us_per(a.redis_cpu, a.accepted as f64),
+                others(&a.cpu, a.redis_cpu)
             );
         }
     }
     let _ = writeln!(out, "\n### Replay once PostgreSQL is back\n");
     let _ = writeln!(
         out,
-        "| backend | outage | replayRate | pg_ctl start s | first replayed s | drained s | events replayed | quarantined | replay ev/s | after first ev/s | ÷ replayRate | rows added = replayed | server CPU µs/ev | PostgreSQL CPU µs/ev | other load (cores) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"
+        "| backend | outage | replayRate | pg_ctl start s | first replayed s | drained s | events replayed | quarantined | replay ev/s | after first ev/s | ÷ replayRate | rows added = replayed | server CPU µs/ev | PostgreSQL CPU µs/ev | Redis CPU µs/ev | other load (cores) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"
     );
     for s in &run.stores {
         for x in &s.outages {
@@ -1064,7 +1127,7 @@ pub fn markdown(run: &BufferRun) -> String {
             let live = r.rows_added.is_none();
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {:.2} | {} | {} | {:.0} | {:.0} | **{}** | {} | {} | {} | {} | {} | {:.2} |",
+                "| {} | {} | {} | {:.2} | {} | {} | {:.0} | {:.0} | **{}** | {} | {} | {} | {} | {} | {} | {:.2} |",
                 s.store.name(),
                 x.label,
                 rate_name(r.rate),
@@ -1084,7 +1147,8 @@ pub fn markdown(run: &BufferRun) -> String {
                 },
                 if live { "–".to_owned() } else { us_per(r.cpu.server, r.replayed) },
                 if live { "–".to_owned() } else { us_per(r.cpu.pg, r.replayed) },
-                r.cpu.others_cores()
+                if live { "–".to_owned() } else { us_per(r.redis_cpu, r.replayed) },
+                others(&r.cpu, r.redis_cpu)
             );
         }
     }
@@ -1108,7 +1172,7 @@ pub fn markdown(run: &BufferRun) -> String {
             out,
             "The harness's single-event load (`POST /api/v1/audit/events`, {} closed-loop clients, {:.0} s warm-up, then {:.0} s measured) on the default-rate server: with no replay (after outage 1 drained), and during outage 2's replay, started once the replay's first commit showed the database marked up. \
              The measured window ended {:.1} s after PostgreSQL's readiness and the buffer drained after {}: the window {} the replay. \
-             Over the load run during the replay (warm-up included, {:.1} s) the replay committed {:.0} events ({:.0} ev/s against its replayRate of {}). Ratios are *during the replay ÷ no replay*.\n",
+             Over the load run during the replay (warm-up included, {:.1} s) the replay committed {:.0} events ({:.0} ev/s against its replayRate of {}). Ratios are *during the replay ÷ no replay*{}.\n",
             l.baseline.clients,
             o.live_warmup.as_secs_f64(),
             l.baseline.outcome.window,
@@ -1118,7 +1182,12 @@ pub fn markdown(run: &BufferRun) -> String {
             rep_secs,
             rep,
             rep / rep_secs.max(1e-9),
-            during_replay.rate
+            during_replay.rate,
+            if s.store == Store::Redis {
+                "; *other load* here includes `redis-server`"
+            } else {
+                ""
+            }
         );
         let (b, d) = (&l.baseline.outcome, &l.during.outcome);
         let _ = writeln!(
@@ -1182,12 +1251,15 @@ pub fn markdown(run: &BufferRun) -> String {
             if lines.is_empty() {
                 continue;
             }
+            let total: usize = lines.iter().map(|(n, _)| n).sum();
             let _ = writeln!(
                 out,
-                "\n{who} logged {} warning/error lines{}; first: `{}`",
-                lines.len(),
-                if lines.len() >= 20 { " or more" } else { "" },
-                lines[0].replace('`', "'")
+                "\n{who} logged {total} warning/error lines: {}.",
+                lines
+                    .iter()
+                    .map(|(n, k)| format!("{n} × `{}`", k.replace('`', "'")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
     }
@@ -1209,16 +1281,36 @@ mod tests {
             name: "x".into(),
         };
         let base = ServerConfig::new(Backend::Sqlite(PathBuf::from("/tmp/x.db")), 25, Some(25));
-        let cfg = config_on(&base, &db, Store::Redis, Path::new("/tmp/b"), "bench:1", None);
+        let cfg = config_on(
+            &base,
+            &db,
+            Store::Redis,
+            Path::new("/tmp/b"),
+            "bench:1",
+            None,
+        );
         let y = crate::server::config_yaml(&cfg, 1, 2);
         let database = y.split_once("database:\n").unwrap().1;
         let database = database.split_once("retention:").unwrap().0;
-        assert!(database.contains("  connectTimeout: 1s\n  acquireTimeout: 2s\n"), "{y}");
+        assert!(
+            database.contains("  connectTimeout: 1s\n  acquireTimeout: 2s\n"),
+            "{y}"
+        );
         assert!(y.contains("buffer:\n  backend: redis\n  dir: \"/tmp/b\"\n  redisStream: bench:1\nredis:\n  addr: 127.0.0.1:6379\n"), "{y}");
         assert!(!y.contains("replayRate"));
-        let cfg = config_on(&base, &db, Store::Disk, Path::new("/tmp/b"), "s", Some(1_000_000));
+        let cfg = config_on(
+            &base,
+            &db,
+            Store::Disk,
+            Path::new("/tmp/b"),
+            "s",
+            Some(1_000_000),
+        );
         let y = crate::server::config_yaml(&cfg, 1, 2);
-        assert!(y.ends_with("buffer:\n  backend: disk\n  dir: \"/tmp/b\"\n  replayRate: 1000000\n"), "{y}");
+        assert!(
+            y.ends_with("buffer:\n  backend: disk\n  dir: \"/tmp/b\"\n  replayRate: 1000000\n"),
+            "{y}"
+        );
     }
 
     #[test]

@@ -312,6 +312,25 @@ impl Server {
             .collect()
     }
 
+    /// Every warning and error line of the log, grouped by message (colours, the leading
+    /// timestamp and the structured fields after the message removed), with how many times
+    /// each occurred, in the order first seen.
+    pub fn log_problem_kinds(&self) -> Vec<(usize, String)> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut kinds: Vec<(usize, String)> = Vec::new();
+        for line in text
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        {
+            let kind = problem_kind(&strip_ansi(line));
+            match kinds.iter_mut().find(|(_, k)| *k == kind) {
+                Some((n, _)) => *n += 1,
+                None => kinds.push((1, kind)),
+            }
+        }
+        kinds
+    }
+
     /// Peak resident memory so far (VmHWM), KiB.
     pub fn hwm_kib(&self) -> Option<u64> {
         vm_kib(self.pid, "VmHWM")
@@ -357,6 +376,30 @@ pub fn strip_ansi(s: &str) -> String {
         }
     }
     out
+}
+
+/// A log line's message: without its leading timestamp, cut before the first structured
+/// field (` name=`), at most 200 characters.
+pub fn problem_kind(line: &str) -> String {
+    let rest = line.trim_start();
+    let rest = match rest.split_once(char::is_whitespace) {
+        Some((first, tail)) if first.starts_with(|c: char| c.is_ascii_digit()) => tail.trim_start(),
+        _ => rest,
+    };
+    let bytes = rest.as_bytes();
+    let mut cut = rest.len();
+    for (i, _) in rest.match_indices(' ') {
+        let word: Vec<u8> = bytes[i + 1..]
+            .iter()
+            .copied()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'.')
+            .collect();
+        if !word.is_empty() && bytes.get(i + 1 + word.len()) == Some(&b'=') {
+            cut = i;
+            break;
+        }
+    }
+    rest[..cut].chars().take(200).collect()
 }
 
 /// Samples of a Prometheus text exposition, summed over labels, by metric name.
@@ -470,6 +513,15 @@ mod tests {
         let p = d.pool();
         assert_eq!(p.waits, 7.0);
         assert!((p.mean_wait_ms() - 100.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn problem_kinds_drop_the_time_and_the_fields() {
+        assert_eq!(
+            problem_kind("2026-12-01T20:10:18.765008Z  WARN datastorage::writer: batch met a database outage; buffering it error=x cause=y z"),
+            "WARN datastorage::writer: batch met a database outage; buffering it"
+        );
+        assert_eq!(problem_kind(" WARN a: b = c"), "WARN a: b = c");
     }
 
     #[test]
