@@ -336,21 +336,6 @@ fn loadavg() -> String {
         .join(" ")
 }
 
-fn fs_type(path: &Path) -> String {
-    std::process::Command::new("df")
-        .arg("--output=fstype")
-        .arg(path)
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .nth(1)
-                .map(|s| s.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
 /// `pg_ctl stop -m immediate` (blocking, off the async threads' duty).
 fn stop_cluster(c: &TempCluster) {
     tokio::task::block_in_place(|| c.stop());
@@ -941,7 +926,7 @@ pub async fn run(
     o: Opts,
 ) -> BufferRun {
     let started = Instant::now();
-    let dir_fs = fs_type(&std::env::temp_dir());
+    let dir_fs = crate::sys::fs_type(&std::env::temp_dir());
     let mut out = BufferRun {
         opts: o.clone(),
         stores: Vec::new(),

@@ -447,18 +447,7 @@ async fn main() -> Result<()> {
         )
         .await?;
     let data_fs = match &cluster {
-        Some(c) => std::process::Command::new("df")
-            .arg("--output=fstype")
-            .arg(c.data_dir())
-            .output()
-            .ok()
-            .and_then(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .nth(1)
-                    .map(|s| s.trim().to_owned())
-            })
-            .unwrap_or_default(),
+        Some(c) => sys::fs_type(&c.data_dir()),
         None => "unknown (external server)".to_owned(),
     };
     run.facts.push((

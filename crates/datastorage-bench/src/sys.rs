@@ -11,6 +11,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The file system type of `path` (`df --output=fstype`), `unknown` when `df` cannot tell.
+pub fn fs_type(path: &Path) -> String {
+    Command::new("df")
+        .arg("--output=fstype")
+        .arg(path)
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .nth(1)
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
 /// Clock ticks per second of `/proc` CPU times.
 pub fn clk_tck() -> f64 {
     Command::new("getconf")
