@@ -14,7 +14,7 @@
 //!    replay runs.
 //!
 //! The harness opens no database connection of its own: databases come from the test kit
-//! ([`Db::create_named`]) and the counts from [`DbExt`] on them. Redis is reached by
+//! ([`Db::create_named`]) and the counts from [`crate::pg::DbExt`] on them. Redis is reached by
 //! `redis-cli` only, to read its persistence settings and delete this run's keys.
 
 use std::collections::BTreeMap;
