@@ -1,10 +1,10 @@
 //! `datastorage check`: validate the config, connect, say whether the migrations are applied,
-//! print the effective pool settings and (PostgreSQL) the connection budget.
+//! print the outage buffer, the effective pool settings and (PostgreSQL) the connection budget.
 
 use std::io::Write;
 use std::process::ExitCode;
 
-use datastorage::config::{self, Driver, Settings};
+use datastorage::config::{self, BufferBackend, Driver, Settings};
 use datastorage::db::{capacity, Store};
 
 /// Runs the check, printing to `out`; exits 1 when the budget does not fit.
@@ -40,6 +40,7 @@ pub async fn check<W: Write>(settings: &Settings, out: &mut W) -> anyhow::Result
     } else {
         report_migrations(db, out).await?;
     }
+    report_buffer(settings, out)?;
     writeln!(out, "effective pool settings")?;
     let rows = [
         ("maxOpenConns", db.max_open_conns.to_string()),
@@ -99,6 +100,51 @@ async fn report_migrations<W: Write>(
             writeln!(out, "connection: ok, {e:#}")?
         }
         Err(e) => return Err(e),
+    }
+    Ok(())
+}
+
+/// Where writes go while the database is unreachable, and (disk) what waits there now. Reads
+/// only: the directory is not created, Redis is not contacted.
+fn report_buffer<W: Write>(settings: &Settings, out: &mut W) -> anyhow::Result<()> {
+    let b = &settings.buffer;
+    if !b.enabled {
+        writeln!(out, "outage buffer: off (buffer.enabled: false): writes are refused with 503 while the database is unreachable")?;
+        return Ok(());
+    }
+    match b.backend {
+        BufferBackend::Disk => {
+            let waiting = std::fs::read_dir(&b.dir).map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+                    .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+                    .fold((0, 0), |(n, bytes), len| (n + 1, bytes + len))
+            });
+            let state = match waiting {
+                Ok((0, _)) => "empty".to_owned(),
+                Ok((files, bytes)) => {
+                    format!("{files} segment files ({bytes} bytes) wait for replay")
+                }
+                Err(_) => "not created yet (serve creates it)".to_owned(),
+            };
+            writeln!(
+                out,
+                "outage buffer: disk in {}, at most {} bytes (buffer.maxBytes); {state}",
+                b.dir.display(),
+                b.max_bytes
+            )?;
+        }
+        BufferBackend::Redis => {
+            let redis = settings.redis.clone().unwrap_or_default();
+            writeln!(
+                out,
+                "outage buffer: redis stream {} on {}, at most {} entries (redis.dlqMaxLen); not contacted by check",
+                b.redis_stream,
+                redis.addr.as_deref().unwrap_or_default(),
+                redis.dlq_max_len.unwrap_or(config::DEFAULT_REDIS_MAX_ENTRIES)
+            )?;
+        }
     }
     Ok(())
 }

@@ -90,6 +90,14 @@ fn printed_default_config_is_accepted_by_check() {
     );
     assert!(stdout.contains("maxOpenConns              25"), "{stdout}");
     assert!(stdout.contains("does not apply to SQLite"), "{stdout}");
+    assert!(
+        stdout.contains("outage buffer: disk in ./data/buffer, at most 1073741824 bytes (buffer.maxBytes); not created yet"),
+        "{stdout}"
+    );
+    assert!(
+        !dir.path().join("data/buffer").exists(),
+        "check creates nothing"
+    );
 }
 
 #[test]
