@@ -1317,3 +1317,104 @@ async fn failed_connection_attempts_back_off_instead_of_hammering_a_full_server(
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Group commit: a group that fails part-way.
+// ---------------------------------------------------------------------------------------------
+
+/// Holds `audit_events` while `count` single writes queue behind it (one committer:
+/// `maxOpenConns: 2`), then lets go, so they commit as one group; returns each answer's status
+/// in request order and the number of distinct transactions that stored their rows (`xmin`).
+async fn queued_group(
+    server: &Server,
+    db: &PgDb,
+    round: &str,
+    count: usize,
+    poison_at: Option<usize>,
+) -> (Vec<u16>, i64) {
+    let mut blocker = PgConnection::connect(&db.url()).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
+    sqlx::query("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    // The one committer takes this write and waits on the lock.
+    let first = tokio::spawn({
+        let (http, url) = (server.http.clone(), server.events_url());
+        let body = event(&format!("{round}-first"));
+        async move { http.post(url).json(&body).send().await }
+    });
+    assert!(wait_for_lock_waiter(db, Duration::from_secs(10)).await);
+    let mut writes = Vec::new();
+    for i in 0..count {
+        let mut e = event(&format!("{round}-{i}"));
+        if poison_at == Some(i) {
+            e["event_type"] = json!("test.poison");
+        }
+        let (http, url) = (server.http.clone(), server.events_url());
+        writes.push(tokio::spawn(async move {
+            http.post(url)
+                .json(&e)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    // Every one of them queued for the busy committer (queued single writes count as waits).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pool_metric(&server.metrics().await, "datastorage_db_pool_waiting") < count as f64 {
+        assert!(Instant::now() < deadline, "{}", server.log_tail());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+    assert_eq!(first.await.unwrap().unwrap().status(), 201);
+    let mut statuses = Vec::new();
+    for w in writes {
+        statuses.push(w.await.unwrap());
+    }
+    let transactions: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT xmin::text) FROM audit_events WHERE correlation_id LIKE $1 || '-%' AND correlation_id <> $1 || '-first'",
+    )
+    .bind(round)
+    .fetch_one(&mut blocker)
+    .await
+    .unwrap();
+    blocker.close().await.ok();
+    (statuses, transactions)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commit_group_that_fails_part_way_answers_each_request_for_itself() {
+    within(TEST_TIMEOUT, async {
+        let db = PgDb::create().await;
+        let server = Server::start(&database_yaml(&db, "  maxOpenConns: 2\n"), "").await;
+        assert_eq!(server.post(&event("warm-up")).await.status(), 201);
+        // A rule the database enforces that validation does not know.
+        db.sql(&["ALTER TABLE audit_events ADD CONSTRAINT no_poison CHECK (event_type <> 'test.poison')"])
+            .await;
+
+        // Without a bad event the 40 queued writes are one group: one transaction.
+        let (statuses, transactions) = queued_group(&server, &db, "whole", 40, None).await;
+        assert!(statuses.iter().all(|s| *s == 201), "{statuses:?}");
+        assert_eq!(transactions, 1, "40 queued writes commit as one group");
+
+        // With one the database refuses, the group fails part-way: that request alone gets
+        // 400, each of the other 39 is written on its own and gets 201.
+        let (statuses, transactions) = queued_group(&server, &db, "split", 40, Some(17)).await;
+        for (i, s) in statuses.iter().enumerate() {
+            assert_eq!(*s, if i == 17 { 400 } else { 201 }, "request {i}: {statuses:?}");
+        }
+        assert_eq!(transactions, 39, "the failed group's events are retried one by one");
+        let stored: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM audit_events WHERE correlation_id LIKE 'split-%' AND correlation_id <> 'split-first'",
+        )
+        .fetch_one(&mut db.connect().await)
+        .await
+        .unwrap();
+        assert_eq!(stored, 39);
+        server.stop().await;
+    })
+    .await;
+}
