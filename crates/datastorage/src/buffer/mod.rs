@@ -327,14 +327,18 @@ impl OutageBuffer {
         match depth {
             Ok(depth) => {
                 if matches!(self.backend, Backend::Redis(_)) {
-                    self.healthy.store(true, Ordering::Relaxed);
+                    if !self.healthy.swap(true, Ordering::Relaxed) {
+                        tracing::info!("the outage buffer's Redis answers again");
+                    }
                     self.depth.store(depth.events, Ordering::Relaxed);
                 }
                 self.publish(&depth);
             }
             Err(e) => {
-                self.healthy.store(false, Ordering::Relaxed);
-                tracing::warn!(error = %e, "cannot read the outage buffer's depth");
+                // Once per loss, not once a second while Redis stays away.
+                if self.healthy.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "cannot read the outage buffer's depth; writes are unaffected while the database is up");
+                }
             }
         }
     }
