@@ -33,7 +33,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -131,7 +131,8 @@ impl Segment {
 
 struct Active {
     path: PathBuf,
-    file: File,
+    /// Shared with appenders that fsync it after letting go of the lock.
+    file: Arc<File>,
     bytes: u64,
     records: u64,
 }
@@ -141,12 +142,20 @@ struct Inner {
     active: Option<Active>,
     next_seq: u64,
     total_bytes: u64,
+    /// Records appended by this process, in order (the number of the last one).
+    written: u64,
+    /// Every record up to this number is in a sealed, fsynced segment.
+    sealed_through: u64,
 }
 
 /// One spool directory of records `T`, shared by its writers and its one reader.
 pub struct Spool<T> {
     config: SpoolOptions,
     inner: Mutex<Inner>,
+    /// Every record up to this number is on disk ([`Durability::EveryRecord`]). Held across the
+    /// fsync, so appenders that wrote meanwhile wait for it and share the next one (group
+    /// fsync) instead of each syncing alone.
+    synced: Mutex<u64>,
     records: PhantomData<fn(&T)>,
 }
 
@@ -285,7 +294,10 @@ impl<T: Serialize> Spool<T> {
                 active: None,
                 next_seq,
                 total_bytes,
+                written: 0,
+                sealed_through: 0,
             }),
+            synced: Mutex::new(0),
             config,
             records: PhantomData,
         })
@@ -331,31 +343,60 @@ impl<T: Serialize> Spool<T> {
             inner.total_bytes += MAGIC.len() as u64;
             inner.active = Some(Active {
                 path,
-                file,
+                file: Arc::new(file),
                 bytes: MAGIC.len() as u64,
                 records: 0,
             });
         }
         let active = inner.active.as_mut().expect("just opened");
         // One write per record: a crash leaves at most this record torn, at the segment's tail.
-        active.file.write_all(&record)?;
-        if self.config.durability == Durability::EveryRecord {
-            active.file.sync_data()?;
-        }
+        (&*active.file).write_all(&record)?;
         active.bytes += record.len() as u64;
         active.records += 1;
         let full = active.bytes >= self.config.segment_bytes;
         inner.total_bytes += record.len() as u64;
+        inner.written += 1;
+        let number = inner.written;
         if full {
             Self::seal(&mut inner)?;
         }
+        drop(inner);
+        if self.config.durability == Durability::EveryRecord {
+            self.sync_through(number)?;
+        }
         Ok(record.len() as u64)
+    }
+
+    /// Returns once record `number` is on disk: at once when an fsync since it was written
+    /// already covered it, else after one fsync of the active segment that covers every record
+    /// written so far (lock order: `synced`, then `inner`).
+    fn sync_through(&self, number: u64) -> io::Result<()> {
+        let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        if *synced >= number {
+            return Ok(());
+        }
+        let (file, last) = {
+            let inner = self.lock();
+            if inner.sealed_through >= number {
+                *synced = (*synced).max(inner.sealed_through);
+                return Ok(());
+            }
+            let active = inner
+                .active
+                .as_ref()
+                .expect("a record not yet sealed is in the active segment");
+            (Arc::clone(&active.file), inner.written)
+        };
+        file.sync_data()?;
+        *synced = last;
+        Ok(())
     }
 
     /// Seals the active segment: fsync, and queue it for replay.
     fn seal(inner: &mut Inner) -> io::Result<()> {
         if let Some(active) = inner.active.take() {
             active.file.sync_all()?;
+            inner.sealed_through = inner.written;
             inner.sealed.push_back(Segment {
                 path: active.path,
                 bytes: active.bytes,
@@ -473,6 +514,45 @@ mod tests {
         spool.finish(&next, false).unwrap();
         assert!(spool.is_empty());
         assert_eq!(spool.bytes(), 0);
+    }
+
+    #[test]
+    fn concurrent_appenders_sharing_fsyncs_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.durability = Durability::EveryRecord;
+        cfg.segment_bytes = 4096; // rotations while others wait for an fsync
+        let spool = std::sync::Arc::new(Spool::<Batch>::open(cfg.clone()).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let spool = std::sync::Arc::clone(&spool);
+                std::thread::spawn(move || {
+                    (0..50)
+                        .map(|_| {
+                            let b = batch(1);
+                            spool.append(&b).unwrap();
+                            b
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut appended: Vec<Batch> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        spool.close().unwrap();
+        let mut read = Vec::new();
+        while let Some(seg) = spool.next_segment().unwrap() {
+            let contents = read_segment::<Batch>(&seg.path).unwrap();
+            assert_eq!(contents.corrupt, 0);
+            read.extend(contents.records);
+            spool.finish(&seg, false).unwrap();
+        }
+        assert_eq!(read.len(), 400);
+        appended.sort();
+        read.sort();
+        assert_eq!(read, appended);
     }
 
     #[test]
