@@ -434,6 +434,17 @@ impl<T: Serialize> Spool<T> {
         Ok(())
     }
 
+    /// The files of the segments waiting for replay, oldest first (the active one last).
+    pub fn segment_paths(&self) -> Vec<PathBuf> {
+        let inner = self.lock();
+        inner
+            .sealed
+            .iter()
+            .map(|s| s.path.clone())
+            .chain(inner.active.as_ref().map(|a| a.path.clone()))
+            .collect()
+    }
+
     /// Bytes of the segments now.
     pub fn bytes(&self) -> u64 {
         self.lock().total_bytes

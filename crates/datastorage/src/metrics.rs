@@ -2,7 +2,8 @@
 //!
 //! Label values come only from bounded sets: route templates (never raw paths), HTTP methods
 //! the router knows, status codes the service emits, the contract's 14 event categories, the
-//! write kinds `single`/`batch`, and the pool name. Nothing from a request body or query string
+//! write kinds `single`/`batch`, the pool name, and the outage buffer's refusal reasons
+//! `full`/`failed`. Nothing from a request body or query string
 //! becomes a label value (an upstream defect).
 //!
 //! Pool gauges are read from the pool when `/metrics` is scraped; pool counters
@@ -379,7 +380,7 @@ impl Metrics {
             build,
         );
         let ready = Gauge::default();
-        registry.register("datastorage_ready", "1 while the service accepts traffic (database reachable, migrations applied, not shutting down)", ready.clone());
+        registry.register("datastorage_ready", "1 while the service accepts traffic (migrations applied, not shutting down, the database reachable or the outage buffer taking writes)", ready.clone());
 
         let cap = CapacityGauges::default();
         if capacity {

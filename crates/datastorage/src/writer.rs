@@ -70,7 +70,7 @@ impl AuditWriter {
         events: Vec<ValidatedEvent>,
         batch: bool,
     ) -> Result<(), DbError> {
-        buffer.accept(events, batch).await.map(drop).map_err(|e| {
+        buffer.accept(events, batch).await.map_err(|e| {
             let message = format!(
                 "the database cannot be reached and {e}; nothing was stored, retry after Retry-After"
             );

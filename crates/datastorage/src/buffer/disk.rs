@@ -56,19 +56,13 @@ impl DiskBuffer {
             segment_bytes: settings.segment_bytes,
             durability: Durability::EveryRecord,
         };
-        let dir = settings.dir.clone();
         let (spool, depth) = tokio::task::spawn_blocking(move || {
             let spool = Spool::<BufferedWrite>::open(options)?;
             let mut depth = Depth {
                 bytes: spool.bytes(),
                 ..Depth::default()
             };
-            let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-                .collect();
-            paths.sort();
-            for path in paths {
+            for path in spool.segment_paths() {
                 let heads = read_segment::<RecordHead>(&path)?;
                 for head in heads.records {
                     depth.events += head.count as u64;
@@ -107,11 +101,11 @@ impl DiskBuffer {
         *self.oldest.lock().unwrap_or_else(|p| p.into_inner()) = t;
     }
 
-    pub async fn append(&self, write: &BufferedWrite) -> Result<(), BufferError> {
+    pub async fn append(&self, write: BufferedWrite) -> Result<(), BufferError> {
+        let accepted_at = write.accepted_at;
         let spool = Arc::clone(&self.spool);
-        let record = write.clone();
         blocking(move || {
-            spool.append(&record).map_err(|e| match e {
+            spool.append(&write).map_err(|e| match e {
                 SpoolError::Full { used, max } => {
                     BufferError::Full(format!("{used} of {max} bytes of buffer.maxBytes used"))
                 }
@@ -127,7 +121,7 @@ impl DiskBuffer {
         self.oldest
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get_or_insert(write.accepted_at);
+            .get_or_insert(accepted_at);
         Ok(())
     }
 
@@ -264,7 +258,7 @@ mod tests {
         assert_eq!(depth.events, 0);
         let (a, b, c) = (write(3), write(2), write(1));
         for w in [&a, &b, &c] {
-            buffer.append(w).await.unwrap();
+            buffer.append(w.clone()).await.unwrap();
         }
         // Taking twice without settling hands out the same records; at least one record even
         // when it alone passes max_events.
@@ -302,7 +296,7 @@ mod tests {
         s.max_bytes = 8192;
         let (buffer, _) = DiskBuffer::open(&s).await.unwrap();
         let refused = loop {
-            if let Err(e) = buffer.append(&write(2)).await {
+            if let Err(e) = buffer.append(write(2)).await {
                 break e;
             }
         };

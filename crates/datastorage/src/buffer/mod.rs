@@ -176,17 +176,18 @@ impl OutageBuffer {
         &self,
         events: Vec<ValidatedEvent>,
         batch: bool,
-    ) -> Result<BufferedWrite, BufferError> {
+    ) -> Result<(), BufferError> {
         let write = BufferedWrite::new(events, batch);
+        let count = write.count;
         let result = match &self.backend {
-            Backend::Disk(d) => d.append(&write).await,
+            Backend::Disk(d) => d.append(write).await,
             Backend::Redis(r) => r.append(&write).await,
         };
         match &result {
             Ok(()) => {
                 self.healthy.store(true, Ordering::Relaxed);
-                self.depth.fetch_add(write.count as u64, Ordering::Relaxed);
-                self.metrics.accepted.inc_by(write.count as u64);
+                self.depth.fetch_add(count as u64, Ordering::Relaxed);
+                self.metrics.accepted.inc_by(count as u64);
                 self.metrics.buffering.set(1);
                 self.metrics
                     .events
@@ -198,11 +199,11 @@ impl OutageBuffer {
                     BufferError::Failed(_) => self.healthy.store(false, Ordering::Relaxed),
                     BufferError::Full(_) => self.full.store(true, Ordering::Relaxed),
                 }
-                self.metrics.refused(e.reason()).inc_by(write.count as u64);
-                tracing::warn!(error = %e, events = write.count, "outage buffer refused a write; answered 503");
+                self.metrics.refused(e.reason()).inc_by(count as u64);
+                tracing::warn!(error = %e, events = count, "outage buffer refused a write; answered 503");
             }
         }
-        result.map(|()| write)
+        result
     }
 
     /// Whether the database is known to be unreachable.
@@ -247,13 +248,9 @@ impl OutageBuffer {
     }
 
     fn fill_ratio(&self) -> f64 {
-        let capacity = match &self.backend {
-            Backend::Disk(d) => d.capacity(),
-            Backend::Redis(r) => r.capacity(),
-        };
-        let used = match &self.backend {
-            Backend::Disk(d) => d.used(),
-            Backend::Redis(r) => r.used(),
+        let (used, capacity) = match &self.backend {
+            Backend::Disk(d) => (d.used(), d.capacity()),
+            Backend::Redis(r) => (r.used(), r.capacity()),
         };
         used as f64 / capacity.max(1) as f64
     }

@@ -14,6 +14,7 @@
 //! Durability is Redis's: run it with `appendonly yes` and `appendfsync always` for the same
 //! promise as the `disk` backend.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone as _, Utc};
@@ -67,7 +68,7 @@ pub(super) struct RedisBuffer {
     append: Script,
     settle: Script,
     /// Entries in the stream at the last look.
-    entries: std::sync::atomic::AtomicU64,
+    entries: AtomicU64,
 }
 
 fn failed(e: impl std::fmt::Display) -> BufferError {
@@ -154,7 +155,7 @@ impl RedisBuffer {
     }
 
     pub fn used(&self) -> u64 {
-        self.entries.load(std::sync::atomic::Ordering::Relaxed)
+        self.entries.load(Ordering::Relaxed)
     }
 
     pub async fn append(&self, write: &BufferedWrite) -> Result<(), BufferError> {
@@ -172,13 +173,11 @@ impl RedisBuffer {
             .map_err(failed)?;
         match id {
             Some(_) => {
-                self.entries
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.entries.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
             None => {
-                self.entries
-                    .store(self.max_entries, std::sync::atomic::Ordering::Relaxed);
+                self.entries.store(self.max_entries, Ordering::Relaxed);
                 Err(BufferError::Full(format!(
                     "{} entries of redis.dlqMaxLen in {}",
                     self.max_entries, self.stream
@@ -334,8 +333,7 @@ impl RedisBuffer {
                 .query_async(&mut conn)
                 .await
                 .map_err(failed)?;
-        self.entries
-            .store(entries, std::sync::atomic::Ordering::Relaxed);
+        self.entries.store(entries, Ordering::Relaxed);
         Ok(Depth {
             events: events.unwrap_or(0).max(0) as u64,
             bytes: bytes.unwrap_or(0),

@@ -105,7 +105,7 @@ impl Replay {
             let started = Instant::now();
             let pending = match self.buffer.take(settings.replay_batch_size).await {
                 Ok(p) if p.is_empty() => {
-                    tokio::time::sleep(RETRY_WAIT.min(IDLE_POLL)).await;
+                    tokio::time::sleep(IDLE_POLL).await;
                     continue;
                 }
                 Ok(p) => p,
