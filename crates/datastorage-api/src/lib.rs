@@ -15,6 +15,7 @@ pub mod json;
 pub mod problem;
 pub mod query;
 pub mod signing;
+pub mod stats;
 pub mod types;
 pub mod validate;
 

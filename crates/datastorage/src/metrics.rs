@@ -246,6 +246,8 @@ pub struct Metrics {
     pub lifecycle: LifecycleMetrics,
     /// The outage buffer.
     pub buffer: BufferMetrics,
+    /// The live stream of committed events.
+    pub live: crate::workers::live::LiveMetrics,
 }
 
 /// Gauges of the connection budget check.
@@ -563,6 +565,28 @@ impl Metrics {
             let _ = b.refused(reason);
         }
 
+        let live = crate::workers::live::LiveMetrics::default();
+        registry.register(
+            "datastorage_stream_subscribers",
+            "Subscribers of the live event stream (GET /api/v1/audit/events/stream) now",
+            live.subscribers.clone(),
+        );
+        registry.register(
+            "datastorage_stream_refused_subscriptions",
+            "Stream subscriptions refused at explorer.streamMaxSubscribers (answered 503)",
+            live.refused.clone(),
+        );
+        registry.register(
+            "datastorage_stream_lagged_events",
+            "Events stream subscribers missed because they fell behind by more than explorer.streamBufferEvents",
+            live.lagged.clone(),
+        );
+        registry.register(
+            "datastorage_stream_dropped_events",
+            "Committed events the live stream dropped because its encoder was behind (writes never wait for it)",
+            live.dropped.clone(),
+        );
+
         // Pre-create the per-category series so a dashboard shows zeros instead of gaps.
         for c in datastorage_api::EventCategory::ALL {
             let _ = events_written.get_or_create(&CategoryLabels {
@@ -587,6 +611,7 @@ impl Metrics {
             auth,
             lifecycle,
             buffer,
+            live,
         }
     }
 

@@ -33,6 +33,7 @@ use crate::http::tls::Tls;
 use crate::http::{api_router, health_router, metrics_router, starting_router, AppState};
 use crate::metrics::Metrics;
 use crate::workers::checkpoints::Checkpointer;
+use crate::workers::live::LiveFeed;
 use crate::workers::partitions;
 use crate::workers::replay::{Mode, Replay};
 use crate::workers::retention::{holder_name, Purger};
@@ -156,6 +157,12 @@ async fn build(
         settings.server.max_batch_size,
         Arc::clone(&metrics),
     );
+    let live = LiveFeed::start(
+        settings.explorer.stream_buffer_events,
+        settings.explorer.stream_max_subscribers,
+        metrics.live.clone(),
+    );
+    writer = writer.with_live(live.clone());
     let buffer = if settings.buffer.enabled {
         let buffer = OutageBuffer::open(
             &settings.buffer,
@@ -214,6 +221,7 @@ async fn build(
         settings: Arc::new(settings),
         readiness,
         buffer,
+        live,
     };
     Ok(Service { state, store })
 }
@@ -328,6 +336,8 @@ pub async fn run(
     tokio::time::sleep(server.shutdown_delay).await;
     tracing::info!(timeout = %format_duration(server.shutdown_timeout), "shutdown: listeners closed, draining requests");
     let _ = stop_tx.send(true);
+    // Open streams end now; they would otherwise hold the drain until its timeout.
+    state.live.close();
     let grace_ends = tokio::time::Instant::now() + server.shutdown_timeout;
     let drained = tokio::time::timeout(server.shutdown_timeout, async {
         for s in servers {

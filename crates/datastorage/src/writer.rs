@@ -7,6 +7,9 @@
 //! Request handlers hold an `AuditWriter` and a [`crate::db::ReadStore`], never the store's
 //! write methods.
 //!
+//! Committed events (not replays, not the service's own access records) go to the live feed
+//! ([`crate::workers::live`]) when anyone subscribes.
+//!
 //! With the outage buffer ([`crate::buffer`]), a write that meets an outage (or arrives while
 //! the database is known to be down) is kept there instead and answered as
 //! [`Written::Buffered`]; a saturated database still fails the write.
@@ -23,6 +26,7 @@ use crate::db::holds::{NewHold, Placed, Release};
 use crate::db::{DbError, Store, WriteOutcome, RETRY_AFTER_DOWN};
 use crate::metrics::Metrics;
 use crate::workers::group_commit::GroupCommit;
+use crate::workers::live::LiveFeed;
 
 /// The write door. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -34,6 +38,7 @@ pub struct AuditWriter {
     access: GroupCommit,
     metrics: Arc<Metrics>,
     buffer: Option<SharedBuffer>,
+    live: Option<LiveFeed>,
 }
 
 /// What became of a write.
@@ -55,7 +60,19 @@ impl AuditWriter {
             store,
             metrics,
             buffer: None,
+            live: None,
         }
+    }
+
+    /// This door, with committed events handed to `live`.
+    pub fn with_live(mut self, live: LiveFeed) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    /// The live feed, for the wanted check before an event is moved into a write.
+    fn live(&self) -> Option<&LiveFeed> {
+        self.live.as_ref().filter(|l| l.wanted())
     }
 
     /// This door, with writes that meet an outage kept in `buffer`.
@@ -119,10 +136,14 @@ impl AuditWriter {
     async fn commit_one(&self, event: ValidatedEvent) -> Result<WriteOutcome, DbError> {
         let start = Instant::now();
         let category = event.event_category.as_str();
+        let copy = self.live().map(|_| event.clone());
         let outcome = self.group.write(event).await?;
         let written = (!outcome.replayed).then_some(category);
         self.metrics
             .observe_write("single", written, start.elapsed().as_secs_f64());
+        if let (Some(live), Some(copy), false) = (&self.live, copy, outcome.replayed) {
+            live.publish(vec![copy]);
+        }
         Ok(outcome)
     }
 
@@ -160,13 +181,21 @@ impl AuditWriter {
     ) -> Result<Vec<WriteOutcome>, DbError> {
         let start = Instant::now();
         let outcomes = self.store.insert_events(events, &|| false).await?;
-        let categories = events
-            .iter()
-            .zip(&outcomes)
-            .filter(|(_, o)| !o.replayed)
-            .map(|(e, _)| e.event_category.as_str());
-        self.metrics
-            .observe_write("batch", categories, start.elapsed().as_secs_f64());
+        let written = || {
+            events
+                .iter()
+                .zip(&outcomes)
+                .filter(|(_, o)| !o.replayed)
+                .map(|(e, _)| e)
+        };
+        self.metrics.observe_write(
+            "batch",
+            written().map(|e| e.event_category.as_str()),
+            start.elapsed().as_secs_f64(),
+        );
+        if let Some(live) = self.live() {
+            live.publish(written().cloned().collect());
+        }
         Ok(outcomes)
     }
 

@@ -61,6 +61,10 @@ pub enum Action {
     Export,
     /// A retention purge run (by the service itself).
     Purge,
+    /// `GET /api/v1/audit/stats`.
+    Stats,
+    /// `GET /api/v1/audit/events/stream` (recorded when the subscription opens).
+    Stream,
 }
 
 impl Action {
@@ -74,12 +78,14 @@ impl Action {
             Action::HoldReleased => "legal_hold_released",
             Action::Export => "export",
             Action::Purge => "purge",
+            Action::Stats => "stats",
+            Action::Stream => "stream",
         }
     }
 
     fn resource_type(self) -> &'static str {
         match self {
-            Action::Query | Action::Read => "audit_event",
+            Action::Query | Action::Read | Action::Stats | Action::Stream => "audit_event",
             Action::Verify => "audit_chain",
             Action::Denied => "route",
             Action::HoldPlaced | Action::HoldReleased => "legal_hold",

@@ -32,6 +32,12 @@ pub const API_ROUTES: &[(&str, &str, Access)] = &[
         Access::Scope(Scope::Read),
     ),
     (
+        "GET",
+        "/api/v1/audit/events/stream",
+        Access::Scope(Scope::Read),
+    ),
+    ("GET", "/api/v1/audit/stats", Access::Scope(Scope::Read)),
+    (
         "POST",
         "/api/v1/audit/verify-chain",
         Access::Scope(Scope::Verify),
@@ -75,6 +81,11 @@ pub const API_ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/docs", Access::Open),
     ("GET", "/docs/", Access::Open),
     ("GET", "/docs/{*rest}", Access::Open),
+    // The explorer's files hold no data (every datum comes from the routes above, under
+    // their scopes); the page must load to show its login.
+    ("GET", "/ui", Access::Open),
+    ("GET", "/ui/", Access::Open),
+    ("GET", "/ui/{*path}", Access::Open),
 ];
 
 /// What a request to `route` (a matched template) with `method` needs. `HEAD` is `GET`'s.

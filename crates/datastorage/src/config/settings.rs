@@ -7,6 +7,7 @@ use super::auth::AuthSettings;
 use super::buffer::{BufferBackend, BufferSettings};
 use super::checkpoints::CheckpointSettings;
 use super::database::{DatabaseSettings, Driver, SslMode};
+use super::explorer::ExplorerSettings;
 use super::hash_chain::HashChainSettings;
 use super::logging::LoggingSettings;
 use super::retention::RetentionSettings;
@@ -50,6 +51,8 @@ pub struct Settings {
     pub signing: SigningSettings,
     /// The signed checkpoint log of chain heads.
     pub checkpoints: CheckpointSettings,
+    /// The web explorer under `/ui/` and the live stream of events.
+    pub explorer: ExplorerSettings,
     /// Upstream's trace export: accepted, inactive (not built yet).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub telemetry: Option<TelemetrySettings>,
@@ -102,6 +105,7 @@ impl Settings {
         let db = &self.database;
         let mut problems = self.retention.problems();
         problems.extend(self.checkpoints.problems());
+        problems.extend(self.explorer.problems());
         problems.extend(self.buffer.problems(
             self.redis.as_ref().and_then(|r| r.addr.as_deref()),
             s.max_batch_size,

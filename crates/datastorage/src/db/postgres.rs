@@ -479,6 +479,14 @@ impl Dialect for Postgres {
         qb.bind(id);
     }
 
+    fn push_bucket(qb: &mut Sql<'_, Self>, origin: DateTime<Utc>, seconds: i64) {
+        qb.push("floor(extract(epoch FROM event_timestamp - ")
+            .bind(origin)
+            .push(") / ")
+            .bind(seconds)
+            .push(")::bigint");
+    }
+
     fn push_detail(qb: &mut Sql<'_, Self>, key: &str, value: &str) {
         qb.push(" AND event_data ->> ")
             .bind(key.to_owned())

@@ -253,6 +253,9 @@ pub trait Dialect: Database {
     fn push_id(qb: &mut Sql<'_, Self>, id: Uuid);
     /// `AND <top-level event_data member key, as text> = value`.
     fn push_detail(qb: &mut Sql<'_, Self>, key: &str, value: &str);
+    /// The index (a bigint from 0) of the `seconds`-long bucket from `origin` that holds
+    /// `event_timestamp`; only rows at or after `origin` are asked.
+    fn push_bucket(qb: &mut Sql<'_, Self>, origin: DateTime<Utc>, seconds: i64);
 }
 
 /// How a backend decodes the columns whose storage differs: timestamps, ids, dates and JSON.
@@ -636,6 +639,37 @@ macro_rules! shared_sql {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| $crate::db::error::DbError::Internal(anyhow::anyhow!(e)))?;
                 Ok(Page::new(events, f, total))
+            }
+
+            /// Events per bucket, category and outcome of `r` (one aggregate query): rows of
+            /// (bucket index from `r.origin`, category, outcome, count), by bucket.
+            pub async fn stats(
+                &self,
+                r: &::datastorage_api::stats::StatsRequest,
+            ) -> Result<Vec<(i64, String, String, i64)>, $crate::db::error::DbError> {
+                use ::sqlx::Row as _;
+                use $crate::db::shared::{fail, push_filters, run, Dialect as _, Sql};
+                let mut conn = self.pool.acquire().await?;
+                let mut qb = Sql::<$db>::new("SELECT ");
+                <$db>::push_bucket(&mut qb, r.origin, r.bucket_seconds);
+                qb.push(" AS bucket, event_category, event_outcome, count(*) AS n FROM audit_events WHERE 1 = 1");
+                push_filters(&mut qb, &r.filter, false);
+                qb.push(" GROUP BY 1, 2, 3 ORDER BY 1, 2, 3");
+                let rows = match run!(qb, fetch_all, &mut *conn) {
+                    Ok(rows) => rows,
+                    Err(e) => return Err(fail(conn, e)),
+                };
+                rows.iter()
+                    .map(|row| {
+                        Ok((
+                            row.try_get(0)?,
+                            row.try_get(1)?,
+                            row.try_get(2)?,
+                            row.try_get(3)?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, ::sqlx::Error>>()
+                    .map_err($crate::db::error::DbError::from_sqlx)
             }
 
             /// Feeds every row of one chain to `verifier`, in sequence order and in pages of

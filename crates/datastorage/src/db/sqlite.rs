@@ -244,6 +244,15 @@ impl Dialect for Sqlite {
         qb.bind(id.to_string());
     }
 
+    fn push_bucket(qb: &mut Sql<'_, Self>, origin: DateTime<Utc>, seconds: i64) {
+        // Integer microseconds: integer division.
+        qb.push("((event_timestamp - ")
+            .bind(origin.timestamp_micros())
+            .push(") / ")
+            .bind(seconds * 1_000_000)
+            .push(")");
+    }
+
     fn push_detail(qb: &mut Sql<'_, Self>, key: &str, value: &str) {
         // The key is restricted to [A-Za-z0-9_] by validation; it is still bound, not spliced.
         // Booleans compare as `true`/`false`, as PostgreSQL's `->>` renders them.

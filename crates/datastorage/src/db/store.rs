@@ -209,6 +209,15 @@ impl ReadStore {
         dispatch!(&self.store, s => s.query_events(filter).await)
     }
 
+    /// Events per bucket, category and outcome (see [`datastorage_api::stats`]).
+    #[tracing::instrument(skip_all, fields(bucket = r.bucket))]
+    pub async fn stats(
+        &self,
+        r: &datastorage_api::stats::StatsRequest,
+    ) -> Result<Vec<(i64, String, String, i64)>, DbError> {
+        dispatch!(&self.store, s => s.stats(r).await)
+    }
+
     /// Walks one chain, page by page, and reports every broken link. At most
     /// [`MAX_CONCURRENT_VERIFICATIONS`] run at once; one more answers 503.
     #[tracing::instrument(skip_all, fields(%correlation_id))]

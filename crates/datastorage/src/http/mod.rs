@@ -22,7 +22,10 @@ mod retention;
 pub mod serve;
 mod starting;
 pub mod state;
+mod stats;
+mod stream;
 pub mod tls;
+mod ui;
 mod verify;
 
 use axum::http::HeaderValue;
@@ -37,6 +40,8 @@ pub use state::AppState;
 fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(events::router())
+        .merge(stream::router())
+        .merge(stats::router())
         .merge(verify::router())
         .merge(legal_hold::router())
         .merge(export::router())
@@ -52,8 +57,11 @@ pub fn api_router(state: AppState) -> Router {
         .merge(api_routes())
         .split_for_parts();
     // Body size, read timeout and the in-flight byte budget are the JSON extractor's (`body`).
+    let mut routes = routes.merge(openapi::router(spec));
+    if state.settings.explorer.enabled {
+        routes = routes.merge(ui::router());
+    }
     let mut router = routes
-        .merge(openapi::router(spec))
         .route_layer(axum::middleware::from_fn_with_state(
             (state.clone(), guard::Listener::Api),
             guard::guard,

@@ -14,6 +14,7 @@ use crate::domain::keys::Signer;
 use crate::domain::rules::EventRules;
 use crate::metrics::Metrics;
 use crate::workers::checkpoints::Checkpointer;
+use crate::workers::live::LiveFeed;
 use crate::workers::retention::Purger;
 use crate::writer::AuditWriter;
 
@@ -52,4 +53,6 @@ pub struct AppState {
     pub purger: Purger,
     /// The outage buffer, when `buffer.enabled`.
     pub buffer: Option<SharedBuffer>,
+    /// The live feed of committed events (`GET /api/v1/audit/events/stream`).
+    pub live: LiveFeed,
 }
