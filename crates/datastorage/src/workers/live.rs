@@ -166,7 +166,12 @@ impl LiveFeed {
             while let Some(events) = rx.recv().await {
                 let encoded: Vec<_> = events
                     .into_iter()
-                    .map(|event| Arc::new(LiveEvent { json: encode(&event), event }))
+                    .map(|event| {
+                        Arc::new(LiveEvent {
+                            json: encode(&event),
+                            event,
+                        })
+                    })
                     .collect();
                 let out = out.read().unwrap_or_else(|e| e.into_inner());
                 let Some(out) = out.as_ref() else { continue };
@@ -202,12 +207,12 @@ impl LiveFeed {
             return Err(SubscribeError::Closed);
         };
         let max = self.inner.max_subscribers;
-        let taken = self
-            .inner
-            .subscribers
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < max).then_some(n + 1)
-            });
+        let taken =
+            self.inner
+                .subscribers
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    (n < max).then_some(n + 1)
+                });
         if taken.is_err() {
             self.inner.metrics.refused.inc();
             return Err(SubscribeError::Full(max));
