@@ -224,6 +224,8 @@ EXPORTED = {
     "datastorage_buffer_fill_ratio", "datastorage_buffer_oldest_age_seconds",
     "datastorage_buffer_accepted_events_total", "datastorage_buffer_replayed_events_total",
     "datastorage_buffer_quarantined_events_total", "datastorage_buffer_refused_events_total",
+    "datastorage_stream_subscribers", "datastorage_stream_refused_subscriptions_total",
+    "datastorage_stream_lagged_events_total", "datastorage_stream_dropped_events_total",
 }
 HISTOGRAMS = {"datastorage_db_pool_acquire_duration_seconds", "datastorage_http_request_duration_seconds",
               "datastorage_audit_write_duration_seconds", "datastorage_auth_kubernetes_request_duration_seconds"}
@@ -252,6 +254,8 @@ CONFIG_SCHEMA = {
     "buffer": {"enabled": "bool", "backend": ("disk", "redis"), "dir": "str", "maxBytes": "int",
                "segmentBytes": "int", "replayBatchSize": "int", "replayRate": "int", "probeInterval": DUR,
                "redisStream": "str", "redisGroup": "str", "claimIdle": DUR},
+    "explorer": {"enabled": "bool", "streamMaxSubscribers": "int", "streamBufferEvents": "int",
+                 "streamKeepAlive": DUR},
     "redis": "any", "retention": "any", "audit": "any",
 }
 # Defaults of buffer.* the workload check needs (crates/datastorage/src/config/buffer.rs).

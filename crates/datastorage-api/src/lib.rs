@@ -16,6 +16,7 @@ pub mod problem;
 pub mod query;
 pub mod signing;
 pub mod stats;
+pub mod stream;
 pub mod types;
 pub mod validate;
 

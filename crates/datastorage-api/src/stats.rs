@@ -93,7 +93,10 @@ pub fn validate_stats(
         ("cursor", &params.cursor),
     ] {
         if value.is_some() {
-            errors.add(name, format!("{name} does not apply to stats, which answer one aggregate"));
+            errors.add(
+                name,
+                format!("{name} does not apply to stats, which answer one aggregate"),
+            );
         }
     }
     let mut filter = match params.validate(now) {
@@ -115,7 +118,10 @@ pub fn validate_stats(
             Some(&b) => Some(b),
             None => {
                 let names = BUCKETS.map(|(n, _)| n).join(", ");
-                errors.add("bucket", format!("bucket must be one of {names} (got {name:?})"));
+                errors.add(
+                    "bucket",
+                    format!("bucket must be one of {names} (got {name:?})"),
+                );
                 None
             }
         },

@@ -24,8 +24,9 @@ use datastorage_api::{
 };
 use uuid::Uuid;
 
+use datastorage_api::stream::StreamedEvent;
 use datastorage_client::{
-    AuditStore, BearerToken, Client, OverflowPolicy, SpoolConfig, StoreConfig, TOKEN_ENV,
+    AuditStore, BearerToken, Client, OverflowPolicy, SpoolConfig, StoreConfig, Streamed, TOKEN_ENV,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -53,7 +54,7 @@ pub const EXIT_EMPTY: u8 = 4;
 /// Most pages `query --all` follows (at the largest page size, 100 million events).
 const MAX_PAGES: usize = 100_000;
 
-/// Most pages one `tail` poll follows before printing and polling again.
+/// Most pages one `tail` catch-up follows.
 const MAX_TAIL_PAGES: usize = 100;
 
 /// Write, query, follow and verify audit events on a DataStorage server.
@@ -116,7 +117,7 @@ pub enum EventsCommand {
         /// The event id.
         id: Uuid,
     },
-    /// Follow new events matching filters until Ctrl-C.
+    /// Follow new events matching filters until Ctrl-C (the server's event stream).
     Tail(TailArgs),
     /// Verify the hash chain of a correlation id; the exit code tells the verdict.
     ///
@@ -291,11 +292,12 @@ pub struct TailArgs {
     /// events from now on).
     #[arg(long, allow_hyphen_values = true)]
     pub since: Option<String>,
-    /// Time between two polls.
+    /// Time before reconnecting when the server's stream ends or fails.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub interval: Duration,
-    /// How far behind the newest event seen each poll looks again, for events that arrive late
-    /// (their timestamp is the client's). An event older than this when it is stored is missed.
+    /// After a reconnect, how far behind the newest event printed the catch-up query starts
+    /// (timestamps are the writers'). An event older than this, committed while disconnected,
+    /// is missed.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub lookback: Duration,
     /// Exit after printing this many events.
@@ -785,7 +787,17 @@ impl Seen {
         events
     }
 
-    /// Forgets events older than `horizon`: polls no longer return them.
+    /// Remembers one streamed event; false when it was printed already.
+    fn first_time(&mut self, id: Uuid, at: DateTime<Utc>) -> bool {
+        if !self.ids.insert(id) {
+            return false;
+        }
+        self.by_time.insert(id, at);
+        self.newest = self.newest.max(Some(at));
+        true
+    }
+
+    /// Forgets events older than `horizon`: catching up no longer returns them.
     fn prune(&mut self, horizon: DateTime<Utc>) {
         self.by_time.retain(|_, at| *at >= horizon);
         let by_time = &self.by_time;
@@ -793,6 +805,78 @@ impl Seen {
     }
 }
 
+/// Prints what `tail` found: a header once (table), then one line per event.
+struct TailPrinter {
+    json: bool,
+    header: bool,
+    printed: u64,
+    count: Option<u64>,
+}
+
+impl TailPrinter {
+    /// Prints one event (`value` its JSON, `row` its table row); true once `--count` is met.
+    fn print<W: Write>(
+        &mut self,
+        out: &mut W,
+        value: &impl serde::Serialize,
+        row: Vec<String>,
+    ) -> anyhow::Result<bool> {
+        if self.json {
+            serde_json::to_writer(&mut *out, value)?;
+            writeln!(out)?;
+        } else {
+            let text = table(&EVENT_COLUMNS, vec![row]);
+            let mut lines = text.lines();
+            let head = lines.next().unwrap_or_default();
+            if std::mem::take(&mut self.header) {
+                writeln!(out, "{head}")?;
+            }
+            for line in lines {
+                writeln!(out, "{line}")?;
+            }
+        }
+        out.flush()?;
+        self.printed += 1;
+        Ok(self.count.is_some_and(|c| self.printed >= c))
+    }
+}
+
+/// The stored events matching `filters` from `from` on, page by page (at most
+/// [`MAX_TAIL_PAGES`]); a retryable failure ends the catch-up early with a warning.
+async fn catch_up(
+    client: &Client,
+    filters: &Filters,
+    from: DateTime<Utc>,
+) -> anyhow::Result<Vec<AuditEvent>> {
+    let mut params = filters.params();
+    params.since = Some(from.to_rfc3339_opts(SecondsFormat::Micros, true));
+    params.limit = Some(MAX_PAGE_LIMIT.to_string());
+    let mut found = Vec::new();
+    for _ in 0..MAX_TAIL_PAGES {
+        match client.query_events(&params).await {
+            Ok(page) => {
+                found.extend(page.data);
+                match page.pagination.next_cursor {
+                    Some(c) if page.pagination.has_more => params.cursor = Some(c),
+                    _ => break,
+                }
+            }
+            Err(e) if e.is_retryable() => {
+                warn(format_args!(
+                    "warning: catching up failed, going on with the stream: {e}"
+                ));
+                break;
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("tail query failed")),
+        }
+    }
+    Ok(found)
+}
+
+/// `tail`: subscribes to the server's stream, then prints the stored events since the start
+/// (or, after a reconnect, since the newest printed minus the look-back), then each streamed
+/// event as it is committed. Ids already printed are skipped. When the stream ends, fails, or
+/// says this subscriber lagged, it reconnects after `--interval` and catches up again.
 async fn run_tail<W: Write>(
     client: &Client,
     tail: TailArgs,
@@ -807,61 +891,68 @@ async fn run_tail<W: Write>(
         None => Utc::now(),
     };
     let mut seen = Seen::default();
-    let mut printed = 0u64;
-    let mut header = !json;
+    let mut printer = TailPrinter {
+        json,
+        header: !json,
+        printed: 0,
+        count: tail.count,
+    };
     let mut stop = std::pin::pin!(stop);
+    let params = tail.filters.params();
     loop {
-        // Each poll looks back from the newest event seen (or the start), so an event stored a
-        // little after a newer one is still found; ids already printed are skipped.
-        let from = seen.newest.map_or(start, |n| (n - lookback).max(start));
-        let mut params = tail.filters.params();
-        params.since = Some(from.to_rfc3339_opts(SecondsFormat::Micros, true));
-        params.limit = Some(MAX_PAGE_LIMIT.to_string());
-        let mut found = Vec::new();
-        let mut failed = None;
-        for _ in 0..MAX_TAIL_PAGES {
-            match client.query_events(&params).await {
-                Ok(page) => {
-                    found.extend(page.data);
-                    match page.pagination.next_cursor {
-                        Some(c) if page.pagination.has_more => params.cursor = Some(c),
-                        _ => break,
+        let subscribed = tokio::select! {
+            () = &mut stop => return Ok(0),
+            s = client.stream_events(&params) => s,
+        };
+        match subscribed {
+            Ok(mut stream) => {
+                let from = seen.newest.map_or(start, |n| (n - lookback).max(start));
+                for event in seen.fresh(catch_up(client, &tail.filters, from).await?) {
+                    if printer.print(out, &event, event_row(&event))? {
+                        return Ok(0);
                     }
                 }
-                Err(e) if e.is_retryable() => {
-                    failed = Some(e);
-                    break;
+                loop {
+                    let next = tokio::select! {
+                        () = &mut stop => return Ok(0),
+                        next = stream.next() => next,
+                    };
+                    match next {
+                        Ok(Some(Streamed::Event(e))) => {
+                            if seen.first_time(e.event_id, e.event_timestamp)
+                                && printer.print(out, &e, streamed_row(&e))?
+                            {
+                                return Ok(0);
+                            }
+                        }
+                        Ok(Some(Streamed::Lagged(n))) => {
+                            warn(format_args!("warning: the stream skipped {n} events this client was too slow for; catching up"));
+                            break;
+                        }
+                        Ok(None) => {
+                            warn(format_args!(
+                                "warning: the server ended the stream; reconnecting"
+                            ));
+                            break;
+                        }
+                        Err(e) => {
+                            warn(format_args!(
+                                "warning: the stream failed, reconnecting: {e}"
+                            ));
+                            break;
+                        }
+                    }
+                    if let Some(newest) = seen.newest {
+                        seen.prune((newest - lookback).max(start));
+                    }
                 }
-                Err(e) => return Err(anyhow::Error::new(e).context("tail query failed")),
             }
-        }
-        if let Some(e) = failed {
-            warn(format_args!("warning: poll failed, retrying: {e}"));
-        }
-        let fresh = seen.fresh(found);
-        for event in fresh {
-            if json {
-                serde_json::to_writer(&mut *out, &event)?;
-                writeln!(out)?;
-            } else {
-                let text = table(&EVENT_COLUMNS, vec![event_row(&event)]);
-                let mut lines = text.lines();
-                let head = lines.next().unwrap_or_default();
-                if std::mem::take(&mut header) {
-                    writeln!(out, "{head}")?;
-                }
-                for line in lines {
-                    writeln!(out, "{line}")?;
-                }
+            Err(e) if e.is_retryable() => {
+                warn(format_args!("warning: cannot subscribe, retrying: {e}"));
             }
-            out.flush()?;
-            printed += 1;
-            if tail.count.is_some_and(|c| printed >= c) {
-                return Ok(0);
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context("tail: the server refused the stream"))
             }
-        }
-        if let Some(newest) = seen.newest {
-            seen.prune((newest - lookback).max(start));
         }
         tokio::select! {
             () = &mut stop => return Ok(0),
@@ -883,6 +974,19 @@ const EVENT_COLUMNS: [&str; 8] = [
 
 fn format_ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn streamed_row(e: &StreamedEvent) -> Vec<String> {
+    vec![
+        format_ts(e.event_timestamp),
+        e.event_id.to_string(),
+        e.event_type.clone(),
+        e.event_category.to_string(),
+        e.event_action.clone(),
+        e.event_outcome.to_string(),
+        e.correlation_id.clone(),
+        e.actor_id.clone().unwrap_or_default(),
+    ]
 }
 
 fn event_row(e: &AuditEvent) -> Vec<String> {

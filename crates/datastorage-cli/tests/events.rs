@@ -207,7 +207,21 @@ async fn tail_prints_events_posted_after_it_started_once_and_stops_cleanly() {
             .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // It follows the server's stream (one subscriber), not polls.
+    let mut subscribed = false;
+    for _ in 0..100 {
+        if app
+            .metrics()
+            .await
+            .lines()
+            .any(|l| l == "datastorage_stream_subscribers 1")
+        {
+            subscribed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(subscribed, "tail did not subscribe to the stream");
     let mut posted = Vec::new();
     for n in 0..3 {
         posted.push(post(app.base(), "tail-1", &format!("after-{n}")).await);
@@ -221,7 +235,7 @@ async fn tail_prints_events_posted_after_it_started_once_and_stops_cleanly() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // A few more polls: nothing may be printed twice.
+    // A while longer: nothing may be printed twice.
     tokio::time::sleep(Duration::from_millis(400)).await;
     stop_tx.send(()).unwrap();
     let code = tail.await.unwrap().unwrap();

@@ -27,6 +27,7 @@ use uuid::Uuid;
 
 use crate::auth::BearerToken;
 use crate::error::{parse_retry_after, Error};
+use crate::stream::EventStream;
 
 /// Longest one request may take, connection included. A batch of 500 events is well under a
 /// megabyte; a server that needs longer than this is better retried than waited on.
@@ -38,6 +39,9 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How much of a non-problem error body is kept for the log.
 const ERROR_BODY_LIMIT: usize = 512;
+
+/// The request timeout of a stream, which has no end of its own: a year.
+const STREAM_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Answer of `/healthz` and `/readyz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -328,6 +332,29 @@ impl Client {
         self.call(request).await
     }
 
+    /// `GET /api/v1/audit/events/stream`: the events committed from now on that meet the
+    /// filters (`since`, `until` and paging do not apply), as they are committed. The
+    /// subscription is in place when this returns; the stream has no request timeout and ends
+    /// when the server shuts down.
+    pub async fn stream_events(&self, params: &EventQueryParams) -> Result<EventStream, Error> {
+        let request = self
+            .http
+            .get(self.url("/api/v1/audit/events/stream"))
+            .query(params)
+            .timeout(STREAM_TIMEOUT);
+        let request = match &self.token {
+            Some(token) => request.header(AUTHORIZATION, token.header().await),
+            None => request,
+        };
+        let answer = successful(request.send().await).await;
+        if let (Some(token), Err(e)) = (&self.token, &answer) {
+            if e.is_auth_failure() {
+                token.expire();
+            }
+        }
+        answer.map(EventStream::new)
+    }
+
     /// `GET /healthz`: the process is alive (no database access).
     pub async fn healthz(&self) -> Result<HealthStatus, Error> {
         self.call(self.http.get(self.url("/healthz"))).await
@@ -374,10 +401,16 @@ impl Client {
 
 /// Turns a response into the expected JSON or the matching [`Error`].
 async fn decode<T: DeserializeOwned>(sent: Result<Response, reqwest::Error>) -> Result<T, Error> {
+    let response = successful(sent).await?;
+    response.json::<T>().await.map_err(Error::from_reqwest)
+}
+
+/// A 2xx response as it is, or the matching [`Error`].
+async fn successful(sent: Result<Response, reqwest::Error>) -> Result<Response, Error> {
     let response = sent.map_err(Error::from_reqwest)?;
     let status = response.status();
     if status.is_success() {
-        return response.json::<T>().await.map_err(Error::from_reqwest);
+        return Ok(response);
     }
     let retry_after = retry_after(response.headers());
     let is_problem = response

@@ -48,6 +48,9 @@ pub enum Error {
     /// A 2xx answer whose body is not the expected JSON.
     #[error("unexpected response body")]
     Decode(#[source] reqwest::Error),
+    /// An event stream sent a message that is not what the route sends.
+    #[error("unexpected stream message: {0}")]
+    Stream(String),
     /// The base URL given to the client cannot be used.
     #[error("invalid base URL {0:?}: it must start with http:// or https://")]
     InvalidBaseUrl(String),
@@ -101,6 +104,7 @@ impl Error {
             }
             Error::Timeout(_) | Error::Transport(_) => true,
             Error::Decode(_)
+            | Error::Stream(_)
             | Error::InvalidBaseUrl(_)
             | Error::ReadFile { .. }
             | Error::InvalidSetting { .. } => false,

@@ -37,6 +37,7 @@ pub mod error;
 mod queue;
 pub mod spool;
 pub mod store;
+pub mod stream;
 
 /// The wire types, re-exported so users need one dependency.
 pub use datastorage_api as api;
@@ -53,3 +54,4 @@ pub use spool::{
     SpoolConfig, Watermark, DEFAULT_SEGMENT_BYTES, DEFAULT_SPOOL_MAX_BYTES, DEFAULT_WATERMARK,
 };
 pub use store::{AuditStore, CloseTimeout, RecordError, StoreStats};
+pub use stream::{EventStream, Streamed};

@@ -12,15 +12,13 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use chrono::SecondsFormat;
 use datastorage_api::query::EventFilter;
+use datastorage_api::stream::StreamedEvent;
 use datastorage_api::ValidatedEvent;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::{broadcast, mpsc};
-use uuid::Uuid;
 
 /// Committed-event messages the encoder may have queued before the feed drops new ones.
 const QUEUE: usize = 1024;
@@ -75,7 +73,7 @@ impl LiveEvent {
                 e.event_data.get(k).is_some_and(|have| match have {
                     Value::String(s) => s == v,
                     Value::Null => false,
-                    other => other.to_string() == *v,
+                    other => serde_json::to_string(other).is_ok_and(|text| text == *v),
                 })
             })
     }
@@ -234,68 +232,8 @@ impl LiveFeed {
     }
 }
 
-/// The stream's JSON of a committed event: the query's fields, less those only the database
-/// knows (`chain_sequence`, the hashes, `legal_hold`: read the event by id for them).
-#[derive(Serialize)]
-struct Wire<'a> {
-    event_id: Uuid,
-    version: &'a str,
-    event_type: &'a str,
-    event_timestamp: String,
-    event_date: String,
-    event_category: &'a str,
-    event_action: &'a str,
-    event_outcome: &'a str,
-    actor_type: Option<&'a str>,
-    actor_id: Option<&'a str>,
-    actor_ip: Option<&'a str>,
-    resource_type: Option<&'a str>,
-    resource_id: Option<&'a str>,
-    correlation_id: &'a str,
-    parent_event_id: Option<Uuid>,
-    namespace: Option<&'a str>,
-    cluster_id: Option<&'a str>,
-    severity: Option<&'a str>,
-    duration_ms: Option<i64>,
-    error_code: Option<&'a str>,
-    error_message: Option<&'a str>,
-    retention_days: i32,
-    is_sensitive: bool,
-    event_data: &'a Map<String, Value>,
-    ingested_by: Option<&'a str>,
-}
-
 fn encode(e: &ValidatedEvent) -> String {
-    let wire = Wire {
-        event_id: e.event_id,
-        version: &e.version,
-        event_type: &e.event_type,
-        event_timestamp: e
-            .event_timestamp
-            .to_rfc3339_opts(SecondsFormat::Micros, true),
-        event_date: e.event_timestamp.format("%Y-%m-%d").to_string(),
-        event_category: e.event_category.as_str(),
-        event_action: &e.event_action,
-        event_outcome: e.event_outcome.as_str(),
-        actor_type: e.actor_type.as_deref(),
-        actor_id: e.actor_id.as_deref(),
-        actor_ip: e.actor_ip.as_deref(),
-        resource_type: e.resource_type.as_deref(),
-        resource_id: e.resource_id.as_deref(),
-        correlation_id: &e.correlation_id,
-        parent_event_id: e.parent_event_id,
-        namespace: e.namespace.as_deref(),
-        cluster_id: e.cluster_id.as_deref(),
-        severity: e.severity.as_deref(),
-        duration_ms: e.duration_ms,
-        error_code: e.error_code.as_deref(),
-        error_message: e.error_message.as_deref(),
-        retention_days: e.retention_days,
-        is_sensitive: e.is_sensitive,
-        event_data: &e.event_data,
-        ingested_by: e.ingested_by.as_deref(),
-    };
-    serde_json::to_string(&wire).unwrap_or_else(|_| "{}".to_owned())
+    serde_json::to_string(&StreamedEvent::from(e)).unwrap_or_else(|_| "{}".to_owned())
 }
 
 #[cfg(test)]
@@ -340,7 +278,7 @@ mod tests {
         assert!(!live.matches(&filter(json!({"actor_id": "someone"}))));
         let v: Value = serde_json::from_str(&live.json).unwrap();
         assert_eq!(v["event_category"], "gateway");
-        assert_eq!(v["event_timestamp"], "2026-12-01T10:00:00.000000Z");
+        assert_eq!(v["event_timestamp"], "2026-12-01T10:00:00Z");
         assert!(v.get("event_hash").is_none());
     }
 
