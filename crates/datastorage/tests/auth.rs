@@ -116,6 +116,7 @@ fn concrete(template: &str) -> String {
     template
         .replace("{event_id}", "01900000-0000-7000-8000-000000000000")
         .replace("{*rest}", "index.html")
+        .replace("{*path}", "js/main.js")
         .replace("{correlation_id}", "walk")
 }
 
