@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use datastorage_api::export::{trailer_line, ExportMeta, ExportWriter, Trailer};
 use datastorage_api::query::{parse_time, EventFilter};
 use datastorage_api::signing::ALGORITHM_RSA;
-use datastorage_api::{AuditEvent, EventCategory, FieldErrors, Problem};
+use datastorage_api::{AuditEvent, EventCategory, EventQueryParams, FieldErrors, Problem};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use tokio::sync::mpsc;
@@ -74,6 +74,26 @@ struct ExportParams {
     limit: Option<u32>,
     /// Redact PII (`event_data.user_email`, `source_ip`, `phone_number`) before signing.
     redact_pii: Option<bool>,
+    /// Exact event type (extension, as the query's).
+    event_type: Option<String>,
+    /// Outcome, any case (extension).
+    event_outcome: Option<String>,
+    /// Severity, any case (extension).
+    severity: Option<String>,
+    /// Exact actor id (extension).
+    actor_id: Option<String>,
+    /// Exact resource type (extension).
+    resource_type: Option<String>,
+    /// Exact resource id (extension).
+    resource_id: Option<String>,
+    /// Exact namespace (extension).
+    namespace: Option<String>,
+    /// Exact cluster id (extension).
+    cluster_id: Option<String>,
+    /// `event_data` key, `[A-Za-z0-9_]+`, with `detail_value` (extension).
+    detail_key: Option<String>,
+    /// `event_data` value compared as text, with `detail_key` (extension).
+    detail_value: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +159,35 @@ fn validate(
             Ok(c) => filter.event_category = Some(c),
             Err(e) => errors.add("event_category", e),
         }
+    }
+    // The query's other filters, checked by the query's rules, so an export covers exactly
+    // what the same search shows.
+    let query = EventQueryParams {
+        event_type: params.event_type.clone(),
+        event_outcome: params.event_outcome.clone(),
+        severity: params.severity.clone(),
+        actor_id: params.actor_id.clone(),
+        resource_type: params.resource_type.clone(),
+        resource_id: params.resource_id.clone(),
+        namespace: params.namespace.clone(),
+        cluster_id: params.cluster_id.clone(),
+        detail_key: params.detail_key.clone(),
+        detail_value: params.detail_value.clone(),
+        ..EventQueryParams::default()
+    };
+    match query.validate(now) {
+        Ok(q) => {
+            filter.event_type = q.event_type;
+            filter.event_outcome = q.event_outcome;
+            filter.severity = q.severity;
+            filter.actor_id = q.actor_id;
+            filter.resource_type = q.resource_type;
+            filter.resource_id = q.resource_id;
+            filter.namespace = q.namespace;
+            filter.cluster_id = q.cluster_id;
+            filter.detail = q.detail;
+        }
+        Err(e) => errors.merge_prefixed("", e),
     }
     let format = match params.format.as_deref() {
         None | Some("json") => Format::Json,

@@ -2,7 +2,7 @@
 
 import { api, withQuery } from './api.js';
 import { h, $, $$, clear, outcomePill, idText, timeText, viewLink, parseTs } from './dom.js';
-import { FILTER_KEYS, STREAM_KEYS, EXPORT_KEYS, pick, navigate, toQuery } from './urlstate.js';
+import { FILTER_KEYS, STREAM_KEYS, pick, navigate, toQuery } from './urlstate.js';
 import { openStream } from './sse.js';
 import { reportError, setStatus } from './status.js';
 import { exportEvents } from './actions.js';
@@ -65,9 +65,6 @@ export function showSearch(state, signal) {
   view.state = state;
   view.signal = signal;
   for (const el of form().elements) if (el.name) el.value = state[el.name] ?? '';
-  const other = FILTER_KEYS.filter((k) => state[k] && !(k in EXPORT_KEYS));
-  $('#export-note').hidden = other.length === 0;
-  $('#export-note').title = other.length ? `not exported: ${other.join(', ')}` : '';
   view.events = [];
   view.ids = new Set();
   view.total = 0;

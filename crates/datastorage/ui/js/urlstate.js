@@ -12,8 +12,11 @@ export const FILTER_KEYS = [
 /** The filters the stream accepts. */
 export const STREAM_KEYS = FILTER_KEYS.filter((k) => k !== 'since' && k !== 'until');
 
-/** The filters the export accepts (search name → export name). */
-export const EXPORT_KEYS = { since: 'start_time', until: 'end_time', correlation_id: 'correlation_id', event_category: 'event_category' };
+/** The filters the export accepts (search name → export name): all of them, the time range under
+ * upstream's names. */
+export const EXPORT_KEYS = Object.fromEntries(
+  FILTER_KEYS.map((k) => [k, { since: 'start_time', until: 'end_time' }[k] || k]),
+);
 
 export const DEFAULT_STATE = Object.freeze({ view: 'search', since: '24h' });
 

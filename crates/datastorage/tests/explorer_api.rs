@@ -1,6 +1,7 @@
-//! `GET /api/v1/audit/stats` and `GET /api/v1/audit/events/stream` over loopback, on both
-//! backends: the counts per bucket, category and outcome against what was written; the
-//! stream's events, filters, limit and end at shutdown.
+//! The API the explorer reads, over loopback, on both backends: `GET /api/v1/audit/stats` (the
+//! counts per bucket, category and outcome against what was written), `GET
+//! /api/v1/audit/events/stream` (its events, filters, limit and end at shutdown), and the export
+//! of a search (every filter of the query applies).
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use serde_json::{json, Value};
 both!(
     stats_count_each_bucket_category_and_outcome_written,
     the_stream_sends_what_is_committed_and_meets_its_filters,
+    an_export_holds_exactly_what_the_same_search_shows,
 );
 
 fn event(cid: &str, category: &str, outcome: &str, at: &str) -> Value {
@@ -228,4 +230,49 @@ async fn the_stream_sends_what_is_committed_and_meets_its_filters(backend: Backe
         .await
         .expect("shutdown did not wait for the open streams")
         .unwrap();
+}
+
+async fn an_export_holds_exactly_what_the_same_search_shows(backend: Backend) {
+    let app = TestApp::serve(backend).await;
+    let now = chrono::Utc::now().to_rfc3339();
+    let mut batch = Vec::new();
+    for i in 0..12 {
+        let outcome = if i % 3 == 0 { "failure" } else { "success" };
+        let mut e = event(&format!("x-{}", i % 2), "gateway", outcome, &now);
+        e["actor_id"] = json!(format!("svc-{}", i % 2));
+        batch.push(e);
+    }
+    assert_eq!(app.post_batch(&json!(batch)).await.status(), 201);
+    let filters = "event_outcome=failure&actor_id=svc-0&since=1h";
+    let page: Value = app.query(filters).await.json().await.unwrap();
+    let mut want: Vec<String> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    want.sort();
+    // Events 0 and 6 fail and are svc-0's.
+    assert_eq!(want.len(), 2);
+    let r = app
+        .get(&format!(
+            "/api/v1/audit/export?format=ndjson&event_outcome=failure&actor_id=svc-0&start_time=1h"
+        ))
+        .await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let mut got: Vec<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["event_id"].as_str().map(str::to_owned))
+        .collect();
+    got.sort();
+    assert_eq!(got, want, "{text}");
+    let r = app
+        .get("/api/v1/audit/export?format=ndjson&event_outcome=maybe")
+        .await;
+    assert_eq!(r.status(), 400);
+    let p: Value = r.json().await.unwrap();
+    assert!(p["field_errors"].get("event_outcome").is_some(), "{p}");
+    app.stop().await;
 }
