@@ -255,9 +255,9 @@ async fn an_export_holds_exactly_what_the_same_search_shows(backend: Backend) {
     // Events 0 and 6 fail and are svc-0's.
     assert_eq!(want.len(), 2);
     let r = app
-        .get(&format!(
-            "/api/v1/audit/export?format=ndjson&event_outcome=failure&actor_id=svc-0&start_time=1h"
-        ))
+        .get(
+            "/api/v1/audit/export?format=ndjson&event_outcome=failure&actor_id=svc-0&start_time=1h",
+        )
         .await;
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();

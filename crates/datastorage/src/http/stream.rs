@@ -5,18 +5,22 @@
 //! committed from then on that meets the filters follows), then sends `audit_event` messages
 //! (`id` is the event id, `data` its JSON), a `lagged` message (`{"missed": N}`) when the
 //! subscriber fell more than `explorer.streamBufferEvents` behind, and a keep-alive comment
-//! every `explorer.streamKeepAlive`. It ends at shutdown.
+//! every `explorer.streamKeepAlive`. It ends at shutdown. Frames waiting for a subscriber go out
+//! together in one write.
 
 use std::convert::Infallible;
 
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Query, State};
 use axum::http::{header, HeaderValue};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use datastorage_api::query::EventFilter;
 use datastorage_api::{EventQueryParams, FieldErrors, Problem};
-use futures::stream::{self, StreamExt as _};
+use futures::stream;
 use serde_json::{json, Map};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -25,7 +29,78 @@ use super::error::{ApiError, Result};
 use super::state::AppState;
 use crate::auth::access::{Action, Caller, ACCESS_CHAIN};
 use crate::db::RETRY_AFTER_BUSY;
-use crate::workers::live::Received;
+use crate::workers::live::{Received, Subscription};
+
+/// Most bytes one write to a subscriber carries when several events wait for it.
+const MAX_CHUNK: usize = 256 * 1024;
+
+/// One subscriber's side of the stream: what it waits for and what it has sent.
+struct Feed {
+    subscription: Subscription,
+    filter: EventFilter,
+    keep_alive: Duration,
+    opened: bool,
+    closed: bool,
+}
+
+impl Feed {
+    /// The next bytes to send: the opening comment, a keep-alive, or every frame waiting (up to
+    /// [`MAX_CHUNK`]) in one chunk, so a busy stream costs one write per batch of events, not one
+    /// per event. Frames are the feed's own, shared; `None` once the feed closed.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if !self.opened {
+            self.opened = true;
+            return Some(Bytes::from_static(b": subscribed\n\n"));
+        }
+        loop {
+            if self.closed {
+                return None;
+            }
+            let first = match tokio::time::timeout(self.keep_alive, self.subscription.recv()).await
+            {
+                Ok(first) => first,
+                Err(_) => return Some(Bytes::from_static(b": keepalive\n\n")),
+            };
+            let mut parts: Vec<Bytes> = Vec::new();
+            let mut size = 0;
+            let mut next = Some(first);
+            while let Some(received) = next {
+                match received {
+                    Received::Event(e) if e.matches(&self.filter) => {
+                        size += e.frame.len();
+                        parts.push(e.frame.clone());
+                    }
+                    Received::Event(_) => {}
+                    Received::Lagged(n) => {
+                        let frame = format!("event: lagged\ndata: {}\n\n", json!({ "missed": n }));
+                        size += frame.len();
+                        parts.push(Bytes::from(frame));
+                    }
+                    Received::Closed => {
+                        self.closed = true;
+                        break;
+                    }
+                }
+                next = if size < MAX_CHUNK {
+                    self.subscription.try_recv()
+                } else {
+                    None
+                };
+            }
+            match parts.len() {
+                0 => continue,
+                1 => return parts.pop(),
+                _ => {
+                    let mut chunk = Vec::with_capacity(size);
+                    for part in parts {
+                        chunk.extend_from_slice(&part);
+                    }
+                    return Some(Bytes::from(chunk));
+                }
+            }
+        }
+    }
+}
 
 /// The route.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -92,35 +167,25 @@ async fn stream_events(
             details,
         )
         .await?;
-    let events = stream::unfold((subscription, filter), |(mut sub, filter)| async move {
-        loop {
-            let event = match sub.recv().await {
-                Received::Event(e) if e.matches(&filter) => Event::default()
-                    .event("audit_event")
-                    .id(e.event.event_id.to_string())
-                    .data(&e.json),
-                Received::Event(_) => continue,
-                Received::Lagged(n) => Event::default()
-                    .event("lagged")
-                    .data(json!({ "missed": n }).to_string()),
-                Received::Closed => return None,
-            };
-            return Some((Ok::<_, Infallible>(event), (sub, filter)));
-        }
+    let opened = Feed {
+        subscription,
+        filter,
+        keep_alive: state.settings.explorer.stream_keep_alive,
+        opened: false,
+        closed: false,
+    };
+    let body = stream::unfold(opened, |mut feed| async move {
+        let chunk = feed.next_chunk().await?;
+        Some((Ok::<_, Infallible>(chunk), feed))
     });
-    let opened = stream::once(async { Ok(Event::default().comment("subscribed")) });
-    let keep_alive = KeepAlive::new()
-        .interval(state.settings.explorer.stream_keep_alive)
-        .text("keepalive");
-    let mut response = Sse::new(opened.chain(events))
-        .keep_alive(keep_alive)
-        .into_response();
+    let mut response = Body::from_stream(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Proxies that buffer responses (nginx) would hold the events back.
-    response
-        .headers_mut()
-        .insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
 }

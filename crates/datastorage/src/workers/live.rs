@@ -4,7 +4,8 @@
 //! The write path hands committed events to [`LiveFeed::publish`]. While nobody subscribes
 //! that costs one atomic load; otherwise it costs a clone of the events and a `try_send` into
 //! a bounded queue, and a full queue drops them for the feed (counted), so writes never wait
-//! for the feed. One task encodes each event once and broadcasts the text. Each subscriber
+//! for the feed. One task encodes each event once, as the whole server-sent-events frame, and
+//! broadcasts it; subscribers share that frame (a reference count, no copy). Each subscriber
 //! reads from a ring of `explorer.streamBufferEvents`: one that falls behind further loses the
 //! oldest and is told how many ([`Received::Lagged`]). At most
 //! `explorer.streamMaxSubscribers` subscribe at once.
@@ -12,6 +13,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use datastorage_api::query::EventFilter;
 use datastorage_api::stream::StreamedEvent;
 use datastorage_api::ValidatedEvent;
@@ -41,8 +43,9 @@ pub struct LiveMetrics {
 pub struct LiveEvent {
     /// The event, for the subscribers' filters.
     pub event: ValidatedEvent,
-    /// Its JSON text (the API's field names).
-    pub json: String,
+    /// Its whole `audit_event` frame: `event`, `id` (the event id) and `data` (its JSON, the
+    /// API's field names) lines and the blank line that ends it.
+    pub frame: Bytes,
 }
 
 impl LiveEvent {
@@ -125,7 +128,25 @@ impl Drop for Subscription {
 impl Subscription {
     /// The next event, a lag notice, or the end.
     pub async fn recv(&mut self) -> Received {
-        match self.rx.recv().await {
+        let next = self.rx.recv().await;
+        self.received(next)
+    }
+
+    /// What is there already, without waiting: `None` when nothing is.
+    pub fn try_recv(&mut self) -> Option<Received> {
+        match self.rx.try_recv() {
+            Ok(event) => Some(Received::Event(event)),
+            Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                self.inner.metrics.lagged.inc_by(n);
+                Some(Received::Lagged(n))
+            }
+            Err(broadcast::error::TryRecvError::Closed) => Some(Received::Closed),
+            Err(broadcast::error::TryRecvError::Empty) => None,
+        }
+    }
+
+    fn received(&self, next: Result<Arc<LiveEvent>, broadcast::error::RecvError>) -> Received {
+        match next {
             Ok(event) => Received::Event(event),
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 self.inner.metrics.lagged.inc_by(n);
@@ -166,7 +187,7 @@ impl LiveFeed {
                     .into_iter()
                     .map(|event| {
                         Arc::new(LiveEvent {
-                            json: encode(&event),
+                            frame: frame(&event),
                             event,
                         })
                     })
@@ -232,8 +253,16 @@ impl LiveFeed {
     }
 }
 
-fn encode(e: &ValidatedEvent) -> String {
-    serde_json::to_string(&StreamedEvent::from(e)).unwrap_or_else(|_| "{}".to_owned())
+/// The `audit_event` frame of `e`. JSON text holds no line break, so one `data` line carries it.
+fn frame(e: &ValidatedEvent) -> Bytes {
+    let json = serde_json::to_string(&StreamedEvent::from(e)).unwrap_or_else(|_| "{}".to_owned());
+    let mut out = Vec::with_capacity(json.len() + 80);
+    out.extend_from_slice(b"event: audit_event\nid: ");
+    out.extend_from_slice(e.event_id.to_string().as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    out.extend_from_slice(json.as_bytes());
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
 }
 
 #[cfg(test)]
@@ -262,7 +291,7 @@ mod tests {
     fn a_live_event_meets_the_filters_as_the_query_compares_them() {
         let e = event("gateway", "c-1", json!({"n": 5, "s": "x", "b": true}));
         let live = LiveEvent {
-            json: encode(&e),
+            frame: frame(&e),
             event: e,
         };
         assert!(live.matches(&filter(json!({}))));
@@ -276,7 +305,14 @@ mod tests {
         assert!(live.matches(&filter(json!({"detail_key": "s", "detail_value": "x"}))));
         assert!(!live.matches(&filter(json!({"detail_key": "s", "detail_value": "y"}))));
         assert!(!live.matches(&filter(json!({"actor_id": "someone"}))));
-        let v: Value = serde_json::from_str(&live.json).unwrap();
+        let text = std::str::from_utf8(&live.frame).unwrap();
+        let (head, data) = text.split_once("\ndata: ").unwrap();
+        assert_eq!(
+            head,
+            format!("event: audit_event\nid: {}", live.event.event_id)
+        );
+        assert!(data.ends_with("\n\n") && !data.trim_end().contains('\n'));
+        let v: Value = serde_json::from_str(data.trim_end()).unwrap();
         assert_eq!(v["event_category"], "gateway");
         assert_eq!(v["event_timestamp"], "2026-12-01T10:00:00Z");
         assert!(v.get("event_hash").is_none());
