@@ -36,16 +36,23 @@
 //!     `--buffer-events` (100 k; quick 20 k) events in batches of 100 while PostgreSQL is down
 //!     (answered 202), the buffer's size, the replay's time to an empty buffer at the default
 //!     `buffer.replayRate` and at `--buffer-high-rate`, and the single-event load with and
-//!     without a replay running.
+//!     without a replay running;
+//! 12. only with `--explorer` (issue 19), on databases of its own: `--explorer-rows` (1 M;
+//!     quick 100 k) seeded events over the last 7 days, the search page's and a long chain's
+//!     timeline's first result in headless Chromium over chromedriver, the API calls the page
+//!     makes, then the single-event load at `--explorer-clients` (16) without, with
+//!     `--explorer-subscribers` (100) stream subscribers of every event, with as many whose
+//!     filter matches no write, and without again.
 //!
 //! `--skip-load` leaves out 1–3 (and `--skip-pool`, `--skip-verify`, `--skip-held`,
-//! `--skip-bodies`, `--skip-auth`, `--skip-sqlite` the others), to run a part alone; 10 and 11
-//! run only when asked for. The harness prints numbers; it asserts nothing about them.
+//! `--skip-bodies`, `--skip-auth`, `--skip-sqlite` the others), to run a part alone; 10, 11 and
+//! 12 run only when asked for. The harness prints numbers; it asserts nothing about them.
 
 mod auth;
 mod bodies;
 mod buffer;
 mod events;
+mod explorer;
 mod held;
 mod lifecycle;
 mod load;
@@ -219,6 +226,42 @@ struct Cli {
     /// it must end before the replay does (100 k events at 5000 ev/s take 20 s).
     #[arg(long, value_name = "SECS")]
     buffer_live: Option<f64>,
+    /// Run the explorer part (issue 19; off by default): the search page's first result in
+    /// headless Chromium on a seeded table, the API calls the page makes, and the single-event
+    /// load with and without stream subscribers.
+    #[arg(long)]
+    explorer: bool,
+    /// Rows of the explorer's search table [default: 1000000, quick 100000].
+    #[arg(long, value_name = "N")]
+    explorer_rows: Option<u64>,
+    /// Timed page loads of each explorer view, after one untimed [default: 10, quick 3].
+    #[arg(long, value_name = "N")]
+    explorer_loads: Option<usize>,
+    /// Timed calls of each API request the explorer's views make, after 5 untimed.
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    explorer_calls: usize,
+    /// Clients of the single-event load with and without stream subscribers.
+    #[arg(long, default_value_t = 16)]
+    explorer_clients: usize,
+    /// Stream subscribers during the explorer's load run with them.
+    #[arg(long, default_value_t = 100)]
+    explorer_subscribers: usize,
+    /// chromedriver for the explorer part.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "DATASTORAGE_CHROMEDRIVER",
+        default_value = "/usr/bin/chromedriver"
+    )]
+    chromedriver: PathBuf,
+    /// Chromium for the explorer part.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "DATASTORAGE_CHROMIUM",
+        default_value = "/usr/bin/chromium"
+    )]
+    chromium: PathBuf,
 }
 
 /// Verified chains are `cid-<VERIFY_CID_BASE + length>`, apart from every other chain.
@@ -254,6 +297,8 @@ struct Sizes {
     lifecycle_rows: u64,
     buffer_events: u64,
     buffer_live: Duration,
+    explorer_rows: u64,
+    explorer_loads: usize,
 }
 
 impl Cli {
@@ -288,6 +333,11 @@ impl Cli {
                 .unwrap_or(if q { 20_000 } else { 100_000 })
                 .max(1),
             buffer_live: secs(self.buffer_live, 10.0, 2.0),
+            explorer_rows: self
+                .explorer_rows
+                .unwrap_or(if q { 100_000 } else { 1_000_000 })
+                .max(2),
+            explorer_loads: self.explorer_loads.unwrap_or(if q { 3 } else { 10 }).max(1),
         }
     }
 }
@@ -918,6 +968,45 @@ async fn main() -> Result<()> {
         )
         .await;
         run.lifecycle = Some(lifecycle::markdown(&l));
+    }
+
+    // 12. The explorer (opt-in), on databases of its own in the same cluster.
+    if cli.explorer {
+        run.facts.push((
+            "issue 19 part".to_owned(),
+            format!(
+                "explorer: {} seeded rows over the last {} days, {} timed Chromium loads per view, {} timed calls per API request, single POST @{} for {:.0} s (+{:.0} s warm-up) without, with {} stream subscribers of every event, with as many of no write, and without again",
+                sz.explorer_rows,
+                explorer::SEED_DAYS,
+                sz.explorer_loads,
+                cli.explorer_calls.max(1),
+                cli.explorer_clients.max(1),
+                sz.duration.as_secs_f64(),
+                sz.warmup.as_secs_f64(),
+                cli.explorer_subscribers.max(1)
+            ),
+        ));
+        let x = explorer::run(
+            &ctx,
+            &server_bin,
+            &pg_cfg,
+            &admin_url,
+            postmaster,
+            explorer::Opts {
+                rows: sz.explorer_rows,
+                chain_len: cli.chain_len.max(1),
+                loads: sz.explorer_loads,
+                calls: cli.explorer_calls.max(1),
+                clients: cli.explorer_clients.max(1),
+                subscribers: cli.explorer_subscribers.max(1),
+                warmup: sz.warmup,
+                duration: sz.duration,
+                chromedriver: cli.chromedriver.clone(),
+                chromium: cli.chromium.clone(),
+            },
+        )
+        .await;
+        run.explorer = Some(explorer::markdown(&x));
     }
     drop(cluster);
 

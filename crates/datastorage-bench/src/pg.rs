@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use datastorage_testkit::PgDb;
 use sqlx::postgres::PgConnection;
 use sqlx::Connection;
@@ -438,8 +438,36 @@ pub async fn pgbench(
 /// Rows of one chain the seeder builds at a time.
 const SEED_PIECE: i64 = 1000;
 
+/// When seeded chains begin: chain `i` of `n` at `from + span × i / n`; its events follow
+/// 1.5 s apart (plus up to 1 s), in sequence order.
+#[derive(Debug, Clone, Copy)]
+pub struct Spread {
+    /// Start of the first chain.
+    pub from: DateTime<Utc>,
+    /// Time from the first chain's start to the last one's.
+    pub span: chrono::Duration,
+}
+
+impl Spread {
+    /// Every chain from `from`.
+    pub fn at(from: DateTime<Utc>) -> Self {
+        Self {
+            from,
+            span: chrono::Duration::zero(),
+        }
+    }
+
+    /// The start of chain `i` of `n`.
+    pub fn start(&self, i: u64, n: u64) -> DateTime<Utc> {
+        let micros = self.span.num_microseconds().unwrap_or(0) as i128;
+        let off = micros * i128::from(i) / i128::from(n.max(1));
+        self.from + chrono::Duration::microseconds(off as i64)
+    }
+}
+
 /// Adds valid chains of `chain_len` rows for correlation ids `cid-<first>..` until `rows` rows
-/// are added, with their `audit_chain_heads`, through two COPY streams. Returns chains added.
+/// are added, with their `audit_chain_heads`, through two COPY streams; every chain begins 30
+/// days ago. Returns chains added.
 pub async fn seed(
     db: &Db,
     templates: &Arc<Templates>,
@@ -447,7 +475,41 @@ pub async fn seed(
     rows: u64,
     chain_len: i64,
 ) -> Result<u64> {
+    let from = Utc::now() - chrono::Duration::days(30);
+    seed_spread(db, templates, first, rows, chain_len, Spread::at(from)).await
+}
+
+/// Creates the monthly partitions of `audit_events` (the server's default
+/// `retention.partitionInterval`) that the times from `from` to `to` fall in, when the table is
+/// partitioned; the unpartitioned table of earlier migrations (the lifecycle part seeds one)
+/// has no `audit_ensure_partition` and is left alone. COPY fails on a row no partition holds.
+async fn ensure_partitions(db: &Db, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<()> {
+    let (from, to) = (from.to_rfc3339(), to.to_rfc3339());
+    db.try_sql(&[&format!(
+        "DO $$ BEGIN \
+         IF to_regprocedure('audit_ensure_partition(timestamptz, text)') IS NOT NULL THEN \
+         PERFORM audit_ensure_partition(d, 'monthly') FROM generate_series('{from}'::timestamptz, '{to}'::timestamptz, interval '1 day') AS d; \
+         PERFORM audit_ensure_partition('{to}'::timestamptz, 'monthly'); \
+         END IF; END $$"
+    )])
+    .await
+}
+
+/// [`seed`], with the chains' starts spread as `spread` says; the partitions their events
+/// fall in are created first.
+pub async fn seed_spread(
+    db: &Db,
+    templates: &Arc<Templates>,
+    first: u64,
+    rows: u64,
+    chain_len: i64,
+    spread: Spread,
+) -> Result<u64> {
     let chains = rows.div_ceil(chain_len as u64);
+    // The last chain's last event: 1.5 s per event after its start, plus up to 1 s.
+    let last = spread.start(chains.saturating_sub(1), chains)
+        + chrono::Duration::milliseconds(chain_len * 1500 + 1000);
+    ensure_partitions(db, spread.from, last).await?;
     let streams = 2u64;
     let mut tasks = Vec::new();
     for s in 0..streams {
@@ -461,10 +523,10 @@ pub async fn seed(
             let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, String)>(4);
             let producer = tokio::task::spawn_blocking(move || {
                 let mut gen = Gen::new(templates, 1, 0x5eed + lo);
-                let start = Utc::now() - chrono::Duration::days(30);
                 let (mut rows, mut heads) = (String::new(), String::new());
                 for n in lo..hi {
                     let c = cid(n);
+                    let start = spread.start(n - first, chains);
                     let mut hash = String::new();
                     // A long chain goes out in pieces, so memory stays flat whatever its length.
                     let mut first_seq = 1;

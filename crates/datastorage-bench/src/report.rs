@@ -91,6 +91,8 @@ pub struct Run {
     pub lifecycle: Option<String>,
     /// The outage-buffer part's section (issue 16), Markdown from its `## ` heading on.
     pub buffer: Option<String>,
+    /// The explorer part's section (issue 19), Markdown from its `## ` heading on.
+    pub explorer: Option<String>,
     /// Free-form notes (seeding, chain verification, skipped parts).
     pub notes: Vec<String>,
     /// Wall time of the whole run, seconds.
@@ -668,6 +670,9 @@ pub fn markdown(run: &Run) -> String {
         out.push_str(section);
     }
     if let Some(section) = &run.buffer {
+        out.push_str(section);
+    }
+    if let Some(section) = &run.explorer {
         out.push_str(section);
     }
     let _ = writeln!(out, "\n## Where the time goes\n");
