@@ -5,8 +5,8 @@
 //! committed from then on that meets the filters follows), then sends `audit_event` messages
 //! (`id` is the event id, `data` its JSON), a `lagged` message (`{"missed": N}`) when the
 //! subscriber fell more than `explorer.streamBufferEvents` behind, and a keep-alive comment
-//! every `explorer.streamKeepAlive`. It ends at shutdown. Frames waiting for a subscriber go out
-//! together in one write.
+//! every `explorer.streamKeepAlive`. It ends at shutdown. Events go out at most 50 ms after
+//! their commit, those committed meanwhile together in one write.
 
 use std::convert::Infallible;
 
@@ -34,6 +34,11 @@ use crate::workers::live::{Received, Subscription};
 /// Most bytes one write to a subscriber carries when several events wait for it.
 const MAX_CHUNK: usize = 256 * 1024;
 
+/// How long a subscriber gathers events after the first before it writes them: under load, one
+/// wake-up and one write per subscriber per linger instead of one per event per subscriber (the
+/// cost that grows with subscribers × events). A person watching a live tail does not see 50 ms.
+const LINGER: Duration = Duration::from_millis(50);
+
 /// One subscriber's side of the stream: what it waits for and what it has sent.
 struct Feed {
     subscription: Subscription,
@@ -44,9 +49,10 @@ struct Feed {
 }
 
 impl Feed {
-    /// The next bytes to send: the opening comment, a keep-alive, or every frame waiting (up to
-    /// [`MAX_CHUNK`]) in one chunk, so a busy stream costs one write per batch of events, not one
-    /// per event. Frames are the feed's own, shared; `None` once the feed closed.
+    /// The next bytes to send: the opening comment, a keep-alive, or, [`LINGER`] after the first
+    /// event that meets the filter, every frame waiting (up to [`MAX_CHUNK`]) in one chunk, so a
+    /// busy stream costs one write per linger, not one per event. Frames are the feed's own,
+    /// shared; `None` once the feed closed.
     async fn next_chunk(&mut self) -> Option<Bytes> {
         if !self.opened {
             self.opened = true;
@@ -61,6 +67,10 @@ impl Feed {
                 Ok(first) => first,
                 Err(_) => return Some(Bytes::from_static(b": keepalive\n\n")),
             };
+            if matches!(&first, Received::Event(e) if e.matches(&self.filter)) {
+                // While it sleeps the subscription is not waiting, so sends do not wake it.
+                tokio::time::sleep(LINGER).await;
+            }
             let mut parts: Vec<Bytes> = Vec::new();
             let mut size = 0;
             let mut next = Some(first);
