@@ -10,6 +10,7 @@
 //! (`docs/` holds the ones the README shows).
 
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,8 @@ use serde_json::{json, Value};
 /// Longest wait for anything the page should show.
 const PATIENCE: Duration = Duration::from_secs(15);
 
-/// chromedriver on a free loopback port, killed on drop.
+/// chromedriver on a free loopback port, in a process group of its own; on drop the whole
+/// group is killed, so a test that fails before closing its session leaves no browser behind.
 struct Driver {
     child: Child,
     port: u16,
@@ -31,6 +33,8 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -53,6 +57,7 @@ async fn browser() -> (Driver, Client) {
     );
     let port = free_port();
     let child = Command::new(&driver_bin)
+        .process_group(0)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
