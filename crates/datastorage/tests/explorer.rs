@@ -9,8 +9,8 @@
 //! With `DATASTORAGE_SCREENSHOTS=DIR` the tests save a screenshot of each main view there
 //! (`docs/` holds the ones the README shows).
 
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
