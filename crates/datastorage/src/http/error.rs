@@ -141,8 +141,15 @@ impl From<QueryRejection> for ApiError {
     /// A query string that does not parse: a `400` naming the unknown parameter when that is
     /// what is wrong, else `(query)`.
     fn from(rejection: QueryRejection) -> Self {
+        ApiError::bad_query(&rejection.body_text())
+    }
+}
+
+impl ApiError {
+    /// A `400` for a query string that did not deserialize (`text`, serde's message): naming
+    /// the unknown parameter when that is what is wrong, else `(query)`.
+    pub fn bad_query(text: &str) -> Self {
         let mut errors = FieldErrors::default();
-        let text = rejection.body_text();
         let field = text
             .split('`')
             .nth(1)

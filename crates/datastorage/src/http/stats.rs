@@ -6,7 +6,7 @@ use axum::extract::{Extension, Query, State};
 use axum::Json;
 use chrono::{Duration, Utc};
 use datastorage_api::stats::{validate_stats, AuditStatsResponse, StatsBucket};
-use datastorage_api::{EventQueryParams, FieldErrors, Problem};
+use datastorage_api::{EventQueryParams, Problem};
 use serde_json::{json, Map, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -31,18 +31,8 @@ fn parse(pairs: Vec<(String, String)>) -> Result<(EventQueryParams, Option<Strin
             rest.insert(k, Value::String(v));
         }
     }
-    let params = serde_json::from_value(Value::Object(rest)).map_err(|e| {
-        let text = e.to_string();
-        let field = text
-            .split('`')
-            .nth(1)
-            .filter(|_| text.contains("unknown field"))
-            .unwrap_or("(query)")
-            .to_owned();
-        let mut errors = FieldErrors::default();
-        errors.add(field, format!("invalid query string: {text}"));
-        ApiError::Validation(errors)
-    })?;
+    let params = serde_json::from_value(Value::Object(rest))
+        .map_err(|e| ApiError::bad_query(&e.to_string()))?;
     Ok((params, bucket))
 }
 
