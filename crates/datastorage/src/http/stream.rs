@@ -5,8 +5,8 @@
 //! committed from then on that meets the filters follows), then sends `audit_event` messages
 //! (`id` is the event id, `data` its JSON), a `lagged` message (`{"missed": N}`) when the
 //! subscriber fell more than `explorer.streamBufferEvents` behind, and a keep-alive comment
-//! every `explorer.streamKeepAlive`. It ends at shutdown. Events go out at most 50 ms after
-//! their commit, those committed meanwhile together in one write.
+//! every `explorer.streamKeepAlive` with nothing else sent. It ends at shutdown. Events go out
+//! at most [`LINGER`](crate::workers::live::LINGER) after their commit, those committed meanwhile together in one write.
 
 use std::convert::Infallible;
 
@@ -18,7 +18,6 @@ use axum::extract::{Extension, Query, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use datastorage_api::query::EventFilter;
 use datastorage_api::{EventQueryParams, FieldErrors, Problem};
 use futures::stream;
 use serde_json::{json, Map};
@@ -29,86 +28,38 @@ use super::error::{ApiError, Result};
 use super::state::AppState;
 use crate::auth::access::{Action, Caller, ACCESS_CHAIN};
 use crate::db::RETRY_AFTER_BUSY;
-use crate::workers::live::{Received, Subscription};
-
-/// Most bytes one write to a subscriber carries when several events wait for it.
-const MAX_CHUNK: usize = 256 * 1024;
-
-/// How long a subscriber gathers events after the first before it writes them: under load, one
-/// wake-up and one write per subscriber per linger instead of one per event per subscriber (the
-/// cost that grows with subscribers × events). A person watching a live tail does not see 50 ms.
-const LINGER: Duration = Duration::from_millis(50);
+use crate::workers::live::{Next, Subscription};
 
 /// One subscriber's side of the stream: what it waits for and what it has sent.
 struct Feed {
     subscription: Subscription,
-    filter: EventFilter,
     keep_alive: Duration,
     opened: bool,
-    closed: bool,
 }
 
 impl Feed {
-    /// The next bytes to send: the opening comment, a keep-alive, or, [`LINGER`] after the first
-    /// event that meets the filter, every frame waiting (up to [`MAX_CHUNK`]) in one chunk, so a
-    /// busy stream costs one write per linger, not one per event. Frames are the feed's own,
-    /// shared; `None` once the feed closed.
+    /// The next bytes to send: the opening comment, a keep-alive after `keep_alive` with
+    /// nothing sent, or the frames of the next batch of the feed that holds events this
+    /// subscriber takes (one write per batch, the feed's own buffer when it takes every
+    /// event), after a `lagged` message when it missed some; `None` once the feed closed.
     async fn next_chunk(&mut self) -> Option<Bytes> {
         if !self.opened {
             self.opened = true;
             return Some(Bytes::from_static(b": subscribed\n\n"));
         }
-        loop {
-            if self.closed {
-                return None;
-            }
-            let first = match tokio::time::timeout(self.keep_alive, self.subscription.recv()).await
-            {
-                Ok(first) => first,
-                Err(_) => return Some(Bytes::from_static(b": keepalive\n\n")),
-            };
-            if matches!(&first, Received::Event(e) if e.matches(&self.filter)) {
-                // While it sleeps the subscription is not waiting, so sends do not wake it.
-                tokio::time::sleep(LINGER).await;
-            }
-            let mut parts: Vec<Bytes> = Vec::new();
-            let mut size = 0;
-            let mut next = Some(first);
-            while let Some(received) = next {
-                match received {
-                    Received::Event(e) if e.matches(&self.filter) => {
-                        size += e.frame.len();
-                        parts.push(e.frame.clone());
-                    }
-                    Received::Event(_) => {}
-                    Received::Lagged(n) => {
-                        let frame = format!("event: lagged\ndata: {}\n\n", json!({ "missed": n }));
-                        size += frame.len();
-                        parts.push(Bytes::from(frame));
-                    }
-                    Received::Closed => {
-                        self.closed = true;
-                        break;
-                    }
-                }
-                next = if size < MAX_CHUNK {
-                    self.subscription.try_recv()
-                } else {
-                    None
-                };
-            }
-            match parts.len() {
-                0 => continue,
-                1 => return parts.pop(),
-                _ => {
-                    let mut chunk = Vec::with_capacity(size);
-                    for part in parts {
-                        chunk.extend_from_slice(&part);
-                    }
-                    return Some(Bytes::from(chunk));
-                }
-            }
+        let next = tokio::time::timeout(self.keep_alive, self.subscription.next()).await;
+        let Ok(Next::Frames { frames, missed }) = next else {
+            return next
+                .is_err()
+                .then_some(Bytes::from_static(b": keepalive\n\n"));
+        };
+        if missed == 0 {
+            return frames;
         }
+        let mut chunk =
+            format!("event: lagged\ndata: {}\n\n", json!({ "missed": missed })).into_bytes();
+        chunk.extend_from_slice(frames.as_deref().unwrap_or_default());
+        Some(Bytes::from(chunk))
     }
 }
 
@@ -160,11 +111,14 @@ async fn stream_events(
     if filter.correlation_id.is_none() {
         filter.hidden_chain = Some(ACCESS_CHAIN.to_owned());
     }
-    let subscription = state.live.subscribe().map_err(|e| ApiError::Unavailable {
-        message: e.to_string(),
-        cause: e.to_string(),
-        retry_after: RETRY_AFTER_BUSY,
-    })?;
+    let subscription = state
+        .live
+        .subscribe(filter)
+        .map_err(|e| ApiError::Unavailable {
+            message: e.to_string(),
+            cause: e.to_string(),
+            retry_after: RETRY_AFTER_BUSY,
+        })?;
     let filters = serde_json::to_value(&params).unwrap_or_default();
     let details = Map::from_iter([("filters".to_owned(), filters)]);
     state
@@ -179,10 +133,8 @@ async fn stream_events(
         .await?;
     let opened = Feed {
         subscription,
-        filter,
         keep_alive: state.settings.explorer.stream_keep_alive,
         opened: false,
-        closed: false,
     };
     let body = stream::unfold(opened, |mut feed| async move {
         let chunk = feed.next_chunk().await?;

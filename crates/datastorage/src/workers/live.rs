@@ -4,14 +4,17 @@
 //! The write path hands committed events to [`LiveFeed::publish`]. While nobody subscribes
 //! that costs one atomic load; otherwise it costs a clone of the events and a `try_send` into
 //! a bounded queue, and a full queue drops them for the feed (counted), so writes never wait
-//! for the feed. One task encodes each event once, as the whole server-sent-events frame, and
-//! broadcasts it; subscribers share that frame (a reference count, no copy). Each subscriber
-//! reads from a ring of `explorer.streamBufferEvents`: one that falls behind further loses the
-//! oldest and is told how many ([`Received::Lagged`]). At most
-//! `explorer.streamMaxSubscribers` subscribe at once.
+//! for the feed. One task gathers what is committed for [`LINGER`] after the first event,
+//! encodes each event once, as the whole server-sent-events frame, into one buffer for the
+//! batch, and broadcasts the batch: a subscriber wakes once per batch, not once per event, and
+//! one that takes every event sends the batch's buffer as it is (a reference count, no copy).
+//! Each subscriber reads from a ring of about `explorer.streamBufferEvents` events (in
+//! batches); one that falls behind further loses the oldest and is told how many
+//! ([`Next::Frames::missed`]). At most `explorer.streamMaxSubscribers` subscribe at once.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use datastorage_api::query::EventFilter;
@@ -21,9 +24,19 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
 
 /// Committed-event messages the encoder may have queued before the feed drops new ones.
 const QUEUE: usize = 1024;
+
+/// How long the encoder gathers events after the first before it broadcasts them: under load,
+/// one wake-up and one write per subscriber per linger instead of one per event per subscriber
+/// (the cost that grows with subscribers × events). A person watching a live tail does not see
+/// 50 ms.
+pub const LINGER: Duration = Duration::from_millis(50);
+
+/// Most events in one batch; fewer when the ring is small (see [`ring`]).
+const BATCH_EVENTS: usize = 256;
 
 /// Metrics of the feed.
 #[derive(Debug, Clone, Default)]
@@ -44,7 +57,7 @@ pub struct LiveEvent {
     /// The event, for the subscribers' filters.
     pub event: ValidatedEvent,
     /// Its whole `audit_event` frame: `event`, `id` (the event id) and `data` (its JSON, the
-    /// API's field names) lines and the blank line that ends it.
+    /// API's field names) lines and the blank line that ends it. A slice of its batch's buffer.
     pub frame: Bytes,
 }
 
@@ -82,13 +95,132 @@ impl LiveEvent {
     }
 }
 
+/// Events committed together within one [`LINGER`], as the feed broadcasts them.
+#[derive(Debug)]
+struct Batch {
+    /// The feed's number of its first event (the feed numbers events from 0 as it sends them).
+    first: u64,
+    events: Vec<LiveEvent>,
+    /// Every event's frame, in commit order, in one buffer.
+    frames: Bytes,
+}
+
+impl Batch {
+    /// Encodes `events` once, each frame a slice of one buffer.
+    fn encode(events: Vec<ValidatedEvent>) -> Self {
+        let mut buffer = Vec::with_capacity(events.len() * 1024);
+        let ends: Vec<usize> = events
+            .iter()
+            .map(|e| {
+                write_frame(&mut buffer, e);
+                buffer.len()
+            })
+            .collect();
+        let frames = Bytes::from(buffer);
+        let mut start = 0;
+        let events = events
+            .into_iter()
+            .zip(ends)
+            .map(|(event, end)| {
+                let frame = frames.slice(start..end);
+                start = end;
+                LiveEvent { event, frame }
+            })
+            .collect();
+        Self {
+            first: 0,
+            events,
+            frames,
+        }
+    }
+
+    /// The feed's number of the event after its last.
+    fn end(&self) -> u64 {
+        self.first + self.events.len() as u64
+    }
+}
+
+/// What a subscriber takes from the feed.
+#[derive(Debug)]
+enum Selection {
+    /// Every event (its filter names none): the batch's buffer is sent as it is.
+    Every,
+    /// The events that meet the filter.
+    Matching(EventFilter),
+}
+
+impl Selection {
+    /// The selection of `f`. The feed never carries the service's own access records, so the
+    /// chain a filter hides is not a filter here.
+    fn of(f: EventFilter) -> Self {
+        let EventFilter {
+            event_type,
+            event_category,
+            event_outcome,
+            severity,
+            correlation_id,
+            since: _,
+            until: _,
+            detail,
+            actor_id,
+            resource_type,
+            resource_id,
+            namespace,
+            cluster_id,
+            limit: _,
+            offset: _,
+            cursor: _,
+            hidden_chain: _,
+        } = &f;
+        let none = [
+            event_type,
+            severity,
+            correlation_id,
+            actor_id,
+            resource_type,
+            resource_id,
+            namespace,
+            cluster_id,
+        ]
+        .iter()
+        .all(|v| v.is_none());
+        if none && event_category.is_none() && event_outcome.is_none() && detail.is_none() {
+            Self::Every
+        } else {
+            Self::Matching(f)
+        }
+    }
+
+    /// The frames of `batch` this selection takes, in one buffer; `None` when it takes none.
+    fn frames(&self, batch: &Batch) -> Option<Bytes> {
+        let f = match self {
+            Self::Every => return (!batch.frames.is_empty()).then(|| batch.frames.clone()),
+            Self::Matching(f) => f,
+        };
+        let mut taken = batch.events.iter().filter(|e| e.matches(f));
+        let first = taken.next()?;
+        let Some(second) = taken.next() else {
+            return Some(first.frame.clone());
+        };
+        let mut out = Vec::with_capacity(batch.frames.len());
+        for e in [first, second].into_iter().chain(taken) {
+            out.extend_from_slice(&e.frame);
+        }
+        Some(Bytes::from(out))
+    }
+}
+
 /// What a subscriber receives next.
 #[derive(Debug)]
-pub enum Received {
-    /// An event.
-    Event(Arc<LiveEvent>),
-    /// The subscriber fell behind and missed this many events.
-    Lagged(u64),
+pub enum Next {
+    /// Frames of events it takes, and the events it missed before them.
+    Frames {
+        /// The `audit_event` frames, in commit order, in one buffer; `None` when the batch
+        /// held none it takes but it missed some.
+        frames: Option<Bytes>,
+        /// Events it missed (it fell more than its buffer behind) before these.
+        missed: u64,
+    },
     /// The feed closed (shutdown).
     Closed,
 }
@@ -102,19 +234,28 @@ pub struct LiveFeed {
 #[derive(Debug)]
 struct Inner {
     queue: mpsc::Sender<Vec<ValidatedEvent>>,
-    /// The one sender; `None` once closed, which ends every subscription.
     out: Arc<Outlet>,
     subscribers: AtomicUsize,
     max_subscribers: usize,
     metrics: LiveMetrics,
 }
 
-type Outlet = std::sync::RwLock<Option<broadcast::Sender<Arc<LiveEvent>>>>;
+/// The one sender and the number of the next event it sends; `None` once closed, which ends
+/// every subscription. Sending and subscribing both hold it, so a subscriber knows exactly
+/// which event comes first for it.
+type Outlet = Mutex<Option<(broadcast::Sender<Arc<Batch>>, u64)>>;
+
+fn lock(out: &Outlet) -> MutexGuard<'_, Option<(broadcast::Sender<Arc<Batch>>, u64)>> {
+    out.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A subscription; dropping it unsubscribes.
 #[derive(Debug)]
 pub struct Subscription {
-    rx: broadcast::Receiver<Arc<LiveEvent>>,
+    rx: broadcast::Receiver<Arc<Batch>>,
+    selection: Selection,
+    /// The feed's number of the next event this subscriber should see.
+    next: u64,
     inner: Arc<Inner>,
 }
 
@@ -126,33 +267,25 @@ impl Drop for Subscription {
 }
 
 impl Subscription {
-    /// The next event, a lag notice, or the end.
-    pub async fn recv(&mut self) -> Received {
-        let next = self.rx.recv().await;
-        self.received(next)
-    }
-
-    /// What is there already, without waiting: `None` when nothing is.
-    pub fn try_recv(&mut self) -> Option<Received> {
-        match self.rx.try_recv() {
-            Ok(event) => Some(Received::Event(event)),
-            Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                self.inner.metrics.lagged.inc_by(n);
-                Some(Received::Lagged(n))
+    /// The frames of the next batch that holds events this subscriber takes (or tells of
+    /// events it missed), or the end.
+    pub async fn next(&mut self) -> Next {
+        loop {
+            let batch = match self.rx.recv().await {
+                Ok(batch) => batch,
+                // The next batch's number tells how many events were missed.
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return Next::Closed,
+            };
+            let missed = batch.first.saturating_sub(self.next);
+            self.next = batch.end();
+            if missed > 0 {
+                self.inner.metrics.lagged.inc_by(missed);
             }
-            Err(broadcast::error::TryRecvError::Closed) => Some(Received::Closed),
-            Err(broadcast::error::TryRecvError::Empty) => None,
-        }
-    }
-
-    fn received(&self, next: Result<Arc<LiveEvent>, broadcast::error::RecvError>) -> Received {
-        match next {
-            Ok(event) => Received::Event(event),
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                self.inner.metrics.lagged.inc_by(n);
-                Received::Lagged(n)
+            let frames = self.selection.frames(&batch);
+            if frames.is_some() || missed > 0 {
+                return Next::Frames { frames, missed };
             }
-            Err(broadcast::error::RecvError::Closed) => Received::Closed,
         }
     }
 }
@@ -168,12 +301,21 @@ pub enum SubscribeError {
     Closed,
 }
 
+/// Events per batch and batches in the ring for a buffer of `buffer` events: batches of at
+/// most [`BATCH_EVENTS`] and at least four in the ring, so a subscriber can fall about
+/// `buffer` events behind.
+fn ring(buffer: usize) -> (usize, usize) {
+    let per_batch = BATCH_EVENTS.min((buffer / 4).max(1));
+    (per_batch, buffer.div_ceil(per_batch).max(1))
+}
+
 impl LiveFeed {
-    /// Starts the encoder task: subscribers lag past `buffer` events, at most
+    /// Starts the encoder task: subscribers lag past about `buffer` events, at most
     /// `max_subscribers` at once.
     pub fn start(buffer: usize, max_subscribers: usize, metrics: LiveMetrics) -> Self {
+        let (per_batch, batches) = ring(buffer);
         let (queue, mut rx) = mpsc::channel::<Vec<ValidatedEvent>>(QUEUE);
-        let out: Arc<Outlet> = Arc::new(std::sync::RwLock::new(Some(broadcast::channel(buffer).0)));
+        let out: Arc<Outlet> = Arc::new(Mutex::new(Some((broadcast::channel(batches).0, 0))));
         let inner = Arc::new(Inner {
             queue,
             out: Arc::clone(&out),
@@ -182,21 +324,25 @@ impl LiveFeed {
             metrics,
         });
         tokio::spawn(async move {
-            while let Some(events) = rx.recv().await {
-                let encoded: Vec<_> = events
-                    .into_iter()
-                    .map(|event| {
-                        Arc::new(LiveEvent {
-                            frame: frame(&event),
-                            event,
-                        })
-                    })
-                    .collect();
-                let out = out.read().unwrap_or_else(|e| e.into_inner());
-                let Some(out) = out.as_ref() else { continue };
-                for event in encoded {
+            while let Some(mut events) = rx.recv().await {
+                let until = Instant::now() + LINGER;
+                while events.len() < per_batch {
+                    match tokio::time::timeout_at(until, rx.recv()).await {
+                        Ok(Some(more)) => events.extend(more),
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                while !events.is_empty() {
+                    let rest = events.split_off(events.len().min(per_batch));
+                    let mut batch = Batch::encode(std::mem::replace(&mut events, rest));
+                    let mut out = lock(&out);
+                    let Some((tx, next)) = out.as_mut() else {
+                        return;
+                    };
+                    batch.first = *next;
+                    *next = batch.end();
                     // No receiver is not an error: the last subscriber just left.
-                    let _ = out.send(event);
+                    let _ = tx.send(Arc::new(batch));
                 }
             }
         });
@@ -219,10 +365,11 @@ impl LiveFeed {
         }
     }
 
-    /// Subscribes, or refuses at the limit or after [`LiveFeed::close`].
-    pub fn subscribe(&self) -> Result<Subscription, SubscribeError> {
-        let out = self.inner.out.read().unwrap_or_else(|e| e.into_inner());
-        let Some(out) = out.as_ref() else {
+    /// Subscribes to the events that meet `filter` (as [`LiveEvent::matches`] compares), or
+    /// refuses at the limit or after [`LiveFeed::close`].
+    pub fn subscribe(&self, filter: EventFilter) -> Result<Subscription, SubscribeError> {
+        let out = lock(&self.inner.out);
+        let Some((tx, next)) = out.as_ref() else {
             return Err(SubscribeError::Closed);
         };
         let max = self.inner.max_subscribers;
@@ -238,31 +385,31 @@ impl LiveFeed {
         }
         self.inner.metrics.subscribers.inc();
         Ok(Subscription {
-            rx: out.subscribe(),
+            rx: tx.subscribe(),
+            selection: Selection::of(filter),
+            next: *next,
             inner: Arc::clone(&self.inner),
         })
     }
 
     /// Ends every subscription (at shutdown, so open streams do not hold the drain).
     pub fn close(&self) {
-        self.inner
-            .out
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        lock(&self.inner.out).take();
     }
 }
 
-/// The `audit_event` frame of `e`. JSON text holds no line break, so one `data` line carries it.
-fn frame(e: &ValidatedEvent) -> Bytes {
-    let json = serde_json::to_string(&StreamedEvent::from(e)).unwrap_or_else(|_| "{}".to_owned());
-    let mut out = Vec::with_capacity(json.len() + 80);
+/// Appends the `audit_event` frame of `e` to `out`. JSON text holds no line break, so one
+/// `data` line carries it.
+fn write_frame(out: &mut Vec<u8>, e: &ValidatedEvent) {
     out.extend_from_slice(b"event: audit_event\nid: ");
     out.extend_from_slice(e.event_id.to_string().as_bytes());
     out.extend_from_slice(b"\ndata: ");
-    out.extend_from_slice(json.as_bytes());
+    let data = out.len();
+    if serde_json::to_writer(&mut *out, &StreamedEvent::from(e)).is_err() {
+        out.truncate(data);
+        out.extend_from_slice(b"{}");
+    }
     out.extend_from_slice(b"\n\n");
-    Bytes::from(out)
 }
 
 #[cfg(test)]
@@ -287,13 +434,22 @@ mod tests {
             .unwrap()
     }
 
+    fn ids(frames: &Bytes) -> Vec<String> {
+        std::str::from_utf8(frames)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .map(|d| serde_json::from_str::<Value>(d).unwrap()["correlation_id"].to_string())
+            .map(|c| c.trim_matches('"').to_owned())
+            .collect()
+    }
+
     #[test]
     fn a_live_event_meets_the_filters_as_the_query_compares_them() {
         let e = event("gateway", "c-1", json!({"n": 5, "s": "x", "b": true}));
-        let live = LiveEvent {
-            frame: frame(&e),
-            event: e,
-        };
+        let mut batch = Batch::encode(vec![e]);
+        let live = batch.events.pop().unwrap();
+        assert_eq!(live.frame, batch.frames);
         assert!(live.matches(&filter(json!({}))));
         assert!(live.matches(&filter(json!({"event_category": "GATEWAY"}))));
         assert!(!live.matches(&filter(json!({"event_category": "workflow"}))));
@@ -318,30 +474,86 @@ mod tests {
         assert!(v.get("event_hash").is_none());
     }
 
+    #[test]
+    fn a_subscriber_of_every_event_shares_the_batch_buffer_and_a_filtered_one_takes_its_own() {
+        let batch = Batch::encode(vec![
+            event("gateway", "a", json!({})),
+            event("workflow", "b", json!({})),
+            event("gateway", "c", json!({})),
+        ]);
+        let every = Selection::of(filter(json!({})));
+        let shared = every.frames(&batch).unwrap();
+        assert_eq!(
+            shared.as_ptr(),
+            batch.frames.as_ptr(),
+            "not the batch's own buffer"
+        );
+        assert_eq!(ids(&shared), ["a", "b", "c"]);
+        let gateway = Selection::of(filter(json!({"event_category": "gateway"})));
+        assert_eq!(ids(&gateway.frames(&batch).unwrap()), ["a", "c"]);
+        let one = Selection::of(filter(json!({"correlation_id": "b"})));
+        assert_eq!(ids(&one.frames(&batch).unwrap()), ["b"]);
+        let none = Selection::of(filter(json!({"correlation_id": "z"})));
+        assert!(none.frames(&batch).is_none());
+    }
+
+    #[test]
+    fn the_ring_holds_about_the_buffer_in_batches() {
+        assert_eq!(ring(1024), (256, 4));
+        assert_eq!(ring(16), (4, 4));
+        assert_eq!(ring(65536), (256, 256));
+        assert_eq!(ring(1000), (250, 4));
+    }
+
+    #[tokio::test]
+    async fn events_committed_within_a_linger_arrive_together() {
+        let feed = LiveFeed::start(1024, 2, LiveMetrics::default());
+        let mut sub = feed.subscribe(filter(json!({}))).unwrap();
+        for cid in ["a", "b", "c"] {
+            feed.publish(vec![event("gateway", cid, json!({}))]);
+        }
+        match sub.next().await {
+            Next::Frames {
+                frames: Some(frames),
+                missed: 0,
+            } => assert_eq!(ids(&frames), ["a", "b", "c"]),
+            other => panic!("expected the three events, got {other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn a_slow_subscriber_lags_without_holding_the_publisher_and_the_limit_holds() {
         let feed = LiveFeed::start(16, 2, LiveMetrics::default());
         assert!(!feed.wanted());
         feed.publish(vec![event("gateway", "c", json!({}))]);
-        let mut a = feed.subscribe().unwrap();
-        let _b = feed.subscribe().unwrap();
-        assert!(matches!(feed.subscribe(), Err(SubscribeError::Full(2))));
-        // 100 events published while `a` reads none: the publisher never waits.
+        let mut a = feed.subscribe(filter(json!({}))).unwrap();
+        let _b = feed.subscribe(filter(json!({}))).unwrap();
+        assert!(matches!(
+            feed.subscribe(filter(json!({}))),
+            Err(SubscribeError::Full(2))
+        ));
+        // 100 events published while `a` reads none: the publisher never waits, and the ring
+        // (16 events, in batches of 4) keeps the last 16.
         for i in 0..100 {
             feed.publish(vec![event("gateway", &format!("c{i}"), json!({}))]);
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        match a.recv().await {
-            Received::Lagged(n) => assert_eq!(n, 84),
-            other => panic!("expected a lag notice, got {other:?}"),
-        }
-        match a.recv().await {
-            Received::Event(e) => assert_eq!(e.event.correlation_id, "c84"),
-            other => panic!("expected an event, got {other:?}"),
+        tokio::time::sleep(LINGER * 4).await;
+        match a.next().await {
+            Next::Frames {
+                frames: Some(frames),
+                missed,
+            } => {
+                assert_eq!(missed, 84);
+                assert_eq!(ids(&frames), ["c84", "c85", "c86", "c87"]);
+            }
+            other => panic!("expected a lag notice with events, got {other:?}"),
         }
         drop(a);
-        let _c = feed.subscribe().unwrap();
+        let _c = feed.subscribe(filter(json!({}))).unwrap();
         feed.close();
-        assert!(matches!(feed.subscribe(), Err(SubscribeError::Closed)));
+        assert!(matches!(
+            feed.subscribe(filter(json!({}))),
+            Err(SubscribeError::Closed)
+        ));
     }
 }
