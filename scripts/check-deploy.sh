@@ -243,6 +243,7 @@ CONFIG_SCHEMA = {
                  "minIdleConns": "int", "connMaxLifetime": DUR, "connMaxIdleTime": DUR, "acquireTimeout": DUR,
                  "connectTimeout": DUR, "statementTimeout": DUR, "lockTimeout": DUR,
                  "idleInTransactionTimeout": DUR, "sqlitePath": "str", "migrateOnStart": "bool",
+                 "pooler": ("none", "pgbouncer"), "migrationHost": "ostr", "migrationPort": "int",
                  "capacity": {"replicas": "int", "headroom": "int", "policy": ("warn", "fail")}},
     "auth": {"mode": ("tokens", "kubernetes", "mtls", "none"), "allowUnauthenticated": "bool",
              "tokensFile": "ostr",

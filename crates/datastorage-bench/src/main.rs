@@ -10,7 +10,9 @@
 //!    clients;
 //! 3. the table topped up to `--rows` rows of real chained events, then pgbench's prepared
 //!    SELECT and the server's query by correlation id;
-//! 4. pool exhaustion: `maxOpenConns: 5`, 200 writers;
+//! 4. pool exhaustion: `maxOpenConns: 5`, 200 writers; then the same writers through a real
+//!    PgBouncer in transaction mode (`default_pool_size` 5, `--pgbouncer-pool-size`) with
+//!    `database.pooler: pgbouncer` and `maxOpenConns` 200 (`--skip-pgbouncer` leaves it out);
 //! 5. chain verification: chains of 1 k, 10 k and `--verify-len` (100 k; quick 10 k) events
 //!    seeded by COPY, each verified once and then 4 at once on a freshly started server, with
 //!    its peak RSS above idle;
@@ -73,7 +75,7 @@ use clap::Parser;
 use crate::events::Templates;
 use crate::load::{Plan, Work};
 use crate::pg::{Ceiling, Db, DbExt as _, Method};
-use crate::report::{PoolRun, Run, Scenario};
+use crate::report::{PgBouncerRun, PoolRun, Run, Scenario};
 use crate::server::{Backend, Server, ServerConfig};
 use crate::sys::{MachineInfo, Probe};
 use datastorage_testkit::pg::{Durability, TempCluster};
@@ -146,6 +148,13 @@ struct Cli {
     /// Skip the pool-exhaustion run.
     #[arg(long)]
     skip_pool: bool,
+    /// default_pool_size of the PgBouncer of the pool-exhaustion run through a pooler (its
+    /// writers are --pool-writers, and the server's maxOpenConns as many).
+    #[arg(long, default_value_t = 5)]
+    pgbouncer_pool_size: u32,
+    /// Skip the pool-exhaustion run through PgBouncer.
+    #[arg(long)]
+    skip_pgbouncer: bool,
     /// Skip the load scenarios and the ceiling (single, batch, query; parts 1–3).
     #[arg(long)]
     skip_load: bool,
@@ -340,6 +349,46 @@ impl Cli {
             explorer_loads: self.explorer_loads.unwrap_or(if q { 3 } else { 10 }).max(1),
         }
     }
+}
+
+/// One pool-exhaustion run: a fresh server on `cfg`, `writers` single-event writers for
+/// `window`, no warm-up.
+async fn pool_run(
+    ctx: &Ctx,
+    server_bin: &std::path::Path,
+    cfg: &ServerConfig,
+    db: &Db,
+    postmaster: Option<u32>,
+    writers: usize,
+    window: Duration,
+) -> Result<PoolRun> {
+    let srv = Server::start(server_bin, cfg).await?;
+    let probe = Probe {
+        server: Some(srv.pid),
+        postmaster,
+    };
+    db.try_sql(&["CHECKPOINT"]).await?;
+    let s = ctx
+        .scenario(
+            &srv,
+            probe,
+            Work::Single,
+            writers,
+            Duration::ZERO,
+            window,
+            None,
+        )
+        .await;
+    let run = PoolRun {
+        max_open_conns: cfg.max_open_conns,
+        writers,
+        outcome: s.outcome,
+        pool: s.pool,
+        hwm_kib: srv.hwm_kib(),
+        log_problems: srv.log_problems(),
+    };
+    srv.stop().await?;
+    Ok(run)
 }
 
 fn repo_root() -> PathBuf {
@@ -782,38 +831,75 @@ async fn main() -> Result<()> {
             max_idle_conns: None,
             ..pg_cfg.clone()
         };
-        let srv = Server::start(&server_bin, &cfg).await?;
-        let probe = Probe {
-            server: Some(srv.pid),
+        let p = pool_run(
+            &ctx,
+            &server_bin,
+            &cfg,
+            &db,
             postmaster,
-        };
-        db.try_sql(&["CHECKPOINT"]).await?;
-        let s = ctx
-            .scenario(
-                &srv,
-                probe,
-                Work::Single,
-                cli.pool_writers,
-                Duration::ZERO,
-                sz.pool,
-                None,
-            )
-            .await;
+            cli.pool_writers,
+            sz.pool,
+        )
+        .await?;
         ctx.log.say(format!(
             "  pool waits {:.0}, mean wait {:.2} ms, acquire timeouts {:.0}",
-            s.pool.waits,
-            s.pool.mean_wait_ms(),
-            s.pool.timeouts
+            p.pool.waits,
+            p.pool.mean_wait_ms(),
+            p.pool.timeouts
         ));
-        run.pool = Some(PoolRun {
-            max_open_conns: cli.pool_max_open_conns,
-            writers: cli.pool_writers,
-            outcome: s.outcome,
-            pool: s.pool,
-            hwm_kib: srv.hwm_kib(),
-            log_problems: srv.log_problems(),
+        run.pool = Some(p);
+    }
+
+    // 4b. The same writers through PgBouncer in transaction mode: as many client connections
+    // as writers, a few server connections.
+    if !cli.skip_pgbouncer {
+        let writers = cli.pool_writers;
+        ctx.log.say(format!(
+            "pool exhaustion through PgBouncer: {writers} writers, maxOpenConns {writers}, default_pool_size {}",
+            cli.pgbouncer_pool_size
+        ));
+        let bouncer = datastorage_testkit::PgBouncer::start(
+            &db,
+            &datastorage_testkit::BouncerSettings {
+                pool_size: cli.pgbouncer_pool_size,
+                max_client_conn: (writers as u32 + 50).max(100),
+                ..Default::default()
+            },
+        );
+        let cfg = ServerConfig {
+            backend: Backend::Postgres {
+                host: "127.0.0.1".to_owned(),
+                port: bouncer.port,
+                name: db.name.clone(),
+                user: db.user.clone(),
+                password: db.password.clone(),
+            },
+            max_open_conns: writers as u32,
+            max_idle_conns: Some(writers as u32),
+            database_yaml: Some(format!(
+                "  pooler: pgbouncer\n  migrationHost: \"{}\"\n  migrationPort: {}\n",
+                db.host, db.port
+            )),
+            ..pg_cfg.clone()
+        };
+        let p = pool_run(&ctx, &server_bin, &cfg, &db, postmaster, writers, sz.pool).await?;
+        // PgBouncer keeps its server connections after the service's clients left.
+        let backends = db
+            .scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend' AND application_name = 'datastorage'")
+            .await
+            .ok();
+        ctx.log.say(format!(
+            "  {:.0} events/s, {} errors; PostgreSQL backends of the service after the run: {}",
+            p.outcome.rate(),
+            p.outcome.errors.values().sum::<u64>(),
+            backends.map_or_else(|| "unknown".to_owned(), |n| n.to_string())
+        ));
+        run.pgbouncer = Some(PgBouncerRun {
+            pool_size: cli.pgbouncer_pool_size,
+            server_backends: backends,
+            run: p,
         });
-        srv.stop().await?;
+        drop(bouncer);
     }
 
     // 5. Chain verification on PostgreSQL: a fresh server (started first, so the schema

@@ -58,6 +58,18 @@ pub struct PoolRun {
     pub log_problems: Vec<String>,
 }
 
+/// The pool-exhaustion run through PgBouncer.
+#[derive(Debug, Clone)]
+pub struct PgBouncerRun {
+    /// PgBouncer's `default_pool_size`.
+    pub pool_size: u32,
+    /// PostgreSQL backends of the service (`application_name` `datastorage`) right after the
+    /// run: the pooler's server connections.
+    pub server_backends: Option<i64>,
+    /// The run: `max_open_conns` is the service's client connections to the pooler.
+    pub run: PoolRun,
+}
+
 /// Everything one run measured.
 #[derive(Debug, Clone, Default)]
 pub struct Run {
@@ -79,6 +91,8 @@ pub struct Run {
     pub sqlite_hwm_kib: Option<u64>,
     /// The pool-exhaustion run.
     pub pool: Option<PoolRun>,
+    /// The pool-exhaustion run through PgBouncer.
+    pub pgbouncer: Option<PgBouncerRun>,
     /// Chain verification, by backend.
     pub verify: Vec<VerifyRun>,
     /// The held-chain scenario.
@@ -136,6 +150,65 @@ fn us_per(cpu: Option<f64>, units: f64) -> String {
     match cpu {
         Some(c) if units > 0.0 => format!("{:.0}", c / units * 1e6),
         _ => "–".to_owned(),
+    }
+}
+
+/// The table of a pool-exhaustion run.
+fn pool_table(out: &mut String, p: &PoolRun) {
+    let o = &p.outcome;
+    let _ = writeln!(out, "| | |\n|---|---|");
+    let _ = writeln!(out, "| successful requests | {} |", o.requests);
+    let _ = writeln!(out, "| errors | {} |", errors(o));
+    let _ = writeln!(out, "| throughput | {:.0} events/s |", o.rate());
+    let _ = writeln!(
+        out,
+        "| latency p50 / p95 / p99 / max | {:.1} / {:.1} / {:.1} / {:.1} ms |",
+        o.ms(0.5),
+        o.ms(0.95),
+        o.ms(0.99),
+        o.ms(1.0)
+    );
+    let _ = writeln!(
+        out,
+        "| datastorage_db_pool_wait_count_total (Δ) | {:.0} |",
+        p.pool.waits
+    );
+    let _ = writeln!(
+        out,
+        "| datastorage_db_pool_wait_duration_seconds_total (Δ) | {:.3} s |",
+        p.pool.wait_seconds
+    );
+    let _ = writeln!(
+        out,
+        "| datastorage_db_pool_acquire_timeouts_total (Δ) | {:.0} |",
+        p.pool.timeouts
+    );
+    let _ = writeln!(
+        out,
+        "| mean wait (duration ÷ count) | {:.2} ms |",
+        p.pool.mean_wait_ms()
+    );
+    let _ = writeln!(
+        out,
+        "| pool acquisitions (one per group commit or request) | {:.0} |",
+        p.pool.acquires
+    );
+    let _ = writeln!(
+        out,
+        "| connections closed for exceeding maxIdleConns (Δ) | {:.0} |",
+        p.pool.idle_closed
+    );
+    let _ = writeln!(out, "| server peak RSS (VmHWM) | {} MiB |", mib(p.hwm_kib));
+    if !p.log_problems.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nServer warnings/errors logged (first {}):\n\n```",
+            p.log_problems.len()
+        );
+        for l in &p.log_problems {
+            let _ = writeln!(out, "{l}");
+        }
+        let _ = writeln!(out, "```");
     }
 }
 
@@ -600,67 +673,29 @@ pub fn markdown(run: &Run) -> String {
         }
     }
     if let Some(p) = &run.pool {
-        let o = &p.outcome;
         let _ = writeln!(out, "\n## Pool exhaustion\n");
         let _ = writeln!(
             out,
             "`maxOpenConns: {}`, {} concurrent single-event writers, {:.0} s, no warm-up. Expected: zero errors, waits visible in the pool metrics.\n",
-            p.max_open_conns, p.writers, o.window
+            p.max_open_conns, p.writers, p.outcome.window
         );
-        let _ = writeln!(out, "| | |\n|---|---|");
-        let _ = writeln!(out, "| successful requests | {} |", o.requests);
-        let _ = writeln!(out, "| errors | {} |", errors(o));
-        let _ = writeln!(out, "| throughput | {:.0} events/s |", o.rate());
+        pool_table(&mut out, p);
+    }
+    if let Some(b) = &run.pgbouncer {
+        let p = &b.run;
+        let _ = writeln!(out, "\n## Pool exhaustion through PgBouncer\n");
         let _ = writeln!(
             out,
-            "| latency p50 / p95 / p99 / max | {:.1} / {:.1} / {:.1} / {:.1} ms |",
-            o.ms(0.5),
-            o.ms(0.95),
-            o.ms(0.99),
-            o.ms(1.0)
+            "The same writers through Debian's PgBouncer in transaction pooling mode (`default_pool_size {}`, `reserve_pool_size 0`) on loopback, in front of the same PostgreSQL; the server with `database.pooler: pgbouncer` and `maxOpenConns: {}`, so up to {} client connections to the pooler share its {} server connections. {} concurrent single-event writers, {:.0} s, no warm-up. Expected: zero errors. PostgreSQL backends of the service right after the run: {}.\n",
+            b.pool_size,
+            p.max_open_conns,
+            p.max_open_conns,
+            b.pool_size,
+            p.writers,
+            p.outcome.window,
+            b.server_backends.map_or_else(|| "unknown".to_owned(), |n| n.to_string())
         );
-        let _ = writeln!(
-            out,
-            "| datastorage_db_pool_wait_count_total (Δ) | {:.0} |",
-            p.pool.waits
-        );
-        let _ = writeln!(
-            out,
-            "| datastorage_db_pool_wait_duration_seconds_total (Δ) | {:.3} s |",
-            p.pool.wait_seconds
-        );
-        let _ = writeln!(
-            out,
-            "| datastorage_db_pool_acquire_timeouts_total (Δ) | {:.0} |",
-            p.pool.timeouts
-        );
-        let _ = writeln!(
-            out,
-            "| mean wait (duration ÷ count) | {:.2} ms |",
-            p.pool.mean_wait_ms()
-        );
-        let _ = writeln!(
-            out,
-            "| pool acquisitions (one per group commit or request) | {:.0} |",
-            p.pool.acquires
-        );
-        let _ = writeln!(
-            out,
-            "| connections closed for exceeding maxIdleConns (Δ) | {:.0} |",
-            p.pool.idle_closed
-        );
-        let _ = writeln!(out, "| server peak RSS (VmHWM) | {} MiB |", mib(p.hwm_kib));
-        if !p.log_problems.is_empty() {
-            let _ = writeln!(
-                out,
-                "\nServer warnings/errors logged (first {}):\n\n```",
-                p.log_problems.len()
-            );
-            for l in &p.log_problems {
-                let _ = writeln!(out, "{l}");
-            }
-            let _ = writeln!(out, "```");
-        }
+        pool_table(&mut out, p);
     }
     verify_section(&mut out, run);
     held_section(&mut out, run);

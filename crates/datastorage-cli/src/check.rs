@@ -4,8 +4,8 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use datastorage::config::{self, BufferBackend, Driver, Settings};
-use datastorage::db::{capacity, Store};
+use datastorage::config::{self, BufferBackend, Driver, Pooler, Settings};
+use datastorage::db::{capacity, postgres, Store};
 
 /// Runs the check, printing to `out`; exits 1 when the budget does not fit.
 pub async fn check<W: Write>(settings: &Settings, out: &mut W) -> anyhow::Result<ExitCode> {
@@ -22,6 +22,18 @@ pub async fn check<W: Write>(settings: &Settings, out: &mut W) -> anyhow::Result
     }
     let driver = db.effective_driver();
     match driver {
+        Driver::Postgres if db.pooler != Pooler::None => {
+            let (host, port) = db.direct_host_port();
+            writeln!(
+                out,
+                "database: postgres through {} at {}:{}/{} as {}; migrations and checks direct at {host}:{port} (database.migrationHost)",
+                db.pooler.as_str(),
+                db.host.as_deref().unwrap_or_default(),
+                db.port,
+                db.name,
+                db.user
+            )?;
+        }
         Driver::Postgres => writeln!(
             out,
             "database: postgres {}:{}/{} as {}",
@@ -39,6 +51,13 @@ pub async fn check<W: Write>(settings: &Settings, out: &mut W) -> anyhow::Result
         )?;
     } else {
         report_migrations(db, out).await?;
+    }
+    if driver == Driver::Postgres && db.pooler != Pooler::None {
+        postgres::probe_pooled(db).await?;
+        writeln!(
+            out,
+            "pooler connection: ok (a transaction with the session settings as SET LOCAL)"
+        )?;
     }
     report_buffer(settings, out)?;
     writeln!(out, "effective pool settings")?;

@@ -6,6 +6,7 @@
 //! - [`app`]: [`TestApp`], a server in process (`Router::oneshot`, no listener) or on loopback
 //!   ports, with typed calls for every route.
 //! - [`events`]: event builders.
+//! - [`pgbouncer`]: a real PgBouncer in transaction mode in front of a test database.
 //! - [`process`]: the real `datastorage` binary as a child process that is always stopped.
 //! - [`tls`]: a throwaway certificate authority for TLS tests.
 //! - [`kube`]: a stand-in Kubernetes API server (TokenReview, SubjectAccessReview) for
@@ -18,12 +19,14 @@ pub mod app;
 pub mod events;
 pub mod kube;
 pub mod pg;
+pub mod pgbouncer;
 pub mod process;
 pub mod tls;
 
 pub use app::{metric_value, Backend, TestApp, TestResponse};
 pub use events::{event, request};
 pub use pg::{free_port, pg_admin_url, pg_bin, PgDb, TempCluster};
+pub use pgbouncer::{BouncerSettings, PgBouncer};
 
 /// Instantiates each test body (an `async fn(Backend)`) for PostgreSQL and SQLite, as
 /// `postgres::name` and `sqlite::name`.

@@ -223,7 +223,7 @@ pub fn pg_bin() -> anyhow::Result<PathBuf> {
     )
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -232,7 +232,7 @@ fn is_root() -> bool {
 }
 
 /// `cmd args`, as the `postgres` account when running as root (initdb refuses root).
-fn as_postgres(cmd: &Path, args: &[&str]) -> Command {
+pub(crate) fn as_postgres(cmd: &Path, args: &[&str]) -> Command {
     if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(cmd).args(args);

@@ -58,6 +58,31 @@ impl Driver {
     }
 }
 
+/// What `database.host` is: PostgreSQL itself, or a connection pooler in front of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooler {
+    /// PostgreSQL itself.
+    #[default]
+    None,
+    /// PgBouncer in transaction pooling mode: a client's statements reach the same server
+    /// connection only inside one transaction. The service then keeps no session state: no
+    /// statement reused across transactions, no session settings (the timeouts are set per transaction
+    /// with `SET LOCAL`), every statement inside a transaction, and migrations and the capacity
+    /// check on a direct connection (`database.migrationHost`).
+    Pgbouncer,
+}
+
+impl Pooler {
+    /// `none` or `pgbouncer`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pooler::None => "none",
+            Pooler::Pgbouncer => "pgbouncer",
+        }
+    }
+}
+
 /// PostgreSQL TLS mode, as libpq names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -159,6 +184,13 @@ pub struct DatabaseSettings {
     pub wait_on_start: Duration,
     /// The connection budget check (PostgreSQL only).
     pub capacity: CapacitySettings,
+    /// What `host` is: `none` (PostgreSQL) or `pgbouncer` (transaction pooling).
+    pub pooler: Pooler,
+    /// PostgreSQL itself, for migrations, the migration check and the capacity check, when
+    /// `host` is a pooler (required then). Default: `host`.
+    pub migration_host: Option<String>,
+    /// Port of `migrationHost`. Default: 5432 with `migrationHost`, else `port`.
+    pub migration_port: Option<u16>,
 }
 
 impl Default for DatabaseSettings {
@@ -191,6 +223,9 @@ impl Default for DatabaseSettings {
             migrate_on_start: true,
             wait_on_start: DEFAULT_WAIT_ON_START,
             capacity: CapacitySettings::default(),
+            pooler: Pooler::None,
+            migration_host: None,
+            migration_port: None,
         }
     }
 }
@@ -203,6 +238,47 @@ impl DatabaseSettings {
         } else {
             Driver::Sqlite
         })
+    }
+
+    /// Where migrations, the migration check and the capacity check connect: `migrationHost`
+    /// and `migrationPort`, or `host` and `port`.
+    pub fn direct_host_port(&self) -> (&str, u16) {
+        match &self.migration_host {
+            Some(h) => (h, self.migration_port.unwrap_or(5432)),
+            None => (
+                self.host.as_deref().unwrap_or("localhost"),
+                self.migration_port.unwrap_or(self.port),
+            ),
+        }
+    }
+
+    /// Where direct sessions connect, for messages, as [`DatabaseSettings::target`].
+    pub fn direct_target(&self) -> String {
+        let (host, port) = self.direct_host_port();
+        format!("PostgreSQL at {host}:{port}/{} as {}", self.name, self.user)
+    }
+
+    /// Rules of the pooler keys.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.pooler == Pooler::Pgbouncer {
+            if self.effective_driver() != Driver::Postgres {
+                problems.push(
+                    "database.pooler pgbouncer needs database.driver postgres (and database.host, the pooler)"
+                        .to_owned(),
+                );
+            } else if self.migration_host.is_none() {
+                problems.push("database.migrationHost is required with database.pooler pgbouncer: migrations hold a session-level lock and the capacity check reads the server itself, which a transaction-mode pooler cannot carry; set it to PostgreSQL's own address".to_owned());
+            }
+        }
+        if self
+            .migration_host
+            .as_ref()
+            .is_some_and(|h| h.trim().is_empty())
+        {
+            problems.push("database.migrationHost must be a host name or an IP address".to_owned());
+        }
+        problems
     }
 
     /// Where the service connects, for messages: `host:port/name as user`, or the SQLite file.

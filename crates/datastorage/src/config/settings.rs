@@ -106,6 +106,7 @@ impl Settings {
         let mut problems = self.retention.problems();
         problems.extend(self.checkpoints.problems());
         problems.extend(self.explorer.problems());
+        problems.extend(db.problems());
         problems.extend(self.buffer.problems(
             self.redis.as_ref().and_then(|r| r.addr.as_deref()),
             s.max_batch_size,

@@ -8,6 +8,14 @@
 //! role on this database; other replicas of this service are part of the budget, not of
 //! "others").
 //!
+//! Behind PgBouncer (`database.pooler`), the service's connections end at the pooler, so the
+//! budget has two sides, both checked: replicas × `maxOpenConns` must fit the pooler's
+//! `max_client_conn`, and the pooler's server pool for this database and user (`pool_size` +
+//! `reserve_pool`) + headroom must fit PostgreSQL (read over `database.migrationHost`). The
+//! pooler's figures come from its admin console (`SHOW CONFIG`, `SHOW DATABASES` on the
+//! `pgbouncer` database), which answers roles listed in its `stats_users` or `admin_users`;
+//! when it does not, the check says why and judges PostgreSQL's side as if there were no pooler.
+//!
 //! A role without `pg_read_all_stats` (or superuser) cannot see the `backend_type` of other
 //! roles' sessions. Then a session counts as a client when it has a role and a database, which
 //! can only overcount (a parallel or logical-replication worker also has both), and the check
@@ -16,9 +24,9 @@
 use std::fmt;
 
 use anyhow::Context as _;
-use sqlx::Connection;
+use sqlx::{ConnectOptions as _, Connection, Row as _};
 
-use crate::config::DatabaseSettings;
+use crate::config::{DatabaseSettings, Pooler};
 
 /// The figures and the verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,12 +56,52 @@ pub struct Capacity {
     pub max_open_conns: u32,
     /// Headroom for migrations and admin.
     pub headroom: u32,
+    /// The pooler's figures, behind one that could be read.
+    pub pooler: Option<PoolerFigures>,
+    /// Why the pooler's figures could not be read, behind one that could not.
+    pub pooler_unread: Option<String>,
+}
+
+/// What PgBouncer's admin console says about the pool this service uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolerFigures {
+    /// `max_client_conn`.
+    pub max_client_conn: i64,
+    /// The server pool of this database and user: its `pool_size`.
+    pub pool_size: i64,
+    /// And its `reserve_pool`.
+    pub reserve_pool: i64,
+    /// Its `pool_mode`.
+    pub pool_mode: String,
+}
+
+impl PoolerFigures {
+    /// Server connections the pooler may open for this service.
+    pub fn server_connections(&self) -> i64 {
+        self.pool_size + self.reserve_pool
+    }
 }
 
 impl Capacity {
-    /// What this service needs: replicas × maxOpenConns + headroom.
+    /// Connections every replica together opens: replicas × maxOpenConns.
+    pub fn clients(&self) -> i64 {
+        i64::from(self.replicas) * i64::from(self.max_open_conns)
+    }
+
+    /// What this service needs from PostgreSQL: replicas × maxOpenConns + headroom, or behind
+    /// a pooler its server pool + headroom.
     pub fn budget(&self) -> i64 {
-        i64::from(self.replicas) * i64::from(self.max_open_conns) + i64::from(self.headroom)
+        self.pooler
+            .as_ref()
+            .map_or(self.clients(), PoolerFigures::server_connections)
+            + i64::from(self.headroom)
+    }
+
+    /// True when replicas × maxOpenConns exceed the pooler's `max_client_conn`.
+    pub fn pooler_violated(&self) -> bool {
+        self.pooler
+            .as_ref()
+            .is_some_and(|p| self.clients() > p.max_client_conn)
     }
 
     /// What the server can give: the tightest of the server, role and database limits.
@@ -69,9 +117,48 @@ impl Capacity {
             .max(0)
     }
 
-    /// True when the budget does not fit.
+    /// True when the budget does not fit (PostgreSQL, or the pooler).
     pub fn violated(&self) -> bool {
-        self.budget() > self.available()
+        self.budget() > self.available() || self.pooler_violated()
+    }
+
+    /// How the need is made up, for the table and the log line.
+    fn need(&self) -> String {
+        match &self.pooler {
+            Some(p) => format!(
+                "pooler pool_size {} + reserve_pool {} + headroom {} = {}",
+                p.pool_size,
+                p.reserve_pool,
+                self.headroom,
+                self.budget()
+            ),
+            None => format!(
+                "{} replicas x maxOpenConns {} + headroom {} = {}",
+                self.replicas,
+                self.max_open_conns,
+                self.headroom,
+                self.budget()
+            ),
+        }
+    }
+
+    /// The pooler's side, for the table and the log line; `None` without a pooler.
+    fn pooler_side(&self) -> Option<String> {
+        match (&self.pooler, &self.pooler_unread) {
+            (Some(p), _) => Some(format!(
+                "pooler (PgBouncer, pool_mode {}): {} replicas x maxOpenConns {} = {} {} max_client_conn {}",
+                p.pool_mode,
+                self.replicas,
+                self.max_open_conns,
+                self.clients(),
+                if self.pooler_violated() { ">" } else { "<=" },
+                p.max_client_conn
+            )),
+            (None, Some(why)) => Some(format!(
+                "pooler (PgBouncer): its figures could not be read ({why}); PostgreSQL's side is judged as without a pooler"
+            )),
+            (None, None) => None,
+        }
     }
 
     /// A table for `datastorage check`.
@@ -86,7 +173,8 @@ impl Capacity {
              \x20 role connection limit            {:>8}  (others with this role: {})\n\
              \x20 database connection limit        {:>8}  (others on this database: {})\n\
              \x20 available to this service        {:>8}\n\
-             \x20 needed: {} replicas x maxOpenConns {} + headroom {} = {}\n\
+             \x20 needed from PostgreSQL: {}\n\
+             {}\
              \x20 verdict: {}",
             self.max_connections,
             self.superuser_reserved,
@@ -102,10 +190,10 @@ impl Capacity {
             limit(self.database_limit),
             self.others_same_database,
             self.available(),
-            self.replicas,
-            self.max_open_conns,
-            self.headroom,
-            self.budget(),
+            self.need(),
+            self.pooler_side()
+                .map(|side| format!("  {side}\n"))
+                .unwrap_or_default(),
             if self.violated() {
                 "DOES NOT FIT"
             } else {
@@ -120,14 +208,15 @@ impl fmt::Display for Capacity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "connection budget {}: {} replicas x maxOpenConns {} + headroom {} = {} {} available {} \
+            "connection budget {}: {} {} available {} \
              (max_connections {} - superuser_reserved {} - reserved {} - other clients {}",
             if self.violated() { "exceeded" } else { "ok" },
-            self.replicas,
-            self.max_open_conns,
-            self.headroom,
-            self.budget(),
-            if self.violated() { ">" } else { "<=" },
+            self.need(),
+            if self.budget() > self.available() {
+                ">"
+            } else {
+                "<="
+            },
             self.available(),
             self.max_connections,
             self.superuser_reserved,
@@ -147,6 +236,9 @@ impl fmt::Display for Capacity {
         f.write_str(")")?;
         if self.estimated {
             f.write_str("; other clients estimated: grant pg_read_all_stats for an exact count")?;
+        }
+        if let Some(side) = self.pooler_side() {
+            write!(f, "; {side}")?;
         }
         Ok(())
     }
@@ -181,6 +273,13 @@ pub async fn check(db: &DatabaseSettings) -> anyhow::Result<Capacity> {
     .await
     .context("capacity check: cannot read connection settings")?;
     conn.close().await.ok();
+    let (pooler, pooler_unread) = match db.pooler {
+        Pooler::None => (None, None),
+        Pooler::Pgbouncer => match read_pooler(db).await {
+            Ok(figures) => (Some(figures), None),
+            Err(why) => (None, Some(why)),
+        },
+    };
     let limited = |l: i64| (l >= 0).then_some(l);
     Ok(Capacity {
         max_connections: row.0,
@@ -195,6 +294,76 @@ pub async fn check(db: &DatabaseSettings) -> anyhow::Result<Capacity> {
         replicas: db.capacity.replicas,
         max_open_conns: db.max_open_conns,
         headroom: db.capacity.headroom,
+        pooler,
+        pooler_unread,
+    })
+}
+
+/// PgBouncer's figures from its admin console, or why they could not be read.
+async fn read_pooler(db: &DatabaseSettings) -> Result<PoolerFigures, String> {
+    let opts = crate::db::postgres::console_options(db);
+    let (host, port) = (db.host.as_deref().unwrap_or("localhost"), db.port);
+    let mut conn = match tokio::time::timeout(db.connect_timeout, opts.connect()).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            return Err(format!(
+                "cannot open the admin console (database pgbouncer at {host}:{port} as {}; list the role in PgBouncer's stats_users): {e}",
+                db.user
+            ))
+        }
+        Err(_) => {
+            return Err(format!(
+                "the admin console at {host}:{port} did not answer within {} (database.connectTimeout)",
+                crate::config::format_duration(db.connect_timeout)
+            ))
+        }
+    };
+    let read = async {
+        // The console speaks only the simple query protocol; every value comes as text.
+        // (A plain `&str` runs as a simple query.)
+        let config = sqlx::Executor::fetch_all(&mut conn, "SHOW CONFIG").await?;
+        let databases = sqlx::Executor::fetch_all(&mut conn, "SHOW DATABASES").await?;
+        Ok::<_, sqlx::Error>((config, databases))
+    }
+    .await;
+    conn.close().await.ok();
+    let (config, databases) = read.map_err(|e| format!("the admin console refused SHOW: {e}"))?;
+    let text = |row: &sqlx::postgres::PgRow, column: &str| -> Option<String> {
+        row.try_get_unchecked::<Option<String>, _>(column)
+            .ok()
+            .flatten()
+    };
+    let setting = |key: &str| {
+        config
+            .iter()
+            .find(|r| text(r, "key").as_deref() == Some(key))
+            .and_then(|r| text(r, "value"))
+    };
+    let number = |value: Option<String>, what: &str| {
+        value
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .ok_or_else(|| format!("the admin console gave no {what}"))
+    };
+    // A database not listed yet (made from the `*` entry when a client first asks for it) or
+    // without a size of its own uses the defaults.
+    let ours = databases
+        .iter()
+        .find(|r| text(r, "name").as_deref() == Some(db.name.as_str()));
+    let own = |column: &str, default: &str| match ours
+        .and_then(|r| text(r, column)?.trim().parse::<i64>().ok())
+    {
+        Some(n) if n >= 0 => Ok(n),
+        _ => number(setting(default), default),
+    };
+    Ok(PoolerFigures {
+        max_client_conn: number(setting("max_client_conn"), "max_client_conn")?,
+        pool_size: own("pool_size", "default_pool_size")?,
+        reserve_pool: own("reserve_pool", "reserve_pool_size")?,
+        pool_mode: ours
+            .and_then(|r| text(r, "pool_mode"))
+            .filter(|m| !m.is_empty())
+            .or_else(|| setting("pool_mode"))
+            .unwrap_or_else(|| "unknown".to_owned()),
     })
 }
 
@@ -216,6 +385,8 @@ mod tests {
             replicas,
             max_open_conns: 5,
             headroom: 5,
+            pooler: None,
+            pooler_unread: None,
         }
     }
 
@@ -230,6 +401,43 @@ mod tests {
             "{line}"
         );
         assert!(!cap(2).violated());
+    }
+
+    #[test]
+    fn behind_a_pooler_postgresql_sees_its_server_pool_and_the_pooler_sees_the_replicas() {
+        let mut c = cap(50);
+        c.pooler = Some(PoolerFigures {
+            max_client_conn: 1000,
+            pool_size: 5,
+            reserve_pool: 2,
+            pool_mode: "transaction".to_owned(),
+        });
+        // 50 replicas x 5 = 250 clients of the pooler; PostgreSQL sees 5 + 2 + headroom 5.
+        assert_eq!((c.clients(), c.budget(), c.available()), (250, 12, 15));
+        assert!(!c.violated(), "{c}");
+        let line = c.to_string();
+        assert!(
+            line.contains("pooler pool_size 5 + reserve_pool 2 + headroom 5 = 12 <= available 15"),
+            "{line}"
+        );
+        assert!(
+            line.contains("50 replicas x maxOpenConns 5 = 250 <= max_client_conn 1000"),
+            "{line}"
+        );
+        c.replicas = 201;
+        assert!(c.pooler_violated() && c.violated());
+        assert!(
+            c.table().contains("1005 > max_client_conn 1000"),
+            "{}",
+            c.table()
+        );
+
+        let mut unread = cap(5);
+        unread.pooler_unread = Some("cannot open the admin console".to_owned());
+        assert_eq!(unread.budget(), 30, "judged as without a pooler");
+        assert!(unread
+            .table()
+            .contains("could not be read (cannot open the admin console)"));
     }
 
     #[test]

@@ -183,6 +183,11 @@ impl DbError {
             | E::PoolClosed
             | E::WorkerCrashed
             | E::Protocol(_) => DbError::down("lost the connection to the database", cause),
+            E::Database(db) if is_pooler_saturation(db.as_ref()) => DbError::unavailable(
+                "the connection pooler has no free server connection (its query_wait_timeout passed) or no room for another client",
+                cause,
+                RETRY_AFTER_BUSY,
+            ),
             E::Database(db) => {
                 let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
                 let message = public_message(&code);
@@ -226,6 +231,15 @@ fn public_message(code: &str) -> &'static str {
         }
         _ => "the database could not finish the request",
     }
+}
+
+/// Whether PgBouncer refused for lack of room: no server connection freed up within its
+/// `query_wait_timeout`, or `max_client_conn` reached. It sends these as SQLSTATE `08P01`,
+/// which would otherwise read as a lost connection (an outage); they are saturation.
+pub fn is_pooler_saturation(db: &dyn sqlx::error::DatabaseError) -> bool {
+    db.code().as_deref() == Some("08P01")
+        && (db.message().starts_with("query_wait_timeout")
+            || db.message().starts_with("no more connections allowed"))
 }
 
 /// Whether an `Unavailable` SQLSTATE says the database cannot be reached, as opposed to busy:

@@ -109,30 +109,30 @@ impl Store {
         match self {
             Store::Postgres(s) => {
                 let mut conn = s.pool.acquire().await?;
-                let inserted = sqlx::query(
-                    "INSERT INTO audit_legal_holds (hold_id, correlation_id, reason, placed_by, placed_at) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (correlation_id) WHERE released_at IS NULL DO NOTHING",
-                )
-                .bind(id)
-                .bind(hold.correlation_id)
-                .bind(hold.reason)
-                .bind(hold.placed_by)
-                .bind(hold.placed_at)
-                .execute(&mut *conn)
-                .await;
-                let inserted = match inserted {
-                    Ok(done) => done.rows_affected() == 1,
-                    Err(e) => return Err(fail(conn, e)),
-                };
-                let row = sqlx::query(&format!(
-                    "SELECT {HOLD_COLUMNS} FROM audit_legal_holds \
-                     WHERE correlation_id = $1 AND released_at IS NULL"
-                ))
-                .bind(hold.correlation_id)
-                .fetch_one(&mut *conn)
-                .await
-                .and_then(|r| pg_hold(&r));
-                let hold = row.map_err(|e| fail(conn, e))?;
+                let placed = crate::db::pool::in_session!(conn, |c| {
+                    let inserted = sqlx::query(
+                            "INSERT INTO audit_legal_holds (hold_id, correlation_id, reason, placed_by, placed_at) \
+                             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (correlation_id) WHERE released_at IS NULL DO NOTHING",
+                        )
+                        .bind(id)
+                        .bind(hold.correlation_id)
+                        .bind(hold.reason)
+                        .bind(hold.placed_by)
+                        .bind(hold.placed_at)
+                        .execute(&mut *c)
+                        .await?
+                        .rows_affected()
+                            == 1;
+                    let row = sqlx::query(&format!(
+                        "SELECT {HOLD_COLUMNS} FROM audit_legal_holds \
+                             WHERE correlation_id = $1 AND released_at IS NULL"
+                    ))
+                    .bind(hold.correlation_id)
+                    .fetch_one(&mut *c)
+                    .await?;
+                    Ok::<_, sqlx::Error>((inserted, pg_hold(&row)?))
+                });
+                let (inserted, hold) = placed.map_err(|e| fail(conn, e))?;
                 Ok(if inserted {
                     Placed::New(hold)
                 } else {
@@ -183,18 +183,20 @@ impl Store {
         let row = match self {
             Store::Postgres(s) => {
                 let mut conn = s.pool.acquire().await?;
-                let row = sqlx::query(
-                    "UPDATE audit_legal_holds SET released_by = $2, released_at = $3, release_reason = $4 \
-                     WHERE correlation_id = $1 AND released_at IS NULL \
-                     RETURNING hold_id, (SELECT count(*) FROM audit_events e WHERE e.correlation_id = $1) AS events",
-                )
-                .bind(release.correlation_id)
-                .bind(release.released_by)
-                .bind(release.released_at)
-                .bind(release.reason)
-                .fetch_optional(&mut *conn)
-                .await
-                .and_then(|r| {
+                let row = crate::db::pool::in_session!(conn, |c| {
+                        sqlx::query(
+                            "UPDATE audit_legal_holds SET released_by = $2, released_at = $3, release_reason = $4 \
+                             WHERE correlation_id = $1 AND released_at IS NULL \
+                             RETURNING hold_id, (SELECT count(*) FROM audit_events e WHERE e.correlation_id = $1) AS events",
+                        )
+                        .bind(release.correlation_id)
+                        .bind(release.released_by)
+                        .bind(release.released_at)
+                        .bind(release.reason)
+                        .fetch_optional(&mut *c)
+                        .await
+                    })
+                    .and_then(|r| {
                     r.map(|r| Ok::<_, sqlx::Error>((r.try_get("hold_id")?, r.try_get("events")?)))
                         .transpose()
                 });
@@ -257,10 +259,10 @@ impl Store {
         match self {
             Store::Postgres(s) => {
                 let mut conn = s.pool.acquire().await?;
-                let rows = sqlx::query(&sql)
-                    .fetch_all(&mut *conn)
-                    .await
-                    .and_then(|rows| rows.iter().map(pg_hold).collect());
+                let rows = crate::db::pool::in_session!(conn, |c| sqlx::query(&sql)
+                    .fetch_all(&mut *c)
+                    .await)
+                .and_then(|rows| rows.iter().map(pg_hold).collect());
                 rows.map_err(|e| fail(conn, e))
             }
             Store::Sqlite(s) => {

@@ -248,7 +248,7 @@ impl Store {
                 .unwrap_or(now),
         });
         let mut conn = s.pool.acquire().await?;
-        let created = ensure_for(&mut conn, times, step).await;
+        let created = crate::db::pool::in_session!(conn, |c| ensure_for(c, times, step).await);
         created.map_err(|e| fail(conn, e))
     }
 
@@ -259,7 +259,9 @@ impl Store {
             return Ok(Dropped::default());
         };
         let mut conn = s.pool.acquire().await?;
-        let result = async {
+        // Behind a transaction-mode pooler the whole pass is one transaction, each partition's
+        // own a savepoint in it.
+        let result = crate::db::pool::in_session!(conn, |conn| {
             // Only partitions that end before yesterday can hold nothing but expired events.
             let cutoff = (today - Days::days(1))
                 .and_hms_opt(0, 0, 0)
@@ -282,15 +284,14 @@ impl Store {
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
             let mut dropped = Dropped::default();
             for p in &parts {
-                if let Some(rows) = drop_one(&mut conn, p, today).await? {
+                if let Some(rows) = drop_one(conn, p, today).await? {
                     tracing::info!(partition = %p.name, rows, "retention dropped a partition");
                     dropped.partitions += 1;
                     dropped.rows += rows;
                 }
             }
             Ok::<_, sqlx::Error>(dropped)
-        }
-        .await;
+        });
         result.map_err(|e| fail(conn, e))
     }
 }

@@ -18,6 +18,7 @@
 //! - Per-session settings (PostgreSQL timeouts) are part of each backend's connect options, sent
 //!   when the connection starts, never concatenated into a DSN.
 
+use std::borrow::Cow;
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -30,7 +31,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use sqlx::{ConnectOptions, Connection};
 
-use super::error::{connect_failure, DbError, RETRY_AFTER_BUSY, RETRY_AFTER_DOWN};
+use super::error::{
+    connect_failure, is_pooler_saturation, DbError, RETRY_AFTER_BUSY, RETRY_AFTER_DOWN,
+};
 use crate::config::{format_duration, DatabaseSettings};
 
 /// Why no connection could be had.
@@ -212,6 +215,10 @@ pub struct Target {
     pub description: String,
     /// Whether a password is set (a refused login without one says so).
     pub has_password: bool,
+    /// Statements every transaction runs right after `BEGIN` when the connection keeps no
+    /// session state (behind a transaction-mode pooler: the session settings as `SET LOCAL`);
+    /// then every statement also runs inside a transaction (see [`PooledConn::session`]).
+    pub per_transaction: Option<String>,
 }
 
 /// First wait after a failed connection attempt; it doubles per failure.
@@ -235,7 +242,9 @@ struct Backoff {
 /// is full rather than unreachable.
 fn refused_as_full(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Database(db) => db.code().is_some_and(|c| c.starts_with("53")),
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|c| c.starts_with("53")) || is_pooler_saturation(db.as_ref())
+        }
         sqlx::Error::Io(io) => io.kind() == std::io::ErrorKind::ResourceBusy,
         _ => false,
     }
@@ -347,6 +356,7 @@ struct Shared<C: Connection + 'static> {
     /// Where it connects, for messages (never the password).
     target: String,
     has_password: bool,
+    per_transaction: Option<String>,
 }
 
 /// A pool of `C` connections. Cheap to clone.
@@ -401,6 +411,7 @@ impl<C: Connection + 'static> Pool<C> {
                 in_use: AtomicUsize::new(0),
                 target: target.description,
                 has_password: target.has_password,
+                per_transaction: target.per_transaction,
             }),
         };
         tokio::spawn(reaper(Arc::downgrade(&pool.shared)));
@@ -565,6 +576,110 @@ impl<C: Connection + 'static> PooledConn<C> {
             self.pool.shared.in_use.fetch_sub(1, Ordering::Relaxed);
             drop(managed::Object::take(object));
         }
+    }
+}
+
+impl<C, DB> PooledConn<C>
+where
+    C: Connection<Database = DB> + 'static,
+    DB: sqlx::Database<Connection = C>,
+{
+    /// Begins a transaction with `begin` (a `BEGIN` statement of the backend), followed, on a
+    /// connection that keeps no session state, by the session settings.
+    pub async fn begin(
+        &mut self,
+        begin: &'static str,
+    ) -> Result<sqlx::Transaction<'_, DB>, sqlx::Error> {
+        let statement = begin_statement(begin, self.pool.shared.per_transaction.as_deref());
+        let conn: &mut C = self;
+        conn.begin_with(statement).await
+    }
+
+    /// Where statements that need no transaction of their own run: the connection itself, or,
+    /// behind a transaction-mode pooler, a transaction (a statement outside one could reach
+    /// another server connection between its prepare and its execution). End it with
+    /// [`Session::end`]; the crate's `in_session!` does both.
+    pub async fn session(&mut self) -> Result<Session<'_, C>, sqlx::Error> {
+        if self.pool.shared.per_transaction.is_some() {
+            Ok(Session::Transaction(self.begin("BEGIN").await?))
+        } else {
+            Ok(Session::Direct(self))
+        }
+    }
+}
+
+/// Evaluates `$body`, a `Result<_, sqlx::Error>`, with `$c` bound to the connection of a
+/// [`PooledConn::session`] of `$conn`, then ends the session; evaluates to the body's result
+/// (an error, or `?` in `$body`, ends it early, and a transaction not ended rolls back).
+macro_rules! in_session {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        async {
+            let mut session = $conn.session().await?;
+            let $c = &mut *session;
+            let out = $body?;
+            session.end().await?;
+            Ok::<_, ::sqlx::Error>(out)
+        }
+        .await
+    };
+}
+pub(crate) use in_session;
+
+/// Statements that need no transaction of their own (see [`PooledConn::session`]).
+pub enum Session<'c, C: Connection + 'static> {
+    /// On the connection.
+    Direct(&'c mut C),
+    /// In a transaction, behind a pooler.
+    Transaction(sqlx::Transaction<'c, C::Database>),
+}
+
+impl<C, DB> Session<'_, C>
+where
+    C: Connection<Database = DB> + 'static,
+    DB: sqlx::Database<Connection = C>,
+{
+    /// Commits the transaction, if there is one.
+    pub async fn end(self) -> Result<(), sqlx::Error> {
+        match self {
+            Session::Direct(_) => Ok(()),
+            Session::Transaction(tx) => tx.commit().await,
+        }
+    }
+}
+
+impl<C, DB> Deref for Session<'_, C>
+where
+    C: Connection<Database = DB> + 'static,
+    DB: sqlx::Database<Connection = C>,
+{
+    type Target = C;
+
+    fn deref(&self) -> &C {
+        match self {
+            Session::Direct(c) => c,
+            Session::Transaction(tx) => tx,
+        }
+    }
+}
+
+impl<C, DB> DerefMut for Session<'_, C>
+where
+    C: Connection<Database = DB> + 'static,
+    DB: sqlx::Database<Connection = C>,
+{
+    fn deref_mut(&mut self) -> &mut C {
+        match self {
+            Session::Direct(c) => c,
+            Session::Transaction(tx) => tx,
+        }
+    }
+}
+
+/// `begin` followed by `settings`, the statements of [`Target::per_transaction`].
+pub fn begin_statement(begin: &'static str, settings: Option<&str>) -> Cow<'static, str> {
+    match settings {
+        Some(settings) => Cow::Owned(format!("{begin}; {settings}")),
+        None => Cow::Borrowed(begin),
     }
 }
 

@@ -19,12 +19,12 @@ use uuid::Uuid;
 
 use super::error::{connect_failure, is_transient_connect_error, DbError, RETRY_AFTER_BUSY};
 use super::partitions::{ensure_for, is_missing_partition};
-use super::pool::Pool;
+use super::pool::{begin_statement, Pool, PooledConn};
 use super::shared::{
     chains_of, check_starters, fail, finish, first_writers, fresh_events, outcomes, shared_sql,
     Cancelled, Dialect, Failed, RowCodec, Sql, WriteOutcome, COLUMNS,
 };
-use crate::config::{format_duration, DatabaseSettings, PartitionInterval, SslMode};
+use crate::config::{format_duration, DatabaseSettings, PartitionInterval, Pooler, SslMode};
 use crate::domain::chain::{link, Hasher, Linked};
 
 /// Embedded PostgreSQL migrations.
@@ -34,12 +34,24 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/post
 /// of the same id.
 const MAX_TX_ATTEMPTS: u32 = 4;
 
-/// Connect options from the settings, session settings included.
-pub fn connect_options(db: &DatabaseSettings) -> PgConnectOptions {
-    let ms = |d: std::time::Duration| d.as_millis().to_string();
+/// The session settings of the pool's connections, by name and value.
+fn session_settings(db: &DatabaseSettings) -> [(&'static str, String); 3] {
+    let ms = |d: Duration| d.as_millis().to_string();
+    [
+        ("statement_timeout", ms(db.statement_timeout)),
+        ("lock_timeout", ms(db.lock_timeout)),
+        (
+            "idle_in_transaction_session_timeout",
+            ms(db.idle_in_transaction_timeout),
+        ),
+    ]
+}
+
+/// Connect options to `host:port`, without session settings.
+fn options_to(db: &DatabaseSettings, host: &str, port: u16) -> PgConnectOptions {
     let mut opts = PgConnectOptions::new()
-        .host(db.host.as_deref().unwrap_or("localhost"))
-        .port(db.port)
+        .host(host)
+        .port(port)
         .database(&db.name)
         .username(&db.user)
         .ssl_mode(match db.ssl_mode {
@@ -50,18 +62,7 @@ pub fn connect_options(db: &DatabaseSettings) -> PgConnectOptions {
             SslMode::VerifyFull => PgSslMode::VerifyFull,
         })
         .application_name("datastorage")
-        .options([
-            ("statement_timeout", ms(db.statement_timeout)),
-            ("lock_timeout", ms(db.lock_timeout)),
-            (
-                "idle_in_transaction_session_timeout",
-                ms(db.idle_in_transaction_timeout),
-            ),
-        ])
-        .log_slow_statements(
-            tracing::log::LevelFilter::Warn,
-            std::time::Duration::from_secs(1),
-        );
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
     if let Some(p) = &db.password {
         opts = opts.password(p.expose());
     }
@@ -74,11 +75,61 @@ pub fn connect_options(db: &DatabaseSettings) -> PgConnectOptions {
     opts
 }
 
-/// Connect options for one-off admin sessions (migrations, checks): the request timeouts are
-/// lifted, so a long migration step, or waiting for another replica's migration lock, is not
-/// cancelled. (A later `-c` option overrides an earlier one.)
+/// Connect options of the pool's connections, to `host:port`. To PostgreSQL itself, the session
+/// settings travel as startup parameters. Behind PgBouncer (`database.pooler`), the startup
+/// parameters are only those it tracks, statements are not kept prepared (the cache is off:
+/// each is parsed again inside its transaction), and the session settings come with every
+/// transaction instead ([`per_transaction`]).
+pub fn connect_options(db: &DatabaseSettings) -> PgConnectOptions {
+    let opts = options_to(db, db.host.as_deref().unwrap_or("localhost"), db.port);
+    match db.pooler {
+        Pooler::None => opts.options(session_settings(db)),
+        Pooler::Pgbouncer => opts.statement_cache_capacity(0).extra_float_digits(None),
+    }
+}
+
+/// What every transaction of the pool runs after `BEGIN`, in the same round trip: behind a
+/// pooler, `DEALLOCATE ALL`, then the session settings as `SET LOCAL` (they end with the
+/// transaction, so no server connection keeps them); `None` when they are the connection's own.
+///
+/// sqlx names the statements it prepares per client connection (`sqlx_s_1`, …) even with its
+/// cache off, and a prepared statement outlives the transaction on the server connection, which
+/// the pooler then hands to other clients, whose names would collide. Dropping every prepared
+/// statement first, while the transaction has the server connection to itself, leaves none to
+/// collide with; nothing is lost, as no statement is reused across transactions.
+pub fn per_transaction(db: &DatabaseSettings) -> Option<String> {
+    (db.pooler != Pooler::None).then(|| {
+        std::iter::once("DEALLOCATE ALL".to_owned())
+            .chain(
+                session_settings(db)
+                    .iter()
+                    .map(|(name, value)| format!("SET LOCAL {name} = {value}")),
+            )
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
+/// Connect options for PgBouncer's admin console (the `pgbouncer` database on the pooler), as
+/// the service's role: only the startup parameters PgBouncer tracks.
+pub fn console_options(db: &DatabaseSettings) -> PgConnectOptions {
+    options_to(db, db.host.as_deref().unwrap_or("localhost"), db.port)
+        .database("pgbouncer")
+        .statement_cache_capacity(0)
+        .extra_float_digits(None)
+}
+
+/// Connect options for one-off admin sessions (migrations, checks), to PostgreSQL itself
+/// (`database.migrationHost` when set): the request timeouts are lifted, so a long migration
+/// step, or waiting for another replica's migration lock, is not cancelled.
 pub fn admin_connect_options(db: &DatabaseSettings) -> PgConnectOptions {
-    connect_options(db).options([("statement_timeout", "0"), ("lock_timeout", "0")])
+    let (host, port) = db.direct_host_port();
+    let [_, _, idle] = session_settings(db);
+    options_to(db, host, port).options([
+        ("statement_timeout", "0".to_owned()),
+        ("lock_timeout", "0".to_owned()),
+        idle,
+    ])
 }
 
 /// One admin session (migrations, checks), within `connectTimeout`; a failure names where it
@@ -88,11 +139,11 @@ pub async fn admin_connect(db: &DatabaseSettings) -> anyhow::Result<PgConnection
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(e)) => Err(anyhow::anyhow!(
             "{}",
-            connect_failure(&db.target(), db.password.is_some(), &e)
+            connect_failure(&db.direct_target(), db.password.is_some(), &e)
         )),
         Err(_) => Err(anyhow::anyhow!(
             "cannot connect to {}: no answer within {} (database.connectTimeout)",
-            db.target(),
+            db.direct_target(),
             format_duration(db.connect_timeout)
         )),
     }
@@ -112,19 +163,19 @@ pub async fn wait_until_reachable(db: &DatabaseSettings, patience: Duration) -> 
             Ok(Ok(conn)) => {
                 conn.close().await.ok();
                 if attempt > 1 {
-                    tracing::info!(attempt, target = %db.target(), "the database is reachable");
+                    tracing::info!(attempt, target = %db.direct_target(), "the database is reachable");
                 }
                 return Ok(());
             }
             Ok(Err(e)) => (
                 is_transient_connect_error(&e),
-                connect_failure(&db.target(), db.password.is_some(), &e),
+                connect_failure(&db.direct_target(), db.password.is_some(), &e),
             ),
             Err(_) => (
                 true,
                 format!(
                     "cannot connect to {}: no answer within {} (database.connectTimeout)",
-                    db.target(),
+                    db.direct_target(),
                     format_duration(db.connect_timeout)
                 ),
             ),
@@ -143,6 +194,29 @@ pub async fn wait_until_reachable(db: &DatabaseSettings, patience: Duration) -> 
         wait = (wait * 2).min(Duration::from_secs(5));
         attempt += 1;
     }
+}
+
+/// Opens one connection as the pool opens them (through the pooler) and runs a transaction
+/// as the pool runs them: `BEGIN`, the session settings, a statement, `COMMIT`.
+pub async fn probe_pooled(db: &DatabaseSettings) -> anyhow::Result<()> {
+    let target = db.target();
+    let mut conn = tokio::time::timeout(db.connect_timeout, connect_options(db).connect())
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "cannot connect to {target}: no answer within {} (database.connectTimeout)",
+                format_duration(db.connect_timeout)
+            )
+        })?
+        .map_err(|e| anyhow::anyhow!("{}", connect_failure(&target, db.password.is_some(), &e)))?;
+    let settings = per_transaction(db);
+    let mut tx = conn
+        .begin_with(begin_statement("BEGIN", settings.as_deref()))
+        .await?;
+    sqlx::query("SELECT 1").execute(&mut *tx).await?;
+    tx.commit().await?;
+    conn.close().await.ok();
+    Ok(())
 }
 
 /// Applies pending migrations on one dedicated connection (sqlx holds an advisory lock on that
@@ -210,7 +284,10 @@ impl PgStore {
                     // An event older (or further ahead) than every partition: create its
                     // partition, then write again.
                     let times = events.iter().map(|e| e.event_timestamp);
-                    match ensure_for(&mut conn, times, self.partitions).await {
+                    let step = self.partitions;
+                    let created =
+                        crate::db::pool::in_session!(conn, |c| ensure_for(c, times, step).await);
+                    match created {
                         Ok(created) => tracing::info!(created, "created partitions for old events"),
                         Err(e) => return Err(fail(conn, e)),
                     }
@@ -281,14 +358,14 @@ static LOCK_HEADS_SKIP: LazyLock<String> =
 /// repeated with the explicit replay check. A batch thus costs four round trips: `BEGIN`, the
 /// head lock, one statement inserting every row and advancing the heads, `COMMIT`.
 async fn write_batch(
-    conn: &mut PgConnection,
+    conn: &mut PooledConn<PgConnection>,
     hasher: &Hasher,
     events: &[ValidatedEvent],
     locks: HeadLocks,
     check_replays: bool,
     cancelled: &Cancelled<'_>,
 ) -> Result<Vec<Option<WriteOutcome>>, Failed> {
-    let mut tx = conn.begin_with(Postgres::BEGIN_WRITE).await?;
+    let mut tx = conn.begin(Postgres::BEGIN_WRITE).await?;
     let result = write_in_tx(&mut tx, hasher, events, locks, check_replays).await;
     finish(tx, result, cancelled).await
 }

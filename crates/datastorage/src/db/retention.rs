@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::{Connection as _, Row as _};
+use sqlx::Row as _;
 
 use super::error::DbError;
 use super::shared::fail;
@@ -120,18 +120,20 @@ impl Store {
         match self {
             Store::Postgres(s) => {
                 let mut conn = s.pool.acquire().await?;
-                let row = sqlx::query(
-                    "INSERT INTO datastorage_leases (name, holder, expires_at) \
-                     VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3::float8 / 1e6)) \
-                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
-                     WHERE datastorage_leases.expires_at < clock_timestamp() OR datastorage_leases.holder = excluded.holder \
-                     RETURNING holder",
-                )
-                .bind(name)
-                .bind(holder)
-                .bind(ttl_micros)
-                .fetch_optional(&mut *conn)
-                .await;
+                let row = crate::db::pool::in_session!(conn, |c| {
+                    sqlx::query(
+                            "INSERT INTO datastorage_leases (name, holder, expires_at) \
+                             VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3::float8 / 1e6)) \
+                             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
+                             WHERE datastorage_leases.expires_at < clock_timestamp() OR datastorage_leases.holder = excluded.holder \
+                             RETURNING holder",
+                        )
+                        .bind(name)
+                        .bind(holder)
+                        .bind(ttl_micros)
+                        .fetch_optional(&mut *c)
+                        .await
+                });
                 row.map(|r| r.is_some()).map_err(|e| fail(conn, e))
             }
             Store::Sqlite(s) => {
@@ -160,13 +162,15 @@ impl Store {
         match self {
             Store::Postgres(s) => {
                 let mut conn = s.pool.acquire().await?;
-                let done = sqlx::query(
-                    "UPDATE datastorage_leases SET expires_at = clock_timestamp() WHERE name = $1 AND holder = $2",
-                )
-                .bind(name)
-                .bind(holder)
-                .execute(&mut *conn)
-                .await;
+                let done = crate::db::pool::in_session!(conn, |c| {
+                    sqlx::query(
+                            "UPDATE datastorage_leases SET expires_at = clock_timestamp() WHERE name = $1 AND holder = $2",
+                        )
+                        .bind(name)
+                        .bind(holder)
+                        .execute(&mut *c)
+                        .await
+                });
                 done.map(drop).map_err(|e| fail(conn, e))
             }
             Store::Sqlite(s) => {
@@ -196,7 +200,7 @@ impl Store {
             Store::Postgres(s) => {
                 let mut conn = s.pool.acquire().await?;
                 let done = async {
-                    let mut tx = conn.begin().await?;
+                    let mut tx = conn.begin("BEGIN").await?;
                     sqlx::query("DELETE FROM audit_retention_policies WHERE NOT (event_category = ANY($1))")
                         .bind(&categories)
                         .execute(&mut *tx)
@@ -221,7 +225,7 @@ impl Store {
                 let mut conn = s.pool.acquire().await?;
                 let now = Utc::now().timestamp_micros();
                 let done = async {
-                    let mut tx = conn.begin().await?;
+                    let mut tx = conn.begin("BEGIN").await?;
                     sqlx::query("DELETE FROM audit_retention_policies")
                         .execute(&mut *tx)
                         .await?;
@@ -251,7 +255,7 @@ impl Store {
             Store::Postgres(s) => {
                 let mut conn = s.pool.acquire().await?;
                 let done = async {
-                    let mut tx = conn.begin().await?;
+                    let mut tx = conn.begin("BEGIN").await?;
                     sqlx::query("LOCK TABLE audit_legal_holds IN SHARE MODE")
                         .execute(&mut *tx)
                         .await?;
@@ -305,7 +309,7 @@ impl Store {
                 let _writer = s.write_lock().await;
                 let mut conn = s.pool.acquire().await?;
                 let done = async {
-                    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+                    let mut tx = conn.begin("BEGIN IMMEDIATE").await?;
                     let rows = sqlx::query(SQLITE_DOOMED)
                         .bind(today.to_string())
                         .bind(limit)
@@ -372,19 +376,21 @@ impl Store {
         match self {
             Store::Postgres(s) => {
                 let mut conn = s.pool.acquire().await?;
-                let done = sqlx::query(
-                    "INSERT INTO audit_purge_runs (run_id, holder, started_at, finished_at, rows_purged, partitions_dropped) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run_id) DO UPDATE SET finished_at = excluded.finished_at, \
-                     rows_purged = excluded.rows_purged, partitions_dropped = excluded.partitions_dropped",
-                )
-                .bind(run.run_id)
-                .bind(run.holder)
-                .bind(run.started_at)
-                .bind(run.finished_at)
-                .bind(run.rows_purged as i64)
-                .bind(run.partitions_dropped as i32)
-                .execute(&mut *conn)
-                .await;
+                let done = crate::db::pool::in_session!(conn, |c| {
+                    sqlx::query(
+                            "INSERT INTO audit_purge_runs (run_id, holder, started_at, finished_at, rows_purged, partitions_dropped) \
+                             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (run_id) DO UPDATE SET finished_at = excluded.finished_at, \
+                             rows_purged = excluded.rows_purged, partitions_dropped = excluded.partitions_dropped",
+                        )
+                        .bind(run.run_id)
+                        .bind(run.holder)
+                        .bind(run.started_at)
+                        .bind(run.finished_at)
+                        .bind(run.rows_purged as i64)
+                        .bind(run.partitions_dropped as i32)
+                        .execute(&mut *c)
+                        .await
+                });
                 done.map(drop).map_err(|e| fail(conn, e))
             }
             Store::Sqlite(s) => {

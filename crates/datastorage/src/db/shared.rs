@@ -582,7 +582,8 @@ macro_rules! shared_sql {
                     "SELECT {COLUMNS}, {HELD} FROM audit_events WHERE event_id = "
                 ));
                 <$db>::push_id(&mut qb, id);
-                let row = match run!(qb, fetch_optional, &mut *conn) {
+                let row = match $crate::db::pool::in_session!(conn, |c| run!(qb, fetch_optional, &mut *c))
+                {
                     Ok(row) => row,
                     Err(e) => return Err(fail(conn, e)),
                 };
@@ -615,23 +616,23 @@ macro_rules! shared_sql {
                 if f.cursor.is_none() {
                     page.push(" OFFSET ").bind(f.offset as i64);
                 }
-                let rows = match run!(page, fetch_all, &mut *conn) {
-                    Ok(rows) => rows,
+                let result = $crate::db::pool::in_session!(conn, |c| {
+                        let rows = run!(page, fetch_all, &mut *c)?;
+                        let total = match total_from_page(f, rows.len()) {
+                            Some(n) => n,
+                            None => {
+                                let mut count = Sql::<$db>::new(
+                                    "SELECT count(*) FROM audit_events WHERE 1 = 1",
+                                );
+                                push_filters(&mut count, f, false);
+                                run!(count, fetch_one, &mut *c)?.try_get::<i64, _>(0)? as u64
+                            }
+                        };
+                        Ok::<_, ::sqlx::Error>((rows, total))
+                    });
+                let (rows, total) = match result {
+                    Ok(found) => found,
                     Err(e) => return Err(fail(conn, e)),
-                };
-                let total = match total_from_page(f, rows.len()) {
-                    Some(n) => n,
-                    None => {
-                        let mut count =
-                            Sql::<$db>::new("SELECT count(*) FROM audit_events WHERE 1 = 1");
-                        push_filters(&mut count, f, false);
-                        match run!(count, fetch_one, &mut *conn)
-                            .and_then(|row| row.try_get::<i64, _>(0))
-                        {
-                            Ok(n) => n as u64,
-                            Err(e) => return Err(fail(conn, e)),
-                        }
-                    }
                 };
                 let events = rows
                     .iter()
@@ -655,7 +656,8 @@ macro_rules! shared_sql {
                 qb.push(" AS bucket, event_category, event_outcome, count(*) AS n FROM audit_events WHERE 1 = 1");
                 push_filters(&mut qb, &r.filter, false);
                 qb.push(" GROUP BY 1, 2, 3 ORDER BY 1, 2, 3");
-                let rows = match run!(qb, fetch_all, &mut *conn) {
+                let rows = match $crate::db::pool::in_session!(conn, |c| run!(qb, fetch_all, &mut *c))
+                {
                     Ok(rows) => rows,
                     Err(e) => return Err(fail(conn, e)),
                 };
@@ -681,13 +683,13 @@ macro_rules! shared_sql {
                 correlation_id: &str,
                 verifier: &mut $crate::domain::chain::ChainVerifier<'_>,
             ) -> Result<Option<(i64, String)>, $crate::db::error::DbError> {
-                use ::sqlx::{Connection as _, Row as _};
+                use ::sqlx::Row as _;
                 use $crate::db::shared::{
                     decode_row, fail, run, Dialect as _, Sql, COLUMNS, VERIFY_PAGE,
                 };
                 let mut conn = self.pool.acquire().await?;
                 let result = async {
-                    let mut tx = conn.begin_with(<$db>::BEGIN_SNAPSHOT).await?;
+                    let mut tx = conn.begin(<$db>::BEGIN_SNAPSHOT).await?;
                     let mut head = Sql::<$db>::new(
                         "SELECT last_sequence, last_hash FROM audit_chain_heads WHERE correlation_id = ",
                     );
@@ -744,7 +746,7 @@ macro_rules! shared_sql {
                     Result<Vec<$crate::db::shared::ExportRow>, $crate::db::error::DbError>,
                 >,
             ) -> Result<(), $crate::db::error::DbError> {
-                use ::sqlx::{Connection as _, Row as _};
+                use ::sqlx::Row as _;
                 use $crate::db::holds::HELD;
                 use $crate::db::shared::{
                     decode_row, fail, push_filters, run, Dialect as _, ExportRow, Sql, COLUMNS,
@@ -752,7 +754,7 @@ macro_rules! shared_sql {
                 };
                 let mut conn = self.pool.acquire().await?;
                 let result = async {
-                    let mut tx = conn.begin_with(<$db>::BEGIN_SNAPSHOT).await?;
+                    let mut tx = conn.begin(<$db>::BEGIN_SNAPSHOT).await?;
                     let mut after: Option<(String, i64)> = None;
                     loop {
                         let mut page = Sql::<$db>::new(format!(
@@ -820,7 +822,8 @@ macro_rules! shared_sql {
                 let q = Sql::<$db>::new(format!(
                     "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints ORDER BY checkpoint_id DESC LIMIT 1"
                 ));
-                match run!(q, fetch_optional, &mut *conn) {
+                match $crate::db::pool::in_session!(conn, |c| run!(q, fetch_optional, &mut *c))
+                {
                     Ok(row) => row
                         .map(|r| decode_checkpoint(&r))
                         .transpose()
@@ -838,14 +841,14 @@ macro_rules! shared_sql {
                 margin: ::std::time::Duration,
             ) -> Result<Option<::datastorage_api::checkpoint::Checkpoint>, $crate::db::error::DbError>
             {
-                use ::sqlx::{Connection as _, Row as _};
+                use ::sqlx::Row as _;
                 use $crate::db::shared::{
                     decode_checkpoint, fail, run, Dialect as _, Sql, CHECKPOINT_COLUMNS,
                 };
                 use ::datastorage_api::checkpoint::Checkpoint;
                 let mut conn = self.pool.acquire().await?;
                 let result = async {
-                    let mut tx = conn.begin_with(<$db>::BEGIN_WRITE).await?;
+                    let mut tx = conn.begin(<$db>::BEGIN_WRITE).await?;
                     let q = Sql::<$db>::new(format!(
                         "SELECT {CHECKPOINT_COLUMNS} FROM audit_checkpoints ORDER BY checkpoint_id DESC LIMIT 1"
                     ));
@@ -941,13 +944,13 @@ macro_rules! shared_sql {
                 correlation_id: &str,
                 heads_known_good: impl Fn(i64) -> bool + Send,
             ) -> Result<Option<$crate::db::shared::ChainAnchor>, $crate::db::error::DbError> {
-                use ::sqlx::{Connection as _, Row as _};
+                use ::sqlx::Row as _;
                 use $crate::db::shared::{
                     decode_checkpoint, fail, run, ChainAnchor, Dialect as _, Sql, CHECKPOINT_COLUMNS,
                 };
                 let mut conn = self.pool.acquire().await?;
                 let result = async {
-                    let mut tx = conn.begin_with(<$db>::BEGIN_SNAPSHOT).await?;
+                    let mut tx = conn.begin(<$db>::BEGIN_SNAPSHOT).await?;
                     let mut q = Sql::<$db>::new(
                         "SELECT checkpoint_id, last_sequence, last_hash FROM audit_checkpoint_heads WHERE correlation_id = ",
                     );
@@ -1024,7 +1027,8 @@ macro_rules! shared_sql {
                 let Some(mut conn) = self.pool.try_acquire().await? else {
                     return Ok(()); // every connection is busy serving: the database answers
                 };
-                match ::sqlx::query("SELECT 1").execute(&mut *conn).await {
+                // A simple query: one round trip, nothing prepared, no transaction needed.
+                match ::sqlx::Executor::execute(&mut *conn, "SELECT 1").await {
                     Ok(_) => Ok(()),
                     Err(e) => Err($crate::db::shared::fail(conn, e)),
                 }

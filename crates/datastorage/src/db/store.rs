@@ -76,19 +76,25 @@ impl Store {
     ) -> anyhow::Result<Self> {
         let hasher = Arc::new(hasher);
         let limits = PoolLimits::from_settings(db);
-        let target = || Target {
+        let target = |per_transaction| Target {
             description: db.target(),
             has_password: db.password.is_some(),
+            per_transaction,
         };
         Ok(match db.effective_driver() {
             Driver::Postgres => Store::Postgres(postgres::PgStore {
-                pool: Pool::new(postgres::connect_options(db), limits, counters, target()),
+                pool: Pool::new(
+                    postgres::connect_options(db),
+                    limits,
+                    counters,
+                    target(postgres::per_transaction(db)),
+                ),
                 hasher,
                 partitions,
             }),
             Driver::Sqlite => Store::Sqlite(sqlite::SqliteStore::new(
                 db,
-                Pool::new(sqlite::connect_options(db), limits, counters, target()),
+                Pool::new(sqlite::connect_options(db), limits, counters, target(None)),
                 hasher,
             )?),
         })

@@ -146,7 +146,7 @@ enum Selection {
     /// Every event (its filter names none): the batch's buffer is sent as it is.
     Every,
     /// The events that meet the filter.
-    Matching(EventFilter),
+    Matching(Box<EventFilter>),
 }
 
 impl Selection {
@@ -187,7 +187,7 @@ impl Selection {
         if none && event_category.is_none() && event_outcome.is_none() && detail.is_none() {
             Self::Every
         } else {
-            Self::Matching(f)
+            Self::Matching(Box::new(f))
         }
     }
 
