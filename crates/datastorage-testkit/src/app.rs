@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 use tower::ServiceExt as _;
 
 use crate::pg::PgDb;
+use crate::pgbouncer::{BouncerSettings, PgBouncer};
 
 /// Which backend a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +33,10 @@ pub enum Backend {
     Postgres,
     /// A fresh SQLite file in a temporary folder.
     Sqlite,
+    /// A fresh database on the test PostgreSQL, reached through a PgBouncer of its own in
+    /// transaction pooling mode (`database.pooler: pgbouncer`; migrations direct). Direct SQL
+    /// ([`TestApp::sql`]) still goes to PostgreSQL itself.
+    PgBouncer,
 }
 
 /// An answer, read whole; of an event stream (`text/event-stream`, which does not end), the
@@ -105,28 +110,38 @@ pub struct TestApp {
     /// `Authorization` of the helpers' requests ([`TestApp::authorize_as`]).
     authorization: Option<String>,
     _dir: tempfile::TempDir,
+    /// The pooler, on [`Backend::PgBouncer`].
+    _bouncer: Option<PgBouncer>,
 }
 
 /// Settings for a test server on `backend`: no shutdown delay, a short shutdown timeout, a fresh
 /// database.
-async fn test_settings(backend: Backend, dir: &tempfile::TempDir) -> (Settings, Option<PgDb>) {
+async fn test_settings(
+    backend: Backend,
+    dir: &tempfile::TempDir,
+) -> (Settings, Option<PgDb>, Option<PgBouncer>) {
     let mut settings = Settings::default();
     settings.server.shutdown_delay = Duration::ZERO;
     settings.server.shutdown_timeout = Duration::from_secs(5);
     settings.buffer.dir = dir.path().join("buffer");
-    let pg = match backend {
+    match backend {
         Backend::Postgres => {
             let db = PgDb::create().await;
             db.apply(&mut settings);
-            Some(db)
+            (settings, Some(db), None)
+        }
+        Backend::PgBouncer => {
+            let db = PgDb::create().await;
+            let bouncer = PgBouncer::start(&db, &BouncerSettings::default());
+            bouncer.apply(&db, &mut settings);
+            (settings, Some(db), Some(bouncer))
         }
         Backend::Sqlite => {
             settings.database.driver = Some(Driver::Sqlite);
             settings.database.sqlite_path = dir.path().join("data").join("test.db");
-            None
+            (settings, None, None)
         }
-    };
-    (settings, pg)
+    }
 }
 
 impl TestApp {
@@ -138,7 +153,7 @@ impl TestApp {
     /// A server in process on `backend`, with settings changed by `tweak`.
     pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let (mut settings, pg) = test_settings(backend, &dir).await;
+        let (mut settings, pg, bouncer) = test_settings(backend, &dir).await;
         tweak(&mut settings);
         let sqlite_path = pg.is_none().then(|| settings.database.sqlite_path.clone());
         let service = datastorage::startup::prepare(settings)
@@ -151,6 +166,7 @@ impl TestApp {
             transport: Transport::InProcess { api, metrics },
             authorization: None,
             _dir: dir,
+            _bouncer: bouncer,
         }
     }
 
@@ -163,8 +179,8 @@ impl TestApp {
     pub async fn serve_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> Self {
         let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let (settings, pg) = test_settings(backend, &dir).await;
-        Self::serve_settings(api, settings, pg, dir, tweak).await
+        let (settings, pg, bouncer) = test_settings(backend, &dir).await;
+        Self::serve_settings(api, settings, pg, bouncer, dir, tweak).await
     }
 
     /// A server on this API listener (so a test can pick the port before the server exists),
@@ -175,15 +191,16 @@ impl TestApp {
         tweak: impl FnOnce(&mut Settings),
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let (mut settings, _) = test_settings(Backend::Sqlite, &dir).await;
+        let (mut settings, _, _) = test_settings(Backend::Sqlite, &dir).await;
         pg.apply(&mut settings);
-        Self::serve_settings(api, settings, Some(pg), dir, tweak).await
+        Self::serve_settings(api, settings, Some(pg), None, dir, tweak).await
     }
 
     async fn serve_settings(
         api: TcpListener,
         mut settings: Settings,
         pg: Option<PgDb>,
+        bouncer: Option<PgBouncer>,
         dir: tempfile::TempDir,
         tweak: impl FnOnce(&mut Settings),
     ) -> Self {
@@ -217,6 +234,7 @@ impl TestApp {
             },
             authorization: None,
             _dir: dir,
+            _bouncer: bouncer,
         };
         app.wait_ready().await;
         app

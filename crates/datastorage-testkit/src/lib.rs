@@ -43,3 +43,16 @@ macro_rules! both {
         }
     };
 }
+
+/// Instantiates each test body (an `async fn(Backend)`) as [`both!`] does, and once more through
+/// PgBouncer in transaction mode, as `pgbouncer::name`.
+#[macro_export]
+macro_rules! every_backend {
+    ($($name:ident),+ $(,)?) => {
+        $crate::both!($($name),+);
+        mod pgbouncer {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::Backend::PgBouncer).await }) +
+        }
+    };
+}

@@ -1,5 +1,6 @@
-//! The API suite, run against both backends: every test body is a function of the backend, and
-//! the `both!` macro instantiates it for PostgreSQL and SQLite.
+//! The API suite, run against every backend: every test body is a function of the backend, and
+//! the `every_backend!` macro instantiates it for PostgreSQL, SQLite, and PostgreSQL through
+//! PgBouncer in transaction mode.
 
 use std::collections::HashSet;
 
@@ -8,7 +9,7 @@ use datastorage_testkit::app::Listener;
 use datastorage_testkit::*;
 use serde_json::{json, Value};
 
-both!(
+every_backend!(
     post_then_get_returns_the_stored_event,
     batch_is_atomic_and_names_the_bad_item,
     batch_over_the_limit_is_rejected_with_its_own_slug,
@@ -436,14 +437,14 @@ async fn verify_reports_sql_tampering_but_not_late_events(backend: Backend) {
 
     // Tamper: edit one row's payload directly in the database.
     let (disable, enable) = match backend {
-        Backend::Postgres => (
+        Backend::Postgres | Backend::PgBouncer => (
             "ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only",
             "ALTER TABLE audit_events ENABLE TRIGGER audit_events_append_only",
         ),
         Backend::Sqlite => ("DROP TRIGGER audit_events_append_only", "SELECT 1"),
     };
     let edit = match backend {
-        Backend::Postgres => "UPDATE audit_events SET event_data = '{\"i\": 99}' WHERE correlation_id = 'chain' AND chain_sequence = 3",
+        Backend::Postgres | Backend::PgBouncer => "UPDATE audit_events SET event_data = '{\"i\": 99}' WHERE correlation_id = 'chain' AND chain_sequence = 3",
         Backend::Sqlite => "UPDATE audit_events SET event_data = '{\"i\": 99}' WHERE correlation_id = 'chain' AND chain_sequence = 3",
     };
     app.sql(&[disable, edit, enable]).await;
@@ -701,7 +702,7 @@ async fn keyed_chains_resist_recomputation_without_the_key(backend: Backend) {
     let id = last["event_id"].as_str().unwrap();
     // Forging needs both append-only triggers out of the way: the rows' and the heads'.
     let (disable, enable) = match backend {
-        Backend::Postgres => (
+        Backend::Postgres | Backend::PgBouncer => (
             "ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only; \
              ALTER TABLE audit_chain_heads DISABLE TRIGGER audit_chain_heads_forward_only"
                 .to_owned(),

@@ -359,7 +359,7 @@ async fn events_carry_their_principal_and_replays_count_only_for_it(backend: Bac
     app.sql(&[&format!(
         "{}; UPDATE audit_events SET ingested_by = 'admin' WHERE event_id = '{id}'",
         match backend {
-            Backend::Postgres =>
+            Backend::Postgres | Backend::PgBouncer =>
                 "ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only",
             Backend::Sqlite => "DROP TRIGGER audit_events_append_only",
         }

@@ -473,7 +473,7 @@ async fn signed_checkpoints_reveal_tampering_a_chain_alone_cannot(backend: Backe
     post_chain(&app, "tamper-d", 5, "created").await;
 
     let (off, on) = match backend {
-        Backend::Postgres => (
+        Backend::Postgres | Backend::PgBouncer => (
             "ALTER TABLE audit_chain_heads DISABLE TRIGGER audit_chain_heads_forward_only",
             "ALTER TABLE audit_chain_heads ENABLE TRIGGER audit_chain_heads_forward_only",
         ),
