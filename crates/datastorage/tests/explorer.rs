@@ -342,6 +342,64 @@ async fn search_timeline_and_a_tampered_row_turn_the_badge_red() {
         .unwrap();
     wait_for(&c, "#stats-chart rect", |_| async { true }).await;
     screenshot(&c, "explorer-overview.png").await;
+
+    // A long chain: the list shows its first 250 rows and more on demand, the chart a density
+    // strip instead of 1200 glyphs.
+    let start = chrono::Utc::now() - chrono::Duration::minutes(30);
+    for part in 0..2 {
+        let batch: Vec<Value> = (0..600)
+            .map(|k| {
+                let i = part * 600 + k;
+                let outcome = if i % 97 == 0 { "failure" } else { "success" };
+                let mut e = event("rr-long", i % 4, "workflow", outcome, None);
+                let at = start + chrono::Duration::seconds(i as i64);
+                e["event_timestamp"] =
+                    json!(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+                e
+            })
+            .collect();
+        assert_eq!(app.post_batch(&json!(batch)).await.status(), 201);
+    }
+    c.goto(&format!("{base}/ui/?view=timeline&correlation_id=rr-long"))
+        .await
+        .unwrap();
+    wait_for(&c, "#verify-badge", |e| async move {
+        attr(&e, "data-state").await.as_deref() == Some("intact")
+    })
+    .await;
+    wait_for(&c, "#timeline-note", |e| async move {
+        e.text().await.is_ok_and(|t| t == "1200 events")
+    })
+    .await;
+    let rows = c
+        .find_all(Locator::Css("#timeline-list [data-seq]"))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 250, "the first rows only");
+    assert_eq!(attr(&rows[0], "data-seq").await.as_deref(), Some("1"));
+    let bars = c
+        .find_all(Locator::Css("#timeline-svg rect.tl-density"))
+        .await
+        .unwrap();
+    assert!(!bars.is_empty());
+    let glyphs = c
+        .find_all(Locator::Css("#timeline-svg g.tl-event"))
+        .await
+        .unwrap();
+    assert!(glyphs.is_empty(), "no glyph per event in a dense chart");
+    // Scrolling the list to its end adds the next rows.
+    c.execute(
+        "document.querySelector('#timeline-more').scrollIntoView()",
+        vec![],
+    )
+    .await
+    .unwrap();
+    wait_for(&c, "#timeline-list tbody", |e| async move {
+        e.find_all(Locator::Css("[data-seq]"))
+            .await
+            .is_ok_and(|rows| rows.len() >= 500)
+    })
+    .await;
     c.close().await.unwrap();
     app.stop().await;
 }

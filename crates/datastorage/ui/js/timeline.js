@@ -8,8 +8,15 @@ import { verifyChain, placeHold, releaseHold } from './actions.js';
 
 const PAGE = 1000;
 const CAP = 10_000;
+/** Rows the list adds at a time: the first at once, the next as the list is scrolled to its end. */
+const LIST_CHUNK = 250;
+/** Above this many events the chart draws a density strip instead of a glyph and links per event. */
+const DENSE = 1000;
 
-const view = { cid: '', signal: null, events: [], byId: new Map(), total: 0, capped: false, verify: null };
+const view = {
+  cid: '', signal: null, events: [], byId: new Map(), total: 0, capped: false, verify: null,
+  listed: 0, more: null, tampered: new Set(),
+};
 
 /** A tick's offset from the start, in the unit its step calls for: +250ms, +1.5s, +2min, +1h30min, +2d. */
 export function tickLabel(offset, step) {
@@ -48,6 +55,7 @@ export async function showTimeline(state, signal) {
   view.events = [];
   view.byId = new Map();
   view.verify = null;
+  view.tampered = new Set();
   $('#timeline-cid').textContent = view.cid;
   $('#timeline-cid').title = view.cid;
   $('#hold-status').textContent = '';
@@ -162,6 +170,7 @@ function renderVerify() {
       h('span.mono.trunc', { title: `expected ${t.expected_hash}\nstored ${t.actual_hash}` }, `expected ${t.expected_hash}`),
     ))));
   }
+  view.tampered = new Set(tampered.map((t) => t.event_id).filter(Boolean));
   for (const el of document.querySelectorAll('#view-timeline .tampered')) el.classList.remove('tampered');
   for (const t of tampered) {
     if (!t.event_id) continue;
@@ -201,8 +210,9 @@ async function holdAction(kind) {
   }
 }
 
-function renderList() {
-  const rows = view.events.map((ev) => h('tr', { tabindex: 0, dataset: { seq: ev.chain_sequence, eventId: ev.event_id } },
+function listRow(ev) {
+  return h('tr', { tabindex: 0, class: view.tampered.has(ev.event_id) ? 'tampered' : null,
+    dataset: { seq: ev.chain_sequence, eventId: ev.event_id } },
     h('td.num', {}, ev.chain_sequence ?? ''),
     h('td', {}, timeText(ev.event_timestamp)),
     h('td', {}, ev.event_type ?? ''),
@@ -211,8 +221,35 @@ function renderList() {
     h('td', {}, idText(ev.actor_id)),
     h('td.num', {}, ev.duration_ms != null ? fmtDuration(ev.duration_ms) : ''),
     h('td', {}, viewLink(toQuery({ view: 'event', event_id: ev.event_id }), idText(ev.event_id))),
-  ));
-  $('#timeline-list tbody').replaceChildren(...rows);
+  );
+}
+
+/** The list in chain order, LIST_CHUNK rows at a time: a long chain's first rows show at once. */
+function renderList() {
+  view.more?.disconnect();
+  view.listed = 0;
+  $('#timeline-list tbody').replaceChildren();
+  appendRows();
+}
+
+function appendRows() {
+  const body = $('#timeline-list tbody');
+  $('#timeline-more')?.remove();
+  const next = view.events.slice(view.listed, view.listed + LIST_CHUNK);
+  view.listed += next.length;
+  body.append(...next.map(listRow));
+  const rest = view.events.length - view.listed;
+  if (rest <= 0) return;
+  const button = h('button', { type: 'button', on: { click: appendRows } },
+    `show ${Math.min(rest, LIST_CHUNK)} more (${rest} left)`);
+  const more = h('tr#timeline-more', {}, h('td.muted', { colspan: 8 }, button));
+  body.append(more);
+  // Scrolling the list to its end adds the next rows too.
+  view.more?.disconnect();
+  view.more = new IntersectionObserver((entries) => {
+    if (entries.some((e) => e.isIntersecting)) appendRows();
+  }, { root: body.closest('.table-wrap'), rootMargin: '300px' });
+  view.more.observe(more);
 }
 
 function renderChart() {
@@ -230,6 +267,8 @@ function renderChart() {
   const span = Math.max(t1 - t0, 1);
   const plotW = W - ML - MR;
   const X = (t) => ML + ((t - t0) / span) * plotW;
+
+  if (items.length > DENSE) { renderDensity(wrap, items, { W, ML, MR, t0, span, plotW, X }); return; }
 
   // Lanes: one per event when few, otherwise greedy packing without labels.
   const perEvent = items.length <= 80;
@@ -255,32 +294,8 @@ function renderChart() {
     }
   }
 
-  // Axis with relative ticks; the start time as caption.
-  const axis = s('g.axis');
-  const step = tickStep(span, Math.max(2, Math.floor(plotW / 90)));
-  axis.append(s('line', { x1: ML, x2: W - MR, y1: 24, y2: 24 }));
-  axis.append(s('text', { x: ML, y: 10, class: 'axis-caption' }, `start ${fmtLocal(t0)} · span ${fmtDuration(span)}`));
-  for (let off = 0; off <= span + 1e-9; off += step) {
-    const x = X(t0 + off);
-    axis.append(s('line', { x1: x, x2: x, y1: 24, y2: 29 }));
-    axis.append(s('line.grid', { x1: x, x2: x, y1: 29, y2: H }));
-    axis.append(s('text', { x, y: 40, 'text-anchor': off === 0 ? 'start' : 'middle' }, tickLabel(off, step)));
-  }
-  svg.append(axis);
-
-  // Gaps larger than 10% of the span: stretches of time in which no event runs (so they never overlap).
-  const byTime = [...items].sort((a, b) => a.t - b.t);
-  let reach = byTime[0].end;
-  for (const it of byTime.slice(1)) {
-    const gap = it.t - reach;
-    if (gap > span * 0.1) {
-      const x0 = X(reach), x1 = X(it.t), y = TOP - 6;
-      svg.append(s('g.tl-gap', {},
-        s('line', { x1: x0, x2: x1, y1: y, y2: y }),
-        s('text', { x: (x0 + x1) / 2, y: y - 3, 'text-anchor': 'middle' }, `gap ${fmtDuration(gap)}`)));
-    }
-    reach = Math.max(reach, it.end);
-  }
+  svg.append(axis({ W, ML, MR, t0, span, plotW, X }, H));
+  drawGaps(svg, items, span, X, TOP - 6);
 
   // Parent → child links, for parents in this chain.
   const byId = new Map(items.map((it) => [it.ev.event_id, it]));
@@ -322,4 +337,70 @@ function renderChart() {
   }
   wrap.append(svg);
   if (view.verify) renderVerify(); // re-mark tampered glyphs
+}
+
+/** The time axis with relative ticks and the start time as caption, its grid lines down to H. */
+function axis({ W, ML, MR, t0, span, plotW, X }, H) {
+  const g = s('g.axis');
+  const step = tickStep(span, Math.max(2, Math.floor(plotW / 90)));
+  g.append(s('line', { x1: ML, x2: W - MR, y1: 24, y2: 24 }));
+  g.append(s('text', { x: ML, y: 10, class: 'axis-caption' }, `start ${fmtLocal(t0)} · span ${fmtDuration(span)}`));
+  for (let off = 0; off <= span + 1e-9; off += step) {
+    const x = X(t0 + off);
+    g.append(s('line', { x1: x, x2: x, y1: 24, y2: 29 }));
+    g.append(s('line.grid', { x1: x, x2: x, y1: 29, y2: H }));
+    g.append(s('text', { x, y: 40, 'text-anchor': off === 0 ? 'start' : 'middle' }, tickLabel(off, step)));
+  }
+  return g;
+}
+
+/** Gaps larger than 10% of the span: stretches of time in which no event runs (so they never overlap). */
+function drawGaps(svg, items, span, X, y) {
+  const byTime = [...items].sort((a, b) => a.t - b.t);
+  let reach = byTime[0].end;
+  for (const it of byTime.slice(1)) {
+    const gap = it.t - reach;
+    if (gap > span * 0.1) {
+      const x0 = X(reach), x1 = X(it.t);
+      svg.append(s('g.tl-gap', {},
+        s('line', { x1: x0, x2: x1, y1: y, y2: y }),
+        s('text', { x: (x0 + x1) / 2, y: y - 3, 'text-anchor': 'middle' }, `gap ${fmtDuration(gap)}`)));
+    }
+    reach = Math.max(reach, it.end);
+  }
+}
+
+/**
+ * A long chain as a density strip: events per 3-pixel column as a bar, coloured by the column's
+ * worst outcome (failure, then pending, then success), with its counts as a tooltip. Thousands of
+ * glyphs and links would not be legible, and would take seconds to lay out; the list below holds
+ * every event.
+ */
+function renderDensity(wrap, items, frame) {
+  const { W, ML, plotW, X } = frame;
+  const TOP = 64, BAR = 60, COL = 3;
+  const H = TOP + BAR + 16;
+  const columns = new Map();
+  for (const it of items) {
+    const c = Math.min(Math.floor((X(it.t) - ML) / COL), Math.floor(plotW / COL));
+    const col = columns.get(c) || { n: 0, failure: 0, pending: 0 };
+    col.n += 1;
+    if (it.ev.event_outcome === 'failure') col.failure += 1;
+    else if (it.ev.event_outcome === 'pending') col.pending += 1;
+    columns.set(c, col);
+  }
+  const most = Math.max(...[...columns.values()].map((c) => c.n));
+  const svg = s('svg#timeline-svg.tl-dense', { width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: 'img',
+    'aria-label': `density of ${items.length} events over ${fmtDuration(frame.span)}` });
+  svg.append(axis(frame, H));
+  drawGaps(svg, items, frame.span, X, TOP - 6);
+  for (const [c, col] of columns) {
+    const height = Math.max(2, Math.sqrt(col.n / most) * BAR);
+    const worst = col.failure ? 'failure' : col.pending ? 'pending' : 'success';
+    svg.append(s('rect.tl-density', { x: ML + c * COL, y: TOP + BAR - height, width: COL - 1, height,
+      fill: outcomeColor(worst) },
+      s('title', {}, `${col.n} events (${col.failure} failed, ${col.pending} pending)`)));
+  }
+  wrap.append(svg);
+  wrap.append(h('p.muted', {}, `${items.length} events: one bar per moment, its height the events in it, its colour the worst outcome; parent links are drawn for chains of up to ${DENSE} events. The list below holds every event.`));
 }
