@@ -244,6 +244,7 @@ CONFIG_SCHEMA = {
                  "connectTimeout": DUR, "statementTimeout": DUR, "lockTimeout": DUR,
                  "idleInTransactionTimeout": DUR, "sqlitePath": "str", "migrateOnStart": "bool",
                  "pooler": ("none", "pgbouncer"), "migrationHost": "ostr", "migrationPort": "int",
+                 "readReplica": "any",
                  "capacity": {"replicas": "int", "headroom": "int", "policy": ("warn", "fail")}},
     "auth": {"mode": ("tokens", "kubernetes", "mtls", "none"), "allowUnauthenticated": "bool",
              "tokensFile": "ostr",

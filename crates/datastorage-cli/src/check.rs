@@ -100,11 +100,63 @@ pub async fn check<W: Write>(settings: &Settings, out: &mut W) -> anyhow::Result
     }
     let cap = capacity::check(db).await?;
     writeln!(out, "{}", cap.table())?;
-    Ok(if cap.violated() {
+    let mut fits = !cap.violated();
+    if !fits {
         writeln!(out, "{cap}")?;
-        ExitCode::FAILURE
-    } else {
+    }
+    if let (Some(rdb), Some(r)) = (db.replica(), &db.read_replica) {
+        writeln!(
+            out,
+            "read replica: postgres {}:{}/{} as {}; reads go to the primary while it is more than {} behind (sampled every {})",
+            rdb.host.as_deref().unwrap_or_default(),
+            rdb.port,
+            rdb.name,
+            rdb.user,
+            humantime::format_duration(r.max_replica_lag),
+            humantime::format_duration(r.lag_check_interval)
+        )?;
+        writeln!(out, "effective replica pool settings")?;
+        for (key, value) in [
+            ("maxOpenConns", rdb.max_open_conns.to_string()),
+            ("maxIdleConns", rdb.max_idle_conns.to_string()),
+            ("minIdleConns", rdb.min_idle_conns.to_string()),
+            (
+                "connMaxLifetime",
+                humantime::format_duration(rdb.conn_max_lifetime).to_string(),
+            ),
+            (
+                "connMaxIdleTime",
+                humantime::format_duration(rdb.conn_max_idle_time).to_string(),
+            ),
+            (
+                "acquireTimeout",
+                humantime::format_duration(rdb.acquire_timeout).to_string(),
+            ),
+            (
+                "connectTimeout",
+                humantime::format_duration(rdb.connect_timeout).to_string(),
+            ),
+        ] {
+            writeln!(out, "  {key:<26}{value}")?;
+        }
+        match capacity::check(&rdb).await {
+            Ok(rcap) => {
+                writeln!(out, "read replica {}", rcap.table())?;
+                if rcap.violated() {
+                    writeln!(out, "read replica {rcap}")?;
+                    fits = false;
+                }
+            }
+            Err(e) => writeln!(
+                out,
+                "read replica: cannot be checked ({e:#}); reads would go to the primary"
+            )?,
+        }
+    }
+    Ok(if fits {
         ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     })
 }
 

@@ -356,6 +356,62 @@ impl TempCluster {
         Ok(cluster)
     }
 
+    /// A streaming replica of `self` (`pg_basebackup -R`, WAL streamed during the copy) on a
+    /// free loopback port, hot standby; panics when it cannot start.
+    pub fn start_replica(&self) -> Self {
+        self.try_start_replica().unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    fn try_start_replica(&self) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("ds-pg-replica-")
+            .tempdir()?;
+        if is_root() {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()?;
+            ensure!(ok.success(), "chown of the replica folder failed");
+        }
+        let data = dir.path().join("data");
+        let out = as_postgres(
+            &self.bin.join("pg_basebackup"),
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-D",
+                &data.to_string_lossy(),
+                "-R",
+                "-X",
+                "stream",
+                "--no-sync",
+            ],
+        )
+        .output()?;
+        ensure!(
+            out.status.success(),
+            "pg_basebackup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            dir.path().display()
+        );
+        let replica = Self {
+            port,
+            dir,
+            bin: self.bin.clone(),
+            opts,
+        };
+        replica.try_restart()?;
+        Ok(replica)
+    }
+
     /// The superuser URL of its `postgres` database.
     pub fn admin_url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)

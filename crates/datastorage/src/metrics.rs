@@ -2,8 +2,8 @@
 //!
 //! Label values come only from bounded sets: route templates (never raw paths), HTTP methods
 //! the router knows, status codes the service emits, the contract's 14 event categories, the
-//! write kinds `single`/`batch`, the pool name, and the outage buffer's refusal reasons
-//! `full`/`failed`. Nothing from a request body or query string
+//! write kinds `single`/`batch`, the pool names `primary`/`replica`, the replica's fallback
+//! reasons, and the outage buffer's refusal reasons `full`/`failed`. Nothing from a request body or query string
 //! becomes a label value (an upstream defect).
 //!
 //! Pool gauges are read from the pool when `/metrics` is scraped; pool counters
@@ -16,12 +16,16 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 use crate::db::capacity::Capacity;
 use crate::db::pool::{PoolCounters, PoolSnapshot};
+use crate::db::replica::ReplicaMetrics;
 
-/// Name of the one pool, the `pool` label's value.
+/// The primary's pool, a `pool` label value.
 pub const POOL_NAME: &str = "primary";
+/// The read replica's pool (`database.readReplica`), the other `pool` label value.
+pub const REPLICA_POOL_NAME: &str = "replica";
 
 /// Labels of pool metrics.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -224,14 +228,11 @@ impl BufferMetrics {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    /// Pool counters, shared with the pool.
+    /// The primary pool's counters, shared with the pool.
     pub pool: PoolCounters,
-    pool_max_open: Gauge,
-    pool_max_idle: Gauge,
-    pool_open: Gauge,
-    pool_in_use: Gauge,
-    pool_idle: Gauge,
-    pool_waiting: Gauge,
+    pools: PoolFamilies,
+    /// The read replica's lag and fallbacks, with `database.readReplica`.
+    pub replica: Option<ReplicaMetrics>,
     http_requests: Family<HttpLabels, Counter>,
     http_duration: Family<HttpLabels, Histogram>,
     events_written: Family<CategoryLabels, Counter>,
@@ -289,57 +290,32 @@ fn seconds_histogram() -> Histogram {
 }
 
 impl Metrics {
-    /// Declares every metric. `capacity` says whether the capacity gauges apply (PostgreSQL).
-    pub fn new(capacity: bool) -> Self {
+    /// Declares every metric. `capacity` says whether the capacity gauges apply (PostgreSQL),
+    /// `replica` whether a read replica is configured.
+    pub fn new(capacity: bool, replica: bool) -> Self {
         let mut registry = Registry::default();
-        let pool_labels = PoolLabels { pool: POOL_NAME };
-        macro_rules! pool_metric {
-            ($name:literal, $help:literal, $metric:expr) => {{
-                let m = $metric;
-                registry.register($name, $help, LabelledPool(pool_labels.clone(), m.clone()));
-                m
-            }};
-        }
-        let pool = PoolCounters {
-            wait_count: pool_metric!("datastorage_db_pool_wait_count", "Acquisitions that waited because every connection was in use (Go DBStats.WaitCount)", Counter::default()),
-            wait_duration_seconds: pool_metric!("datastorage_db_pool_wait_duration_seconds", "Total seconds spent waiting for a connection (Go DBStats.WaitDuration)", Counter::<f64, std::sync::atomic::AtomicU64>::default()),
-            max_idle_closed: pool_metric!("datastorage_db_pool_max_idle_closed", "Connections closed because idle connections exceeded maxIdleConns (Go DBStats.MaxIdleClosed)", Counter::default()),
-            max_idle_time_closed: pool_metric!("datastorage_db_pool_max_idle_time_closed", "Connections closed for exceeding connMaxIdleTime (Go DBStats.MaxIdleTimeClosed)", Counter::default()),
-            max_lifetime_closed: pool_metric!("datastorage_db_pool_max_lifetime_closed", "Connections closed for exceeding connMaxLifetime (Go DBStats.MaxLifetimeClosed)", Counter::default()),
-            acquire_timeouts: pool_metric!("datastorage_db_pool_acquire_timeouts", "Acquisitions that gave up after acquireTimeout and answered 503", Counter::default()),
-            acquire_duration: pool_metric!("datastorage_db_pool_acquire_duration_seconds", "Time to get a connection from the pool, waiting and connecting included", seconds_histogram()),
-            waiting: Default::default(),
-        };
-        let pool_max_open = pool_metric!(
-            "datastorage_db_pool_max_open_connections",
-            "Configured maxOpenConns (Go DBStats.MaxOpenConnections)",
-            Gauge::default()
-        );
-        let pool_max_idle = pool_metric!(
-            "datastorage_db_pool_max_idle_connections",
-            "Configured maxIdleConns",
-            Gauge::default()
-        );
-        let pool_open = pool_metric!(
-            "datastorage_db_pool_open_connections",
-            "Connections open now, in use + idle (Go DBStats.OpenConnections)",
-            Gauge::default()
-        );
-        let pool_in_use = pool_metric!(
-            "datastorage_db_pool_in_use_connections",
-            "Connections in use now (Go DBStats.InUse)",
-            Gauge::default()
-        );
-        let pool_idle = pool_metric!(
-            "datastorage_db_pool_idle_connections",
-            "Idle connections now (Go DBStats.Idle)",
-            Gauge::default()
-        );
-        let pool_waiting = pool_metric!(
-            "datastorage_db_pool_waiting",
-            "Acquirers waiting for a connection now",
-            Gauge::default()
-        );
+        let pools = PoolFamilies::new();
+        pools.register(&mut registry);
+        let pool = pools.counters(POOL_NAME);
+        let replica = replica.then(|| {
+            let m = ReplicaMetrics::default();
+            registry.register(
+                "datastorage_db_replica_lag_seconds",
+                "Replay lag of the read replica at its last sample: 0 while it has replayed all it received, else the age of its last replayed transaction",
+                m.lag_seconds.clone(),
+            );
+            registry.register(
+                "datastorage_db_replica_usable",
+                "1 while reads go to the read replica (reachable, in recovery, lag within maxReplicaLag)",
+                m.usable.clone(),
+            );
+            registry.register(
+                "datastorage_db_replica_fallback_reads",
+                "Reads sent to the primary instead of the replica, by reason: lag, down, busy, unchecked",
+                m.fallbacks.clone(),
+            );
+            m
+        });
 
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register(
@@ -596,12 +572,8 @@ impl Metrics {
         Self {
             registry,
             pool,
-            pool_max_open,
-            pool_max_idle,
-            pool_open,
-            pool_in_use,
-            pool_idle,
-            pool_waiting,
+            pools,
+            replica,
             http_requests,
             http_duration,
             events_written,
@@ -643,15 +615,16 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// Encodes everything in the Prometheus/OpenMetrics text format, reading pool gauges first.
-    pub fn encode(&self, pool: Option<PoolSnapshot>) -> String {
-        if let Some(p) = pool {
-            self.pool_max_open.set(i64::from(p.max_open));
-            self.pool_max_idle.set(i64::from(p.max_idle));
-            self.pool_open.set(p.open as i64);
-            self.pool_in_use.set(p.in_use as i64);
-            self.pool_idle.set(p.idle as i64);
-            self.pool_waiting.set(p.waiting as i64);
+    /// The read replica pool's counters (`pool="replica"`).
+    pub fn replica_pool(&self) -> PoolCounters {
+        self.pools.counters(REPLICA_POOL_NAME)
+    }
+
+    /// Encodes everything in the Prometheus/OpenMetrics text format, reading the pools' gauges
+    /// first.
+    pub fn encode(&self, pools: &[(&'static str, PoolSnapshot)]) -> String {
+        for (name, snapshot) in pools {
+            self.pools.set(name, snapshot);
         }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
@@ -660,27 +633,130 @@ impl Metrics {
     }
 }
 
-/// A single metric with a constant label set, encoded like a one-member family.
+/// The pool metrics, one series per pool (`pool` label).
 #[derive(Debug)]
-struct LabelledPool<M>(PoolLabels, M);
-
-impl<M: prometheus_client::encoding::EncodeMetric> prometheus_client::encoding::EncodeMetric
-    for LabelledPool<M>
-{
-    fn encode(
-        &self,
-        mut encoder: prometheus_client::encoding::MetricEncoder,
-    ) -> Result<(), std::fmt::Error> {
-        self.1.encode(encoder.encode_family(&self.0)?)
-    }
-
-    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
-        self.1.metric_type()
-    }
+struct PoolFamilies {
+    wait_count: Family<PoolLabels, Counter>,
+    wait_duration_seconds: Family<PoolLabels, Counter<f64, AtomicU64>>,
+    max_idle_closed: Family<PoolLabels, Counter>,
+    max_idle_time_closed: Family<PoolLabels, Counter>,
+    max_lifetime_closed: Family<PoolLabels, Counter>,
+    acquire_timeouts: Family<PoolLabels, Counter>,
+    acquire_duration: Family<PoolLabels, Histogram, fn() -> Histogram>,
+    max_open: Family<PoolLabels, Gauge>,
+    max_idle: Family<PoolLabels, Gauge>,
+    open: Family<PoolLabels, Gauge>,
+    in_use: Family<PoolLabels, Gauge>,
+    idle: Family<PoolLabels, Gauge>,
+    waiting: Family<PoolLabels, Gauge>,
 }
 
-impl<M: prometheus_client::metrics::TypedMetric> prometheus_client::metrics::TypedMetric
-    for LabelledPool<M>
-{
-    const TYPE: prometheus_client::metrics::MetricType = M::TYPE;
+impl PoolFamilies {
+    fn new() -> Self {
+        Self {
+            wait_count: Family::default(),
+            wait_duration_seconds: Family::default(),
+            max_idle_closed: Family::default(),
+            max_idle_time_closed: Family::default(),
+            max_lifetime_closed: Family::default(),
+            acquire_timeouts: Family::default(),
+            acquire_duration: Family::new_with_constructor(seconds_histogram),
+            max_open: Family::default(),
+            max_idle: Family::default(),
+            open: Family::default(),
+            in_use: Family::default(),
+            idle: Family::default(),
+            waiting: Family::default(),
+        }
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "datastorage_db_pool_wait_count",
+            "Acquisitions that waited because every connection was in use (Go DBStats.WaitCount)",
+            self.wait_count.clone(),
+        );
+        registry.register(
+            "datastorage_db_pool_wait_duration_seconds",
+            "Total seconds spent waiting for a connection (Go DBStats.WaitDuration)",
+            self.wait_duration_seconds.clone(),
+        );
+        registry.register("datastorage_db_pool_max_idle_closed", "Connections closed because idle connections exceeded maxIdleConns (Go DBStats.MaxIdleClosed)", self.max_idle_closed.clone());
+        registry.register(
+            "datastorage_db_pool_max_idle_time_closed",
+            "Connections closed for exceeding connMaxIdleTime (Go DBStats.MaxIdleTimeClosed)",
+            self.max_idle_time_closed.clone(),
+        );
+        registry.register(
+            "datastorage_db_pool_max_lifetime_closed",
+            "Connections closed for exceeding connMaxLifetime (Go DBStats.MaxLifetimeClosed)",
+            self.max_lifetime_closed.clone(),
+        );
+        registry.register(
+            "datastorage_db_pool_acquire_timeouts",
+            "Acquisitions that gave up after acquireTimeout and answered 503",
+            self.acquire_timeouts.clone(),
+        );
+        registry.register(
+            "datastorage_db_pool_acquire_duration_seconds",
+            "Time to get a connection from the pool, waiting and connecting included",
+            self.acquire_duration.clone(),
+        );
+        registry.register(
+            "datastorage_db_pool_max_open_connections",
+            "Configured maxOpenConns (Go DBStats.MaxOpenConnections)",
+            self.max_open.clone(),
+        );
+        registry.register(
+            "datastorage_db_pool_max_idle_connections",
+            "Configured maxIdleConns",
+            self.max_idle.clone(),
+        );
+        registry.register(
+            "datastorage_db_pool_open_connections",
+            "Connections open now, in use + idle (Go DBStats.OpenConnections)",
+            self.open.clone(),
+        );
+        registry.register(
+            "datastorage_db_pool_in_use_connections",
+            "Connections in use now (Go DBStats.InUse)",
+            self.in_use.clone(),
+        );
+        registry.register(
+            "datastorage_db_pool_idle_connections",
+            "Idle connections now (Go DBStats.Idle)",
+            self.idle.clone(),
+        );
+        registry.register(
+            "datastorage_db_pool_waiting",
+            "Acquirers waiting for a connection now",
+            self.waiting.clone(),
+        );
+    }
+
+    /// The counters of pool `pool`, which its series then show.
+    fn counters(&self, pool: &'static str) -> PoolCounters {
+        let l = PoolLabels { pool };
+        PoolCounters {
+            wait_count: self.wait_count.get_or_create(&l).clone(),
+            wait_duration_seconds: self.wait_duration_seconds.get_or_create(&l).clone(),
+            max_idle_closed: self.max_idle_closed.get_or_create(&l).clone(),
+            max_idle_time_closed: self.max_idle_time_closed.get_or_create(&l).clone(),
+            max_lifetime_closed: self.max_lifetime_closed.get_or_create(&l).clone(),
+            acquire_timeouts: self.acquire_timeouts.get_or_create(&l).clone(),
+            acquire_duration: self.acquire_duration.get_or_create(&l).clone(),
+            waiting: Default::default(),
+        }
+    }
+
+    /// The gauges of pool `pool` from a snapshot.
+    fn set(&self, pool: &'static str, p: &PoolSnapshot) {
+        let l = PoolLabels { pool };
+        self.max_open.get_or_create(&l).set(i64::from(p.max_open));
+        self.max_idle.get_or_create(&l).set(i64::from(p.max_idle));
+        self.open.get_or_create(&l).set(p.open as i64);
+        self.in_use.get_or_create(&l).set(p.in_use as i64);
+        self.idle.get_or_create(&l).set(p.idle as i64);
+        self.waiting.get_or_create(&l).set(p.waiting as i64);
+    }
 }

@@ -82,6 +82,7 @@ fn log_settings(settings: &Settings) {
 pub async fn prepare(settings: Settings) -> anyhow::Result<Service> {
     let metrics = Arc::new(Metrics::new(
         settings.database.effective_driver() == Driver::Postgres,
+        settings.database.read_replica.is_some(),
     ));
     let readiness = Arc::new(Readiness::new(metrics.ready.clone()));
     log_settings(&settings);
@@ -111,6 +112,20 @@ async fn build(
     } else {
         tracing::info!("capacity check does not apply to SQLite");
     }
+    if let Some(rdb) = db.replica() {
+        // The replica's budget is logged, never a reason not to start: reads fall back to the
+        // primary while it cannot serve.
+        match capacity::check(&rdb).await {
+            Ok(cap) if cap.violated() => {
+                tracing::warn!(capacity = %cap, "the read replica's connection budget does not fit it")
+            }
+            Ok(cap) => tracing::info!(capacity = %cap, "read replica connection budget checked"),
+            Err(e) => tracing::warn!(
+                error = %format!("{e:#}"),
+                "the read replica could not be checked; reads go to the primary until it answers"
+            ),
+        }
+    }
     if db.migrate_on_start {
         let applied = Store::migrate(db).await?;
         tracing::info!(
@@ -131,6 +146,7 @@ async fn build(
     let store = Store::open(
         db,
         metrics.pool.clone(),
+        metrics.replica.clone().map(|m| (metrics.replica_pool(), m)),
         hasher,
         settings.retention.partition_interval,
     )
@@ -245,6 +261,7 @@ pub async fn run(
     log_settings(&settings);
     let metrics = Arc::new(Metrics::new(
         settings.database.effective_driver() == Driver::Postgres,
+        settings.database.read_replica.is_some(),
     ));
     let readiness = Arc::new(Readiness::new(metrics.ready.clone()));
     let starting = starting_router(Arc::clone(&readiness), Arc::clone(&metrics));

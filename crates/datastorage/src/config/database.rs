@@ -37,6 +37,10 @@ pub const DEFAULT_SQLITE_PATH: &str = "./data/datastorage.db";
 pub const DEFAULT_WAIT_ON_START: Duration = Duration::from_secs(60);
 /// Default connection headroom for migrations and admin sessions in the capacity budget.
 pub const DEFAULT_CAPACITY_HEADROOM: u32 = 5;
+/// Default `database.readReplica.maxReplicaLag`.
+pub const DEFAULT_MAX_REPLICA_LAG: Duration = Duration::from_secs(10);
+/// Default `database.readReplica.lagCheckInterval`.
+pub const DEFAULT_LAG_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Which database backs the service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,6 +195,86 @@ pub struct DatabaseSettings {
     pub migration_host: Option<String>,
     /// Port of `migrationHost`. Default: 5432 with `migrationHost`, else `port`.
     pub migration_port: Option<u16>,
+    /// A streaming replica that serves reads (see [`crate::db::replica`]).
+    pub read_replica: Option<ReplicaSettings>,
+}
+
+/// The rules of a pool's sizes, for the pool under `prefix`: at least one connection, no more
+/// idle than open, no more kept ahead than idle.
+pub fn pool_size_problems(
+    prefix: &str,
+    max_open: u32,
+    max_idle: u32,
+    min_idle: u32,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    if max_open == 0 {
+        problems.push(format!("{prefix}.maxOpenConns must be at least 1"));
+    }
+    if max_idle > max_open {
+        problems.push(format!(
+            "{prefix}.maxIdleConns ({max_idle}) must not exceed {prefix}.maxOpenConns ({max_open})"
+        ));
+    }
+    if min_idle > max_idle {
+        problems.push(format!(
+            "{prefix}.minIdleConns ({min_idle}) must not exceed {prefix}.maxIdleConns ({max_idle})"
+        ));
+    }
+    problems
+}
+
+/// `database.readReplica:` — a streaming replica of the database, reached with the same
+/// database name, role and TLS settings, with a pool of its own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct ReplicaSettings {
+    /// Its host (required).
+    pub host: Option<String>,
+    /// Its port.
+    pub port: u16,
+    /// Most connections of its pool.
+    pub max_open_conns: u32,
+    /// Most idle connections kept.
+    pub max_idle_conns: u32,
+    /// Idle connections kept open ahead of demand.
+    pub min_idle_conns: u32,
+    /// Connections older than this are closed (`0s`: never).
+    #[serde(with = "duration")]
+    pub conn_max_lifetime: Duration,
+    /// Connections idle longer than this are closed (`0s`: never).
+    #[serde(with = "duration")]
+    pub conn_max_idle_time: Duration,
+    /// Longest wait for a free connection; then the read goes to the primary.
+    #[serde(with = "duration")]
+    pub acquire_timeout: Duration,
+    /// Longest time to open one connection.
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// Reads go to the primary while the replica is further behind than this.
+    #[serde(with = "duration")]
+    pub max_replica_lag: Duration,
+    /// How often the replica's lag is sampled.
+    #[serde(with = "duration")]
+    pub lag_check_interval: Duration,
+}
+
+impl Default for ReplicaSettings {
+    fn default() -> Self {
+        Self {
+            host: None,
+            port: 5432,
+            max_open_conns: DEFAULT_MAX_OPEN_CONNS,
+            max_idle_conns: DEFAULT_MAX_IDLE_CONNS,
+            min_idle_conns: 0,
+            conn_max_lifetime: DEFAULT_CONN_MAX_LIFETIME,
+            conn_max_idle_time: DEFAULT_CONN_MAX_IDLE_TIME,
+            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_replica_lag: DEFAULT_MAX_REPLICA_LAG,
+            lag_check_interval: DEFAULT_LAG_CHECK_INTERVAL,
+        }
+    }
 }
 
 impl Default for DatabaseSettings {
@@ -226,6 +310,7 @@ impl Default for DatabaseSettings {
             pooler: Pooler::None,
             migration_host: None,
             migration_port: None,
+            read_replica: None,
         }
     }
 }
@@ -258,9 +343,58 @@ impl DatabaseSettings {
         format!("PostgreSQL at {host}:{port}/{} as {}", self.name, self.user)
     }
 
-    /// Rules of the pooler keys.
+    /// The settings of the read replica's pool: this database and role on `readReplica`'s
+    /// host, with its pool knobs; `None` without a replica.
+    pub fn replica(&self) -> Option<DatabaseSettings> {
+        let r = self.read_replica.as_ref()?;
+        Some(DatabaseSettings {
+            host: r.host.clone(),
+            port: r.port,
+            max_open_conns: r.max_open_conns,
+            max_idle_conns: r.max_idle_conns,
+            min_idle_conns: r.min_idle_conns,
+            conn_max_lifetime: r.conn_max_lifetime,
+            conn_max_idle_time: r.conn_max_idle_time,
+            acquire_timeout: r.acquire_timeout,
+            connect_timeout: r.connect_timeout,
+            pooler: Pooler::None,
+            migration_host: None,
+            migration_port: None,
+            read_replica: None,
+            ..self.clone()
+        })
+    }
+
+    /// Rules of the pooler and replica keys.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        if let Some(r) = &self.read_replica {
+            if self.effective_driver() != Driver::Postgres {
+                problems.push("database.readReplica needs database.driver postgres".to_owned());
+            }
+            if r.host.as_ref().is_none_or(|h| h.trim().is_empty()) {
+                problems.push(
+                    "database.readReplica.host is required: the replica's host name or IP address"
+                        .to_owned(),
+                );
+            }
+            problems.extend(pool_size_problems(
+                "database.readReplica",
+                r.max_open_conns,
+                r.max_idle_conns,
+                r.min_idle_conns,
+            ));
+            for (key, d) in [
+                ("acquireTimeout", r.acquire_timeout),
+                ("connectTimeout", r.connect_timeout),
+                ("maxReplicaLag", r.max_replica_lag),
+                ("lagCheckInterval", r.lag_check_interval),
+            ] {
+                if d.is_zero() {
+                    problems.push(format!("database.readReplica.{key} must be greater than 0"));
+                }
+            }
+        }
         if self.pooler == Pooler::Pgbouncer {
             if self.effective_driver() != Driver::Postgres {
                 problems.push(
@@ -327,4 +461,61 @@ pub enum CapacityPolicy {
     Warn,
     /// Refuse to start.
     Fail,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn postgres() -> DatabaseSettings {
+        DatabaseSettings {
+            host: Some("primary".to_owned()),
+            ..DatabaseSettings::default()
+        }
+    }
+
+    #[test]
+    fn a_read_replica_needs_a_host_and_sane_pool_sizes_each_named_by_its_key() {
+        let mut db = postgres();
+        db.read_replica = Some(ReplicaSettings {
+            max_open_conns: 2,
+            max_idle_conns: 3,
+            lag_check_interval: Duration::ZERO,
+            ..ReplicaSettings::default()
+        });
+        let problems = db.problems().join("\n");
+        for key in [
+            "database.readReplica.host is required",
+            "database.readReplica.maxIdleConns (3) must not exceed database.readReplica.maxOpenConns (2)",
+            "database.readReplica.lagCheckInterval must be greater than 0",
+        ] {
+            assert!(problems.contains(key), "{key} missing from:\n{problems}");
+        }
+    }
+
+    #[test]
+    fn the_replica_pool_is_the_primary_database_on_the_replica_host_with_its_own_knobs() {
+        let mut db = postgres();
+        db.pooler = Pooler::Pgbouncer;
+        db.migration_host = Some("direct".to_owned());
+        db.read_replica = Some(ReplicaSettings {
+            host: Some("replica".to_owned()),
+            port: 6543,
+            max_open_conns: 7,
+            ..ReplicaSettings::default()
+        });
+        assert!(db.problems().is_empty(), "{:?}", db.problems());
+        let r = db.replica().unwrap();
+        assert_eq!((r.host.as_deref(), r.port), (Some("replica"), 6543));
+        assert_eq!(
+            (r.name.as_str(), r.user.as_str()),
+            ("datastorage", "datastorage")
+        );
+        assert_eq!(r.max_open_conns, 7);
+        // Direct to the replica: no pooler, its migrations and checks on itself.
+        assert_eq!(r.pooler, Pooler::None);
+        assert_eq!(r.direct_host_port(), ("replica", 6543));
+        assert!(r.read_replica.is_none());
+        assert!(postgres().replica().is_none());
+    }
 }

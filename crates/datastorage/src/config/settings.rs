@@ -181,21 +181,12 @@ impl Settings {
                 ));
             }
         }
-        if db.max_open_conns == 0 {
-            problems.push("database.maxOpenConns must be at least 1".to_owned());
-        }
-        if db.max_idle_conns > db.max_open_conns {
-            problems.push(format!(
-                "database.maxIdleConns ({}) must not exceed database.maxOpenConns ({})",
-                db.max_idle_conns, db.max_open_conns
-            ));
-        }
-        if db.min_idle_conns > db.max_idle_conns {
-            problems.push(format!(
-                "database.minIdleConns ({}) must not exceed database.maxIdleConns ({})",
-                db.min_idle_conns, db.max_idle_conns
-            ));
-        }
+        problems.extend(super::database::pool_size_problems(
+            "database",
+            db.max_open_conns,
+            db.max_idle_conns,
+            db.min_idle_conns,
+        ));
         if db.ssl_cert.is_some() != db.ssl_key.is_some() {
             problems.push("database.sslCert and database.sslKey go together".to_owned());
         }

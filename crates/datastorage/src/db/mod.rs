@@ -20,6 +20,7 @@ pub mod holds;
 pub mod partitions;
 pub mod pool;
 pub mod postgres;
+pub mod replica;
 pub mod retention;
 pub mod shared;
 pub mod sqlite;

@@ -20,6 +20,7 @@ use uuid::Uuid;
 use super::error::{connect_failure, is_transient_connect_error, DbError, RETRY_AFTER_BUSY};
 use super::partitions::{ensure_for, is_missing_partition};
 use super::pool::{begin_statement, Pool, PooledConn};
+use super::replica::Replica;
 use super::shared::{
     chains_of, check_starters, fail, finish, first_writers, fresh_events, outcomes, shared_sql,
     Cancelled, Dialect, Failed, RowCodec, Sql, WriteOutcome, COLUMNS,
@@ -239,6 +240,8 @@ shared_sql!(PgStore, Postgres, PgConnection);
 pub struct PgStore {
     /// The pool.
     pub pool: Pool<PgConnection>,
+    /// The read replica, if configured.
+    pub replica: Option<Arc<Replica>>,
     /// Links and checks chains.
     pub hasher: Arc<Hasher>,
     /// The span of a partition created for an event no partition holds yet.
@@ -246,6 +249,18 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    /// A connection for a read the replica may serve: the replica's while it is usable (then
+    /// `true`), else the primary's.
+    pub(crate) async fn read_conn(&self) -> Result<(PooledConn<PgConnection>, bool), DbError> {
+        if let Some(conn) = match &self.replica {
+            Some(replica) => replica.acquire().await,
+            None => None,
+        } {
+            return Ok((conn, true));
+        }
+        Ok((self.pool.acquire().await?, false))
+    }
+
     /// See [`crate::db::Store::insert_events`] (`Wait`) and [`crate::db::Store::insert_group`]
     /// (`Skip`): with `Skip`, the events of chains whose head another transaction holds are
     /// left out (their outcome is `None`) instead of waiting for it.

@@ -567,7 +567,8 @@ pub fn outcomes(
 macro_rules! shared_sql {
     ($store:ty, $db:ty, $conn:ty) => {
         impl $store {
-            /// One event by id.
+            /// One event by id. Missed on the read replica, it is read again on the primary,
+            /// so a client reading its own write finds it.
             pub async fn get_event(
                 &self,
                 id: ::uuid::Uuid,
@@ -575,9 +576,24 @@ macro_rules! shared_sql {
                 Option<::datastorage_api::AuditEvent<$crate::db::shared::RawJson>>,
                 $crate::db::error::DbError,
             > {
+                let (conn, replica) = self.read_conn().await?;
+                let found = self.get_event_on(conn, id).await?;
+                if found.is_none() && replica {
+                    return self.get_event_on(self.pool.acquire().await?, id).await;
+                }
+                Ok(found)
+            }
+
+            async fn get_event_on(
+                &self,
+                mut conn: $crate::db::pool::PooledConn<$conn>,
+                id: ::uuid::Uuid,
+            ) -> Result<
+                Option<::datastorage_api::AuditEvent<$crate::db::shared::RawJson>>,
+                $crate::db::error::DbError,
+            > {
                 use $crate::db::holds::HELD;
                 use $crate::db::shared::{decode_row, fail, run, Dialect as _, Sql, COLUMNS};
-                let mut conn = self.pool.acquire().await?;
                 let mut qb = Sql::<$db>::new(format!(
                     "SELECT {COLUMNS}, {HELD} FROM audit_events WHERE event_id = "
                 ));
@@ -606,7 +622,7 @@ macro_rules! shared_sql {
                     decode_row, fail, push_filters, run, total_from_page, Page, Sql, COLUMNS,
                 };
                 use $crate::db::holds::HELD;
-                let mut conn = self.pool.acquire().await?;
+                let (mut conn, _) = self.read_conn().await?;
                 let mut page = Sql::<$db>::new(format!(
                     "SELECT {COLUMNS}, {HELD} FROM audit_events WHERE 1 = 1"
                 ));
@@ -650,7 +666,7 @@ macro_rules! shared_sql {
             ) -> Result<Vec<(i64, String, String, i64)>, $crate::db::error::DbError> {
                 use ::sqlx::Row as _;
                 use $crate::db::shared::{fail, push_filters, run, Dialect as _, Sql};
-                let mut conn = self.pool.acquire().await?;
+                let (mut conn, _) = self.read_conn().await?;
                 let mut qb = Sql::<$db>::new("SELECT ");
                 <$db>::push_bucket(&mut qb, r.origin, r.bucket_seconds);
                 qb.push(" AS bucket, event_category, event_outcome, count(*) AS n FROM audit_events WHERE 1 = 1");
@@ -687,7 +703,7 @@ macro_rules! shared_sql {
                 use $crate::db::shared::{
                     decode_row, fail, run, Dialect as _, Sql, COLUMNS, VERIFY_PAGE,
                 };
-                let mut conn = self.pool.acquire().await?;
+                let (mut conn, _) = self.read_conn().await?;
                 let result = async {
                     let mut tx = conn.begin(<$db>::BEGIN_SNAPSHOT).await?;
                     let mut head = Sql::<$db>::new(
@@ -752,7 +768,7 @@ macro_rules! shared_sql {
                     decode_row, fail, push_filters, run, Dialect as _, ExportRow, Sql, COLUMNS,
                     EXPORT_PAGE,
                 };
-                let mut conn = self.pool.acquire().await?;
+                let (mut conn, _) = self.read_conn().await?;
                 let result = async {
                     let mut tx = conn.begin(<$db>::BEGIN_SNAPSHOT).await?;
                     let mut after: Option<(String, i64)> = None;
@@ -948,7 +964,7 @@ macro_rules! shared_sql {
                 use $crate::db::shared::{
                     decode_checkpoint, fail, run, ChainAnchor, Dialect as _, Sql, CHECKPOINT_COLUMNS,
                 };
-                let mut conn = self.pool.acquire().await?;
+                let (mut conn, _) = self.read_conn().await?;
                 let result = async {
                     let mut tx = conn.begin(<$db>::BEGIN_SNAPSHOT).await?;
                     let mut q = Sql::<$db>::new(

@@ -104,6 +104,13 @@ impl SqliteStore {
         })
     }
 
+    /// A connection for a read (SQLite has no replica: always the pool's, `false`).
+    pub(crate) async fn read_conn(
+        &self,
+    ) -> Result<(crate::db::pool::PooledConn<SqliteConnection>, bool), DbError> {
+        Ok((self.pool.acquire().await?, false))
+    }
+
     /// Takes the in-process writer lock: every write of this process holds it, one at a time.
     pub async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.writer.lock().await

@@ -14,11 +14,13 @@ use tokio::sync::Semaphore;
 
 use super::error::{DbError, RETRY_AFTER_BUSY};
 use super::pool::{Pool, PoolCounters, PoolLimits, PoolSnapshot, Target};
-use super::postgres::HeadLocks;
+use super::postgres::{HeadLocks, PgStore};
+use super::replica::{Replica, ReplicaMetrics};
 use super::shared::{Cancelled, Page, RawJson, WriteOutcome};
 use super::{postgres, sqlite};
 use crate::config::{DatabaseSettings, Driver, PartitionInterval};
 use crate::domain::chain::{ChainVerifier, Hasher};
+use crate::metrics::{POOL_NAME, REPLICA_POOL_NAME};
 
 /// The storage backend in use. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -71,6 +73,7 @@ impl Store {
     pub fn open(
         db: &DatabaseSettings,
         counters: PoolCounters,
+        replica: Option<(PoolCounters, ReplicaMetrics)>,
         hasher: Hasher,
         partitions: PartitionInterval,
     ) -> anyhow::Result<Self> {
@@ -89,6 +92,24 @@ impl Store {
                     counters,
                     target(postgres::per_transaction(db)),
                 ),
+                replica: match (db.replica(), &db.read_replica, replica) {
+                    (Some(rdb), Some(r), Some((counters, metrics))) => Some(Replica::start(
+                        Pool::new(
+                            postgres::connect_options(&rdb),
+                            PoolLimits::from_settings(&rdb),
+                            counters,
+                            Target {
+                                description: rdb.target(),
+                                has_password: rdb.password.is_some(),
+                                per_transaction: None,
+                            },
+                        ),
+                        r.max_replica_lag,
+                        r.lag_check_interval,
+                        metrics,
+                    )),
+                    _ => None,
+                },
                 hasher,
                 partitions,
             }),
@@ -171,8 +192,14 @@ impl Store {
         dispatch!(self, s => s.pool.counters().clone())
     }
 
-    /// Closes the pool.
+    /// Closes the pools.
     pub async fn close(&self) {
+        if let Store::Postgres(PgStore {
+            replica: Some(r), ..
+        }) = self
+        {
+            r.pool.close().await;
+        }
         dispatch!(self, s => s.pool.close().await)
     }
 
@@ -303,5 +330,18 @@ impl ReadStore {
     /// Pool counts of the moment.
     pub fn snapshot(&self) -> PoolSnapshot {
         dispatch!(&self.store, s => s.pool.snapshot())
+    }
+
+    /// Every pool's counts of the moment, by `pool` label: the primary's, and the read
+    /// replica's when there is one.
+    pub fn snapshots(&self) -> Vec<(&'static str, PoolSnapshot)> {
+        let mut pools = vec![(POOL_NAME, self.snapshot())];
+        if let Store::Postgres(PgStore {
+            replica: Some(r), ..
+        }) = &self.store
+        {
+            pools.push((REPLICA_POOL_NAME, r.pool.snapshot()));
+        }
+        pools
     }
 }

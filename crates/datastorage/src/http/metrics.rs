@@ -14,7 +14,7 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn get_metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let body = state.metrics.encode(Some(state.store.snapshot()));
+    let body = state.metrics.encode(&state.store.snapshots());
     (
         [(
             header::CONTENT_TYPE,

@@ -62,6 +62,6 @@ async fn get_metrics(State(s): State<Starting>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        s.metrics.encode(None),
+        s.metrics.encode(&[]),
     )
 }
