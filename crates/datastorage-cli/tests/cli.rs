@@ -104,13 +104,24 @@ fn printed_default_config_is_accepted_by_check() {
 fn check_on_postgres_prints_pool_settings_and_the_budget() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let db = rt.block_on(PgDb::create());
+    let stdout = check_with(
+        &db,
+        &format!("{}  maxOpenConns: 7\n  maxIdleConns: 3\n", db.yaml()),
+    );
+    assert!(stdout.contains("maxOpenConns              7"), "{stdout}");
+    assert!(
+        stdout.contains("2 replicas x maxOpenConns 7 + headroom 5 = 19"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("migrations applied"), "{stdout}");
+}
+
+/// `datastorage --config FILE check --replicas 2` with `database` as written, after `migrate`
+/// (direct to `db`); its standard output.
+fn check_with(db: &PgDb, database: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("config.yaml");
-    std::fs::write(
-        &file,
-        format!("{}  maxOpenConns: 7\n  maxIdleConns: 3\n", db.yaml()),
-    )
-    .unwrap();
+    std::fs::write(&file, database).unwrap();
     let migrate = Command::new(binary())
         .arg("--config")
         .arg(&file)
@@ -119,8 +130,9 @@ fn check_on_postgres_prints_pool_settings_and_the_budget() {
         .unwrap();
     assert!(
         migrate.status.success(),
-        "{}",
-        String::from_utf8_lossy(&migrate.stderr)
+        "{} ({})",
+        String::from_utf8_lossy(&migrate.stderr),
+        db.name
     );
     let out = Command::new(binary())
         .arg("--config")
@@ -128,18 +140,77 @@ fn check_on_postgres_prints_pool_settings_and_the_budget() {
         .args(["check", "--replicas", "2"])
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout} {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("maxOpenConns              7"), "{stdout}");
+    stdout
+}
+
+#[test]
+fn check_prints_the_read_replicas_pool_and_its_budget() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(PgDb::create());
+    // Any server takes the replica's place for `check`, which reads settings, not replay.
+    let stdout = check_with(
+        &db,
+        &format!(
+            "{}  readReplica:\n    host: \"{}\"\n    port: {}\n    maxOpenConns: 4\n    maxIdleConns: 2\n    maxReplicaLag: 3s\n",
+            db.yaml(),
+            db.host,
+            db.port
+        ),
+    );
     assert!(
-        stdout.contains("2 replicas x maxOpenConns 7 + headroom 5 = 19"),
+        stdout.contains("reads go to the primary while it is more than 3s behind"),
         "{stdout}"
     );
-    assert!(stdout.contains("migrations applied"), "{stdout}");
+    assert!(
+        stdout.contains("effective replica pool settings"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("read replica connection budget"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("2 replicas x maxOpenConns 4 + headroom 5 = 13"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_through_pgbouncer_runs_a_pooled_transaction_and_judges_both_sides() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(PgDb::create());
+    let bouncer = PgBouncer::start(
+        &db,
+        &BouncerSettings {
+            pool_size: 4,
+            max_client_conn: 60,
+            ..BouncerSettings::default()
+        },
+    );
+    let database = format!(
+        "database:\n  driver: postgres\n  host: 127.0.0.1\n  port: {}\n  name: {}\n  user: {}\n  sslMode: disable\n  pooler: pgbouncer\n  migrationHost: \"{}\"\n  migrationPort: {}\n  maxOpenConns: 25\n",
+        bouncer.port, db.name, db.user, db.host, db.port
+    );
+    let stdout = check_with(&db, &database);
+    assert!(
+        stdout.contains("database: postgres through pgbouncer"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("pooler connection: ok"), "{stdout}");
+    assert!(
+        stdout.contains("pooler pool_size 4 + reserve_pool 0 + headroom 5 = 9"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("2 replicas x maxOpenConns 25 = 50 <= max_client_conn 60"),
+        "{stdout}"
+    );
 }
 
 #[test]
