@@ -976,30 +976,30 @@ fn format_ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// The row of [`EVENT_COLUMNS`] for anything with the event's fields: a stored [`AuditEvent`],
+/// or a [`StreamedEvent`] of `tail`.
+macro_rules! listing_row {
+    ($e:expr) => {{
+        let e = $e;
+        vec![
+            format_ts(e.event_timestamp),
+            e.event_id.to_string(),
+            e.event_type.clone(),
+            e.event_category.to_string(),
+            e.event_action.clone(),
+            e.event_outcome.to_string(),
+            e.correlation_id.clone(),
+            e.actor_id.clone().unwrap_or_default(),
+        ]
+    }};
+}
+
 fn streamed_row(e: &StreamedEvent) -> Vec<String> {
-    vec![
-        format_ts(e.event_timestamp),
-        e.event_id.to_string(),
-        e.event_type.clone(),
-        e.event_category.to_string(),
-        e.event_action.clone(),
-        e.event_outcome.to_string(),
-        e.correlation_id.clone(),
-        e.actor_id.clone().unwrap_or_default(),
-    ]
+    listing_row!(e)
 }
 
 fn event_row(e: &AuditEvent) -> Vec<String> {
-    vec![
-        format_ts(e.event_timestamp),
-        e.event_id.to_string(),
-        e.event_type.clone(),
-        e.event_category.to_string(),
-        e.event_action.clone(),
-        e.event_outcome.to_string(),
-        e.correlation_id.clone(),
-        e.actor_id.clone().unwrap_or_default(),
-    ]
+    listing_row!(e)
 }
 
 fn events_table(events: &[AuditEvent]) -> String {
