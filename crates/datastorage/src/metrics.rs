@@ -262,7 +262,7 @@ pub struct CapacityGauges {
     pub other_connections: Gauge,
     /// Connections this service may use: the tightest limit minus reserved and others.
     pub available_connections: Gauge,
-    /// What the service needs: replicas × maxOpenConns + headroom.
+    /// What the service needs from PostgreSQL (see [`Capacity::budget`]).
     pub budget_connections: Gauge,
     /// Peak replicas the budget counts.
     pub replicas: Gauge,
@@ -381,7 +381,7 @@ impl Metrics {
             sub.register("datastorage_db_capacity_available_connections", "Connections this service may use: the tightest limit minus reserved slots and other clients", cap.available_connections.clone());
             sub.register(
                 "datastorage_db_capacity_budget_connections",
-                "Connections this service needs: replicas x maxOpenConns + headroom",
+                "Connections this service needs from PostgreSQL: replicas x maxOpenConns + headroom, or behind a pooler its pool_size + reserve_pool + headroom",
                 cap.budget_connections.clone(),
             );
             sub.register(

@@ -136,15 +136,23 @@ pub fn admin_connect_options(db: &DatabaseSettings) -> PgConnectOptions {
 /// One admin session (migrations, checks), within `connectTimeout`; a failure names where it
 /// connects and why.
 pub async fn admin_connect(db: &DatabaseSettings) -> anyhow::Result<PgConnection> {
-    match tokio::time::timeout(db.connect_timeout, admin_connect_options(db).connect()).await {
+    connect_within(db, &admin_connect_options(db), &db.direct_target()).await
+}
+
+/// One connection with `opts` to `target` (named in messages), within `connectTimeout`.
+async fn connect_within(
+    db: &DatabaseSettings,
+    opts: &PgConnectOptions,
+    target: &str,
+) -> anyhow::Result<PgConnection> {
+    match tokio::time::timeout(db.connect_timeout, opts.connect()).await {
         Ok(Ok(conn)) => Ok(conn),
         Ok(Err(e)) => Err(anyhow::anyhow!(
             "{}",
-            connect_failure(&db.direct_target(), db.password.is_some(), &e)
+            connect_failure(target, db.password.is_some(), &e)
         )),
         Err(_) => Err(anyhow::anyhow!(
-            "cannot connect to {}: no answer within {} (database.connectTimeout)",
-            db.direct_target(),
+            "cannot connect to {target}: no answer within {} (database.connectTimeout)",
             format_duration(db.connect_timeout)
         )),
     }
@@ -200,16 +208,7 @@ pub async fn wait_until_reachable(db: &DatabaseSettings, patience: Duration) -> 
 /// Opens one connection as the pool opens them (through the pooler) and runs a transaction
 /// as the pool runs them: `BEGIN`, the session settings, a statement, `COMMIT`.
 pub async fn probe_pooled(db: &DatabaseSettings) -> anyhow::Result<()> {
-    let target = db.target();
-    let mut conn = tokio::time::timeout(db.connect_timeout, connect_options(db).connect())
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "cannot connect to {target}: no answer within {} (database.connectTimeout)",
-                format_duration(db.connect_timeout)
-            )
-        })?
-        .map_err(|e| anyhow::anyhow!("{}", connect_failure(&target, db.password.is_some(), &e)))?;
+    let mut conn = connect_within(db, &connect_options(db), &db.target()).await?;
     let settings = per_transaction(db);
     let mut tx = conn
         .begin_with(begin_statement("BEGIN", settings.as_deref()))
